@@ -1,0 +1,46 @@
+# Two commands set everything up: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= config.toml
+
+.PHONY: venv install dev run test check lint typecheck bench fake-market clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The runtime install; re-run when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+run: install
+	CRAWLER_CONFIG=$(CONFIG) $(BIN)/crawler start --foreground
+
+test: dev
+	$(BIN)/python -m pytest -q
+
+lint: dev
+	$(BIN)/ruff check crawler tests bench fakemarket
+
+typecheck: dev
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+bench: dev
+	$(BIN)/python -m bench
+
+fake-market: dev
+	$(BIN)/python -m fakemarket
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""When markets trade, so the collection spends nothing on closed ones."""

@@ -1,0 +1,1 @@
+"""From raw source data to `Quote`s: the quote model, symbols, and page parsers."""

@@ -1,0 +1,155 @@
+"""The quote model and asset classes: what every source produces and every store keeps.
+
+Money is `Decimal` and travels through JSON as exact strings, so a quote read back from the
+cache or the history is equal to the one written.
+
+    >>> q = Quote(symbol="AAPL:US", price=Decimal("262.36"), currency="USD", source="bright_data")
+    >>> Quote.from_json_dict(q.to_json_dict()) == q
+    True
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any
+
+from crawler.utils.exceptions import ParseError
+
+__all__ = ["SOURCE_NAMES", "AssetClass", "Quote", "utc_now"]
+
+SOURCE_NAMES = ("bright_data", "yfinance")
+
+
+def utc_now() -> datetime:
+    """The current time, UTC-aware. The default `now` wherever a wall clock is injected."""
+    return datetime.now(UTC)
+
+
+class AssetClass(str, Enum):
+    """What kind of instrument a symbol names; decides its Yahoo form and its market hours."""
+
+    STOCKS = "stocks"
+    FOREX = "forex"
+    COMMODITIES = "commodities"
+    INDICES = "indices"
+    BONDS = "bonds"
+    CRYPTO = "crypto"
+
+    @classmethod
+    def parse(cls, text: str) -> AssetClass:
+        """`AssetClass.parse("Stocks")` → STOCKS; raises ValueError naming the allowed values."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            allowed = ", ".join(member.value for member in cls)
+            raise ValueError(f"unknown asset class {text!r}; use one of: {allowed}") from None
+
+
+_DECIMAL_FIELDS = ("price", "change", "change_pct", "open", "high", "low", "previous_close")
+_DATETIME_FIELDS = ("as_of", "fetched_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One price observation with its provenance.
+
+    `currency` is exactly what the source says (LSE prices in "GBp" are pence, not "GBP").
+    `as_of` is the source's own timestamp, `fetched_at` when we received it; both UTC-aware.
+    `change_pct` is in percent (-1.83 means -1.83 %). `from_cache` and `stale` describe how
+    this copy was served, not the market.
+    """
+
+    symbol: str
+    price: Decimal
+    source: str
+    currency: str | None = None
+    change: Decimal | None = None
+    change_pct: Decimal | None = None
+    open: Decimal | None = None
+    high: Decimal | None = None
+    low: Decimal | None = None
+    previous_close: Decimal | None = None
+    volume: int | None = None
+    as_of: datetime | None = None
+    fetched_at: datetime = field(default_factory=utc_now)
+    asset_class: AssetClass | None = None
+    name: str | None = None
+    from_cache: bool = False
+    stale: bool = False
+
+    def with_flags(self, *, from_cache: bool | None = None, stale: bool | None = None) -> Quote:
+        """A copy with `from_cache` / `stale` changed."""
+        return replace(
+            self,
+            from_cache=self.from_cache if from_cache is None else from_cache,
+            stale=self.stale if stale is None else stale,
+        )
+
+    def age_s(self, now: datetime | None = None) -> float:
+        """Seconds since the source's timestamp (or since we fetched it, without one)."""
+        reference = self.as_of or self.fetched_at
+        return ((now or utc_now()) - reference).total_seconds()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict: Decimals as strings, datetimes as ISO 8601, enums as values."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Decimal):
+                value = str(value)
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, AssetClass):
+                value = value.value
+            out[f.name] = value
+        return out
+
+    def to_json(self) -> str:
+        """Compact JSON text of `to_json_dict()`."""
+        return json.dumps(self.to_json_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> Quote:
+        """Inverse of `to_json_dict`; raises ParseError on a malformed record."""
+        try:
+            kwargs: dict[str, Any] = {}
+            known = {f.name for f in fields(cls)}
+            for key, value in data.items():
+                if key not in known:
+                    continue
+                if value is not None and key in _DECIMAL_FIELDS:
+                    value = Decimal(str(value))
+                elif value is not None and key in _DATETIME_FIELDS:
+                    value = _parse_utc(value)
+                elif value is not None and key == "asset_class":
+                    value = AssetClass(value)
+                elif value is not None and key == "volume":
+                    value = int(value)
+                kwargs[key] = value
+            return cls(**kwargs)
+        except (TypeError, ValueError, InvalidOperation, KeyError) as exc:
+            raise ParseError(f"malformed quote record: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Quote:
+        """Parse `to_json()` output; raises ParseError."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ParseError(f"malformed quote JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ParseError("malformed quote JSON: not an object")
+        return cls.from_json_dict(data)
+
+
+def _parse_utc(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} has no timezone")
+    return parsed.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""Everything persisted under the data dir: budget ledger, quote cache, watchlist, history."""

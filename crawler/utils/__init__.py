@@ -1,0 +1,1 @@
+"""Small shared utilities: the error tree and clocks."""

@@ -1,0 +1,20 @@
+"""Clock types. Time is injected, never monkeypatched: pass `clock=` / `now=` in tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from crawler.normalizer.schemas import utc_now
+
+__all__ = ["Clock", "MonotonicClock", "WallClock", "monotonic", "utc_now"]
+
+#: Seconds on a monotonic scale (durations, breaker timeouts, TTLs within one process).
+MonotonicClock = Callable[[], float]
+#: Seconds since the epoch (TTLs shared between processes through the data dir).
+Clock = Callable[[], float]
+#: The current UTC-aware datetime (budget day, quote timestamps).
+WallClock = Callable[[], datetime]
+
+monotonic: MonotonicClock = time.monotonic
