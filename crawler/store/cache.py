@@ -1,0 +1,171 @@
+"""The quote cache: fresh quotes for `ttl_s`, and the last-known quote of every symbol forever.
+
+Entries are JSON only (diskcache with `JSONOnlyDisk`): nothing read from disk is ever
+unpickled. Two keys per symbol:
+
+    quote:SYMBOL  {"stored_at": epoch_s, "quote": {...}}   fresh while clock() - stored_at < ttl_s
+    last:SYMBOL   {"stored_at": epoch_s, "quote": {...}}   never expires; for stale-on-error
+
+Freshness uses the injected `clock` (epoch seconds, so several processes sharing the directory
+agree), not diskcache's own expiry. A corrupt entry is a miss and is deleted.
+
+    >>> import tempfile
+    >>> from decimal import Decimal
+    >>> cache = QuoteCache(Path(tempfile.mkdtemp()), ttl_s=60, clock=lambda: 1000.0)
+    >>> cache.put(Quote(symbol="AAPL:US", price=Decimal("262.36"), source="bright_data"))
+    >>> cache.get("AAPL:US").price, cache.get("AAPL:US").from_cache
+    (Decimal('262.36'), True)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+import diskcache
+
+from crawler.normalizer.schemas import Quote
+from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
+from crawler.utils.clock import Clock
+from crawler.utils.exceptions import ConfigError, ParseError
+
+__all__ = ["QuoteCache"]
+
+_QUOTE_PREFIX: Final = "quote:"
+_LAST_PREFIX: Final = "last:"
+_WHAT: Final = "quote cache"
+
+class QuoteCache:
+    """Fresh and last-known quotes under `directory`, shared by threads and processes.
+
+    Hit and miss counts are per process (in memory); everything else is read from disk.
+    """
+
+    def __init__(self, directory: Path, ttl_s: float, clock: Clock = time.time) -> None:
+        if not ttl_s > 0:
+            raise ConfigError(f"CACHE_TTL {ttl_s!r} must be above 0 seconds")
+        self._directory = Path(directory)
+        self._ttl_s = float(ttl_s)
+        self._clock = clock
+        self._counts_lock = threading.Lock()
+        self._hits = 0
+        self._misses = 0
+        self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
+
+    @property
+    def ttl_s(self) -> float:
+        """Seconds a stored quote is served as fresh."""
+        return self._ttl_s
+
+    def get(self, symbol: str) -> Quote | None:
+        """The fresh quote for `symbol` (marked `from_cache=True`), or None. Counts hit/miss."""
+        quote = None
+        entry = self._read(_QUOTE_PREFIX + symbol)
+        if entry is not None and not self._expired(entry[0]):
+            quote = entry[1].with_flags(from_cache=True, stale=False)
+        with self._counts_lock:
+            if quote is None:
+                self._misses += 1
+            else:
+                self._hits += 1
+        return quote
+
+    def put(self, quote: Quote) -> None:
+        """Store `quote` as fresh and as the symbol's last-known quote (one transaction)."""
+        stored = quote.with_flags(from_cache=False, stale=False)
+        entry = {"stored_at": self._clock(), "quote": stored.to_json_dict()}
+        with storage_errors(_WHAT, self._directory), self._cache.transact():
+            self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
+            self._cache.set(_LAST_PREFIX + quote.symbol, entry)
+
+    def get_last_known(self, symbol: str) -> Quote | None:
+        """The last quote stored for `symbol`, however old (from_cache=True, stale=True)."""
+        entry = self._read(_LAST_PREFIX + symbol)
+        if entry is None:
+            return None
+        return entry[1].with_flags(from_cache=True, stale=True)
+
+    def cleanup(self) -> int:
+        """Delete expired fresh entries (last-known copies stay); returns how many went."""
+        removed = 0
+        for key in self._keys(_QUOTE_PREFIX):
+            with storage_errors(_WHAT, self._directory), self._cache.transact():
+                # Re-read inside the transaction: another process may have just refreshed it.
+                entry = self._read(key)
+                if entry is not None and self._expired(entry[0]):
+                    removed += int(self._cache.delete(key))
+        return removed
+
+    def clear(self) -> int:
+        """Delete every entry, last-known copies included; returns how many went."""
+        with storage_errors(_WHAT, self._directory):
+            return int(self._cache.clear())
+
+    def statistics(self) -> dict[str, Any]:
+        """hits, misses (this process), hit_rate_pct, size (fresh entries, expired or not),
+        expired (of those, now), last_known (symbols with a last-known quote), volume_bytes."""
+        fresh_keys = self._keys(_QUOTE_PREFIX)
+        expired = 0
+        for key in fresh_keys:
+            entry = self._read(key)
+            if entry is None or self._expired(entry[0]):
+                expired += 1
+        with self._counts_lock:
+            hits, misses = self._hits, self._misses
+        lookups = hits + misses
+        with storage_errors(_WHAT, self._directory):
+            volume_bytes = int(self._cache.volume())
+        return {
+            "hits": hits,
+            "misses": misses,
+            "hit_rate_pct": round(hits * 100 / lookups, 2) if lookups else 0.0,
+            "size": len(fresh_keys),
+            "expired": expired,
+            "last_known": len(self._keys(_LAST_PREFIX)),
+            "volume_bytes": volume_bytes,
+            "ttl_s": self._ttl_s,
+        }
+
+    def close(self) -> None:
+        """Close this thread's database connection."""
+        self._cache.close()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _expired(self, stored_at: float) -> bool:
+        return self._clock() - stored_at >= self._ttl_s
+
+    def _keys(self, prefix: str) -> list[str]:
+        # Keys we cannot decode come back as UNREADABLE_KEY (not a str) and are skipped.
+        with storage_errors(_WHAT, self._directory):
+            keys = list(self._cache.iterkeys())
+        return [key for key in keys if isinstance(key, str) and key.startswith(prefix)]
+
+    def _read(self, key: str) -> tuple[float, Quote] | None:
+        """(stored_at, quote) of `key`, or None if absent; a corrupt entry is deleted."""
+        with storage_errors(_WHAT, self._directory):
+            try:
+                raw = self._cache.get(key)
+            except CorruptRecordError:
+                raw = _CORRUPT
+            if raw is None:
+                return None
+            try:
+                if raw is _CORRUPT or not isinstance(raw, dict):
+                    raise ParseError("cache entry is not a JSON object")
+                stored_at = raw["stored_at"]
+                if not isinstance(stored_at, int | float) or isinstance(stored_at, bool):
+                    raise ParseError("cache entry has no numeric stored_at")
+                payload = raw["quote"]
+                if not isinstance(payload, dict):
+                    raise ParseError("cache entry has no quote object")
+                return float(stored_at), Quote.from_json_dict(payload)
+            except (ParseError, KeyError):
+                # Serving a miss beats failing the request; the next put rewrites the entry.
+                self._cache.delete(key)
+                return None
+
+
+_CORRUPT: Final = object()

@@ -1,0 +1,187 @@
+"""The data directory, and how every store under it opens its diskcache safely.
+
+Layout (each store owns one subdirectory; pass that subdirectory to the store):
+
+    <data_dir>/ledger      BudgetLedger   (LEDGER_SUBDIR)
+    <data_dir>/cache       QuoteCache     (CACHE_SUBDIR)
+    <data_dir>/watchlist   Watchlist      (WATCHLIST_SUBDIR)
+
+Every store opens diskcache through `open_store()`, which uses `JSONOnlyDisk`: diskcache's own
+`JSONDisk` still unpickles any row whose mode column says "pickle" (CVE-2025-69872), so a file
+planted in the data dir could run code. `JSONOnlyDisk` refuses such rows instead.
+
+    >>> import tempfile
+    >>> ensure_data_dir(Path(tempfile.mkdtemp()) / "a" / "b").stat().st_mode & 0o777 == 0o700
+    True
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import stat
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Final
+
+import diskcache
+from diskcache.core import MODE_BINARY, MODE_RAW
+
+from crawler.utils.exceptions import StorageError
+
+__all__ = [
+    "CACHE_SUBDIR",
+    "LEDGER_SUBDIR",
+    "UNREADABLE_KEY",
+    "WATCHLIST_SUBDIR",
+    "CorruptRecordError",
+    "JSONOnlyDisk",
+    "ensure_data_dir",
+    "open_store",
+    "storage_errors",
+]
+
+LEDGER_SUBDIR: Final = "ledger"
+CACHE_SUBDIR: Final = "cache"
+WATCHLIST_SUBDIR: Final = "watchlist"
+
+#: SQLite busy timeout: how long a writer waits for another process's transaction.
+_SQLITE_TIMEOUT_S: Final = 30.0
+_DIR_MODE: Final = 0o700
+
+
+class CorruptRecordError(ValueError):
+    """A stored value is not zlib-compressed JSON written by us (corrupt, or planted)."""
+
+
+class _UnreadableKey:
+    """Stands in for a key we refuse to decode, so iterating a store never stops on it."""
+
+    def __repr__(self) -> str:
+        return "UNREADABLE_KEY"
+
+
+#: What `JSONOnlyDisk` yields, while iterating keys, for a key that is not our JSON.
+UNREADABLE_KEY: Final = _UnreadableKey()
+
+
+class JSONOnlyDisk(diskcache.JSONDisk):  # type: ignore[misc]
+    """diskcache's JSONDisk minus every path that reaches `pickle.load`.
+
+    Reading: only raw/binary rows holding zlib JSON are decoded; anything else (pickle mode,
+    pickled keys, garbage) raises `CorruptRecordError` for values and yields `UNREADABLE_KEY`
+    for keys. Writing is JSONDisk's: JSON only, so `put`/`store` never pickle either.
+    """
+
+    def get(self, key: Any, raw: bool) -> Any:
+        """Decode a key from the Cache table; never unpickles (raw=False means pickled)."""
+        if not raw:
+            return UNREADABLE_KEY
+        try:
+            return super().get(key, raw)
+        except (zlib.error, ValueError, TypeError):
+            return UNREADABLE_KEY
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        """Decode a value; raises CorruptRecordError for anything but our zlib JSON."""
+        if read or mode not in (MODE_RAW, MODE_BINARY):
+            raise CorruptRecordError(f"refusing to decode a stored value of mode {mode}")
+        try:
+            return super().fetch(mode, filename, value, read)
+        except (zlib.error, ValueError, TypeError) as exc:
+            # ValueError covers JSONDecodeError and UnicodeDecodeError.
+            raise CorruptRecordError(f"stored value is not JSON: {exc}") from exc
+
+
+def _describe(path: Path, exc: OSError) -> str:
+    """One line naming the path, the reason and the fix."""
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"data dir {path} is full ({reason}); free some space or set DATA_DIR elsewhere"
+    if exc.errno == errno.ENOTDIR:
+        return (
+            f"data dir {path} is not a directory ({reason}); "
+            "set DATA_DIR to a writable directory"
+        )
+    return f"data dir {path} is not writable ({reason}); set DATA_DIR to a writable directory"
+
+
+def ensure_data_dir(path: Path) -> Path:
+    """Create `path` (and parents) with mode 0700, prove it is writable, return it absolute.
+
+    An existing directory we own is tightened to 0700 (it holds the budget ledger). The probe
+    writes, fsyncs and unlinks a file, so a read-only file system or a full disk is found here,
+    at start, rather than at the first quote. Raises StorageError with a one-line fix.
+    """
+    path = path.expanduser().absolute()
+    try:
+        # FileExistsError means a non-directory is in the way; the check below names it.
+        with suppress(FileExistsError):
+            path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        info = path.stat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        # mkdir's mode is filtered by the umask, and an old dir may be looser: fix both.
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != _DIR_MODE:
+            path.chmod(_DIR_MODE)
+        _probe_write(path)
+    except OSError as exc:
+        raise StorageError(_describe(path, exc)) from exc
+    return path
+
+
+def _probe_write(directory: Path) -> None:
+    probe = directory / f".write-probe-{os.getpid()}-{os.urandom(4).hex()}"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.write(fd, b"probe\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        # The unlink must not mask the write error, and must run even after it.
+        with suppress(FileNotFoundError):
+            probe.unlink()
+
+
+@contextmanager
+def storage_errors(what: str, directory: Path) -> Iterator[None]:
+    """Translate diskcache / sqlite3 / OS errors raised inside into StorageError.
+
+    `what` names the store ("budget ledger"), so the message says which one failed and where.
+    """
+    try:
+        yield
+    except diskcache.Timeout as exc:
+        raise StorageError(
+            f"{what} at {directory} is locked by another process for over "
+            f"{_SQLITE_TIMEOUT_S:g} s; retry, or stop the other crawler process"
+        ) from exc
+    except sqlite3.Error as exc:
+        raise StorageError(
+            f"{what} at {directory} failed ({exc}); if it is corrupt, move it aside"
+        ) from exc
+    except OSError as exc:
+        raise StorageError(_describe(directory, exc)) from exc
+
+
+def open_store(directory: Path, what: str) -> diskcache.Cache:
+    """Ensure `directory` (0700, writable) and open a JSON-only diskcache there.
+
+    Eviction is off: the ledger and the last-known quotes must never be culled behind our back;
+    the stores prune themselves. The returned Cache is safe to share between threads (diskcache
+    keeps one SQLite connection per thread) and between processes (SQLite locking).
+    """
+    ensure_data_dir(directory)
+    with storage_errors(what, directory):
+        return diskcache.Cache(
+            str(directory),
+            timeout=_SQLITE_TIMEOUT_S,
+            disk=JSONOnlyDisk,
+            eviction_policy="none",
+            statistics=False,
+        )

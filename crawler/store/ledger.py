@@ -1,0 +1,334 @@
+"""The daily Bright Data budget: reservations and billed spend, in integer micro-dollars.
+
+Every paid request is bracketed: `reserve()` before it (refused with BudgetExhaustedError when
+it would not fit), then `settle()` if the source billed us or `release()` if it did not. Each
+read-modify-write runs in one diskcache transaction (SQLite ``BEGIN IMMEDIATE``), so threads and
+processes (the daemon and a CLI ``crawler fetch``) sharing the directory never overspend.
+
+A reservation left open by a crash stays counted as spent: overcounting a request we may have
+paid for is the safe side. Money is keyed by the calendar day in `timezone`, computed from the
+injected `now()`, so a new day starts with a full budget whether or not the midnight job ran.
+
+    >>> import tempfile
+    >>> ledger = BudgetLedger(Path(tempfile.mkdtemp()), Decimal("0.03"), Decimal("0.0015"))
+    >>> r = ledger.reserve()
+    >>> ledger.settle(r), ledger.settle(r)
+    (True, False)
+    >>> ledger.statistics()["requests_billed"], str(ledger.statistics()["total_cost"])
+    (1, '0.0015')
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import diskcache
+
+from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
+from crawler.utils.clock import WallClock, utc_now
+from crawler.utils.exceptions import BudgetExhaustedError, ConfigError, StorageError
+
+__all__ = ["DAYS_KEPT", "BudgetLedger", "Reservation", "micro_from_usd", "usd_from_micro"]
+
+MICRO_PER_USD: Final = 1_000_000
+_ONE_MICRO_USD: Final = Decimal("0.000001")
+#: Days of records kept; older days are pruned when a new day starts or on roll-over.
+DAYS_KEPT: Final = 31
+_DAY_PREFIX: Final = "day:"
+_ROLLOVER_KEY: Final = "meta:rollover"
+_WHAT: Final = "budget ledger"
+
+
+def micro_from_usd(amount_usd: Decimal, name: str = "amount") -> int:
+    """Exact integer micro-dollars of a non-negative USD amount; sub-micro amounts are refused.
+
+    >>> micro_from_usd(Decimal("0.0015"))
+    1500
+    """
+    if not isinstance(amount_usd, Decimal):
+        raise ConfigError(f"{name} {amount_usd!r} must be a Decimal USD amount")
+    if not amount_usd.is_finite() or amount_usd < 0:
+        raise ConfigError(f"{name} {amount_usd} must be a finite amount >= 0 USD")
+    try:
+        exact = amount_usd.quantize(_ONE_MICRO_USD)
+    except InvalidOperation as exc:
+        raise ConfigError(f"{name} {amount_usd} is too large") from exc
+    if exact != amount_usd:
+        raise ConfigError(f"{name} {amount_usd} is finer than a micro-dollar; round to 6 places")
+    return int(exact * MICRO_PER_USD)
+
+
+def usd_from_micro(amount_micro: int) -> Decimal:
+    """USD of integer micro-dollars, exact and without trailing zeros beyond the value.
+
+    >>> str(usd_from_micro(1_500)), str(usd_from_micro(100_000_000))
+    ('0.0015', '100')
+    """
+    return Decimal(amount_micro) / MICRO_PER_USD
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A slice of one day's budget held for one request. Settle or release it exactly once."""
+
+    id: str
+    day: str
+    amount_micro: int
+
+    @property
+    def amount_usd(self) -> Decimal:
+        """The reserved amount in USD."""
+        return usd_from_micro(self.amount_micro)
+
+
+@dataclass(slots=True)
+class _DayRecord:
+    """What one `day:YYYY-MM-DD` entry holds (as JSON)."""
+
+    billed_micro: int
+    billed_count: int
+    open: dict[str, dict[str, Any]]
+
+    @property
+    def reserved_micro(self) -> int:
+        return sum(int(entry["amount_micro"]) for entry in self.open.values())
+
+    @property
+    def used_micro(self) -> int:
+        return self.billed_micro + self.reserved_micro
+
+    @property
+    def used_count(self) -> int:
+        return self.billed_count + len(self.open)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "billed_micro": self.billed_micro,
+            "billed_count": self.billed_count,
+            "open": self.open,
+        }
+
+
+class BudgetLedger:
+    """The per-day budget, shared by threads and processes through `directory`.
+
+    `total_budget_usd` and `cost_per_request_usd` come from the config and may change between
+    restarts: stored spend is in micro-dollars and the limit is applied at reserve time.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        total_budget_usd: Decimal,
+        cost_per_request_usd: Decimal,
+        timezone: str = "UTC",
+        now: WallClock = utc_now,
+    ) -> None:
+        self._budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
+        self._cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
+        if self._cost_micro <= 0:
+            raise ConfigError(f"COST_PER_REQUEST {cost_per_request_usd} must be above 0 USD")
+        try:
+            self._zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"BUDGET_TIMEZONE {timezone!r} is not a known time zone; use e.g. UTC or "
+                "America/New_York"
+            ) from exc
+        self._timezone = timezone
+        self._now = now
+        self._directory = Path(directory)
+        self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
+
+    # -- the day --------------------------------------------------------------------------
+
+    def day(self) -> str:
+        """Today's date (ISO) in the budget's time zone, from the injected `now()`."""
+        current = self._now()
+        if not _is_aware(current):
+            raise ValueError("now() must return a timezone-aware datetime")
+        return current.astimezone(self._zone).date().isoformat()
+
+    # -- reserve / settle / release -------------------------------------------------------
+
+    def reserve(self) -> Reservation:
+        """Hold one request's cost on today's budget, or raise BudgetExhaustedError.
+
+        The hold counts as spent until `settle()` (billed) or `release()` (not billed).
+        """
+        today = self.day()
+        reservation = Reservation(id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro)
+        with storage_errors(_WHAT, self._directory), self._cache.transact():
+            record, is_new = self._load_day(today)
+            if record.used_micro + self._cost_micro > self._budget_micro:
+                raise BudgetExhaustedError(
+                    current_usage=record.used_count,
+                    budget_limit=self.requests_allowed,
+                    cost_spent=usd_from_micro(record.used_micro),
+                )
+            record.open[reservation.id] = {
+                "amount_micro": reservation.amount_micro,
+                "pid": os.getpid(),
+                "created": self._now().isoformat(),
+            }
+            self._store_day(today, record)
+            if is_new:
+                # The first reservation of a day is a natural moment to forget old days.
+                self._prune(date.fromisoformat(today))
+        return reservation
+
+    def settle(self, reservation: Reservation) -> bool:
+        """The request was billed: move its hold into billed spend.
+
+        Returns False (and changes nothing) for an unknown or already closed reservation, so a
+        retry after an error never bills twice.
+        """
+        return self._close(reservation, billed=True)
+
+    def release(self, reservation: Reservation) -> bool:
+        """The request was not billed: drop its hold, the money comes back.
+
+        Returns False (and changes nothing) for an unknown or already closed reservation.
+        """
+        return self._close(reservation, billed=False)
+
+    def _close(self, reservation: Reservation, *, billed: bool) -> bool:
+        with storage_errors(_WHAT, self._directory), self._cache.transact():
+            record, is_new = self._load_day(reservation.day)
+            entry = None if is_new else record.open.pop(reservation.id, None)
+            if entry is None:
+                return False
+            if billed:
+                # The stored amount is what was held, even if the config changed since.
+                record.billed_micro += int(entry["amount_micro"])
+                record.billed_count += 1
+            self._store_day(reservation.day, record)
+        return True
+
+    def can_reserve(self) -> bool:
+        """Whether one more request fits today (a hint: `reserve()` is the atomic check)."""
+        record, _ = self._read_day(self.day())
+        return record.used_micro + self._cost_micro <= self._budget_micro
+
+    # -- roll-over and status -------------------------------------------------------------
+
+    def record_rollover(self) -> None:
+        """Note that the midnight job ran (for status) and prune days older than DAYS_KEPT.
+
+        The budget itself needs no reset: a new day key starts empty.
+        """
+        today = self.day()
+        with storage_errors(_WHAT, self._directory), self._cache.transact():
+            self._cache.set(_ROLLOVER_KEY, {"at": self._now().isoformat(), "day": today})
+            self._prune(date.fromisoformat(today))
+
+    @property
+    def requests_allowed(self) -> int:
+        """Requests a full day's budget buys at the current cost."""
+        return self._budget_micro // self._cost_micro
+
+    def statistics(self) -> dict[str, Any]:
+        """Today's spend. Money fields are Decimal USD (``str()`` them for JSON).
+
+        `total_cost` is billed spend plus open reservations (what counts against the budget);
+        `billed_cost` and `reserved_cost` are its two parts. `requests_used` likewise counts
+        billed requests plus open reservations; `requests_billed` only the former.
+        """
+        today = self.day()
+        record, _ = self._read_day(today)
+        with storage_errors(_WHAT, self._directory):
+            rollover = self._cache.get(_ROLLOVER_KEY)
+        used_micro = record.used_micro
+        # A zero budget counts as fully used from the start.
+        budget = self._budget_micro
+        used_pct = round(used_micro * 100 / budget, 2) if budget else 100.0
+        return {
+            "day": today,
+            "timezone": self._timezone,
+            "total_cost": usd_from_micro(used_micro),
+            "billed_cost": usd_from_micro(record.billed_micro),
+            "reserved_cost": usd_from_micro(record.reserved_micro),
+            "budget_total": usd_from_micro(self._budget_micro),
+            "budget_used_pct": used_pct,
+            "budget_remaining": usd_from_micro(max(0, self._budget_micro - used_micro)),
+            "cost_per_request": usd_from_micro(self._cost_micro),
+            "requests_used": record.used_count,
+            "requests_allowed": self.requests_allowed,
+            "requests_billed": record.billed_count,
+            "open_reservations": len(record.open),
+            "last_rollover": rollover.get("at") if isinstance(rollover, dict) else None,
+            "last_rollover_day": rollover.get("day") if isinstance(rollover, dict) else None,
+        }
+
+    def days(self) -> list[str]:
+        """The days with a record, oldest first (at most about DAYS_KEPT + 1)."""
+        with storage_errors(_WHAT, self._directory):
+            keys = list(self._cache.iterkeys())
+        return sorted(
+            key[len(_DAY_PREFIX) :]
+            for key in keys
+            if isinstance(key, str) and key.startswith(_DAY_PREFIX)
+        )
+
+    def close(self) -> None:
+        """Close this thread's database connection (others close when their thread ends)."""
+        self._cache.close()
+
+    # -- storage --------------------------------------------------------------------------
+
+    def _read_day(self, day: str) -> tuple[_DayRecord, bool]:
+        with storage_errors(_WHAT, self._directory):
+            return self._load_day(day)
+
+    def _load_day(self, day: str) -> tuple[_DayRecord, bool]:
+        """The day's record and whether it is new (absent). Corruption is a StorageError:
+        guessing a budget from a broken record could overspend."""
+        try:
+            raw = self._cache.get(_DAY_PREFIX + day)
+        except CorruptRecordError as exc:
+            raise self._corrupt(day, exc) from exc
+        if raw is None:
+            return _DayRecord(billed_micro=0, billed_count=0, open={}), True
+        try:
+            record = _DayRecord(
+                billed_micro=int(raw["billed_micro"]),
+                billed_count=int(raw["billed_count"]),
+                open=dict(raw["open"]),
+            )
+            _ = record.reserved_micro  # validates every open entry
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self._corrupt(day, exc) from exc
+        return record, False
+
+    def _store_day(self, day: str, record: _DayRecord) -> None:
+        self._cache.set(_DAY_PREFIX + day, record.to_json())
+
+    def _corrupt(self, day: str, exc: Exception) -> StorageError:
+        return StorageError(
+            f"budget ledger at {self._directory} has a corrupt record for {day} ({exc}); "
+            "move the directory aside to start a fresh ledger"
+        )
+
+    def _prune(self, today: date) -> None:
+        """Delete day records older than DAYS_KEPT days before `today` (inside a transaction)."""
+        oldest_kept = today - timedelta(days=DAYS_KEPT)
+        for key in list(self._cache.iterkeys()):
+            if not (isinstance(key, str) and key.startswith(_DAY_PREFIX)):
+                continue
+            try:
+                day = date.fromisoformat(key[len(_DAY_PREFIX) :])
+            except ValueError:
+                continue
+            if day < oldest_kept:
+                self._cache.delete(key)
+
+
+def _is_aware(value: datetime) -> bool:
+    return value.tzinfo is not None and value.utcoffset() is not None

@@ -1,0 +1,198 @@
+"""ensure_data_dir: 0700, a real write probe, and one-line StorageErrors.
+
+The tests run as root, and root ignores permission bits. So the unwritable cases use what
+stops root too: a path under a regular file (ENOTDIR), a path under /proc; and, in a child
+process, `setpriv` dropping CAP_DAC_OVERRIDE (EACCES), a read-only bind mount (EROFS) and a
+full 16 KiB tmpfs (ENOSPC), both inside `unshare -m` so nothing leaks to the host. Those skip
+where the tools or privileges are missing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import diskcache
+import pytest
+
+from crawler.store.datadir import ensure_data_dir, storage_errors
+from crawler.utils.exceptions import StorageError
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER = REPO / "tests" / "store_worker.py"
+NOBODY_UID = 65534
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_creates_parents_with_mode_0700(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "data"
+    assert ensure_data_dir(target) == target
+    assert target.is_dir()
+    assert mode_of(target) == 0o700
+    assert list(target.iterdir()) == []  # the probe file is gone
+
+
+def test_relative_path_comes_back_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert ensure_data_dir(Path("rel")) == tmp_path / "rel"
+
+
+def test_existing_dir_we_own_is_tightened(tmp_path: Path) -> None:
+    target = tmp_path / "loose"
+    target.mkdir()
+    target.chmod(0o755)
+    ensure_data_dir(target)
+    assert mode_of(target) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_existing_dir_of_another_user_is_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / "theirs"
+    target.mkdir(mode=0o755)
+    os.chown(target, NOBODY_UID, NOBODY_UID)
+    ensure_data_dir(target)  # root may still write there
+    assert mode_of(target) == 0o755
+
+
+def test_path_under_a_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StorageError) as info:
+        ensure_data_dir(blocker / "data")
+    message = str(info.value)
+    assert str(blocker / "data") in message
+    assert "Not a directory" in message
+    assert "set DATA_DIR" in message
+    assert "\n" not in message
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_path_that_is_a_regular_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StorageError, match="not a directory"):
+        ensure_data_dir(blocker)
+
+
+def test_path_under_proc(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"data dir /proc/crawler-no-such/data .*DATA_DIR"):
+        ensure_data_dir(Path("/proc/crawler-no-such/data"))
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (diskcache.Timeout(), "locked by another process"),
+        (sqlite3.DatabaseError("file is not a database"), "file is not a database"),
+        (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "is full"),
+        (OSError(errno.EROFS, os.strerror(errno.EROFS)), "Read-only file system"),
+    ],
+)
+def test_storage_errors_translates_at_the_boundary(raised: Exception, expected: str) -> None:
+    with pytest.raises(StorageError, match=expected) as info, storage_errors("test store",
+                                                                             Path("/x")):
+        raise raised
+    assert info.value.__cause__ is raised
+    assert "/x" in str(info.value)
+
+
+# -- what stops root too, in a child process ------------------------------------------------
+
+
+def run_worker(prefix: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [*prefix, sys.executable, str(WORKER), "datadir", str(data_dir)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=False,
+    )
+
+
+def in_mount_namespace(setup: str) -> list[str]:
+    # `exec "$0" "$@"` replaces the shell with the worker once the mounts are in place.
+    return ["unshare", "-m", "sh", "-c", f'{setup} && exec "$0" "$@"']
+
+
+@pytest.fixture
+def mount_namespace(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not installed")
+    probe_dir = tmp_path / "probe-mount"
+    probe_dir.mkdir()
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs {probe_dir}"],
+        capture_output=True, check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip("no permission for a private mount namespace")
+
+
+def test_read_only_file_system(tmp_path: Path, mount_namespace: None) -> None:
+    target = tmp_path / "ro"
+    target.mkdir(mode=0o700)
+    setup = f"mount --bind {target} {target} && mount -o remount,ro,bind {target}"
+    result = run_worker(in_mount_namespace(setup), target)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == (
+        f"StorageError: data dir {target} is not writable (Read-only file system); "
+        "set DATA_DIR to a writable directory"
+    )
+
+
+def test_full_disk(tmp_path: Path, mount_namespace: None) -> None:
+    target = tmp_path / "full"
+    target.mkdir(mode=0o700)
+    setup = (
+        f"mount -t tmpfs -o size=16k,mode=0700 tmpfs {target} && "
+        f"{{ dd if=/dev/zero of={target}/filler bs=4k count=64 2>/dev/null; true; }}"
+    )
+    result = run_worker(in_mount_namespace(setup), target)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == (
+        f"StorageError: data dir {target} is full (No space left on device); "
+        "free some space or set DATA_DIR elsewhere"
+    )
+
+
+def test_workers_succeed_without_the_fault(tmp_path: Path, mount_namespace: None) -> None:
+    """The control for the two above: same worker, same namespace, a plain tmpfs."""
+    target = tmp_path / "fine"
+    target.mkdir(mode=0o700)
+    result = run_worker(in_mount_namespace(f"mount -t tmpfs -o size=16k tmpfs {target}"), target)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"ok {target}"
+
+
+def without_dac_override() -> list[str]:
+    if os.geteuid() != 0:
+        return []  # permission bits already apply to us
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", "--"]
+
+
+@pytest.mark.parametrize("leaf", ["", "data"], ids=["existing-dir", "new-dir-inside"])
+def test_permission_denied(tmp_path: Path, leaf: str) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o755)
+    if os.geteuid() == 0:
+        os.chown(locked, NOBODY_UID, NOBODY_UID)  # not ours: so not chmod-ed, and not writable
+    else:
+        locked.chmod(0o555)
+    target = locked / leaf if leaf else locked
+    prefix = without_dac_override()
+    result = run_worker(prefix, target)
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.strip() == (
+        f"StorageError: data dir {target} is not writable (Permission denied); "
+        "set DATA_DIR to a writable directory"
+    )
