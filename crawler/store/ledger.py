@@ -230,6 +230,11 @@ class BudgetLedger:
             self._prune(date.fromisoformat(today))
 
     @property
+    def cost_per_request_usd(self) -> Decimal:
+        """What one paid request costs, in USD."""
+        return usd_from_micro(self._cost_micro)
+
+    @property
     def requests_allowed(self) -> int:
         """Requests a full day's budget buys at the current cost."""
         return self._budget_micro // self._cost_micro

@@ -1,0 +1,399 @@
+"""Bloomberg quotes through Bright Data's Web Unlocker (Direct API), paid per request.
+
+One `fetch` is up to `max_attempts` POSTs to `{endpoint}/request`, all inside `deadline_s`. Each
+attempt first reserves its cost in the `BudgetLedger`, then settles (billed) or releases (not
+billed) that reservation — in a `finally`, so no path leaks one. How each answer is classed:
+
+    outer 401 / 400 / other 4xx      SourceConfigError     not billed, not retried
+    outer 429 / 5xx, timeouts,       TransientSourceError  not billed, retried with backoff
+      connection errors, x-brd-error   (RateLimitedError for 429 / sr_rate_limit)
+    x-brd-status-code 404            UnknownSymbolError    billed, not retried
+    x-brd-status-code other ≠ 200    BilledFailureError    billed, not retried
+    200 with a bot wall / no quote   BilledFailureError    billed, logged at ERROR
+    200 with a quote                 the Quote             billed
+
+Bright Data bills when its unlocker reached the target, which we learn from the
+`x-brd-status-code` header. When we cannot tell (a read timeout after the request was sent, an
+answer without that header) the attempt is counted as not billed: we release rather than guess,
+and the daily reconciliation against Bright Data's own usage is the backstop.
+
+The API key is only ever put in the Authorization header: never in a message, a log line or a
+repr (the tests grep for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import urllib3
+
+from crawler.normalizer.bloomberg import (
+    MAX_PAGE_BYTES,
+    BotWallError,
+    parse_bloomberg_page,
+)
+from crawler.normalizer.schemas import Quote, utc_now
+from crawler.normalizer.symbols import Symbol, bloomberg_url
+from crawler.store.ledger import BudgetLedger
+from crawler.utils.exceptions import (
+    BilledFailureError,
+    ConfigError,
+    ParseError,
+    RateLimitedError,
+    SourceConfigError,
+    TransientSourceError,
+    UnknownSymbolError,
+)
+
+__all__ = ["BrightDataSource"]
+
+logger = logging.getLogger("crawler.sources.bright_data")
+
+_CHUNK_BYTES = 64 * 1024
+_RATE_LIMIT_CODES = frozenset(("sr_rate_limit",))
+
+
+@dataclass
+class _Billing:
+    """Whether the current attempt reached the target (and so costs money)."""
+
+    billed: bool = False
+
+
+class _PageTooLargeError(Exception):
+    """Internal: the body passed MAX_PAGE_BYTES; we stopped reading."""
+
+
+class _DeadlineError(Exception):
+    """Internal: the body was still arriving when the deadline passed."""
+
+
+class BrightDataSource:
+    """A `QuoteSource` for Bloomberg pages fetched through Bright Data's Web Unlocker.
+
+    `endpoint` is the API base ("https://api.brightdata.com" in production, the fake market's
+    URL in tests). `sleep`, `clock` and `rng` are injected so tests can record backoff waits.
+    """
+
+    name = "bright_data"
+
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str,
+        zone: str,
+        ledger: BudgetLedger,
+        *,
+        session: requests.Session | None = None,
+        connect_timeout_s: float = 5,
+        read_timeout_s: float = 20,
+        deadline_s: float = 30,
+        max_attempts: int = 3,
+        backoff_base_s: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not api_key:
+            raise ConfigError("Bright Data API key is empty; set it or disable Bright Data")
+        if not zone:
+            raise ConfigError("Bright Data zone is empty; set it to your Web Unlocker zone name")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
+        for label, value in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("read_timeout_s", read_timeout_s),
+            ("deadline_s", deadline_s),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{label} must be positive, got {value}")
+        self._request_url = endpoint.rstrip("/") + "/request"
+        self._api_key = api_key
+        self._zone = zone
+        self._ledger = ledger
+        self._own_session = session is None
+        self._session = session if session is not None else requests.Session()
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._deadline_s = deadline_s
+        self._max_attempts = max_attempts
+        self._backoff_base_s = backoff_base_s
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._stats: dict[str, int] = dict.fromkeys(
+            (
+                "fetches",
+                "successes",
+                "failures",
+                "requests",
+                "billed",
+                "unbilled",
+                "retries",
+                "billed_failures",
+                "bot_walls",
+            ),
+            0,
+        )
+        self._last_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"BrightDataSource(endpoint={self._request_url!r}, zone={self._zone!r})"
+
+    # -- public -----------------------------------------------------------------------------
+    def fetch(self, symbol: Symbol) -> Quote:
+        """The current quote for `symbol`. Raises APIError subclasses (and BudgetExhaustedError
+        from the ledger, before anything is sent)."""
+        self._bump("fetches")
+        try:
+            quote = self._fetch_with_retries(symbol)
+        except Exception as exc:
+            self._bump("failures")
+            with self._lock:
+                self._last_error = self._clean(str(exc))
+            raise
+        self._bump("successes")
+        return quote
+
+    def close(self) -> None:
+        """Close the HTTP session if this source created it (an injected one is the caller's)."""
+        if self._own_session:
+            self._session.close()
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters since start: fetches, successes, failures, requests (attempts sent), billed,
+        unbilled, retries, billed_failures, bot_walls, and last_error (one line or None)."""
+        with self._lock:
+            return {**self._stats, "last_error": self._last_error}
+
+    # -- the retry loop -------------------------------------------------------------------------
+    def _fetch_with_retries(self, symbol: Symbol) -> Quote:
+        deadline = self._clock() + self._deadline_s
+        last: TransientSourceError | None = None
+        attempts = 0
+        while attempts < self._max_attempts:
+            if last is not None:
+                delay_s = self._delay_s(attempts, last)
+                # No attempt may start after the deadline, so a wait past it is pointless.
+                if self._clock() + delay_s >= deadline:
+                    break
+                self._bump("retries")
+                self._sleep(delay_s)
+            remaining_s = deadline - self._clock()
+            if remaining_s <= 0:
+                break
+            attempts += 1
+            try:
+                return self._attempt(symbol, remaining_s, deadline)
+            except TransientSourceError as exc:
+                last = exc
+                logger.warning(
+                    "bright_data attempt %d/%d for %s failed: %s",
+                    attempts,
+                    self._max_attempts,
+                    symbol.canonical,
+                    exc.message,
+                )
+        if last is None:
+            raise TransientSourceError(
+                f"no Bright Data attempt for {symbol.canonical} "
+                f"fit in the {self._deadline_s}s deadline"
+            )
+        message = f"Bright Data gave up on {symbol.canonical} after {attempts} attempt(s): {last}"
+        if isinstance(last, RateLimitedError):
+            raise RateLimitedError(message, last.retry_after_s) from last
+        raise TransientSourceError(message) from last
+
+    def _delay_s(self, attempts_done: int, last: TransientSourceError) -> float:
+        """Retry-After when the server gave one; else exponential backoff with full jitter."""
+        if isinstance(last, RateLimitedError) and last.retry_after_s is not None:
+            return last.retry_after_s
+        return self._rng() * self._backoff_base_s * 2.0 ** (attempts_done - 1)
+
+    # -- one attempt ----------------------------------------------------------------------------
+    def _attempt(self, symbol: Symbol, remaining_s: float, deadline: float) -> Quote:
+        reservation = self._ledger.reserve()  # BudgetExhaustedError: nothing is sent
+        billing = _Billing()
+        try:
+            return self._send(symbol, remaining_s, deadline, billing)
+        finally:
+            # Our own bugs land here too: the reservation is settled or released, never leaked.
+            if billing.billed:
+                self._ledger.settle(reservation)
+                self._bump("billed")
+            else:
+                self._ledger.release(reservation)
+                self._bump("unbilled")
+
+    def _send(
+        self, symbol: Symbol, remaining_s: float, deadline: float, billing: _Billing
+    ) -> Quote:
+        payload = {"zone": self._zone, "url": bloomberg_url(symbol), "format": "raw"}
+        timeout = (
+            min(self._connect_timeout_s, remaining_s),
+            min(self._read_timeout_s, remaining_s),
+        )
+        self._bump("requests")
+        try:
+            response = self._session.post(
+                self._request_url,
+                json=payload,
+                headers={"Authorization": f"Bearer {self._api_key}"},
+                timeout=timeout,
+                stream=True,  # so an oversized page can be refused without reading it all
+                verify=True,
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout as exc:
+            raise TransientSourceError(
+                f"Bright Data did not accept a connection within {timeout[0]:g}s"
+            ) from exc
+        except requests.ReadTimeout as exc:
+            # The request may have reached Bright Data; we cannot tell, so it counts as unbilled.
+            raise TransientSourceError(
+                f"Bright Data did not answer within {timeout[1]:g}s (counted as not billed)"
+            ) from exc
+        except (
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidHeader,
+        ) as exc:
+            raise SourceConfigError(
+                f"Bright Data request could not be built: {self._clean(str(exc))}"
+            ) from exc
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise TransientSourceError(
+                f"Bright Data request failed: {type(exc).__name__}: {self._clean(str(exc))}"
+            ) from exc
+        with response:
+            return self._handle(response, symbol, deadline, billing)
+
+    def _handle(
+        self, response: requests.Response, symbol: Symbol, deadline: float, billing: _Billing
+    ) -> Quote:
+        status = response.status_code
+        headers = response.headers
+        brd_error = self._clean(headers.get("x-brd-error", ""))
+        retry_after_s = _retry_after_s(headers.get("Retry-After"))
+
+        if status == 401:
+            raise self._config_error("Bright Data rejected the API key (HTTP 401); check the key")
+        if status == 400:
+            detail = brd_error or self._clean(_head_text(response))
+            raise self._config_error(
+                f"Bright Data rejected the request (HTTP 400: {detail}); "
+                f"check the zone name {self._zone!r}"
+            )
+        if status == 429 or (status >= 500 and retry_after_s is not None):
+            raise RateLimitedError(f"Bright Data answered HTTP {status}", retry_after_s)
+        if status >= 500:
+            raise TransientSourceError(f"Bright Data answered HTTP {status}")
+        if status != 200:
+            raise self._config_error(
+                f"Bright Data answered HTTP {status} at {self._request_url}; check the endpoint"
+            )
+
+        code = headers.get("x-brd-error-code") or headers.get("x-brd-err-code") or ""
+        target_status = headers.get("x-brd-status-code", "")
+        if brd_error or code:
+            # An unlocker failure: the target was not (successfully) reached, nothing is billed.
+            message = f"Bright Data unlocker error {self._clean(code) or '?'}: {brd_error or '-'}"
+            if code in _RATE_LIMIT_CODES or target_status == "429":
+                raise RateLimitedError(message, retry_after_s)
+            raise TransientSourceError(message)
+        if not target_status.isdigit():
+            raise TransientSourceError(
+                "Bright Data answer has no x-brd-status-code (counted as not billed)"
+            )
+
+        billing.billed = True  # the unlocker reached Bloomberg: this attempt is paid for
+        target = int(target_status)
+        if target == 404:
+            raise UnknownSymbolError(f"Bloomberg has no page for {symbol.canonical} (HTTP 404)")
+        if target != 200:
+            raise self._billed_failure(symbol, f"Bloomberg answered HTTP {target}")
+        try:
+            page = self._read_body(response, deadline)
+        except _PageTooLargeError:
+            raise self._billed_failure(
+                symbol, f"page is over the {MAX_PAGE_BYTES}-byte limit; stopped reading"
+            ) from None
+        except _DeadlineError:
+            raise self._billed_failure(symbol, "page still arriving at the deadline") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            raise self._billed_failure(
+                symbol, f"page did not arrive whole ({type(exc).__name__})"
+            ) from exc
+        try:
+            return parse_bloomberg_page(page, symbol, fetched_at=utc_now())
+        except BotWallError as exc:
+            self._bump("bot_walls")
+            raise self._billed_failure(symbol, f"BOT WALL: {exc.message}") from exc
+        except ParseError as exc:
+            raise self._billed_failure(symbol, exc.message) from exc
+
+    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+        """The body, refusing past MAX_PAGE_BYTES (declared or actual) and past the deadline."""
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_PAGE_BYTES:
+            raise _PageTooLargeError
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=_CHUNK_BYTES):
+            size += len(chunk)
+            if size > MAX_PAGE_BYTES:
+                raise _PageTooLargeError
+            if self._clock() > deadline:
+                raise _DeadlineError
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _billed_failure(self, symbol: Symbol, reason: str) -> BilledFailureError:
+        self._bump("billed_failures")
+        message = f"paid for {symbol.canonical} but got no quote: {reason}"
+        # Loud on purpose: every one of these is money spent for nothing.
+        logger.error("bright_data %s", message)
+        return BilledFailureError(message)
+
+    def _config_error(self, message: str) -> SourceConfigError:
+        logger.error("bright_data %s", message)
+        return SourceConfigError(message)
+
+    def _clean(self, text: str, limit: int = 200) -> str:
+        """One line, bounded, and never the key (a server or library may echo it back)."""
+        line = " ".join(text.split()).replace(self._api_key, "***")
+        return line if len(line) <= limit else line[: limit - 1] + "…"
+
+    def _bump(self, counter: str) -> None:
+        with self._lock:
+            self._stats[counter] += 1
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds; the HTTP-date form is ignored (Bright Data sends seconds)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 86_400 else None
+
+
+def _head_text(response: requests.Response, limit_bytes: int = 512) -> str:
+    """The start of a small error body (plain text from Bright Data), for the message."""
+    try:
+        raw = response.raw.read(limit_bytes, decode_content=True)
+    except Exception:  # only a hint for a message; a broken body must not mask the real error
+        return ""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""

@@ -1,0 +1,20 @@
+"""Shared fixtures: the fake services, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fakemarket.brightdata import BrightDataFake
+
+
+@pytest.fixture
+def bright_data_fake() -> Iterator[BrightDataFake]:
+    """A started Bright Data Web Unlocker fake (key "test-key", zone "web_unlocker1")."""
+    fake = BrightDataFake(api_key="test-key", zone="web_unlocker1")
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
