@@ -1,0 +1,434 @@
+"""A fake Yahoo Finance, shaped the way yfinance 1.7 talks to it.
+
+Every Yahoo host yfinance uses (fc.yahoo.com, query1/query2.finance.yahoo.com, guce.yahoo.com,
+consent.yahoo.com, finance.yahoo.com, ...) is redirected to this one server, so requests are
+told apart by their `Host` header and path:
+
+- `fc.yahoo.com` (any path): 404 page plus `Set-Cookie: A3=...` — the "basic" cookie strategy.
+- `guce.yahoo.com/consent` → a consent form with `csrfToken` / `sessionId` inputs;
+  `consent.yahoo.com/v2/collectConsent` (POST) and `guce.yahoo.com/copyConsent` complete the
+  "csrf" strategy, the latter setting the A3 cookie.
+- `/v1/test/getcrumb`: the crumb as plain text (401 with Yahoo's JSON error without an A3 cookie).
+- `/v8/finance/chart/{symbol}`: Yahoo's chart JSON (`chart.result[0].meta` + one OHLCV row), or
+  404 with `{"chart":{"result":null,"error":{"code":"Not Found",...}}}` for unknown symbols.
+- Anything else: 404 (JSON for API hosts, HTML elsewhere).
+
+Quotes are deterministic per symbol (hash-based) and shaped by the symbol's form: `.L` prices are
+in "GBp", `EURUSD=X` is a CURRENCY quoted in USD, `GC=F` a FUTURE, `^GSPC` an INDEX, `BTC-USD`
+a CRYPTOCURRENCY. Symbols starting with "UNKNOWN" or "ZZZZ" do not exist.
+
+    fake = YahooFake().start()
+    fake.set_quote("AAPL", price=262.36, previous_close=258.1)
+    fake.unknown("DELISTED")                       # 404 from now on
+    fake.set_empty("HALTED")                       # 200, but no price rows
+    fake.faults.set("MSFT", status=429)            # per-symbol faults use the Yahoo symbol
+    fake.count("chart", "AAPL")                    # chart requests seen for AAPL
+
+The request log (`requests`) holds every request; `kind_of(request)` names what it was for
+("cookie", "crumb", "consent", "chart", "other").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo
+
+from fakemarket.core import GLOBAL, FakeRequest, FakeResponse, FakeService
+
+__all__ = ["RequestKind", "YahooFake", "YahooQuote", "generated_yahoo_quote"]
+
+RequestKind = Literal["cookie", "crumb", "consent", "chart", "other"]
+
+_CHART_PREFIX = "/v8/finance/chart/"
+_UNKNOWN_PREFIXES = ("UNKNOWN", "ZZZZ")
+_NOT_FOUND_BODY = (
+    b'{"chart":{"result":null,"error":{"code":"Not Found",'
+    b'"description":"No data found, symbol may be delisted"}}}'
+)
+_VALID_RANGES = ["1d", "5d", "1mo", "3mo", "6mo", "1y", "2y", "5y", "10y", "ytd", "max"]
+# One year, as Yahoo sets it. No `Secure` attribute: the redirected traffic is plain HTTP and
+# curl drops Secure cookies received over HTTP, which would break the cookie dance.
+_COOKIE_MAX_AGE_S = 31_557_600
+
+# Yahoo suffix → (currency, exchangeName, exchangeTimezoneName). "" is a US listing.
+_SUFFIXES: dict[str, tuple[str, str, str]] = {
+    "": ("USD", "NMS", "America/New_York"),
+    ".L": ("GBp", "LSE", "Europe/London"),
+    ".DE": ("EUR", "GER", "Europe/Berlin"),
+    ".PA": ("EUR", "PAR", "Europe/Paris"),
+    ".AS": ("EUR", "AMS", "Europe/Amsterdam"),
+    ".MI": ("EUR", "MIL", "Europe/Rome"),
+    ".SW": ("CHF", "EBS", "Europe/Zurich"),
+    ".T": ("JPY", "JPX", "Asia/Tokyo"),
+    ".HK": ("HKD", "HKG", "Asia/Hong_Kong"),
+    ".TO": ("CAD", "TOR", "America/Toronto"),
+    ".AX": ("AUD", "ASX", "Australia/Sydney"),
+}
+_INDICES: dict[str, tuple[str, str, str]] = {
+    "^GSPC": ("USD", "SNP", "America/New_York"),
+    "^DJI": ("USD", "DJI", "America/New_York"),
+    "^IXIC": ("USD", "NIM", "America/New_York"),
+    "^FTSE": ("GBP", "FGI", "Europe/London"),
+    "^GDAXI": ("EUR", "GER", "Europe/Berlin"),
+    "^N225": ("JPY", "OSA", "Asia/Tokyo"),
+    "^HSI": ("HKD", "HKG", "Asia/Hong_Kong"),
+}
+
+
+@dataclass(frozen=True)
+class YahooQuote:
+    """What the fake's chart answer says about one symbol (all prices in `currency`)."""
+
+    symbol: str
+    price: float
+    currency: str
+    previous_close: float
+    open: float
+    high: float
+    low: float
+    volume: int
+    regular_market_time: int  # epoch seconds
+    instrument_type: str  # EQUITY, CURRENCY, FUTURE, INDEX, CRYPTOCURRENCY
+    exchange_name: str
+    timezone_name: str  # IANA, e.g. "America/New_York"
+    long_name: str
+
+
+def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
+    """The deterministic quote for `symbol`: same symbol, same numbers (time aside)."""
+    digest = hashlib.sha256(symbol.encode()).digest()
+    unit = int.from_bytes(digest[:8], "big") / 2**64  # in [0, 1)
+    drift = (int.from_bytes(digest[8:12], "big") / 2**32 - 0.5) * 0.04  # ±2 % day move
+    instrument, currency, exchange, tz_name, low_px, high_px, decimals = _profile(symbol)
+    price = round(low_px + unit * (high_px - low_px), decimals)
+    previous = round(price / (1 + drift), decimals)
+    open_px = round((price + previous) / 2, decimals)
+    spread = max(abs(price - previous), price * 0.002)
+    high = round(max(price, open_px) + spread / 2, decimals)
+    low = round(min(price, open_px) - spread / 2, decimals)
+    volume = 0 if instrument in ("CURRENCY", "INDEX") else 1_000 + int.from_bytes(digest[12:16])
+    return YahooQuote(
+        symbol=symbol,
+        price=price,
+        currency=currency,
+        previous_close=previous,
+        open=open_px,
+        high=high,
+        low=low,
+        volume=volume,
+        regular_market_time=int(now.replace(second=0, microsecond=0).timestamp()),
+        instrument_type=instrument,
+        exchange_name=exchange,
+        timezone_name=tz_name,
+        long_name=f"{symbol} (fake)",
+    )
+
+
+def _profile(symbol: str) -> tuple[str, str, str, str, float, float, int]:
+    """(instrumentType, currency, exchangeName, timezone, price range low/high, decimals)."""
+    if symbol.endswith("=X"):
+        pair = symbol[:-2]
+        quote_ccy = pair[3:6] if len(pair) >= 6 else "USD"
+        if quote_ccy == "JPY":
+            return "CURRENCY", quote_ccy, "CCY", "Europe/London", 100.0, 160.0, 3
+        return "CURRENCY", quote_ccy, "CCY", "Europe/London", 0.5, 1.5, 4
+    if symbol.endswith("=F"):
+        exchange = "CMX" if symbol in ("GC=F", "SI=F", "HG=F") else "NYM"
+        return "FUTURE", "USD", exchange, "America/New_York", 50.0, 3000.0, 2
+    if symbol.startswith("^"):
+        currency, exchange, tz_name = _INDICES.get(symbol, ("USD", "SNP", "America/New_York"))
+        return "INDEX", currency, exchange, tz_name, 1_000.0, 40_000.0, 2
+    if "-" in symbol and symbol.rsplit("-", 1)[1] in ("USD", "EUR", "GBP", "USDT"):
+        currency = symbol.rsplit("-", 1)[1]
+        return "CRYPTOCURRENCY", currency, "CCC", "UTC", 1.0, 100_000.0, 2
+    suffix = "." + symbol.rsplit(".", 1)[1] if "." in symbol else ""
+    currency, exchange, tz_name = _SUFFIXES.get(suffix, _SUFFIXES[""])
+    if currency == "GBp":
+        return "EQUITY", currency, exchange, tz_name, 100.0, 8_000.0, 1
+    return "EQUITY", currency, exchange, tz_name, 10.0, 500.0, 2
+
+
+class YahooFake(FakeService):
+    """Yahoo Finance's cookie, crumb and chart endpoints over real HTTP on 127.0.0.1.
+
+    Knobs: `set_quote(symbol, **fields)` (any `YahooQuote` field), `unknown(symbol)`,
+    `set_empty(symbol)`, `clear_scenarios()`, plus the shared `faults` table keyed by the Yahoo
+    symbol (a forced 429 answers "Too Many Requests" as Yahoo does).
+    """
+
+    name = "yahoo"
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        seed: int = 0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        super().__init__(port=port, seed=seed)
+        self._now = now
+        self._scenario_lock = threading.Lock()
+        self._quotes: dict[str, dict[str, Any]] = {}
+        self._unknown: set[str] = set()
+        self._empty: set[str] = set()
+        self.crumb = "fakeCrumb" + secrets.token_hex(4)
+        self.cookie_value = "d=AQABBFAKE" + secrets.token_hex(8) + "&S=AQAAAFAKE"
+
+    def __repr__(self) -> str:
+        return f"YahooFake(url={self.url!r})"
+
+    # -- scenario setters ------------------------------------------------------------------
+    def set_quote(self, symbol: str, **values: Any) -> None:
+        """Override generated fields for the Yahoo `symbol` (e.g. price=..., currency=...)."""
+        allowed = set(YahooQuote.__dataclass_fields__) - {"symbol"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown quote fields {sorted(unknown)}; use {sorted(allowed)}")
+        with self._scenario_lock:
+            self._quotes.setdefault(symbol.upper(), {}).update(values)
+            self._unknown.discard(symbol.upper())
+            self._empty.discard(symbol.upper())
+
+    def unknown(self, symbol: str) -> None:
+        """Answer 404 "No data found, symbol may be delisted" for `symbol` ("*": all)."""
+        with self._scenario_lock:
+            self._unknown.add(_key(symbol))
+
+    def set_empty(self, symbol: str) -> None:
+        """Answer 200 with metadata but no price rows for `symbol` ("*": all)."""
+        with self._scenario_lock:
+            self._empty.add(_key(symbol))
+
+    def clear_scenarios(self) -> None:
+        """Forget every set_quote / unknown / set_empty setting."""
+        with self._scenario_lock:
+            self._quotes.clear()
+            self._unknown.clear()
+            self._empty.clear()
+
+    def reset(self) -> None:
+        """Clear faults, the request log and the scenario settings."""
+        super().reset()
+        self.clear_scenarios()
+
+    # -- the log -----------------------------------------------------------------------------
+    @staticmethod
+    def kind_of(request: FakeRequest) -> RequestKind:
+        """What a logged request was for: cookie, crumb, consent, chart or other."""
+        host = _host(request)
+        path = urlsplit(request.path).path
+        if host.startswith("fc."):
+            return "cookie"
+        if path == "/v1/test/getcrumb":
+            return "crumb"
+        if path.startswith(_CHART_PREFIX):
+            return "chart"
+        if path in ("/consent", "/copyConsent", "/v2/collectConsent"):
+            return "consent"
+        return "other"
+
+    def requests_of(self, kind: RequestKind, symbol: str | None = None) -> list[FakeRequest]:
+        """Logged requests of one kind (and, for charts, one Yahoo symbol)."""
+        return [
+            r
+            for r in self.log_requests()
+            if self.kind_of(r) == kind and (symbol is None or r.symbol == symbol.upper())
+        ]
+
+    def count(self, kind: RequestKind, symbol: str | None = None) -> int:
+        """How many requests of `kind` (for `symbol`) the fake received."""
+        return len(self.requests_of(kind, symbol))
+
+    # -- FakeService hooks -------------------------------------------------------------------
+    def symbol_of(self, request: FakeRequest) -> str | None:
+        path = urlsplit(request.path).path
+        if not path.startswith(_CHART_PREFIX):
+            return None
+        return unquote(path[len(_CHART_PREFIX) :]).upper() or None
+
+    def route(self, request: FakeRequest) -> FakeResponse:
+        kind = self.kind_of(request)
+        if kind == "cookie":
+            request.outcome = "cookie"
+            return FakeResponse(
+                404, b"<html><body>Not Found</body></html>", self._cookie_header(), "text/html"
+            )
+        if kind == "crumb":
+            if "A3=" not in request.headers.get("cookie", ""):
+                request.outcome = "crumb:no_cookie"
+                body = b'{"finance":{"result":null,"error":{"code":"Unauthorized",'
+                body += b'"description":"Invalid Cookie"}}}'
+                return FakeResponse(401, body)
+            request.outcome = "crumb"
+            return FakeResponse(200, self.crumb.encode(), content_type="text/plain")
+        if kind == "consent":
+            return self._consent(request)
+        if kind == "chart" and request.symbol is not None:
+            return self._chart(request, request.symbol)
+        request.outcome = "not_found"
+        if ".finance." in _host(request) or _host(request).startswith("127."):
+            body = b'{"finance":{"result":null,"error":{"code":"Not Found",'
+            body += b'"description":"HTTP 404 Not Found"}}}'
+            return FakeResponse(404, body)
+        return FakeResponse(404, b"<html><body>Not Found</body></html>", content_type="text/html")
+
+    def error_response(self, request: FakeRequest) -> FakeResponse:
+        """A random failure (`error_rate`): Yahoo's 500 JSON error."""
+        request.outcome = "error_500"
+        body = b'{"chart":{"result":null,"error":{"code":"Internal Server Error",'
+        body += b'"description":"Internal Server Error"}}}'
+        return FakeResponse(500, body)
+
+    def forced_response(
+        self, request: FakeRequest, status: int, headers: dict[str, str]
+    ) -> FakeResponse:
+        """A forced status; 429 is Yahoo's plain-text "Too Many Requests"."""
+        if status == 429:
+            return FakeResponse(429, b"Too Many Requests\r\n", headers, "text/plain")
+        return FakeResponse(status, f"forced {status}".encode(), headers, "text/plain")
+
+    # -- helpers ----------------------------------------------------------------------------
+    def quote_for(self, symbol: str) -> YahooQuote:
+        """The quote the fake serves for `symbol`: generated, then the set_quote overrides."""
+        quote = generated_yahoo_quote(symbol.upper(), self._now().astimezone(UTC))
+        with self._scenario_lock:
+            overrides = {**self._quotes.get(GLOBAL, {}), **self._quotes.get(symbol.upper(), {})}
+        return replace(quote, **overrides) if overrides else quote
+
+    def _is_unknown(self, symbol: str) -> bool:
+        with self._scenario_lock:
+            if symbol in self._quotes:
+                return False
+            marked = symbol in self._unknown or GLOBAL in self._unknown
+        return marked or symbol.startswith(_UNKNOWN_PREFIXES)
+
+    def _is_empty(self, symbol: str) -> bool:
+        with self._scenario_lock:
+            return symbol in self._empty or GLOBAL in self._empty
+
+    def _chart(self, request: FakeRequest, symbol: str) -> FakeResponse:
+        if self._is_unknown(symbol):
+            request.outcome = "chart:unknown"
+            return FakeResponse(404, _NOT_FOUND_BODY)
+        quote = self.quote_for(symbol)
+        empty = self._is_empty(symbol)
+        request.outcome = "chart:empty" if empty else "chart"
+        return FakeResponse(200, json.dumps(_chart_body(quote, empty=empty)).encode())
+
+    def _consent(self, request: FakeRequest) -> FakeResponse:
+        path = urlsplit(request.path).path
+        request.outcome = f"consent:{path.rsplit('/', 1)[-1]}"
+        if path == "/consent":
+            session_id = secrets.token_hex(8)
+            form = (
+                '<html><body><form method="post" action="/v2/collectConsent">'
+                f'<input type="hidden" name="csrfToken" value="fakeCsrf{session_id}"/>'
+                f'<input type="hidden" name="sessionId" value="{session_id}"/>'
+                '<button type="submit" name="agree" value="agree">Accept all</button>'
+                "</form></body></html>"
+            )
+            return FakeResponse(200, form.encode(), content_type="text/html")
+        if path == "/copyConsent":
+            return FakeResponse(
+                200, b"<html><body>ok</body></html>", self._cookie_header(), "text/html"
+            )
+        return FakeResponse(200, b"<html><body>ok</body></html>", content_type="text/html")
+
+    def _cookie_header(self) -> dict[str, str]:
+        return {
+            "Set-Cookie": f"A3={self.cookie_value}; Max-Age={_COOKIE_MAX_AGE_S}; "
+            "Domain=.yahoo.com; Path=/; SameSite=None"
+        }
+
+
+def _chart_body(quote: YahooQuote, *, empty: bool) -> dict[str, Any]:
+    """Yahoo's v8 chart answer for range=1d&interval=1d, with one row (or none when empty)."""
+    zone = ZoneInfo(quote.timezone_name)
+    market_time = datetime.fromtimestamp(quote.regular_market_time, UTC).astimezone(zone)
+    offset = market_time.utcoffset()
+    gmtoffset = int(offset.total_seconds()) if offset is not None else 0
+    abbreviation = market_time.tzname() or "UTC"
+    day_start = int(market_time.replace(hour=0, minute=0, second=0).timestamp())
+    period = {"timezone": abbreviation, "gmtoffset": gmtoffset}
+    meta: dict[str, Any] = {
+        "currency": quote.currency,
+        "symbol": quote.symbol,
+        "exchangeName": quote.exchange_name,
+        "fullExchangeName": quote.exchange_name,
+        "instrumentType": quote.instrument_type,
+        "firstTradeDate": 345_479_400,
+        "regularMarketTime": quote.regular_market_time,
+        "hasPrePostMarketData": quote.instrument_type == "EQUITY",
+        "gmtoffset": gmtoffset,
+        "timezone": abbreviation,
+        "exchangeTimezoneName": quote.timezone_name,
+        "regularMarketPrice": quote.price,
+        "regularMarketDayHigh": quote.high,
+        "regularMarketDayLow": quote.low,
+        "regularMarketVolume": quote.volume,
+        "longName": quote.long_name,
+        "shortName": quote.long_name,
+        "chartPreviousClose": quote.previous_close,
+        "previousClose": quote.previous_close,
+        "scale": 3,
+        "priceHint": 2,
+        "currentTradingPeriod": {
+            name: {**period, "start": day_start + start_s, "end": day_start + end_s}
+            for name, (start_s, end_s) in {
+                "pre": (4 * 3600, 9 * 3600),
+                "regular": (9 * 3600, 17 * 3600),
+                "post": (17 * 3600, 20 * 3600),
+            }.items()
+        },
+        "dataGranularity": "1d",
+        "range": "1d",
+        "validRanges": _VALID_RANGES,
+    }
+    if empty:
+        return {
+            "chart": {
+                "result": [{"meta": meta, "indicators": {"quote": [{}], "adjclose": [{}]}}],
+                "error": None,
+            }
+        }
+    row = asdict(quote)
+    return {
+        "chart": {
+            "result": [
+                {
+                    "meta": meta,
+                    "timestamp": [day_start + 9 * 3600],
+                    "indicators": {
+                        "quote": [
+                            {
+                                "open": [row["open"]],
+                                "high": [row["high"]],
+                                "low": [row["low"]],
+                                "close": [row["price"]],
+                                "volume": [row["volume"]],
+                            }
+                        ],
+                        "adjclose": [{"adjclose": [row["price"]]}],
+                    },
+                }
+            ],
+            "error": None,
+        }
+    }
+
+
+def _host(request: FakeRequest) -> str:
+    """The Host header without its port ("query2.finance.yahoo.com")."""
+    return request.headers.get("host", "").rsplit(":", 1)[0].lower()
+
+
+def _key(symbol: str) -> str:
+    return GLOBAL if symbol == GLOBAL else symbol.upper()
