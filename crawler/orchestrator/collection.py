@@ -1,0 +1,215 @@
+"""One collection: every tracked symbol fetched once, concurrently, and a report of what happened.
+
+The scheduler owns *when* a collection runs; this module owns *what* one does:
+
+1. Decide per symbol whether to fetch (market hours, with "one last fetch of the close").
+2. Fetch the chosen symbols through `HybridDataSource.fetch_many` (one bad symbol or source
+   never stops the rest).
+3. Record the quotes that came from a source (not those served from the cache: they were
+   recorded when they were fetched) into the history, if there is one.
+4. Return a `CollectionReport`; `summary()` is the one INFO line the scheduler logs.
+
+Market hours, per symbol: while its market is open, it is fetched every collection. Once the
+market is closed, it is fetched one more time (fresh, past the cache, so the history gets the
+closing price) and then skipped until the market reopens. `last_fetched_open_session` remembers,
+per symbol, whether the last successful fetch happened while the market was open.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from crawler.normalizer.schemas import AssetClass, Quote
+from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.utils.clock import MonotonicClock, WallClock, utc_now
+from crawler.utils.exceptions import CrawlerError
+
+if TYPE_CHECKING:
+    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.store.history import HistoryStore
+
+__all__ = ["CACHE_SOURCE", "CollectionReport", "Collector", "MarketClock"]
+
+log = logging.getLogger("crawler.scheduler")
+
+#: The `sources` key for quotes served from the cache (fresh or stale) rather than a source.
+CACHE_SOURCE = "cache"
+
+
+class MarketClock(Protocol):
+    """What the collector needs from `crawler.markets.hours.MarketHours`."""
+
+    def is_open(self, symbol: str, asset_class: AssetClass, at: datetime | None = None) -> bool:
+        """Whether `symbol`'s market is open at `at` (default: now)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionReport:
+    """What one collection did. `sources` counts quotes by where they came from: a source's
+    name, or "cache" for quotes served from the cache; `stale` counts the stale ones among
+    them. `errors` maps a symbol to its one-line error message."""
+
+    started_at: datetime
+    duration_s: float
+    symbols: int
+    quotes: int
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped_closed: list[str] = field(default_factory=list)
+    sources: dict[str, int] = field(default_factory=dict)
+    stale: int = 0
+    recorded: int | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """False only when symbols were fetched and not one of them yielded a quote."""
+        attempted = self.symbols - len(self.skipped_closed)
+        return attempted == 0 or self.quotes > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (the `last_collection` of the scheduler's statistics)."""
+        return {
+            "started_at": self.started_at.isoformat(),
+            "duration_s": round(self.duration_s, 3),
+            "symbols": self.symbols,
+            "quotes": self.quotes,
+            "errors": dict(self.errors),
+            "skipped_closed": list(self.skipped_closed),
+            "sources": dict(self.sources),
+            "stale": self.stale,
+            "recorded": self.recorded,
+            "succeeded": self.succeeded,
+        }
+
+    def summary(self) -> str:
+        """The one log line, e.g. "collection: 12 symbols, 11 quotes (bright_data 3,
+        yfinance 2, cache 6), 1 error, 0 skipped closed, 0.84s"."""
+        by_source = ", ".join(f"{name} {count}" for name, count in self.sources.items())
+        errors = len(self.errors)
+        text = (
+            f"collection: {self.symbols} symbol{'' if self.symbols == 1 else 's'}, "
+            f"{self.quotes} quote{'' if self.quotes == 1 else 's'}"
+            + (f" ({by_source})" if by_source else "")
+            + f", {errors} error{'' if errors == 1 else 's'}"
+            + f", {len(self.skipped_closed)} skipped closed"
+        )
+        if self.stale:
+            text += f", {self.stale} stale"
+        return text + f", {self.duration_s:.2f}s"
+
+
+class Collector:
+    """Runs collections and keeps the per-symbol market-hours state between them.
+
+    `market_hours` None means every symbol is fetched every time. Thread-safe: the state is
+    behind a lock, though the scheduler runs one collection at a time anyway.
+    """
+
+    def __init__(
+        self,
+        *,
+        market_hours: MarketClock | None = None,
+        now: WallClock = utc_now,
+        clock: MonotonicClock = time.monotonic,
+    ) -> None:
+        self._market_hours = market_hours
+        self._now = now
+        self._clock = clock
+        self._lock = threading.Lock()
+        #: symbol → whether its last successful fetch happened while its market was open.
+        self.last_fetched_open_session: dict[str, bool] = {}
+
+    def forget(self, symbol: str) -> None:
+        """Drop the market-hours state of a symbol no longer tracked."""
+        with self._lock:
+            self.last_fetched_open_session.pop(symbol, None)
+
+    def collect(
+        self,
+        hybrid: HybridDataSource,
+        tracked: Sequence[tuple[str, AssetClass]],
+        history: HistoryStore | None = None,
+    ) -> CollectionReport:
+        """Fetch `tracked` (canonical symbol, asset class) pairs once; see the module docstring.
+
+        Per-symbol failures land in the report. A failing history write raises (StorageError):
+        the quotes were fetched but not kept, which the scheduler counts as a job error.
+        """
+        started_at = self._now()
+        start_s = self._clock()
+        log.debug("collection: starting, %d symbols", len(tracked))
+        errors: dict[str, str] = {}
+        skipped: list[str] = []
+        regular: list[Symbol] = []
+        closing: list[Symbol] = []
+        open_now: dict[str, bool] = {}
+        for canonical, asset_class in tracked:
+            try:
+                sym = parse_symbol(canonical, asset_class)
+            except CrawlerError as exc:  # a bad entry written to the watchlist by hand
+                errors[canonical] = exc.message
+                continue
+            is_open = self._is_open(sym, started_at)
+            open_now[sym.canonical] = is_open
+            if is_open:
+                regular.append(sym)
+                continue
+            with self._lock:
+                last_open = self.last_fetched_open_session.get(sym.canonical, True)
+            if last_open:
+                closing.append(sym)  # not fetched since the close (or never): fetch once more
+            else:
+                skipped.append(sym.canonical)
+
+        results: dict[str, Quote | CrawlerError] = {}
+        if regular:
+            results.update(hybrid.fetch_many(regular))
+        if closing:
+            # After the regular group, not beside it: closes are rare (once per market and day).
+            # Past the cache: a quote cached just before the close is not the closing price.
+            results.update(hybrid.fetch_many(closing, force_fresh=True))
+
+        quotes: list[Quote] = []
+        for key, outcome in results.items():
+            if isinstance(outcome, CrawlerError):
+                errors[key] = outcome.message
+                continue
+            quotes.append(outcome)
+            if not outcome.stale and key in open_now:
+                with self._lock:
+                    self.last_fetched_open_session[key] = open_now[key]
+
+        fetched = [q for q in quotes if not q.from_cache]
+        recorded = history.record(fetched) if history is not None and fetched else None
+        if history is not None and recorded is None:
+            recorded = 0
+        sources = Counter(CACHE_SOURCE if q.from_cache else q.source for q in quotes)
+        report = CollectionReport(
+            started_at=started_at,
+            duration_s=max(0.0, self._clock() - start_s),
+            symbols=len(tracked),
+            quotes=len(quotes),
+            errors=errors,
+            skipped_closed=skipped,
+            sources=dict(sorted(sources.items())),
+            stale=sum(1 for q in quotes if q.stale),
+            recorded=recorded,
+        )
+        log.info("%s", report.summary())
+        return report
+
+    def _is_open(self, sym: Symbol, at: datetime) -> bool:
+        if self._market_hours is None:
+            return True
+        try:
+            return bool(self._market_hours.is_open(sym.canonical, sym.asset_class, at=at))
+        except Exception:  # unknown calendar etc.: fetching too often beats never fetching
+            log.warning("market hours unknown for %s; fetching it", sym.canonical, exc_info=True)
+            return True

@@ -1,0 +1,479 @@
+"""The APScheduler jobs: periodic collection, the budget roll-over, cache cleanup, a heartbeat.
+
+    with DataScheduler(["AAPL:US", "VOD:LN"], update_interval_minutes=15) as scheduler:
+        scheduler.add_symbol("TSLA")            # → "TSLA:US"
+        report = scheduler.force_collection()   # a collection now, in this thread
+    reports = DataScheduler(["AAPL:US"]).run_once()   # each job once, no background thread
+
+Jobs (APScheduler 3.x BackgroundScheduler, UTC), by id:
+
+- collection: every `update_interval_seconds` (jittered, coalesced, one run at a time);
+- budget_rollover: 00:00 in BUDGET_TIMEZONE, `ledger.record_rollover()`;
+- cache_cleanup: hourly, `cache.cleanup()` then `history.prune()`;
+- heartbeat: every `heartbeat_interval_s`, only with a `heartbeat` (the systemd watchdog).
+
+A failing or missed job is logged on `crawler.scheduler` and counted; it never stops the
+scheduler. The roll-over job is a record for status only: the ledger keys spend by day, so a new
+day has a full budget even when the job did not run (APScheduler 3.11's CronTrigger skips the
+midnight after a spring DST change, e.g. 2026-03-09 in America/New_York).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+    JobExecutionEvent,
+)
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from crawler.normalizer.schemas import AssetClass
+from crawler.normalizer.symbols import parse_symbol
+from crawler.orchestrator.collection import CollectionReport, Collector, MarketClock
+from crawler.utils.clock import WallClock, utc_now
+from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
+
+if TYPE_CHECKING:
+    from crawler.config import Settings
+    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.store.history import HistoryStore
+    from crawler.store.watchlist import Watchlist
+
+__all__ = ["JOB_NAMES", "MIN_INTERVAL_S", "DataScheduler"]
+
+log = logging.getLogger("crawler.scheduler")
+
+#: The shortest collection interval accepted (the seed's "minimum: 1 minute").
+MIN_INTERVAL_S = 60.0
+#: Job id → the name shown in statistics.
+JOB_NAMES: Mapping[str, str] = {
+    "collection": "Data Collection",
+    "budget_rollover": "Budget Roll-over",
+    "cache_cleanup": "Cache Cleanup",
+    "heartbeat": "Heartbeat",
+}
+_JOB_ORDER = {job_id: index for index, job_id in enumerate(JOB_NAMES)}
+_CLEANUP_INTERVAL_S = 3600
+
+
+@dataclass
+class _Metrics:
+    total_collections: int = 0
+    successful_collections: int = 0
+    failed_collections: int = 0
+    total_quotes_collected: int = 0
+    total_errors: int = 0
+    skipped_market_closed: int = 0
+    last_collection_at: datetime | None = None
+    last_success_at: datetime | None = None
+    last_duration_s: float | None = None
+    job_errors: int = 0
+    missed_runs: int = 0
+
+
+class DataScheduler:
+    """Collects quotes for the tracked symbols on a schedule (the seed's API).
+
+    `update_interval_minutes` defaults to `settings.update_interval_seconds` / 60 and must be
+    at least 1. Symbols without an `asset_classes` entry get the class their suffix implies.
+    Without a `hybrid`, one is built from the settings on first use and cleaned up on `stop()`.
+    With a `watchlist` the tracked symbols live there (shared with the CLI); without, in memory.
+    `market_hours` is used only when `settings.market_hours_enabled`.
+    """
+
+    def __init__(
+        self,
+        symbols: Iterable[str] = (),
+        asset_classes: Mapping[str, AssetClass] | None = None,
+        update_interval_minutes: float | None = None,
+        *,
+        settings: Settings | None = None,
+        hybrid: HybridDataSource | None = None,
+        watchlist: Watchlist | None = None,
+        history: HistoryStore | None = None,
+        market_hours: MarketClock | None = None,
+        now: WallClock = utc_now,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_interval_s: float = 5.0,
+    ) -> None:
+        if settings is None:
+            from crawler.config import get_settings
+
+            settings = get_settings()
+        self._settings = settings
+        self.update_interval_s = _interval_s(update_interval_minutes, settings)
+        if not (heartbeat_interval_s > 0 and math.isfinite(heartbeat_interval_s)):
+            raise ConfigError(f"heartbeat interval {heartbeat_interval_s!r} s must be above 0")
+        self._heartbeat = heartbeat
+        self._heartbeat_interval_s = float(heartbeat_interval_s)
+        self._hybrid = hybrid
+        self._owns_hybrid = hybrid is None
+        self._watchlist = watchlist
+        self._history = history
+        self._now = now
+        use_hours = market_hours if settings.market_hours_enabled else None
+        self._collector = Collector(market_hours=use_hours, now=now)
+
+        self._symbols_lock = threading.Lock()
+        self._tracked: dict[str, AssetClass] = {}  # insertion-ordered mirror of the watchlist
+        self._stats_lock = threading.Lock()
+        self._metrics = _Metrics()
+        self._last_report: CollectionReport | None = None
+        self._hybrid_lock = threading.Lock()
+        # Held for the whole of a collection: serialises forced and scheduled ones, and lets
+        # stop() wait for a running one.
+        self._collect_lock = threading.Lock()
+        self._lifecycle_lock = threading.Lock()
+        self._scheduler: BackgroundScheduler | None = None
+        self._accepting = False
+        self._started_at: datetime | None = None
+
+        if watchlist is not None:
+            for name, asset in watchlist.items():
+                self._tracked[name] = asset
+        classes = dict(asset_classes or {})
+        for text in symbols:
+            self.add_symbol(text, classes.get(text) or classes.get(text.strip().upper()))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the background scheduler is running."""
+        return self._scheduler is not None and self._scheduler.running
+
+    @property
+    def hybrid(self) -> HybridDataSource | None:
+        """The hybrid fetcher in use; None until a collection builds the scheduler's own."""
+        return self._hybrid
+
+    def start(self) -> None:
+        """Start the background scheduler and its jobs. A no-op when already running."""
+        with self._lifecycle_lock:
+            if self.is_running:
+                return
+            scheduler = BackgroundScheduler(timezone=UTC)
+            scheduler.add_listener(
+                self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
+            )
+            interval_s = self.update_interval_s
+            jitter_s = float(self._settings.collection_jitter_seconds or 0)
+            scheduler.add_job(
+                self._scheduled_collection,
+                IntervalTrigger(seconds=interval_s, jitter=jitter_s or None, timezone=UTC),
+                id="collection",
+                name=JOB_NAMES["collection"],
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=max(1, int(interval_s // 2)),
+            )
+            scheduler.add_job(
+                self._budget_rollover,
+                CronTrigger(hour=0, minute=0, timezone=ZoneInfo(self._settings.budget_timezone)),
+                id="budget_rollover",
+                name=JOB_NAMES["budget_rollover"],
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=_CLEANUP_INTERVAL_S,
+            )
+            scheduler.add_job(
+                self._maintenance,
+                IntervalTrigger(seconds=_CLEANUP_INTERVAL_S, timezone=UTC),
+                id="cache_cleanup",
+                name=JOB_NAMES["cache_cleanup"],
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=_CLEANUP_INTERVAL_S // 2,
+            )
+            if self._heartbeat is not None:
+                scheduler.add_job(
+                    self._heartbeat,
+                    IntervalTrigger(seconds=self._heartbeat_interval_s, timezone=UTC),
+                    id="heartbeat",
+                    name=JOB_NAMES["heartbeat"],
+                    coalesce=True,
+                    max_instances=1,
+                )
+            self._accepting = True
+            scheduler.start()
+            self._scheduler = scheduler
+            with self._stats_lock:
+                self._started_at = self._now()
+            log.info("scheduler started: %d symbols, every %.0fs", len(self._tracked), interval_s)
+
+    def stop(self, timeout_s: float = 8.0) -> None:
+        """Stop scheduling, wait up to `timeout_s` for a running collection, then shut down
+        without waiting further. Cleans up a hybrid this scheduler built. Idempotent."""
+        with self._lifecycle_lock:
+            self._accepting = False
+            scheduler, self._scheduler = self._scheduler, None
+            if scheduler is not None and scheduler.running:
+                # Pause first so no new run is submitted while we wait for the current one.
+                scheduler.pause()
+            finished = self._collect_lock.acquire(timeout=max(0.0, timeout_s))
+            if finished:
+                self._collect_lock.release()
+            else:
+                log.warning("collection still running after %.1fs; stopping anyway", timeout_s)
+            if scheduler is not None and scheduler.running:
+                scheduler.shutdown(wait=False)
+            with self._stats_lock:
+                self._started_at = None
+            if finished:
+                self._release_hybrid()
+            if scheduler is not None:
+                log.info("scheduler stopped")
+
+    def __enter__(self) -> DataScheduler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- symbols -----------------------------------------------------------------------------
+
+    def add_symbol(self, symbol: str, asset_class: AssetClass | None = None) -> str:
+        """Track `symbol` (persisted to the watchlist, if any); returns its canonical form.
+        Raises SymbolError for a malformed symbol."""
+        sym = parse_symbol(symbol, asset_class)
+        with self._symbols_lock:
+            if self._watchlist is not None:
+                self._watchlist.add(sym, sym.asset_class)
+            self._tracked.setdefault(sym.canonical, sym.asset_class)
+        return sym.canonical
+
+    def remove_symbol(self, symbol: str) -> bool:
+        """Stop tracking `symbol`; False if it was not tracked."""
+        try:
+            canonical = parse_symbol(symbol).canonical
+        except SymbolError:
+            canonical = symbol.strip()
+        with self._symbols_lock:
+            removed = self._tracked.pop(canonical, None) is not None
+            if self._watchlist is not None:
+                # A symbol the watchlist cannot store is not in it either.
+                with contextlib.suppress(SymbolError):
+                    removed = self._watchlist.remove(canonical) or removed
+        self._collector.forget(canonical)
+        return removed
+
+    def get_tracked_symbols(self) -> list[str]:
+        """The tracked canonical symbols, in the order they were added."""
+        return [name for name, _ in self._tracked_items()]
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def force_collection(self) -> dict[str, Any]:
+        """Run a collection now, in this thread (after any running one); returns its report.
+        Raises what the collection raised (e.g. StorageError from the history)."""
+        return self._collect().as_dict()
+
+    def run_once(self) -> dict[str, Any]:
+        """Run every job once, in this thread, without starting the scheduler (like arq's
+        burst mode). Returns {job: report}; a failed job's report is {"error": message}."""
+        return {
+            "collection": self._run_reported(lambda: self._collect().as_dict()),
+            "budget_rollover": self._run_reported(self._budget_rollover),
+            "cache_cleanup": self._run_reported(self._cleanup_cache),
+            "history_prune": self._run_reported(self._prune_history),
+        }
+
+    def get_statistics(self) -> dict[str, Any]:
+        """The seed's statistics: scheduler_state, collection_metrics, scheduled_jobs,
+        last_collection. Safe from any thread."""
+        tracked = len(self._tracked_items())
+        with self._stats_lock:
+            m = self._metrics
+            total = m.total_collections
+            metrics = {
+                "total_collections": total,
+                "successful_collections": m.successful_collections,
+                "failed_collections": m.failed_collections,
+                "success_rate_pct": round(100 * m.successful_collections / total, 2)
+                if total
+                else 0.0,
+                "total_quotes_collected": m.total_quotes_collected,
+                "total_errors": m.total_errors,
+                "skipped_market_closed": m.skipped_market_closed,
+                "last_collection_at": _iso(m.last_collection_at),
+                "last_success_at": _iso(m.last_success_at),
+                "last_duration_s": m.last_duration_s,
+                "job_errors": m.job_errors,
+                "missed_runs": m.missed_runs,
+            }
+            started_at = _iso(self._started_at)
+            last = self._last_report.as_dict() if self._last_report else None
+        return {
+            "scheduler_state": {
+                "is_running": self.is_running,
+                "symbols_tracked": tracked,
+                "update_interval_seconds": self.update_interval_s,
+                "started_at": started_at,
+            },
+            "collection_metrics": metrics,
+            "scheduled_jobs": self._jobs(),
+            "last_collection": last,
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _tracked_items(self) -> list[tuple[str, AssetClass]]:
+        with self._symbols_lock:
+            if self._watchlist is not None:
+                try:
+                    # Re-read: a CLI process may have changed the watchlist since.
+                    self._tracked = dict(self._watchlist.items())
+                except StorageError as exc:
+                    log.warning("watchlist unreadable, using the last copy: %s", exc.message)
+            return list(self._tracked.items())
+
+    def _hybrid_source(self) -> HybridDataSource:
+        with self._hybrid_lock:
+            if self._hybrid is None:
+                from crawler.orchestrator.hybrid_source import HybridDataSource
+
+                self._hybrid = HybridDataSource(self._settings)
+            return self._hybrid
+
+    def _release_hybrid(self) -> None:
+        with self._hybrid_lock:
+            if self._owns_hybrid and self._hybrid is not None:
+                hybrid, self._hybrid = self._hybrid, None
+                hybrid.cleanup()
+
+    def _scheduled_collection(self) -> None:
+        if not self._accepting:  # stop() began after this run was submitted
+            return
+        self._collect()
+
+    def _collect(self) -> CollectionReport:
+        with self._collect_lock:
+            try:
+                report = self._collector.collect(
+                    self._hybrid_source(), self._tracked_items(), self._history
+                )
+            except BaseException:
+                with self._stats_lock:
+                    self._metrics.total_collections += 1
+                    self._metrics.failed_collections += 1
+                    self._metrics.last_collection_at = self._now()
+                raise
+            with self._stats_lock:
+                m = self._metrics
+                m.total_collections += 1
+                if report.succeeded:
+                    m.successful_collections += 1
+                    m.last_success_at = report.started_at
+                else:
+                    m.failed_collections += 1
+                m.total_quotes_collected += report.quotes
+                m.total_errors += len(report.errors)
+                m.skipped_market_closed += len(report.skipped_closed)
+                m.last_collection_at = report.started_at
+                m.last_duration_s = round(report.duration_s, 3)
+                self._last_report = report
+            return report
+
+    def _budget_rollover(self) -> dict[str, Any]:
+        ledger = self._hybrid_source().ledger
+        ledger.record_rollover()
+        day = ledger.day()
+        log.info("budget roll-over recorded for %s", day)
+        return {"day": day}
+
+    def _cleanup_cache(self) -> dict[str, Any]:
+        removed = self._hybrid_source().cache.cleanup()
+        log.info("cache cleanup: %d expired entries removed", removed)
+        return {"removed": removed}
+
+    def _prune_history(self) -> dict[str, Any]:
+        if self._history is None:
+            return {"removed": None}
+        removed = self._history.prune()
+        log.info("history prune: %d rows removed", removed)
+        return {"removed": removed}
+
+    def _maintenance(self) -> None:
+        # The prune runs even if the cache cleanup failed; the first error is still raised.
+        first: CrawlerError | None = None
+        for step in (self._cleanup_cache, self._prune_history):
+            try:
+                step()
+            except CrawlerError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def _run_reported(self, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return job()
+        except Exception as exc:
+            message = exc.message if isinstance(exc, CrawlerError) else repr(exc)
+            log.error("job failed: %s", message)
+            with self._stats_lock:
+                self._metrics.job_errors += 1
+            return {"error": message}
+
+    def _on_job_event(self, event: JobEvent) -> None:
+        with self._stats_lock:
+            if event.code == EVENT_JOB_ERROR:
+                self._metrics.job_errors += 1
+            else:
+                self._metrics.missed_runs += 1
+        if event.code == EVENT_JOB_ERROR and isinstance(event, JobExecutionEvent):
+            log.error("job %s failed: %s", event.job_id, event.exception)
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("job %s skipped: the previous run is still going", event.job_id)
+        else:
+            log.warning("job %s missed its run time", event.job_id)
+
+    def _jobs(self) -> list[dict[str, Any]]:
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            ids = [i for i in JOB_NAMES if i != "heartbeat" or self._heartbeat is not None]
+            return [{"id": i, "name": JOB_NAMES[i], "next_run": None} for i in ids]
+        return [
+            {
+                "id": job.id,
+                "name": job.name,
+                "next_run": _iso(getattr(job, "next_run_time", None)),
+            }
+            # A fixed order (not APScheduler's next-run order), so status output is stable.
+            for job in sorted(scheduler.get_jobs(), key=lambda job: _JOB_ORDER.get(job.id, 99))
+        ]
+
+
+def _interval_s(update_interval_minutes: float | None, settings: Settings) -> float:
+    if update_interval_minutes is None:
+        value_s = float(settings.update_interval_seconds)
+        shown = f"UPDATE_INTERVAL_SECONDS={settings.update_interval_seconds}"
+    else:
+        if isinstance(update_interval_minutes, bool):
+            raise ConfigError("update_interval_minutes must be a number of minutes, e.g. 15")
+        value_s = float(update_interval_minutes) * 60
+        shown = f"update_interval_minutes={update_interval_minutes}"
+    if not (math.isfinite(value_s) and value_s >= MIN_INTERVAL_S):
+        raise ConfigError(
+            f"update interval {shown} is below the 1-minute minimum; use at least 60 seconds "
+            "(recommended: 900)"
+        )
+    return value_s
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
