@@ -1,0 +1,473 @@
+"""The hybrid fetcher: cache first (free), then the paid and free sources in order, each behind
+its own circuit breaker, under the daily budget.
+
+    source = HybridDataSource()                 # everything from the effective settings
+    quote = source.get_quote("AAPL:US")          # cache → bright_data → yfinance
+    quotes = source.get_quotes(["AAPL", "VOD:LN"])
+    source.cleanup()
+
+Order of resort for one symbol: a fresh cached quote; the sources in `sources_order`, skipping
+a source that is not configured, whose breaker is open, or (Bright Data) whose budget is spent;
+then the last known quote marked stale. Only when none of that yields a quote is an error
+raised: BudgetExhaustedError if the budget is what stopped Bright Data, else
+NoSourceAvailableError (an APIError) naming each source's reason.
+
+Concurrent requests for one symbol share one upstream call (coalescing), so twenty threads
+asking for AAPL:US at once cost one Bright Data request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from crawler.normalizer.schemas import AssetClass, Quote
+from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.orchestrator.circuit_breaker import CircuitBreaker
+from crawler.sources.base import QuoteSource
+from crawler.store.cache import QuoteCache
+from crawler.store.ledger import BudgetLedger, micro_from_usd, usd_from_micro
+from crawler.utils.exceptions import (
+    APIError,
+    BudgetExhaustedError,
+    CircuitBreakerError,
+    CrawlerError,
+    NoSourceAvailableError,
+    SourceConfigError,
+    SymbolError,
+    UnknownSymbolError,
+    UnmappableSymbolError,
+)
+
+if TYPE_CHECKING:
+    from crawler.config import Settings
+
+__all__ = ["AsyncHybridDataSource", "HybridDataSource", "SourceUsage"]
+
+log = logging.getLogger("crawler.hybrid")
+
+BRIGHT_DATA = "bright_data"
+YFINANCE = "yfinance"
+
+#: The seed's breaker settings: (failure_threshold, recovery_timeout seconds).
+BREAKER_SETTINGS: Mapping[str, tuple[int, float]] = {YFINANCE: (5, 60.0), BRIGHT_DATA: (3, 120.0)}
+#: Errors that say nothing about a source's health: they neither trip nor heal a breaker.
+NEUTRAL_ERRORS: tuple[type[BaseException], ...] = (
+    UnknownSymbolError,
+    UnmappableSymbolError,
+    BudgetExhaustedError,
+    SourceConfigError,
+)
+
+
+@dataclass
+class SourceUsage:
+    """Per-source counters for one HybridDataSource (this process, since it was built)."""
+
+    total_requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    skipped: int = 0
+    total_cost: Decimal = Decimal("0")
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = 100.0 * self.successes / self.total_requests if self.total_requests else 0.0
+        return {
+            "total_requests": self.total_requests,
+            "successes": self.successes,
+            "failures": self.failures,
+            "skipped": self.skipped,
+            "success_rate_pct": round(rate, 2),
+            "total_cost": self.total_cost,
+            "last_error": self.last_error,
+        }
+
+
+class HybridDataSource:
+    """Cache → sources in order → stale, behind per-source breakers and the daily budget.
+
+    Every collaborator can be injected (tests point the sources at the fake market); left out,
+    each is built from the effective settings (`crawler.config.get_settings()`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        cache: QuoteCache | None = None,
+        ledger: BudgetLedger | None = None,
+        sources: Sequence[QuoteSource] | None = None,
+        breakers: Mapping[str, CircuitBreaker] | None = None,
+        max_workers: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_breaker_change: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        if settings is None and (cache is None or ledger is None or sources is None):
+            from crawler.config import get_settings
+
+            settings = get_settings()
+        self.settings = settings
+        if settings is not None:
+            from crawler.store.datadir import ensure_data_dir
+
+            data_dir = ensure_data_dir(Path(settings.data_dir))
+        self.ledger = ledger or BudgetLedger(
+            data_dir / "ledger",
+            total_budget_usd=Decimal(str(settings.total_budget)),  # type: ignore[union-attr]
+            cost_per_request_usd=Decimal(str(settings.cost_per_request)),  # type: ignore[union-attr]
+            timezone=settings.budget_timezone,  # type: ignore[union-attr]
+        )
+        self.cache = cache or QuoteCache(
+            data_dir / "cache",
+            ttl_s=float(settings.cache_ttl_seconds),  # type: ignore[union-attr]
+        )
+        if sources is None:
+            assert settings is not None
+            sources = _sources_from_settings(settings, self.ledger, data_dir)
+        self.sources: dict[str, QuoteSource] = {s.name: s for s in sources}
+        self.breakers: dict[str, CircuitBreaker] = dict(breakers or {})
+        for name in self.sources:
+            if name not in self.breakers:
+                threshold, recovery_s = BREAKER_SETTINGS.get(name, (5, 60.0))
+                self.breakers[name] = CircuitBreaker(
+                    name=name,
+                    failure_threshold=threshold,
+                    recovery_timeout=recovery_s,
+                    clock=clock,
+                    excluded=NEUTRAL_ERRORS,
+                    on_state_change=on_breaker_change,
+                )
+        self.usage: dict[str, SourceUsage] = {name: SourceUsage() for name in self.sources}
+        self.config_errors: dict[str, str] = {}
+        self._max_workers = max_workers or (settings.max_workers if settings else 16)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._inflight: dict[str, Future[Quote]] = {}
+        # Per symbol, how many leaders have finished (see `_coalesced_fetch`).
+        self._finished: dict[str, int] = {}
+        # Guards the SourceUsage counters: sources run on many threads at once.
+        self._usage_lock = threading.Lock()
+        self._stale_served = 0
+        self._coalesced = 0
+        self._closed = False
+
+    # -- the seed's API ---------------------------------------------------------------------
+    def get_quote(
+        self, symbol: str | Symbol, asset_class: AssetClass | None = None, force_fresh: bool = False
+    ) -> Quote:
+        """One quote: cached if fresh (unless `force_fresh`), else from the first source that
+        serves it, else the last known quote marked stale. Raises SymbolError for a bad
+        symbol, BudgetExhaustedError or NoSourceAvailableError when nothing could serve it."""
+        sym = symbol if isinstance(symbol, Symbol) else parse_symbol(symbol, asset_class)
+        # Read before the cache: a leader that finishes after this point bumps it, telling
+        # `_coalesced_fetch` that our miss may be out of date.
+        generation = self._finished.get(sym.canonical, 0)
+        if not force_fresh:
+            cached = self.cache.get(sym.canonical)
+            if cached is not None:
+                return cached
+        return self._coalesced_fetch(sym, force_fresh, generation)
+
+    def get_quotes(
+        self, symbols: Iterable[str | Symbol], asset_class: AssetClass | None = None
+    ) -> list[Quote]:
+        """The quotes that could be had, in input order; failures are logged, not raised."""
+        results = self.fetch_many(symbols, asset_class)
+        return [r for r in results.values() if isinstance(r, Quote)]
+
+    def fetch_many(
+        self,
+        symbols: Iterable[str | Symbol],
+        asset_class: AssetClass | None = None,
+        force_fresh: bool = False,
+        on_done: Callable[[str, Quote | CrawlerError], None] | None = None,
+    ) -> dict[str, Quote | CrawlerError]:
+        """Fetch concurrently on a bounded pool; one bad symbol or source never stops the rest.
+        Returns canonical symbol (or the raw text, for a malformed one) → quote or error."""
+        pending: dict[str, Future[Quote]] = {}
+        results: dict[str, Quote | CrawlerError] = {}
+        pool = self._executor()
+        for item in symbols:
+            try:
+                sym = item if isinstance(item, Symbol) else parse_symbol(item, asset_class)
+            except SymbolError as exc:
+                results[str(item)] = exc
+                if on_done:
+                    on_done(str(item), exc)
+                continue
+            if sym.canonical not in pending:
+                pending[sym.canonical] = pool.submit(self.get_quote, sym, None, force_fresh)
+        for key, future in pending.items():
+            try:
+                outcome: Quote | CrawlerError = future.result()
+            except CrawlerError as exc:
+                log.info("fetch %s failed: %s", key, exc.message)
+                outcome = exc
+            except Exception as exc:  # a bug must not take the whole collection down
+                log.exception("unexpected error fetching %s", key)
+                outcome = APIError(f"internal error fetching {key}: {type(exc).__name__}")
+            results[key] = outcome
+            if on_done:
+                on_done(key, outcome)
+        return results
+
+    def get_statistics(self) -> dict[str, Any]:
+        """The seed's statistics: cache_statistics, source_usage, cost_tracking, plus breakers."""
+        cost = self.ledger.statistics()
+        with self._usage_lock:
+            usage = {name: u.as_dict() for name, u in self.usage.items()}
+        for name in self.sources:
+            # Read now from the source's own billed count: the copy taken after each fetch
+            # can be overwritten by an older value when fetches finish out of order.
+            usage[name]["total_cost"] = self._cost_of(name)
+        for name in (YFINANCE, BRIGHT_DATA):
+            usage.setdefault(name, SourceUsage().as_dict())
+        return {
+            "cache_statistics": self.cache.statistics(),
+            "source_usage": usage,
+            "cost_tracking": cost,
+            "breakers": {name: b.get_statistics() for name, b in self.breakers.items()},
+            "config_errors": dict(self.config_errors),
+            "stale_served": self._stale_served,
+            "coalesced_requests": self._coalesced,
+        }
+
+    def cleanup(self) -> None:
+        """Release threads and connections. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        for source in self.sources.values():
+            try:
+                source.close()
+            except Exception:  # closing must never mask the caller's own error
+                log.exception("closing source %s failed", source.name)
+
+    close = cleanup
+
+    def __enter__(self) -> HybridDataSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    # -- internals --------------------------------------------------------------------------
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self._max_workers, thread_name_prefix="crawler-fetch"
+                )
+            return self._pool
+
+    def _coalesced_fetch(self, sym: Symbol, force_fresh: bool, generation: int) -> Quote:
+        key = sym.canonical
+        with self._lock:
+            future = self._inflight.get(key)
+            leader = future is None
+            if future is None:
+                future = Future()
+                self._inflight[key] = future
+            else:
+                self._coalesced += 1
+        if not leader:
+            return future.result()
+        try:
+            # Another leader may have filled the cache between our miss and our election. Look
+            # again only then: every lookup counts in the cache's hit rate, and a second miss
+            # for the same request would understate it.
+            quote = None
+            if not force_fresh and self._finished.get(key, 0) != generation:
+                quote = self.cache.get(key)
+            if quote is None:
+                quote = self._fetch_upstream(sym)
+            future.set_result(quote)
+            return quote
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+                # After the cache.put in _fetch_upstream, so a reader that sees the old
+                # generation is sure to see the new quote in the cache.
+                self._finished[key] = self._finished.get(key, 0) + 1
+
+    def _order(self) -> list[str]:
+        order = list(self.settings.sources_order) if self.settings else [BRIGHT_DATA, YFINANCE]
+        return [name for name in order if name in self.sources] + [
+            name for name in self.sources if name not in order
+        ]
+
+    def _fetch_upstream(self, sym: Symbol) -> Quote:
+        reasons: dict[str, str] = {}
+        budget_error: BudgetExhaustedError | None = None
+        for name in self._order():
+            source, breaker, usage = self.sources[name], self.breakers[name], self.usage[name]
+            skip = self._skip_reason(name, breaker)
+            if skip is not None:
+                reasons[name] = skip
+                self._count_skip(usage)
+                if skip.startswith("budget"):
+                    budget_error = self._budget_error()
+                continue
+            try:
+                quote = breaker.call(source.fetch, sym)
+            except BudgetExhaustedError as exc:
+                budget_error = exc
+                reasons[name] = "budget exhausted"
+                self._count_skip(usage)
+                continue
+            except CircuitBreakerError as exc:
+                reasons[name] = exc.message
+                self._count_skip(usage)
+                continue
+            except UnmappableSymbolError as exc:
+                reasons[name] = exc.message
+                self._count_skip(usage)
+                continue
+            except SourceConfigError as exc:
+                self.config_errors[name] = exc.message
+                reasons[name] = exc.message
+                self._count_failure(name, usage, exc)
+                log.error("source %s is misconfigured: %s", name, exc.message)
+                continue
+            except CrawlerError as exc:
+                reasons[name] = exc.message
+                self._count_failure(name, usage, exc)
+                continue
+            self._count_success(name, usage)
+            self.cache.put(quote)
+            return quote
+        last = self.cache.get_last_known(sym.canonical)
+        if last is not None:
+            self._stale_served += 1
+            log.warning("serving stale %s: %s", sym.canonical, "; ".join(reasons.values()))
+            return last.with_flags(from_cache=True, stale=True)
+        if budget_error is not None:
+            raise budget_error
+        raise NoSourceAvailableError(sym.canonical, reasons)
+
+    def _skip_reason(self, name: str, breaker: CircuitBreaker) -> str | None:
+        if name in self.config_errors:
+            return f"disabled: {self.config_errors[name]}"
+        if not breaker.is_available():
+            remaining = breaker._get_recovery_time_remaining()
+            if remaining > 0:
+                return f"circuit open; retry in {math.ceil(remaining)}s"
+            return f"circuit {breaker.state}; a trial call is in flight"
+        if name == BRIGHT_DATA and not self.ledger.can_reserve():
+            return "budget exhausted"
+        return None
+
+    def _count_skip(self, usage: SourceUsage) -> None:
+        with self._usage_lock:
+            usage.skipped += 1
+
+    def _count_success(self, name: str, usage: SourceUsage) -> None:
+        cost = self._cost_of(name)
+        with self._usage_lock:
+            usage.total_requests += 1
+            usage.successes += 1
+            usage.total_cost = cost
+
+    def _count_failure(self, name: str, usage: SourceUsage, exc: CrawlerError) -> None:
+        cost = self._cost_of(name)
+        with self._usage_lock:
+            usage.total_requests += 1
+            usage.failures += 1
+            usage.last_error = exc.message
+            usage.total_cost = cost
+
+    def _cost_of(self, name: str) -> Decimal:
+        stats_of = getattr(self.sources[name], "statistics", None)
+        if name != BRIGHT_DATA or stats_of is None:
+            return Decimal("0")
+        billed = int(stats_of().get("billed", 0))
+        # Through micro-dollars, as the ledger does, so both print alike ("0.003", not "0.0030").
+        return usd_from_micro(billed * micro_from_usd(self.ledger.cost_per_request_usd))
+
+    def _budget_error(self) -> BudgetExhaustedError:
+        stats = self.ledger.statistics()
+        return BudgetExhaustedError(
+            current_usage=int(stats["requests_used"]),
+            budget_limit=int(stats["requests_allowed"]),
+            cost_spent=Decimal(str(stats["total_cost"])),
+        )
+
+
+def _sources_from_settings(
+    settings: Settings, ledger: BudgetLedger, data_dir: Path
+) -> list[QuoteSource]:
+    """The sources the settings ask for. Bright Data only with an API key."""
+    sources: list[QuoteSource] = []
+    for name in settings.sources_order:
+        if name == BRIGHT_DATA and settings.bright_data_api_key is not None:
+            from crawler.sources.bright_data import BrightDataSource
+
+            sources.append(
+                BrightDataSource(
+                    endpoint=settings.bright_data_endpoint,
+                    api_key=settings.bright_data_api_key.get_secret_value(),
+                    zone=settings.bright_data_zone,
+                    ledger=ledger,
+                    read_timeout_s=float(settings.request_timeout_seconds),
+                    deadline_s=float(settings.quote_deadline_seconds),
+                )
+            )
+        elif name == YFINANCE:
+            from crawler.sources.yfinance_source import YFinanceSource
+
+            sources.append(
+                YFinanceSource(
+                    endpoint=settings.yfinance_endpoint,
+                    cache_dir=data_dir / "yfinance",
+                    timeout_s=float(settings.request_timeout_seconds),
+                    deadline_s=float(settings.quote_deadline_seconds),
+                )
+            )
+    return sources
+
+
+class AsyncHybridDataSource:
+    """The seed's awaitable API over the same synchronous core (calls run in worker threads).
+
+    source = AsyncHybridDataSource()
+    quote = await source.get_quote("AAPL", AssetClass.STOCKS)
+    await source.cleanup()
+    """
+
+    def __init__(self, *args: Any, hybrid: HybridDataSource | None = None, **kwargs: Any) -> None:
+        self.hybrid = hybrid or HybridDataSource(*args, **kwargs)
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return self.hybrid.breakers
+
+    async def get_quote(
+        self, symbol: str, asset_class: AssetClass | None = None, force_fresh: bool = False
+    ) -> Quote:
+        return await asyncio.to_thread(self.hybrid.get_quote, symbol, asset_class, force_fresh)
+
+    async def get_quotes(
+        self, symbols: Iterable[str], asset_class: AssetClass | None = None
+    ) -> list[Quote]:
+        return await asyncio.to_thread(self.hybrid.get_quotes, list(symbols), asset_class)
+
+    def get_statistics(self) -> dict[str, Any]:
+        return self.hybrid.get_statistics()
+
+    async def cleanup(self) -> None:
+        await asyncio.to_thread(self.hybrid.cleanup)
