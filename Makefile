@@ -39,7 +39,7 @@ check: lint typecheck test
 bench: dev
 	$(BIN)/python -m bench
 
-fake-market: dev
+fake-market: install
 	$(BIN)/python -m fakemarket
 
 clean:

@@ -19,7 +19,14 @@ def main() -> None:
     parser.add_argument("--yahoo-port", type=int, default=8802)
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    parser.add_argument(
+        "--print-env", action="store_true", help="print the export lines for these ports and exit"
+    )
     args = parser.parse_args()
+    if args.print_env:
+        for key, value in _environment(args).items():
+            print(f"export {key}={value}")
+        return
     market = FakeMarket(
         api_key=args.api_key, bright_data_port=args.bright_data_port, yahoo_port=args.yahoo_port
     ).start()
@@ -34,6 +41,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     stop.wait()
     market.stop()
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        "BRIGHT_DATA_ENDPOINT": f"http://127.0.0.1:{args.bright_data_port}",
+        "BRIGHT_DATA_ZONE": "web_unlocker1",
+        "YFINANCE_ENDPOINT": f"http://127.0.0.1:{args.yahoo_port}",
+        "BRIGHT_DATA_API_KEY": args.api_key,
+    }
 
 
 if __name__ == "__main__":
