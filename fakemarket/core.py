@@ -185,6 +185,11 @@ class FakeService:
                 return
 
             def _handle(self) -> None:
+                if service._outage == "refuse":
+                    # A keep-alive connection made before the outage: drop it unanswered,
+                    # as a dead host would, so no request gets through during an outage.
+                    self.close_connection = True
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 request = FakeRequest(

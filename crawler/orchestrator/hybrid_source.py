@@ -111,26 +111,36 @@ class HybridDataSource:
         max_workers: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_breaker_change: Callable[[str, str, str], None] | None = None,
+        on_fetch: Callable[[str, str, float], None] | None = None,
     ) -> None:
         if settings is None and (cache is None or ledger is None or sources is None):
             from crawler.config import get_settings
 
             settings = get_settings()
         self.settings = settings
+        # The stores we build we also close; injected ones belong to the caller.
+        self._owned_stores: list[BudgetLedger | QuoteCache] = []
+        data_dir = Path(".")
         if settings is not None:
             from crawler.store.datadir import ensure_data_dir
 
             data_dir = ensure_data_dir(Path(settings.data_dir))
-        self.ledger = ledger or BudgetLedger(
-            data_dir / "ledger",
-            total_budget_usd=Decimal(str(settings.total_budget)),  # type: ignore[union-attr]
-            cost_per_request_usd=Decimal(str(settings.cost_per_request)),  # type: ignore[union-attr]
-            timezone=settings.budget_timezone,  # type: ignore[union-attr]
-        )
-        self.cache = cache or QuoteCache(
-            data_dir / "cache",
-            ttl_s=float(settings.cache_ttl_seconds),  # type: ignore[union-attr]
-        )
+        if ledger is None:
+            assert settings is not None
+            ledger = BudgetLedger(
+                data_dir / "ledger",
+                total_budget_usd=Decimal(str(settings.total_budget)),
+                cost_per_request_usd=Decimal(str(settings.cost_per_request)),
+                timezone=settings.budget_timezone,
+            )
+            self._owned_stores.append(ledger)
+        if cache is None:
+            assert settings is not None
+            cache = QuoteCache(data_dir / "cache", ttl_s=float(settings.cache_ttl_seconds))
+            self._owned_stores.append(cache)
+        self.ledger = ledger
+        self.cache = cache
+        self._on_fetch = on_fetch
         if sources is None:
             assert settings is not None
             sources = _sources_from_settings(settings, self.ledger, data_dir)
@@ -254,6 +264,8 @@ class HybridDataSource:
                 source.close()
             except Exception:  # closing must never mask the caller's own error
                 log.exception("closing source %s failed", source.name)
+        for store in self._owned_stores:
+            store.close()
 
     close = cleanup
 
@@ -266,6 +278,8 @@ class HybridDataSource:
     # -- internals --------------------------------------------------------------------------
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
+            if self._closed:
+                raise APIError("the hybrid data source was cleaned up; build a new one")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     max_workers=self._max_workers, thread_name_prefix="crawler-fetch"
@@ -323,31 +337,30 @@ class HybridDataSource:
                 if skip.startswith("budget"):
                     budget_error = self._budget_error()
                 continue
+            started_s = time.perf_counter()
             try:
                 quote = breaker.call(source.fetch, sym)
-            except BudgetExhaustedError as exc:
-                budget_error = exc
-                reasons[name] = "budget exhausted"
-                self._count_skip(usage)
-                continue
-            except CircuitBreakerError as exc:
+            except CircuitBreakerError as exc:  # refused: the source was never called
                 reasons[name] = exc.message
                 self._count_skip(usage)
                 continue
-            except UnmappableSymbolError as exc:
+            except (BudgetExhaustedError, UnmappableSymbolError) as exc:
+                self._report_fetch(name, "excluded", started_s)
                 reasons[name] = exc.message
                 self._count_skip(usage)
-                continue
-            except SourceConfigError as exc:
-                self.config_errors[name] = exc.message
-                reasons[name] = exc.message
-                self._count_failure(name, usage, exc)
-                log.error("source %s is misconfigured: %s", name, exc.message)
+                if isinstance(exc, BudgetExhaustedError):
+                    budget_error = exc
+                    reasons[name] = "budget exhausted"
                 continue
             except CrawlerError as exc:
+                self._report_fetch(name, "failure", started_s)
                 reasons[name] = exc.message
                 self._count_failure(name, usage, exc)
+                if isinstance(exc, SourceConfigError):
+                    self.config_errors[name] = exc.message
+                    log.error("source %s is misconfigured: %s", name, exc.message)
                 continue
+            self._report_fetch(name, "success", started_s)
             self._count_success(name, usage)
             self.cache.put(quote)
             return quote
@@ -359,6 +372,14 @@ class HybridDataSource:
         if budget_error is not None:
             raise budget_error
         raise NoSourceAvailableError(sym.canonical, reasons)
+
+    def _report_fetch(self, name: str, outcome: str, started_s: float) -> None:
+        if self._on_fetch is None:
+            return
+        try:
+            self._on_fetch(name, outcome, time.perf_counter() - started_s)
+        except Exception:  # metrics must never change a fetch's result
+            log.exception("fetch observer failed")
 
     def _skip_reason(self, name: str, breaker: CircuitBreaker) -> str | None:
         if name in self.config_errors:
