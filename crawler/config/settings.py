@@ -1,0 +1,312 @@
+"""The `Settings` model: every knob of crawler, its default, its bounds and its checks.
+
+The defaults on `Settings` are the only place defaults live. A validator that rejects a value
+raises `Problem` worded to follow "key = value"; `Settings()` turns any failure into one
+ConfigError line (see `crawler.config.messages`). Where values come from: `crawler.config.sources`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from crawler.config.messages import (
+    SECRET_FIELDS,
+    Problem,
+    allowed,
+    config_error,
+    mask_secret,
+    scrub,
+    secret_candidates,
+    show,
+    sources_allowed,
+)
+from crawler.config.sources import default_data_dir, env_dir, settings_sources
+from crawler.normalizer.schemas import SOURCE_NAMES
+from crawler.utils.exceptions import ConfigError
+
+__all__ = ["Settings", "resolve_socket_path"]
+
+_NUMBER_FIELDS = (
+    "total_budget",
+    "cost_per_request",
+    "cache_ttl_seconds",
+    "update_interval_seconds",
+    "collection_jitter_seconds",
+    "max_workers",
+    "request_timeout_seconds",
+    "quote_deadline_seconds",
+    "history_retention_days",
+    "metrics_port",
+)
+
+
+def _unit(unit: str) -> dict[str, Any]:
+    # Kept in the field's schema extras so error messages can say "(seconds)".
+    return {"unit": unit}
+
+
+class Settings(BaseSettings):
+    """The effective configuration. Frozen: replace it (`model_copy(update=...)`), never mutate.
+
+    Build it with `load_settings()`; `Settings()` does the same without overrides.
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        env_prefix="",
+        env_ignore_empty=True,  # `FOO=` in a unit file means "not set", not "empty"
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    total_budget: Decimal = Field(
+        Decimal("5.50"), gt=0, allow_inf_nan=False, json_schema_extra=_unit("USD per day"),
+        description="Daily Bright Data budget; resets at midnight in budget_timezone.",
+    )  # fmt: skip
+    cost_per_request: Decimal = Field(
+        Decimal("0.0015"), ge=0, allow_inf_nan=False, json_schema_extra=_unit("USD"),
+        description="What one Bright Data request costs.",
+    )  # fmt: skip
+    budget_timezone: str = Field("UTC", description="IANA zone whose midnight resets the budget.")
+    cache_ttl_seconds: int = Field(
+        900, gt=0, json_schema_extra=_unit("seconds"), description="How long a quote is fresh."
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: default_data_dir(),
+        description="Cache, ledger, history and watchlist live here.",
+    )
+    update_interval_seconds: int = Field(
+        900, ge=60, le=86400, json_schema_extra=_unit("seconds"),
+        description="Time between two collections of the watchlist.",
+    )  # fmt: skip
+    auto_update_enabled: bool = Field(True, description="Collect on a schedule.")
+    collection_jitter_seconds: float = Field(
+        10.0, ge=0, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
+        description="Random delay added to each collection so fleets do not stampede.",
+    )  # fmt: skip
+    max_workers: int = Field(16, ge=1, le=256, description="Quotes fetched at once.")
+    market_hours_enabled: bool = Field(True, description="Skip symbols whose market is closed.")
+    bright_data_api_key: SecretStr | None = Field(None, description="Never printed.")
+    bright_data_zone: str = Field("web_unlocker1", description="Web Unlocker zone name.")
+    bright_data_endpoint: str = Field("https://api.brightdata.com", description="API base URL.")
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
+        description="Connect + read timeout of one HTTP request.",
+    )  # fmt: skip
+    quote_deadline_seconds: float = Field(
+        30.0, gt=0, le=3600, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
+        description="Total time for one quote from one source, retries included.",
+    )  # fmt: skip
+    yfinance_endpoint: str = Field("", description="Yahoo base URL; empty = the real Yahoo.")
+    sources_order: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("bright_data", "yfinance"), description="Sources tried after the cache, in order."
+    )
+    history_retention_days: int = Field(
+        365, ge=1, json_schema_extra=_unit("days"), description="Quote history kept this long."
+    )
+    crawler_socket: Path | None = Field(None, description="Control socket; None = computed.")
+    log_format: Literal["auto", "console", "json"] = Field(
+        "auto", description="auto = console on a terminal, json otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Loopback port for Prometheus metrics; 0 = off."
+    )
+    config_file: Path | None = Field(None, description="The config.toml loaded, if any.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """First wins: overrides, environment, systemd credential, config.toml (no .env)."""
+        return settings_sources(settings_cls, init_settings)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # `from None`: the user gets our one line, never pydantic's traceback.
+            raise config_error(exc, values, Settings.model_fields) from None
+        except SettingsError as exc:
+            message = f"config: cannot read the settings: {exc}".replace("\n", " ")
+            raise ConfigError(scrub(message, secret_candidates(values))) from None
+
+    # -- validators: each raises Problem, worded to follow "key = value" -------------------
+
+    @field_validator(*_NUMBER_FIELDS, mode="before")
+    @classmethod
+    def _reject_booleans(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads True as 1; `ttl_seconds = true` is a mistake, not one second.
+        if isinstance(value, bool):
+            field = Settings.model_fields[info.field_name or ""]
+            raise Problem(f"is not a number; use {allowed(field)}")
+        return value
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        name = value.strip()
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise Problem(
+                "is not a known time zone; use an IANA name such as UTC or Europe/London"
+            ) from None
+        return name
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("sources_order", mode="before")
+    @classmethod
+    def _split_sources(cls, value: Any) -> Any:
+        # The environment gives text: accept "bright_data,yfinance" and a JSON list alike.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise Problem(sources_allowed("is not a list")) from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("sources_order")
+    @classmethod
+    def _check_sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise Problem(sources_allowed("is empty"))
+        for name in value:
+            if name not in SOURCE_NAMES:
+                raise Problem(sources_allowed(f"names an unknown source {name!r}"))
+        if len(set(value)) != len(value):
+            raise Problem(sources_allowed("names a source twice"))
+        return value
+
+    @field_validator("bright_data_endpoint", "yfinance_endpoint")
+    @classmethod
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        url = value.strip()
+        if url == "" and info.field_name == "yfinance_endpoint":
+            return url  # empty = the real Yahoo
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise Problem("is not a URL; use http://host[:port] or https://host")
+        return url.rstrip("/")
+
+    @field_validator("bright_data_zone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        zone = value.strip()
+        if not zone or any(ch.isspace() for ch in zone):
+            raise Problem("is not a zone name; use the zone's name, e.g. web_unlocker1")
+        return zone
+
+    @field_validator("bright_data_api_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: Any) -> Any:
+        # Files and env values carry trailing newlines; an empty key means "not configured".
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("bright_data_api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A control character would end up inside an HTTP header.
+        text = "" if value is None else value.get_secret_value()
+        if any(ch.isspace() or not ch.isprintable() for ch in text):
+            raise Problem("contains spaces or control characters; use the key as issued")
+        return value
+
+    @field_validator("data_dir", "crawler_socket", "config_file")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Absolute now, so a later chdir (daemonising) cannot move the data.
+        return None if value is None else Path(os.path.abspath(value.expanduser()))
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Settings:
+        if self.quote_deadline_seconds < self.request_timeout_seconds:
+            raise Problem(
+                f"is shorter than request_timeout_seconds = {show(self.request_timeout_seconds)};"
+                " use at least the request timeout (seconds)",
+                "quote_deadline_seconds",
+                self.quote_deadline_seconds,
+            )
+        if self.collection_jitter_seconds >= self.update_interval_seconds:
+            raise Problem(
+                f"is not below update_interval_seconds = {self.update_interval_seconds};"
+                " use less than the interval (seconds)",
+                "collection_jitter_seconds",
+                self.collection_jitter_seconds,
+            )
+        return self
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def socket_path(self) -> Path:
+        """The control socket: see `resolve_socket_path`."""
+        return resolve_socket_path(self)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every effective value, JSON-safe (Decimal as exact text), secrets masked."""
+        names = Settings.model_fields
+        out: dict[str, Any] = {name: _jsonable(getattr(self, name)) for name in names}
+        for name in SECRET_FIELDS:
+            out[name] = mask_secret(getattr(self, name))
+        out["socket_path"] = str(self.socket_path)
+        return out
+
+
+def resolve_socket_path(settings: Settings) -> Path:
+    """CRAWLER_SOCKET, else `$RUNTIME_DIRECTORY/crawler.sock` (systemd), else
+    `$XDG_RUNTIME_DIR/crawler/crawler.sock`, else `<data_dir>/crawler.sock`."""
+    if settings.crawler_socket is not None:
+        return settings.crawler_socket
+    runtime = env_dir("RUNTIME_DIRECTORY")
+    if runtime is not None:
+        return runtime / "crawler.sock"
+    xdg = env_dir("XDG_RUNTIME_DIR")
+    if xdg is not None:
+        return xdg / "crawler" / "crawler.sock"
+    return settings.data_dir / "crawler.sock"
+
+
+def _jsonable(value: object) -> Any:
+    if isinstance(value, Decimal | Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
+    return value

@@ -1,0 +1,156 @@
+"""The control socket's file and who is on the other end of it.
+
+Three layers keep other users out: the socket's directory is 0700 (`secure_directory`), the
+socket itself is 0600 (bound under `socket_umask`), and each connection's peer uid
+(`peer_credentials`, SO_PEERCRED) is checked by the server. `remove_stale_socket` replaces a
+socket left by a crash, but never one a live daemon answers on (`socket_is_live`); run it under
+`directory_lock` so two daemons starting at once cannot unlink each other's fresh socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
+
+__all__ = [
+    "PeerCredentials",
+    "directory_lock",
+    "peer_credentials",
+    "remove_stale_socket",
+    "secure_directory",
+    "socket_is_live",
+    "socket_umask",
+]
+
+logger = logging.getLogger("crawler.control")
+
+# os.umask is process-wide: hold this lock while it is changed so that two servers starting in
+# the same process do not restore each other's value. Threads that create files without taking
+# it (other libraries) may still, for the microseconds of a bind, get files created 0600 and
+# directories 0600 instead of their usual modes; start() runs once at daemon start-up, before
+# the worker threads, so in practice nothing else creates files then.
+_UMASK_LOCK = threading.Lock()
+_SOCKET_UMASK = 0o177  # the socket comes out 0600: the owner may connect, nobody else
+
+
+class PeerCredentials(NamedTuple):
+    """Who is on the other end of a Unix socket connection (SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+def peer_credentials(conn: socket.socket) -> PeerCredentials:
+    """The peer's pid, effective uid and gid, as the kernel reports them (OSError if not)."""
+    size = struct.calcsize("3i")
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCredentials(pid, uid, gid)
+
+
+def socket_is_live(path: Path, timeout_s: float = 1.0) -> bool:
+    """Whether something accepts connections on the Unix socket at `path`.
+
+    False when the file is missing or nobody listens (ECONNREFUSED: a stale socket left by a
+    crash). Raises DaemonError when the answer is unknowable (no permission, not a socket).
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout_s)
+    try:
+        probe.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    except (TimeoutError, BlockingIOError):
+        return True  # a listener with a full backlog is still a listener
+    except OSError as exc:
+        raise DaemonError(f"cannot probe control socket {path}: {exc.strerror or exc}") from exc
+    finally:
+        probe.close()
+    return True
+
+
+def secure_directory(directory: Path, socket_name: str) -> None:
+    """Create `directory` 0700, or tighten it to 0700 if it is ours and holds only the socket.
+
+    A shared directory (sticky like /tmp, someone else's, or holding other files like /run) is
+    left alone with a warning: chmod-ing /run to 0700 would break the system, and the socket's
+    own mode 0600 still keeps other users out.
+    """
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+        os.chmod(directory, 0o700)  # mkdir's mode went through the umask
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DaemonError(f"cannot create control socket directory {directory}: {exc}") from exc
+    info = os.stat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise DaemonError(f"{directory} is not a directory; cannot put the control socket in it")
+    if info.st_mode & 0o077 == 0:
+        return
+    with os.scandir(directory) as entries:
+        others = any(entry.name != socket_name for entry in entries)
+    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid() or others:
+        logger.warning(
+            "control socket directory %s is shared (mode %o); leaving it as is, the socket "
+            "itself is 0600. Prefer a directory of its own (RuntimeDirectory=crawler).",
+            directory,
+            stat.S_IMODE(info.st_mode),
+        )
+        return
+    os.chmod(directory, 0o700)
+
+
+@contextlib.contextmanager
+def directory_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `directory` (released when the block ends)."""
+    # Two daemons starting at once would both see a stale socket and the second would unlink
+    # the first one's fresh socket; an flock on the directory makes check-unlink-bind atomic.
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Unlink the socket at `path` if nobody answers on it (a crash left it behind).
+
+    Raises DaemonAlreadyRunningError if a daemon answers, DaemonError if `path` is no socket.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(info.st_mode):
+        raise DaemonError(
+            f"{path} exists and is not a socket; remove it or set another control socket path"
+        )
+    if socket_is_live(path):
+        raise DaemonAlreadyRunningError(pid=0, message=f"another crawler daemon answers on {path}")
+    logger.info("removing stale control socket %s (left by a daemon that did not stop)", path)
+    path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def socket_umask() -> Iterator[None]:
+    """Bind under this, so the socket comes out 0600 whatever the process's umask is."""
+    with _UMASK_LOCK:
+        previous_umask = os.umask(_SOCKET_UMASK)
+        try:
+            yield
+        finally:
+            os.umask(previous_umask)
