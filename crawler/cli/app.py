@@ -1,0 +1,97 @@
+"""The Typer app and `main()`: global options, error lines and exit codes.
+
+Exit codes: 0 ok, 1 the request failed, 2 bad usage or configuration, 3 the daemon is not
+running. Every error is one line on stderr ("error: ..."); `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# Typer 0.29 vendors click; its exceptions are only reachable here.
+from typer._click.exceptions import ClickException, UsageError
+
+from crawler import __version__
+from crawler.cli import daemon_cmds, data_cmds
+from crawler.cli.common import CliState, warn
+from crawler.utils.exceptions import CrawlerError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="crawler",
+    help="crawler: market-data collection daemon and its control CLI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # main() prints one line; --debug the traceback
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"crawler {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="config.toml to load (else CRAWLER_CONFIG).")
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Market-data collection daemon and its control CLI."""
+    ctx.obj = CliState(debug=debug, config=config)
+
+
+daemon_cmds.register(app)
+data_cmds.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI with `argv` (default: sys.argv[1:]) and exit with its code."""
+    args = sys.argv[1:] if argv is None else argv
+    # Known before parsing, so even an error while parsing the options can show its traceback.
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="crawler", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except UsageError as exc:
+        if debug:
+            traceback.print_exc()
+        where = exc.ctx.command_path if exc.ctx is not None else "crawler"
+        warn(f"{exc.format_message()} (see `{where} --help`)")
+        code = 2
+    except ClickException as exc:
+        warn(exc.format_message())
+        code = exc.exit_code
+    except typer.Abort:
+        warn("aborted")
+        code = 130
+    except CrawlerError as exc:
+        if debug:
+            traceback.print_exc()
+        warn(exc.message)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        warn("interrupted")
+        code = 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        warn(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        code = 1
+    sys.stdout.flush()
+    sys.exit(code if isinstance(code, int) else 0)

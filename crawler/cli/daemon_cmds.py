@@ -1,0 +1,212 @@
+"""Commands about the daemon itself: start, stop, status, collect, config show."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from crawler.cli.common import client_for, fail, load, state_of
+from crawler.cli.render import console, print_json, render_status
+from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonNotRunningError
+
+__all__ = ["config_app", "register"]
+
+#: How long `crawler start` waits for the detached daemon to answer on its socket.
+START_DEADLINE_S = 15.0
+#: How long `crawler stop` waits for the daemon to exit.
+STOP_DEADLINE_S = 15.0
+_POLL_S = 0.05
+
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+
+LogFormat = Annotated[
+    str | None,
+    typer.Option("--log-format", help="auto (console on a terminal, else json), console, json."),
+]
+
+
+def start(
+    ctx: typer.Context,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Run in this process (systemd, containers).")
+    ] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run each job once, print the report, exit.")
+    ] = False,
+    config: Annotated[Path | None, typer.Option("--config", help="config.toml to load.")] = None,
+    log_format: LogFormat = None,
+    interval: Annotated[
+        int | None, typer.Option("--interval", help="Seconds between collections (>= 60).")
+    ] = None,
+) -> None:
+    """Start the daemon (detached unless --foreground or --once)."""
+    overrides: dict[str, Any] = {"update_interval_seconds": interval, "log_format": log_format}
+    settings = load(ctx, overrides, config)
+    if once or foreground:
+        from crawler.daemon.app import Daemon
+        from crawler.logging import configure_logging
+
+        key = settings.bright_data_api_key
+        configure_logging(
+            settings.log_format,
+            "debug" if state_of(ctx).debug else settings.log_level,
+            secrets=[key.get_secret_value()] if key is not None else [],
+        )
+        daemon = Daemon(settings)
+        if once:
+            report = daemon.run_once()
+            print_json(report)
+            collection = report.get("collection") or {}
+            ok = "error" not in collection and collection.get("succeeded", True)
+            raise typer.Exit(0 if ok else 1)
+        raise typer.Exit(daemon.run_foreground())
+    _start_detached(ctx, settings, config, log_format, interval)
+
+
+def _start_detached(
+    ctx: typer.Context,
+    settings: Any,
+    config: Path | None,
+    log_format: str | None,
+    interval: int | None,
+) -> None:
+    from crawler.daemon.process import PIDFILE_NAME, last_log_line, read_pid, spawn_detached
+
+    client = client_for(settings, timeout_s=2.0)
+    try:
+        _, health = client.get("/health")
+    except DaemonNotRunningError:
+        pass
+    else:
+        pid = health.get("pid", 0) if isinstance(health, dict) else 0
+        raise DaemonAlreadyRunningError(int(pid))
+    data_dir = Path(settings.data_dir)
+    args: list[str] = ["--debug"] if state_of(ctx).debug else []
+    args += ["start", "--foreground"]
+    # The file this process loaded, absolute, so the child cannot pick another one.
+    config_file = config or state_of(ctx).config or settings.config_file
+    if config_file is not None:
+        args += ["--config", str(Path(config_file).absolute())]
+    if log_format is not None:
+        args += ["--log-format", log_format]
+    if interval is not None:
+        args += ["--interval", str(interval)]
+    log_path = data_dir / "crawler.log"
+    child = spawn_detached(args, log_path)
+    deadline = time.monotonic() + START_DEADLINE_S
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            line = last_log_line(log_path) or f"the daemon exited with status {code}"
+            if code == 1 and "already running" in line:
+                pid = read_pid(data_dir / PIDFILE_NAME) or 0
+                raise DaemonAlreadyRunningError(pid)
+            fail(f"the daemon did not start: {line} (log: {log_path})")
+        try:
+            status, health = client.get("/health")
+        except DaemonNotRunningError:
+            time.sleep(_POLL_S)
+            continue
+        pid = health.get("pid") if isinstance(health, dict) else None
+        if status == 200 and pid == child.pid:
+            typer.echo(f"crawler started (pid {pid}, socket {settings.socket_path})")
+            typer.echo(f"log: {log_path}")
+            return
+        time.sleep(_POLL_S)
+    fail(f"the daemon did not answer within {START_DEADLINE_S:g} s (log: {log_path})")
+
+
+def stop(ctx: typer.Context) -> None:
+    """Stop the running daemon and wait for it to exit."""
+    from crawler.daemon.process import wait_for_exit
+
+    settings = load(ctx)
+    client = client_for(settings, timeout_s=10.0)
+    answer = client.call("POST", "/stop")
+    pid = int(answer.get("pid", 0)) if isinstance(answer, dict) else 0
+    if pid and not wait_for_exit(pid, STOP_DEADLINE_S):
+        fail(f"the daemon (pid {pid}) has not exited after {STOP_DEADLINE_S:g} s")
+    # The socket goes before the process exits; wait for it too, so `start` can follow at once.
+    deadline = time.monotonic() + STOP_DEADLINE_S
+    while settings.socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+    typer.echo(f"crawler stopped (pid {pid})")
+
+
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the daemon's state; exit 3 if it is not running."""
+    settings = load(ctx)
+    try:
+        answer = client_for(settings, timeout_s=30.0).call("GET", "/status")
+    except DaemonNotRunningError:
+        if as_json:
+            print_json({"running": False, "socket": str(settings.socket_path)})
+        else:
+            typer.echo(f"crawler is not running (no answer on {settings.socket_path})")
+        raise typer.Exit(3) from None
+    if as_json:
+        print_json({"running": True, **answer})
+        return
+    render_status(answer, console())
+
+
+def collect(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Run a collection of the watchlist now, in the daemon."""
+    settings = load(ctx)
+    report = client_for(settings).call("POST", "/collect")
+    if as_json:
+        print_json(report)
+    else:
+        errors = report.get("errors") or {}
+        sources = ", ".join(f"{k} {v}" for k, v in (report.get("sources") or {}).items())
+        typer.echo(
+            f"collected {report.get('quotes', 0)} quotes for {report.get('symbols', 0)} symbols"
+            + (f" ({sources})" if sources else "")
+            + f", {len(errors)} errors, {len(report.get('skipped_closed') or [])} skipped closed"
+        )
+        for symbol, message in errors.items():
+            typer.echo(f"error: {symbol}: {message}", err=True)
+    raise typer.Exit(0 if report.get("succeeded", True) else 1)
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The effective configuration (the running daemon's, if any), secrets masked."""
+    settings = load(ctx)
+    try:
+        values = client_for(settings, timeout_s=10.0).call("GET", "/config")
+        origin = "running daemon"
+    except DaemonNotRunningError:
+        values, origin = settings.public_dict(), "this command's settings"
+    if as_json:
+        print_json(values)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"configuration ({origin})")
+    table.add_column("setting")
+    table.add_column("value")
+    for name, value in values.items():
+        table.add_row(name, "-" if value is None else str(value))
+    console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to `app`."""
+    app.command()(start)
+    app.command()(stop)
+    app.command()(status)
+    app.command()(collect)
+    app.add_typer(config_app, name="config")

@@ -1,0 +1,284 @@
+"""Commands about quotes and symbols: fetch, symbols, history, export.
+
+Each goes through the daemon when one answers (shared breakers, budget and cache) and works
+directly on the data dir otherwise, through the same `crawler.operations.Operations`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote as url_quote
+
+import typer
+
+from crawler.cli.common import client_for, fail, load, warn
+from crawler.cli.render import console, print_json, quotes_table, symbols_table
+from crawler.utils.exceptions import DaemonNotRunningError
+
+if TYPE_CHECKING:
+    from crawler.config import Settings
+    from crawler.operations import Operations
+
+__all__ = ["register", "symbols_app"]
+
+T = TypeVar("T")
+
+symbols_app = typer.Typer(help="Manage the tracked symbols (the watchlist).", no_args_is_help=True)
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AssetClassOpt = Annotated[
+    str | None,
+    typer.Option("--asset-class", help="stocks, forex, commodities, indices, bonds or crypto."),
+]
+#: More symbols than this get a progress bar (on a terminal).
+_PROGRESS_MIN_SYMBOLS = 3
+
+
+@contextlib.contextmanager
+def _offline(settings: Settings) -> Iterator[Operations]:
+    from crawler.operations import Operations
+
+    ops = Operations.offline(settings)
+    try:
+        yield ops
+    finally:
+        ops.close()
+
+
+def _via_daemon_or_offline(
+    settings: Settings, remote: Callable[[], T], local: Callable[[Operations], T]
+) -> T:
+    """`remote()` if a daemon answers, else `local(ops)` on the data dir."""
+    try:
+        return remote()
+    except DaemonNotRunningError:
+        pass
+    with _offline(settings) as ops:
+        return local(ops)
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[], None] | None]:
+    """A progress bar on a terminal for many symbols; yields its `advance`, or None."""
+    if total <= _PROGRESS_MIN_SYMBOLS or not sys.stdout.isatty():
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("fetching", total=total)
+        yield lambda: progress.advance(task)
+
+
+def fetch(
+    ctx: typer.Context,
+    symbols: Annotated[list[str], typer.Argument(help="Symbols, e.g. AAPL:US VOD:LN.")],
+    fresh: Annotated[bool, typer.Option("--fresh", help="Skip the cache.")] = False,
+    asset_class: AssetClassOpt = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fetch quotes now; exit 1 if any symbol could not be served."""
+    settings = load(ctx)
+
+    def remote() -> dict[str, Any]:
+        body = {"symbols": symbols, "fresh": fresh, "asset_class": asset_class}
+        with _progress(len(symbols)) as advance:
+            if advance is None:
+                return dict(client_for(settings).call("POST", "/fetch", body))
+            # One request answers all: the bar fills when it returns.
+            result = dict(client_for(settings).call("POST", "/fetch", body))
+            for _ in symbols:
+                advance()
+            return result
+
+    def local(ops: Operations) -> dict[str, Any]:
+        with _progress(len(symbols)) as advance:
+            on_done = (lambda _key, _outcome: advance()) if advance else None
+            return ops.fetch(symbols, fresh, asset_class, on_done=on_done)
+
+    result = _via_daemon_or_offline(settings, remote, local)
+    quotes, errors = result.get("quotes") or [], result.get("errors") or {}
+    if as_json:
+        print_json(result)
+    elif quotes:
+        console().print(quotes_table(quotes))
+    for symbol, error in errors.items():
+        warn(f"{symbol}: {error.get('message', error) if isinstance(error, dict) else error}")
+    raise typer.Exit(1 if errors else 0)
+
+
+@symbols_app.command("add")
+def symbols_add(
+    ctx: typer.Context,
+    symbols: Annotated[list[str], typer.Argument(help="Symbols to track.")],
+    asset_class: AssetClassOpt = None,
+) -> None:
+    """Track symbols (persisted; the daemon picks them up at its next collection)."""
+    settings = load(ctx)
+
+    def remote() -> list[dict[str, Any]]:
+        client = client_for(settings)
+        return [
+            client.call("POST", "/symbols", {"symbol": s, "asset_class": asset_class})
+            for s in symbols
+        ]
+
+    def local(ops: Operations) -> list[dict[str, Any]]:
+        return [ops.add_symbol(s, asset_class) for s in symbols]
+
+    for result in _via_daemon_or_offline(settings, remote, local):
+        verb = "added" if result.get("added") else "already tracked:"
+        typer.echo(f"{verb} {result.get('symbol')} ({result.get('asset_class')})")
+
+
+@symbols_app.command("remove")
+def symbols_remove(
+    ctx: typer.Context,
+    symbols: Annotated[list[str], typer.Argument(help="Symbols to stop tracking.")],
+) -> None:
+    """Stop tracking symbols; exit 1 if one was not tracked."""
+    settings = load(ctx)
+
+    def remote() -> list[dict[str, Any]]:
+        client = client_for(settings)
+        results = []
+        for s in symbols:
+            status, body = client.delete("/symbols/" + url_quote(s.strip(), safe=""))
+            if status == 404:
+                results.append({"symbol": s.strip().upper(), "removed": False})
+            elif status >= 400:
+                from crawler.daemon.client import error_from_response
+
+                raise error_from_response(status, body)
+            else:
+                results.append(body)
+        return results
+
+    def local(ops: Operations) -> list[dict[str, Any]]:
+        return [ops.remove_symbol(s) for s in symbols]
+
+    missing = 0
+    for result in _via_daemon_or_offline(settings, remote, local):
+        if result.get("removed"):
+            typer.echo(f"removed {result.get('symbol')}")
+        else:
+            missing += 1
+            warn(f"{result.get('symbol')} is not tracked")
+    raise typer.Exit(1 if missing else 0)
+
+
+@symbols_app.command("list")
+def symbols_list(ctx: typer.Context, as_json: AsJson = False) -> None:
+    """The tracked symbols."""
+    settings = load(ctx)
+    result = _via_daemon_or_offline(
+        settings,
+        lambda: dict(client_for(settings).call("GET", "/symbols")),
+        lambda ops: ops.list_symbols(),
+    )
+    if as_json:
+        print_json(result)
+    elif result.get("symbols"):
+        console().print(symbols_table(result["symbols"]))
+    else:
+        typer.echo("no symbols tracked; add one with `crawler symbols add AAPL:US`")
+
+
+def _query(**values: str | None) -> dict[str, str]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def history(
+    ctx: typer.Context,
+    symbol: Annotated[str, typer.Argument(help="The symbol, e.g. AAPL:US.")],
+    since: Annotated[str | None, typer.Option("--since", help="2h, 7d, 2026-11-01...")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many rows.")] = None,
+    as_json: AsJson = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """The recorded quotes of one symbol, oldest first."""
+    if as_json and as_csv:
+        fail("use --json or --csv, not both", 2)
+    settings = load(ctx)
+    if as_csv:
+
+        def remote_csv() -> None:
+            query = _query(symbol=symbol, since=since, until=until, format="csv")
+            _write_chunks(client_for(settings).stream("GET", "/history", query), sys.stdout.buffer)
+
+        def local_csv(ops: Operations) -> None:
+            ops.export_to("csv", sys.stdout.buffer, since, until, [symbol])
+
+        _via_daemon_or_offline(settings, remote_csv, local_csv)
+        sys.stdout.buffer.flush()
+        return
+    query = _query(
+        symbol=symbol, since=since, until=until, limit=None if limit is None else str(limit)
+    )
+    result = _via_daemon_or_offline(
+        settings,
+        lambda: dict(client_for(settings).call("GET", "/history", query=query)),
+        lambda ops: ops.history(symbol, since, until, limit),
+    )
+    if as_json:
+        print_json(result)
+    elif result.get("quotes"):
+        console().print(quotes_table(result["quotes"], title=f"history of {result['symbol']}"))
+    else:
+        typer.echo(f"no recorded quotes for {result.get('symbol', symbol)}")
+
+
+def _write_chunks(chunks: Iterator[bytes], out: Any) -> int:
+    written = 0
+    for chunk in chunks:
+        out.write(chunk)
+        written += len(chunk)
+    return written
+
+
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    since: Annotated[str | None, typer.Option("--since", help="2h, 7d, 2026-11-01...")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
+    symbols: Annotated[
+        str | None, typer.Option("--symbols", help="Comma-separated, e.g. AAPL:US,VOD:LN.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
+) -> None:
+    """Export the quote history as CSV or JSON lines (stdout unless -o)."""
+    if fmt not in ("csv", "jsonl"):
+        fail(f"--format {fmt!r} is not known; use csv or jsonl", 2)
+    settings = load(ctx)
+    wanted = [s for s in symbols.split(",") if s.strip()] if symbols else None
+    target = output.open("wb") if output is not None else sys.stdout.buffer
+    try:
+
+        def remote() -> int:
+            query = _query(format=fmt, since=since, until=until, symbols=symbols)
+            return _write_chunks(client_for(settings).stream("GET", "/export", query), target)
+
+        def local(ops: Operations) -> int:
+            return ops.export_to(fmt, target, since, until, wanted)
+
+        written = _via_daemon_or_offline(settings, remote, local)
+    finally:
+        if output is not None:
+            target.close()
+        else:
+            target.flush()
+    if output is not None:
+        typer.echo(f"wrote {written} bytes to {output}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to `app`."""
+    app.command()(fetch)
+    app.add_typer(symbols_app, name="symbols")
+    app.command()(history)
+    app.command()(export)

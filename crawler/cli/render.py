@@ -1,0 +1,180 @@
+"""How the CLI shows things: rich tables for quotes, symbols, status; JSON for `--json`.
+
+Everything here takes the JSON-safe dicts the daemon (or `Operations`) returns, so output is the
+same whichever path answered. Imports only rich and the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = [
+    "console",
+    "format_age",
+    "print_json",
+    "quotes_table",
+    "render_status",
+    "symbols_table",
+]
+
+
+def console() -> Console:
+    """A Console on stdout; off a terminal it is wide, so tables are not squeezed."""
+    return Console(width=None if sys.stdout.isatty() else 160, highlight=False)
+
+
+def print_json(data: Any) -> None:
+    """`data` as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def format_age(age_s: float | None) -> str:
+    """12s, 5m, 3h, 2d (rounded down), or "-" when unknown."""
+    if age_s is None:
+        return "-"
+    seconds = max(0, int(age_s))
+    for unit_s, unit in ((86_400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= unit_s:
+            return f"{seconds // unit_s}{unit}"
+    return f"{seconds}s"
+
+
+def _age_of(quote: Mapping[str, Any], now: datetime) -> float | None:
+    stamp = quote.get("as_of") or quote.get("fetched_at")
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return (now - datetime.fromisoformat(stamp)).total_seconds()
+    except ValueError:
+        return None
+
+
+def _short_time(stamp: Any) -> str:
+    if not isinstance(stamp, str):
+        return "-"
+    try:
+        return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return stamp
+
+
+def _pct(value: Any) -> str:
+    if value is None:
+        return "-"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:+.2f}%"
+
+
+def quotes_table(quotes: Iterable[Mapping[str, Any]], title: str | None = None) -> Table:
+    """symbol, price, currency, change %, as of, source, age, stale."""
+    now = datetime.now(UTC)
+    table = Table(title=title)
+    for name in ("symbol", "price", "currency", "change %", "as of (UTC)", "source", "age"):
+        table.add_column(name, justify="right" if name in ("price", "change %", "age") else "left")
+    table.add_column("stale")
+    for quote in quotes:
+        source = str(quote.get("source", "-"))
+        if quote.get("from_cache"):
+            source += " (cache)"
+        table.add_row(
+            str(quote.get("symbol", "-")),
+            str(quote.get("price", "-")),
+            str(quote.get("currency") or "-"),
+            _pct(quote.get("change_pct")),
+            _short_time(quote.get("as_of")),
+            source,
+            format_age(_age_of(quote, now)),
+            "yes" if quote.get("stale") else "no",
+        )
+    return table
+
+
+def symbols_table(symbols: Iterable[Mapping[str, Any]]) -> Table:
+    """The watchlist: symbol and asset class."""
+    table = Table()
+    table.add_column("symbol")
+    table.add_column("asset class")
+    for entry in symbols:
+        table.add_row(str(entry.get("symbol")), str(entry.get("asset_class")))
+    return table
+
+
+def render_status(status: Mapping[str, Any], out: Console) -> None:
+    """The daemon, its budget and sources, and one row per tracked symbol."""
+    daemon = status.get("daemon") or {}
+    scheduler = status.get("scheduler") or {}
+    state = scheduler.get("scheduler_state") or {}
+    metrics = scheduler.get("collection_metrics") or {}
+    budget = status.get("budget") or {}
+    out.print(
+        f"crawler {daemon.get('version', '?')} running (pid {daemon.get('pid')}, "
+        f"up {format_age(daemon.get('uptime_s'))}), socket {daemon.get('socket')}"
+    )
+    out.print(f"data dir {daemon.get('data_dir')}")
+    jobs = scheduler.get("scheduled_jobs") or []
+    next_run = next((j.get("next_run") for j in jobs if j.get("id") == "collection"), None)
+    out.print(
+        f"scheduler {'running' if state.get('is_running') else 'stopped'}: "
+        f"every {format_age(state.get('update_interval_seconds'))}, "
+        f"{metrics.get('total_collections', 0)} collections "
+        f"({metrics.get('failed_collections', 0)} failed), next {_short_time(next_run)}"
+    )
+    out.print(
+        f"budget ${budget.get('budget_remaining', '?')} left of ${budget.get('budget_total', '?')}"
+        f" today ({budget.get('requests_used', 0)}/{budget.get('requests_allowed', '?')} "
+        f"requests, {budget.get('budget_used_pct', 0)}% used)"
+    )
+    sources = Table(title="sources")
+    for name in ("source", "breaker", "requests", "ok", "failed", "skipped", "last error"):
+        sources.add_column(name)
+    breakers = status.get("breakers") or {}
+    for name, usage in (status.get("sources") or {}).items():
+        breaker = breakers.get(name) or {}
+        sources.add_row(
+            name,
+            str(breaker.get("state", "not configured")),
+            str(usage.get("total_requests", 0)),
+            str(usage.get("successes", 0)),
+            str(usage.get("failures", 0)),
+            str(usage.get("skipped", 0)),
+            str(usage.get("last_error") or "-"),
+        )
+    out.print(sources)
+    for name, message in (status.get("config_errors") or {}).items():
+        out.print(f"[bold red]config error[/] {name}: {message}", markup=True)
+    symbols = Table(title="symbols")
+    for name in ("symbol", "price", "currency", "change %", "as of (UTC)", "source", "age"):
+        symbols.add_column(name)
+    symbols.add_column("stale")
+    symbols.add_column("market")
+    for entry in status.get("symbols") or []:
+        quote = entry.get("last_quote") or {}
+        market = entry.get("market") or {}
+        if "open" in market:
+            where = f"{market.get('market')} {'open' if market.get('open') else 'closed'}"
+            if not market.get("open") and market.get("next_open"):
+                where += f", opens {_short_time(market.get('next_open'))}"
+        else:
+            where = "-"
+        symbols.add_row(
+            str(entry.get("symbol")),
+            str(quote.get("price", "-")),
+            str(quote.get("currency") or "-"),
+            _pct(quote.get("change_pct")),
+            _short_time(quote.get("as_of")),
+            str(quote.get("source", "-")),
+            format_age(entry.get("age_s")),
+            "yes" if entry.get("stale") else "no",
+            where,
+        )
+    out.print(symbols)

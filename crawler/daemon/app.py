@@ -1,0 +1,260 @@
+"""The daemon: wires the stores, the hybrid fetcher, the scheduler and the control socket, and
+owns the process lifecycle.
+
+    daemon = Daemon(load_settings())
+    exit_code = daemon.run_foreground()   # blocks until SIGTERM / SIGINT / POST /stop
+    report = Daemon(settings).run_once()  # burst: each job once, then return
+
+Start-up order: take the pidfile (refuse a second daemon), build everything, open the control
+socket, start the scheduler, and only then tell systemd READY=1 with a one-line STATUS.
+
+Shutdown has one path whatever asked for it (SIGTERM, SIGINT, POST /stop): the signal handler
+sets a flag, the route an Event (huey style); the main thread, polling both every 0.1 s, then
+sends STOPPING=1, closes the control socket, stops the scheduler (a running collection gets
+`SCHEDULER_STOP_S` to finish), releases the fetcher (bounded too), closes the stores and removes
+the pidfile: well within systemd's stop timeout and our own 10 s promise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from crawler.daemon.notify import SystemdNotifier
+from crawler.daemon.process import PIDFILE_NAME, PidFile
+from crawler.store.datadir import WATCHLIST_SUBDIR, ensure_data_dir
+from crawler.utils.exceptions import DaemonError
+
+if TYPE_CHECKING:
+    from crawler.config import Settings
+    from crawler.daemon.control_server import ControlServer
+    from crawler.markets.hours import MarketHours
+    from crawler.operations import Operations
+    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.scheduler import DataScheduler
+    from crawler.store.history import HistoryStore
+    from crawler.store.watchlist import Watchlist
+
+__all__ = ["CLEANUP_STOP_S", "SCHEDULER_STOP_S", "Daemon"]
+
+log = logging.getLogger("crawler.daemon")
+
+#: How long a running collection may take to finish once a stop is requested.
+SCHEDULER_STOP_S = 5.0
+#: How long releasing the fetcher (its worker threads, HTTP sessions) may take.
+CLEANUP_STOP_S = 2.0
+_CONTROL_STOP_S = 2.0
+#: How often STATUS= is refreshed while running.
+_STATUS_REFRESH_S = 30.0
+#: How often the main loop looks at the signal flag: the latency of a SIGTERM.
+_TICK_S = 0.1
+
+
+class Daemon:
+    """One crawler daemon over `settings`. Build it, then `run_foreground()` or `run_once()`."""
+
+    def __init__(self, settings: Settings, *, notifier: SystemdNotifier | None = None) -> None:
+        self.settings = settings
+        self.data_dir = ensure_data_dir(Path(settings.data_dir))
+        self.socket_path: Path = settings.socket_path
+        self.pidfile = PidFile(self.data_dir / PIDFILE_NAME)
+        self.notifier = notifier or SystemdNotifier()
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._signal_name: str | None = None
+        self.started_at: datetime | None = None
+        self.hybrid: HybridDataSource | None = None
+        self.watchlist: Watchlist | None = None
+        self.history: HistoryStore | None = None
+        self.market_hours: MarketHours | None = None
+        self.scheduler: DataScheduler | None = None
+        self.operations: Operations | None = None
+        self.server: ControlServer | None = None
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def _build(self, *, with_heartbeat: bool) -> None:
+        from crawler.markets.hours import MarketHours
+        from crawler.operations import Operations
+        from crawler.orchestrator.hybrid_source import HybridDataSource
+        from crawler.orchestrator.scheduler import DataScheduler
+        from crawler.store.history import HistoryStore
+        from crawler.store.watchlist import Watchlist
+
+        settings = self.settings
+        self.started_at = datetime.now(UTC)
+        self.hybrid = HybridDataSource(settings, on_breaker_change=_log_breaker_change)
+        self.watchlist = Watchlist(self.data_dir / WATCHLIST_SUBDIR)
+        self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)
+        self.market_hours = MarketHours()
+        heartbeat_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
+        self.scheduler = DataScheduler(
+            settings=settings,
+            hybrid=self.hybrid,
+            watchlist=self.watchlist,
+            history=self.history,
+            market_hours=self.market_hours,
+            heartbeat=self._watchdog if heartbeat_s else None,
+            heartbeat_interval_s=heartbeat_s or 5.0,
+        )
+        self.operations = Operations(
+            settings,
+            hybrid=self.hybrid,
+            watchlist=self.watchlist,
+            history=self.history,
+            scheduler=self.scheduler,
+            market_hours=self.market_hours,
+            started_at=self.started_at,
+            socket_path=self.socket_path,
+        )
+
+    def _watchdog(self) -> None:
+        self.notifier.watchdog()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Begin the shutdown (from a route or another thread). Only sets an Event."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether a shutdown has been requested (by a signal, a route or a test)."""
+        return self._stop.is_set() or self._signal_name is not None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only a plain assignment: Event.set() here could deadlock on the Event's own lock if
+        # the signal lands while the main thread is inside Event.wait(). The loop polls it.
+        self._signal_name = signal.Signals(signum).name
+
+    def run_foreground(self) -> int:
+        """Serve until asked to stop; returns the exit code (0 on a clean stop).
+
+        Raises DaemonAlreadyRunningError when another daemon holds the pidfile or answers on
+        the socket, DaemonError / StorageError / ConfigError when start-up fails.
+        """
+        from crawler.daemon.control_server import ControlServer, socket_is_live
+        from crawler.daemon.routes import register_routes
+
+        self.pidfile.acquire()
+        try:
+            previous = {
+                sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+            }
+            try:
+                self._build(with_heartbeat=True)
+                assert self.operations is not None and self.scheduler is not None
+                self.server = ControlServer(self.socket_path)
+                register_routes(self.server, self.operations, self.request_stop)
+                self.server.start()
+                if self.settings.auto_update_enabled:
+                    self.scheduler.start()
+                if not socket_is_live(self.socket_path):
+                    raise DaemonError(f"the control socket {self.socket_path} does not answer")
+                summary = self.status_line()
+                self.notifier.ready(summary)
+                log.info(
+                    "crawler started (pid %d, socket %s): %s",
+                    os.getpid(),
+                    self.socket_path,
+                    summary,
+                )
+                self._serve()
+                log.info("stopping (%s)", self._signal_name or self._stop_reason or "requested")
+            finally:
+                self.notifier.stopping()
+                self._shutdown()
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        finally:
+            self.pidfile.release()
+        log.info("crawler stopped")
+        return 0
+
+    def _serve(self) -> None:
+        # The scheduler pings the watchdog from its own thread (it proves the jobs run); when
+        # collections are off, the main thread does, so systemd still sees us alive.
+        interval_s = self.notifier.watchdog_interval_s()
+        main_pings_s = None if self.settings.auto_update_enabled else interval_s
+        next_ping_s = next_status_s = time.monotonic()
+        next_status_s += _STATUS_REFRESH_S
+        while not self._stop.wait(_TICK_S):
+            if self._signal_name is not None:
+                self._stop_reason = self._signal_name
+                return
+            now_s = time.monotonic()
+            if main_pings_s is not None and now_s >= next_ping_s:
+                self.notifier.watchdog()
+                next_ping_s = now_s + main_pings_s
+            if now_s >= next_status_s:
+                self.notifier.status(self.status_line())
+                next_status_s = now_s + _STATUS_REFRESH_S
+
+    def _shutdown(self) -> None:
+        if self.server is not None:
+            self.server.stop(_CONTROL_STOP_S)
+        if self.scheduler is not None:
+            self.scheduler.stop(timeout_s=SCHEDULER_STOP_S)
+        if self.hybrid is not None:
+            _bounded(self.hybrid.cleanup, CLEANUP_STOP_S, "releasing the sources")
+        for store in (self.watchlist, self.history):
+            if store is not None:
+                try:
+                    store.close()
+                except Exception:  # one store failing to close must not keep the others open
+                    log.exception("closing a store failed")
+
+    def run_once(self) -> dict[str, Any]:
+        """Burst mode: each scheduler job once, in this thread; returns {job: report}."""
+        self._build(with_heartbeat=False)
+        assert self.scheduler is not None
+        try:
+            return self.scheduler.run_once()
+        finally:
+            self._shutdown()
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        """The systemd STATUS line: "tracking 12 symbols; budget $5.49 left; next ..."."""
+        parts: list[str] = []
+        if self.watchlist is not None:
+            count = len(self.watchlist)
+            parts.append(f"tracking {count} symbol{'' if count == 1 else 's'}")
+        if self.hybrid is not None:
+            try:
+                left = self.hybrid.ledger.statistics()["budget_remaining"]
+                parts.append(f"budget ${float(left):.2f} left")
+            except Exception:  # a status line must never fail
+                parts.append("budget unknown")
+        if self.scheduler is not None and self.scheduler.is_running:
+            jobs = self.scheduler.get_statistics().get("scheduled_jobs", [])
+            nxt = next((j.get("next_run") for j in jobs if j.get("id") == "collection"), None)
+            if nxt:
+                at = datetime.fromisoformat(nxt).astimezone(UTC)
+                parts.append(f"next collection {at:%H:%M} UTC")
+        elif not self.settings.auto_update_enabled:
+            parts.append("scheduled collection off")
+        return "; ".join(parts)
+
+
+def _bounded(action: Any, timeout_s: float, what: str) -> None:
+    """Run `action` on a helper thread; abandon it (logged) after `timeout_s`."""
+    worker = threading.Thread(target=action, name="crawler-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        log.warning("%s took over %.1fs; exiting without waiting for it", what, timeout_s)
+
+
+def _log_breaker_change(name: str, old: str, new: str) -> None:
+    log.warning("circuit breaker %s: %s -> %s", name, old, new)

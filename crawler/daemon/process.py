@@ -1,0 +1,171 @@
+"""The daemon as an operating-system process: its pidfile, detaching, waiting for it.
+
+    with PidFile(data_dir / "crawler.pid") as pidfile:    # DaemonAlreadyRunningError if held
+        ...run...
+    pid = spawn_detached(["start", "--foreground"], log_path)   # `crawler start`
+    wait_until_serving(socket_path, child, deadline_s=15)
+
+The pidfile is held with an exclusive `flock` for the daemon's whole life. The kernel drops the
+lock when the process dies, however it dies, so a pidfile left by `kill -9` is recognised as
+stale and taken over, while a daemon that is still starting (no socket yet) is not mistaken
+for a crash. Imports only the standard library: `crawler start` and `stop` must start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
+
+__all__ = [
+    "PIDFILE_NAME",
+    "PidFile",
+    "last_log_line",
+    "pid_alive",
+    "read_pid",
+    "spawn_detached",
+    "wait_for_exit",
+]
+
+#: The pidfile's name inside the data dir.
+PIDFILE_NAME = "crawler.pid"
+_POLL_S = 0.05
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (zombies included; EPERM means it exists)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid written in `path`, or None if absent or unreadable."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+class PidFile:
+    """An flock-held pidfile. `acquire()` raises DaemonAlreadyRunningError(pid) if held."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Lock the pidfile and write our pid into it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise DaemonError(f"cannot open pidfile {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                pid = read_pid(self.path) or 0
+                raise DaemonAlreadyRunningError(pid) from None
+            raise DaemonError(f"cannot lock pidfile {self.path}: {exc.strerror or exc}") from exc
+        # Truncate only once we hold the lock: the previous holder is gone.
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the pidfile and drop the lock. Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        # Unlink while still holding the lock, so a new daemon never sees our half-removed file.
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(fd)
+
+    def __enter__(self) -> PidFile:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def spawn_detached(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `python -m crawler *args` in its own session, output appended to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "crawler", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,  # not killed by the terminal's SIGHUP / Ctrl-C
+            # The child keeps our working directory: a relative CRAWLER_CONFIG or ./config.toml
+            # must mean the same file to it as to us.
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)
+
+
+def last_log_line(log_path: Path, max_bytes: int = 8192) -> str:
+    """The last non-empty line of `log_path` (its JSON `event`, if it is a JSON log line)."""
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    if line.startswith("{"):
+        import json
+
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            event = record.get("event") if isinstance(record, dict) else None
+            if isinstance(event, str):
+                return event
+    return line
+
+
+def wait_for_exit(pid: int, deadline_s: float) -> bool:
+    """Poll until `pid` is gone (True) or `deadline_s` passes (False)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not pid_alive(pid):
+            return True
+        # Our own child would stay a zombie: reap it if it is one.
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return True
+        time.sleep(_POLL_S)
+    return not pid_alive(pid)

@@ -1,0 +1,355 @@
+"""What crawler can be asked to do, in one place: the daemon's routes and the CLI's offline
+mode both call `Operations`, so the two paths cannot drift apart.
+
+    ops = Operations.offline(load_settings())        # the CLI without a daemon
+    ops.fetch(["AAPL:US"])        # {"quotes": [{...}], "errors": {}}
+    ops.add_symbol("TSLA:US")     # {"symbol": "TSLA:US", "asset_class": "stocks", "added": True}
+    ops.close()
+
+Every answer is a JSON-safe dict (Decimals as exact strings, datetimes ISO 8601), ready for the
+control socket or for `--json`. Bad input raises SymbolError / ConfigError (exit 2, HTTP 400).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from crawler import __version__
+from crawler.normalizer.schemas import AssetClass, Quote
+from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
+
+if TYPE_CHECKING:
+    from crawler.config import Settings
+    from crawler.markets.hours import MarketHours
+    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.scheduler import DataScheduler
+    from crawler.store.history import HistoryStore
+    from crawler.store.watchlist import Watchlist
+
+__all__ = ["EXPORT_FORMATS", "Operations", "jsonable", "parse_asset_class"]
+
+#: Formats `export` writes.
+EXPORT_FORMATS = ("csv", "jsonl")
+_STREAM_CHUNK_BYTES = 64 * 1024
+#: Rows a JSON history answer holds at most unless a limit is given (the socket is not a pipe).
+_DEFAULT_HISTORY_LIMIT = 10_000
+
+
+def jsonable(value: Any) -> Any:
+    """`value` made JSON-safe: Decimal → str, datetime → ISO, Enum → value, Path → str."""
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(item) for item in value]
+    if isinstance(value, Decimal | Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def parse_asset_class(text: str | AssetClass | None) -> AssetClass | None:
+    """An asset class from user text (None stays None); SymbolError naming the allowed ones."""
+    if text is None or isinstance(text, AssetClass):
+        return text
+    try:
+        return AssetClass.parse(text)
+    except ValueError as exc:
+        raise SymbolError(str(exc)) from None
+
+
+def _parse_time(name: str, text: str | None, now: datetime) -> datetime | None:
+    if text is None or text == "":
+        return None
+    from crawler.store.history import parse_time_spec
+
+    try:
+        return parse_time_spec(text, now)
+    except ValueError as exc:
+        raise ConfigError(f"--{name}: {exc}") from None
+
+
+def _error_dict(error: CrawlerError) -> dict[str, str]:
+    return {"type": type(error).__name__, "message": error.message}
+
+
+class Operations:
+    """The verbs of crawler over one set of stores and one hybrid fetcher.
+
+    `scheduler` is the daemon's (None offline); `market_hours` adds open/closed to `status`;
+    `started_at` and `socket_path` describe the daemon in `status`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        hybrid: HybridDataSource,
+        watchlist: Watchlist,
+        history: HistoryStore | None = None,
+        scheduler: DataScheduler | None = None,
+        market_hours: MarketHours | None = None,
+        started_at: datetime | None = None,
+        socket_path: Path | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.hybrid = hybrid
+        self.watchlist = watchlist
+        self.history_store = history
+        self.scheduler = scheduler
+        self.market_hours = market_hours
+        self.started_at = started_at
+        self.socket_path = socket_path
+        self._now = now
+        self._started_monotonic_s = time.monotonic()
+
+    @classmethod
+    def offline(cls, settings: Settings) -> Operations:
+        """Operations straight on the data dir, without a daemon (the CLI's fallback)."""
+        from crawler.orchestrator.hybrid_source import HybridDataSource
+        from crawler.store.datadir import WATCHLIST_SUBDIR, ensure_data_dir
+        from crawler.store.history import HistoryStore
+        from crawler.store.watchlist import Watchlist
+
+        data_dir = ensure_data_dir(Path(settings.data_dir))
+        watchlist = Watchlist(data_dir / WATCHLIST_SUBDIR)
+        history = HistoryStore(data_dir / "history", settings.history_retention_days)
+        hybrid = HybridDataSource(settings)
+        return cls(settings, hybrid=hybrid, watchlist=watchlist, history=history)
+
+    def close(self) -> None:
+        """Release the fetcher's threads and the stores' connections (offline use)."""
+        self.hybrid.cleanup()
+        self.watchlist.close()
+        if self.history_store is not None:
+            self.history_store.close()
+
+    # -- quotes ----------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        symbols: Sequence[str],
+        fresh: bool = False,
+        asset_class: str | AssetClass | None = None,
+        on_done: Callable[[str, Quote | CrawlerError], None] | None = None,
+    ) -> dict[str, Any]:
+        """Quotes for `symbols` (cache first unless `fresh`), in input order.
+
+        Every symbol is parsed before anything is fetched, so a typo costs nothing and raises
+        SymbolError. Per-symbol failures land in `errors`: {symbol: {"type", "message"}}.
+        Quotes that came from a source (not the cache) are added to the history.
+        """
+        if not symbols:
+            raise SymbolError("no symbols given; name at least one, e.g. AAPL:US")
+        asset = parse_asset_class(asset_class)
+        parsed: list[Symbol] = [parse_symbol(text, asset) for text in symbols]
+        results = self.hybrid.fetch_many(parsed, force_fresh=fresh, on_done=on_done)
+        quotes: list[Quote] = []
+        errors: dict[str, dict[str, str]] = {}
+        for key, outcome in results.items():
+            if isinstance(outcome, Quote):
+                quotes.append(outcome)
+            else:
+                errors[key] = _error_dict(outcome)
+        self._record([q for q in quotes if not q.from_cache])
+        return {"quotes": [q.to_json_dict() for q in quotes], "errors": errors}
+
+    def _record(self, quotes: list[Quote]) -> None:
+        if self.history_store is None or not quotes:
+            return
+        try:
+            self.history_store.record(quotes)
+        except StorageError:
+            # The quotes were fetched and are answered; losing their history row is logged,
+            # not turned into a failed fetch.
+            import logging
+
+            logging.getLogger("crawler.operations").warning(
+                "could not record %d quotes in the history", len(quotes), exc_info=True
+            )
+
+    # -- the watchlist ---------------------------------------------------------------------
+
+    def list_symbols(self) -> dict[str, Any]:
+        """{"symbols": [{"symbol", "asset_class"}...]} in the order they were added."""
+        return {
+            "symbols": [
+                {"symbol": name, "asset_class": asset.value}
+                for name, asset in self.watchlist.items()
+            ]
+        }
+
+    def add_symbol(
+        self, symbol: str, asset_class: str | AssetClass | None = None
+    ) -> dict[str, Any]:
+        """Track `symbol`; `added` is False when it was already tracked."""
+        sym = parse_symbol(symbol, parse_asset_class(asset_class))
+        added = self.watchlist.add(sym, sym.asset_class)
+        if self.scheduler is not None:
+            # The scheduler re-reads the watchlist, but keeps its own mirror in step too.
+            self.scheduler.add_symbol(sym.canonical, sym.asset_class)
+        return {"symbol": sym.canonical, "asset_class": sym.asset_class.value, "added": added}
+
+    def remove_symbol(self, symbol: str) -> dict[str, Any]:
+        """Stop tracking `symbol`; `removed` is False when it was not tracked."""
+        canonical = parse_symbol(symbol).canonical
+        if self.scheduler is not None:
+            removed = self.scheduler.remove_symbol(canonical)
+        else:
+            removed = self.watchlist.remove(canonical)
+        return {"symbol": canonical, "removed": removed}
+
+    # -- collections -----------------------------------------------------------------------
+
+    def collect(self) -> dict[str, Any]:
+        """One collection of the watchlist now; returns its report (see CollectionReport)."""
+        if self.scheduler is not None:
+            return dict(jsonable(self.scheduler.force_collection()))
+        from crawler.orchestrator.collection import Collector
+
+        report = Collector().collect(self.hybrid, self.watchlist.items(), self.history_store)
+        return dict(jsonable(report.as_dict()))
+
+    # -- status and configuration ----------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Everything `crawler status` shows: daemon, scheduler, sources, budget, breakers,
+        per-symbol last quote (age, stale, market open), config errors."""
+        now = self._now()
+        stats = jsonable(self.hybrid.get_statistics())
+        scheduler = jsonable(self.scheduler.get_statistics()) if self.scheduler else None
+        uptime_s = round(time.monotonic() - self._started_monotonic_s, 1)
+        return {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "started_at": self.started_at.isoformat() if self.started_at else None,
+                "uptime_s": uptime_s if self.started_at else None,
+                "socket": str(self.socket_path) if self.socket_path else None,
+                "data_dir": str(self.settings.data_dir),
+                "auto_update_enabled": self.settings.auto_update_enabled,
+            },
+            "scheduler": scheduler,
+            "budget": stats.get("cost_tracking", {}),
+            "sources": stats.get("source_usage", {}),
+            "cache": stats.get("cache_statistics", {}),
+            "breakers": stats.get("breakers", {}),
+            "config_errors": stats.get("config_errors", {}),
+            "stale_served": stats.get("stale_served", 0),
+            "symbols": [self._symbol_status(name, asset, now) for name, asset in
+                        self.watchlist.items()],
+        }  # fmt: skip
+
+    def _symbol_status(self, name: str, asset: AssetClass, now: datetime) -> dict[str, Any]:
+        quote = self.hybrid.cache.get_last_known(name)
+        entry: dict[str, Any] = {"symbol": name, "asset_class": asset.value, "last_quote": None}
+        if quote is not None:
+            fetched_age_s = (now - quote.fetched_at).total_seconds()
+            # The last-known copy always comes flagged stale; what matters is whether it is
+            # older than the cache keeps a quote fresh.
+            stale = fetched_age_s > self.settings.cache_ttl_seconds
+            entry["last_quote"] = quote.with_flags(stale=stale).to_json_dict()
+            entry["age_s"] = round(quote.age_s(now), 1)
+            entry["fetched_age_s"] = round(fetched_age_s, 1)
+            entry["stale"] = stale
+        else:
+            entry["age_s"] = entry["fetched_age_s"] = None
+            entry["stale"] = True
+        if self.market_hours is not None:
+            try:
+                session = self.market_hours.session_status(name, asset, at=now)
+                entry["market"] = {
+                    key: session.get(key) for key in ("market", "open", "next_open", "next_close")
+                }
+            except Exception as exc:  # a calendar problem must not break status
+                entry["market"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return entry
+
+    def config(self) -> dict[str, Any]:
+        """The effective configuration, secrets masked."""
+        return dict(jsonable(self.settings.public_dict()))
+
+    # -- history ---------------------------------------------------------------------------
+
+    def _history(self) -> HistoryStore:
+        if self.history_store is None:
+            raise StorageError("this crawler has no history store")
+        return self.history_store
+
+    def history(
+        self,
+        symbol: str,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """{"symbol", "quotes": [...]} oldest first; `since`/`until` as "2h" or ISO dates."""
+        canonical = parse_symbol(symbol).canonical
+        now = self._now()
+        start, end = _parse_time("since", since, now), _parse_time("until", until, now)
+        if limit is not None and limit < 1:
+            raise ConfigError(f"--limit {limit} is invalid; use a whole number of 1 or more")
+        rows = self._history().query(canonical, start, end, limit or _DEFAULT_HISTORY_LIMIT)
+        return {"symbol": canonical, "quotes": [q.to_json_dict() for q in rows]}
+
+    def export(
+        self,
+        fmt: str,
+        since: str | None = None,
+        until: str | None = None,
+        symbols: Iterable[str] | None = None,
+    ) -> Iterator[bytes]:
+        """The history as CSV or JSONL bytes, in chunks, oldest first.
+
+        The export is written to a temporary file first, so a bad argument or a storage error
+        is raised here, before the first byte is sent; memory stays constant either way.
+        """
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl")
+        checked: Literal["csv", "jsonl"] = "csv" if fmt == "csv" else "jsonl"
+        now = self._now()
+        start, end = _parse_time("since", since, now), _parse_time("until", until, now)
+        wanted = None if symbols is None else [parse_symbol(s).canonical for s in symbols]
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
+        try:
+            self._history().export(checked, spool, start, end, wanted)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return _chunks(spool)
+
+    def export_to(
+        self,
+        fmt: str,
+        out: Any,
+        since: str | None = None,
+        until: str | None = None,
+        symbols: Iterable[str] | None = None,
+    ) -> int:
+        """Like `export`, written straight to the binary file `out`; returns bytes written."""
+        written = 0
+        for chunk in self.export(fmt, since, until, symbols):
+            out.write(chunk)
+            written += len(chunk)
+        return written
+
+
+def _chunks(spool: Any) -> Iterator[bytes]:
+    try:
+        while chunk := spool.read(_STREAM_CHUNK_BYTES):
+            yield chunk
+    finally:
+        spool.close()

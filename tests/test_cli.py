@@ -1,0 +1,194 @@
+"""The CLI without a daemon: offline mode on the data dir, exit codes, one-line errors, and how
+little `crawler status` imports. Every command runs as `python -m crawler` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fakemarket import FakeMarket
+
+REPO = Path(__file__).resolve().parents[1]
+API_KEY = "sk-test-CLI-SECRET-9e107d9d372bb682"
+CONFIG_TOML = "[market_hours]\nenabled = false\n"
+HEAVY_MODULES = ("pandas", "yfinance", "curl_cffi", "apscheduler")
+
+
+@pytest.fixture(scope="module")
+def market() -> Iterator[FakeMarket]:
+    with FakeMarket(api_key=API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(market: FakeMarket, tmp_path: Path) -> dict[str, str]:
+    """A crawler environment on a fresh data dir, pointed at the fake market, no daemon."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG_TOML)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BRIGHT_DATA_", "YFINANCE_", "CRAWLER_", "WATCHDOG_"))
+        and k not in ("NOTIFY_SOCKET", "DATA_DIR", "RUNTIME_DIRECTORY", "STATE_DIRECTORY")
+    }
+    return {
+        **clean,
+        **market.environment(),
+        "PYTHONPATH": str(REPO),
+        "DATA_DIR": str(tmp_path / "data"),
+        "CRAWLER_SOCKET": str(tmp_path / "run" / "crawler.sock"),
+        "CRAWLER_CONFIG": str(config),
+    }
+
+
+def crawler(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "crawler", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert API_KEY not in result.stdout and API_KEY not in result.stderr
+    return result
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_offline_fetch_serves_and_records(env: dict[str, str], market: FakeMarket) -> None:
+    result = crawler(env, "fetch", "AAPL:US", "VOD:LN", "--json")
+    assert result.returncode == 0, result.stderr
+    quotes = json.loads(result.stdout)["quotes"]
+    assert [q["symbol"] for q in quotes] == ["AAPL:US", "VOD:LN"]
+    assert {q["source"] for q in quotes} == {"bright_data"}
+    # The data dir keeps the cache between CLI runs: no second paid request.
+    billed = market.bright_data.billed_count
+    table = crawler(env, "fetch", "AAPL:US")
+    assert table.returncode == 0 and "AAPL:US" in table.stdout and "cache" in table.stdout
+    assert market.bright_data.billed_count == billed
+    history = json.loads(crawler(env, "history", "AAPL:US", "--json").stdout)
+    assert len(history["quotes"]) == 1
+    exported = crawler(env, "export", "--format", "csv")
+    assert exported.returncode == 0
+    assert exported.stdout.splitlines()[0].startswith("symbol,")
+    assert len(exported.stdout.splitlines()) == 3
+
+
+def test_offline_symbols(env: dict[str, str]) -> None:
+    assert crawler(env, "symbols", "add", "TSLA:US", "EURUSD:CUR").returncode == 0
+    listed = json.loads(crawler(env, "symbols", "list", "--json").stdout)["symbols"]
+    assert listed == [
+        {"symbol": "TSLA:US", "asset_class": "stocks"},
+        {"symbol": "EURUSD:CUR", "asset_class": "forex"},
+    ]
+    removed = crawler(env, "symbols", "remove", "TSLA:US")
+    assert removed.returncode == 0 and "removed TSLA:US" in removed.stdout
+    missing = crawler(env, "symbols", "remove", "TSLA:US")
+    assert missing.returncode == 1 and "not tracked" in one_error_line(missing)
+
+
+def test_a_failed_symbol_exits_1_but_prints_the_others(
+    env: dict[str, str], market: FakeMarket
+) -> None:
+    market.bright_data.set_page("ZZZZ:US", "target_404")
+    market.yahoo.unknown("ZZZZ")
+    result = crawler(env, "fetch", "AAPL:US", "ZZZZ:US")
+    assert result.returncode == 1
+    assert "AAPL:US" in result.stdout
+    assert "ZZZZ:US" in one_error_line(result)
+
+
+def test_bad_symbol_is_a_usage_error(env: dict[str, str]) -> None:
+    result = crawler(env, "fetch", "AAPL:XX")
+    assert result.returncode == 2
+    assert "unknown suffix 'XX'" in one_error_line(result)
+    bad_class = crawler(env, "symbols", "add", "AAPL", "--asset-class", "shoes")
+    assert bad_class.returncode == 2 and "asset class" in one_error_line(bad_class)
+
+
+def test_bad_time_spec_is_a_usage_error(env: dict[str, str]) -> None:
+    result = crawler(env, "history", "AAPL:US", "--since", "yesterday-ish")
+    assert result.returncode == 2 and "invalid time" in one_error_line(result)
+
+
+def test_bad_config_exits_2_with_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[scheduler]\nfrobnicate = 1\n")
+    for args in (("status",), ("fetch", "AAPL:US"), ("start", "--foreground")):
+        result = crawler({**env, "CRAWLER_CONFIG": str(bad)}, *args)
+        assert result.returncode == 2
+        assert "unknown key 'scheduler.frobnicate'" in one_error_line(result)
+    too_fast = crawler(env, "start", "--foreground", "--interval", "5")
+    assert too_fast.returncode == 2 and "update_interval_seconds" in one_error_line(too_fast)
+
+
+def test_usage_errors_exit_2(env: dict[str, str]) -> None:
+    result = crawler(env, "fetch")
+    assert result.returncode == 2 and "Missing argument" in one_error_line(result)
+    unknown = crawler(env, "frobnicate")
+    assert unknown.returncode == 2 and "No such command" in one_error_line(unknown)
+
+
+def test_daemon_not_running_exits_3(env: dict[str, str]) -> None:
+    status = crawler(env, "status")
+    assert status.returncode == 3 and "crawler is not running" in status.stdout
+    as_json = crawler(env, "status", "--json")
+    assert as_json.returncode == 3 and json.loads(as_json.stdout)["running"] is False
+    for args in (("stop",), ("collect",)):
+        result = crawler(env, *args)
+        assert result.returncode == 3
+        assert "not running" in one_error_line(result)
+
+
+def test_debug_shows_the_traceback(env: dict[str, str]) -> None:
+    result = crawler(env, "--debug", "stop")
+    assert result.returncode == 3
+    assert "Traceback" in result.stderr and "DaemonNotRunningError" in result.stderr
+
+
+def test_config_show_masks_the_key(env: dict[str, str]) -> None:
+    result = crawler(env, "config", "show", "--json")
+    assert result.returncode == 0
+    values = json.loads(result.stdout)
+    assert values["bright_data_api_key"].startswith("****")
+    assert values["data_dir"] == env["DATA_DIR"]
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "crawler", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=30,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "crawler 0.1.0"
+
+
+@pytest.mark.parametrize("args", [["status"], ["--help"], ["status", "--json"]])
+def test_status_and_help_import_nothing_heavy(env: dict[str, str], args: list[str]) -> None:
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['crawler', *{args!r}]\n"
+        "try:\n"
+        "    runpy.run_module('crawler', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
+        "sys.stderr.write('HEAVY=' + ','.join(heavy) + '\\n')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert "HEAVY=\n" in result.stderr, result.stderr
