@@ -30,6 +30,7 @@ from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, Sy
 if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.markets.hours import MarketHours
+    from crawler.metrics import MetricsRecorder
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.history import HistoryStore
@@ -102,6 +103,7 @@ class Operations:
         market_hours: MarketHours | None = None,
         started_at: datetime | None = None,
         socket_path: Path | None = None,
+        metrics: MetricsRecorder | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
@@ -112,6 +114,7 @@ class Operations:
         self.market_hours = market_hours
         self.started_at = started_at
         self.socket_path = socket_path
+        self.metrics = metrics
         self._now = now
         self._started_monotonic_s = time.monotonic()
 
@@ -248,6 +251,7 @@ class Operations:
             "breakers": stats.get("breakers", {}),
             "config_errors": stats.get("config_errors", {}),
             "stale_served": stats.get("stale_served", 0),
+            "metrics": self.metrics.snapshot() if self.metrics else None,
             "symbols": [self._symbol_status(name, asset, now) for name, asset in
                         self.watchlist.items()],
         }  # fmt: skip

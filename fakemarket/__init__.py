@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from fakemarket.core import Fault, FakeService, free_port
+from fakemarket.core import FakeService, Fault, free_port
 
 __all__ = ["BrightDataFake", "FakeMarket", "FakeService", "Fault", "YahooFake", "free_port"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
-__all__ = ["Fault", "FaultTable", "FakeRequest", "FakeResponse", "FakeService", "OutageMode"]
+__all__ = ["FakeRequest", "FakeResponse", "FakeService", "Fault", "FaultTable", "OutageMode"]
 
 OutageMode = Literal["refuse", "hang"] | None
 GLOBAL = "*"

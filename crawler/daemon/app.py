@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.daemon.control_server import ControlServer
     from crawler.markets.hours import MarketHours
+    from crawler.metrics import MetricsHTTPServer, MetricsRecorder
     from crawler.operations import Operations
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
@@ -77,11 +78,14 @@ class Daemon:
         self.scheduler: DataScheduler | None = None
         self.operations: Operations | None = None
         self.server: ControlServer | None = None
+        self.metrics: MetricsRecorder | None = None
+        self.metrics_server: MetricsHTTPServer | None = None
 
     # -- wiring ------------------------------------------------------------------------------
 
     def _build(self, *, with_heartbeat: bool) -> None:
         from crawler.markets.hours import MarketHours
+        from crawler.metrics import MetricsRecorder
         from crawler.operations import Operations
         from crawler.orchestrator.hybrid_source import HybridDataSource
         from crawler.orchestrator.scheduler import DataScheduler
@@ -90,7 +94,15 @@ class Daemon:
 
         settings = self.settings
         self.started_at = datetime.now(UTC)
-        self.hybrid = HybridDataSource(settings, on_breaker_change=_log_breaker_change)
+        metrics = self.metrics = MetricsRecorder()
+
+        def on_breaker_change(name: str, old: str, new: str) -> None:
+            _log_breaker_change(name, old, new)
+            metrics.record_breaker_transition(name, old, new)
+
+        self.hybrid = HybridDataSource(
+            settings, on_breaker_change=on_breaker_change, on_fetch=metrics.record_fetch
+        )
         self.watchlist = Watchlist(self.data_dir / WATCHLIST_SUBDIR)
         self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)
         self.market_hours = MarketHours()
@@ -103,6 +115,7 @@ class Daemon:
             market_hours=self.market_hours,
             heartbeat=self._watchdog if heartbeat_s else None,
             heartbeat_interval_s=heartbeat_s or 5.0,
+            on_job_run=metrics.record_job_run,
         )
         self.operations = Operations(
             settings,
@@ -113,6 +126,7 @@ class Daemon:
             market_hours=self.market_hours,
             started_at=self.started_at,
             socket_path=self.socket_path,
+            metrics=metrics,
         )
 
     def _watchdog(self) -> None:
@@ -156,6 +170,7 @@ class Daemon:
                 self.server = ControlServer(self.socket_path)
                 register_routes(self.server, self.operations, self.request_stop)
                 self.server.start()
+                self._start_metrics_port()
                 if self.settings.auto_update_enabled:
                     self.scheduler.start()
                 if not socket_is_live(self.socket_path):
@@ -199,7 +214,21 @@ class Daemon:
                 self.notifier.status(self.status_line())
                 next_status_s = now_s + _STATUS_REFRESH_S
 
+    def _start_metrics_port(self) -> None:
+        if not self.settings.metrics_port:
+            return
+        from crawler.metrics import MetricsHTTPServer, render_metrics
+
+        operations = self.operations
+        assert operations is not None
+        self.metrics_server = MetricsHTTPServer(
+            lambda: render_metrics(operations.status()), self.settings.metrics_port
+        )
+        self.metrics_server.start()
+
     def _shutdown(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         if self.server is not None:
             self.server.stop(_CONTROL_STOP_S)
         if self.scheduler is not None:

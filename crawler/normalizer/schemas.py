@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from crawler.utils.exceptions import ParseError
@@ -29,7 +29,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class AssetClass(str, Enum):
+class AssetClass(StrEnum):
     """What kind of instrument a symbol names; decides its Yahoo form and its market hours."""
 
     STOCKS = "stocks"

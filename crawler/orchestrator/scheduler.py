@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.events import (
     EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
     JobEvent,
@@ -109,6 +110,7 @@ class DataScheduler:
         now: WallClock = utc_now,
         heartbeat: Callable[[], None] | None = None,
         heartbeat_interval_s: float = 5.0,
+        on_job_run: Callable[[str], None] | None = None,
     ) -> None:
         if settings is None:
             from crawler.config import get_settings
@@ -119,6 +121,7 @@ class DataScheduler:
         if not (heartbeat_interval_s > 0 and math.isfinite(heartbeat_interval_s)):
             raise ConfigError(f"heartbeat interval {heartbeat_interval_s!r} s must be above 0")
         self._heartbeat = heartbeat
+        self._on_job_run = on_job_run
         self._heartbeat_interval_s = float(heartbeat_interval_s)
         self._hybrid = hybrid
         self._owns_hybrid = hybrid is None
@@ -170,6 +173,8 @@ class DataScheduler:
             scheduler.add_listener(
                 self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
             )
+            if self._on_job_run is not None:
+                scheduler.add_listener(self._on_job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
             interval_s = self.update_interval_s
             jitter_s = float(self._settings.collection_jitter_seconds or 0)
             scheduler.add_job(
@@ -428,6 +433,14 @@ class DataScheduler:
             with self._stats_lock:
                 self._metrics.job_errors += 1
             return {"error": message}
+
+    def _on_job_done(self, event: JobEvent) -> None:
+        if self._on_job_run is None:
+            return
+        try:
+            self._on_job_run(event.job_id)
+        except Exception:  # an observer must never break the scheduler
+            log.exception("job observer failed")
 
     def _on_job_event(self, event: JobEvent) -> None:
         with self._stats_lock:

@@ -1,1 +1,4 @@
-"""The data sources: Bright Data (Bloomberg pages) and yfinance. They know nothing of the scheduler."""
+"""The data sources: Bright Data (Bloomberg pages) and yfinance.
+
+They know nothing of the scheduler.
+"""
