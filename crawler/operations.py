@@ -256,14 +256,20 @@ class Operations:
                         self.watchlist.items()],
         }  # fmt: skip
 
+    def _is_stale(self, source_age_s: float, fetched_age_s: float) -> bool:
+        """Stale: we fetched it longer ago than the cache keeps a quote fresh, or the source's
+        own timestamp has not moved for a whole collection interval plus that TTL (polling an
+        unchanged quote adds no history row, and this is how status shows it)."""
+        ttl_s = self.settings.cache_ttl_seconds
+        not_moving_s = ttl_s + self.settings.update_interval_seconds
+        return fetched_age_s > ttl_s or source_age_s > not_moving_s
+
     def _symbol_status(self, name: str, asset: AssetClass, now: datetime) -> dict[str, Any]:
         quote = self.hybrid.cache.get_last_known(name)
         entry: dict[str, Any] = {"symbol": name, "asset_class": asset.value, "last_quote": None}
         if quote is not None:
             fetched_age_s = (now - quote.fetched_at).total_seconds()
-            # The last-known copy always comes flagged stale; what matters is whether it is
-            # older than the cache keeps a quote fresh.
-            stale = fetched_age_s > self.settings.cache_ttl_seconds
+            stale = self._is_stale(quote.age_s(now), fetched_age_s)
             entry["last_quote"] = quote.with_flags(stale=stale).to_json_dict()
             entry["age_s"] = round(quote.age_s(now), 1)
             entry["fetched_age_s"] = round(fetched_age_s, 1)

@@ -1,0 +1,63 @@
+"""Operations, the one place both the daemon's routes and the offline CLI call: the parts
+that are not already proven through the CLI and the daemon."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crawler.config import load_settings
+from crawler.normalizer.schemas import AssetClass
+from crawler.operations import Operations
+from fakemarket.brightdata import BrightDataFake
+
+
+@pytest.fixture
+def ops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bright_data_fake: BrightDataFake
+) -> Iterator[Operations]:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    monkeypatch.setenv("CRAWLER_CONFIG", str(config))
+    settings = load_settings(
+        overrides={
+            "data_dir": tmp_path / "data",
+            "bright_data_endpoint": bright_data_fake.url,
+            "bright_data_api_key": "test-key",
+            "bright_data_zone": "web_unlocker1",
+            "sources_order": ["bright_data"],
+            "cache_ttl_seconds": 900,
+            "update_interval_seconds": 900,
+        }
+    )
+    operations = Operations.offline(settings)
+    yield operations
+    operations.close()
+
+
+def _status_of(ops: Operations, symbol: str) -> dict[str, object]:
+    return next(s for s in ops.status()["symbols"] if s["symbol"] == symbol)
+
+
+def test_a_fresh_quote_with_a_moving_source_clock_is_not_stale(
+    ops: Operations, bright_data_fake: BrightDataFake
+) -> None:
+    bright_data_fake.set_quote("AAPL:US", last_update=datetime.now(UTC) - timedelta(minutes=1))
+    ops.add_symbol("AAPL:US")
+    assert ops.fetch(["AAPL:US"])["errors"] == {}
+    assert _status_of(ops, "AAPL:US")["stale"] is False
+
+
+def test_a_quote_whose_source_time_has_not_moved_is_stale_though_just_fetched(
+    ops: Operations, bright_data_fake: BrightDataFake
+) -> None:
+    # The source still says 40 minutes ago: longer than one interval plus the TTL (30 min).
+    bright_data_fake.set_quote("VOD:LN", last_update=datetime.now(UTC) - timedelta(minutes=40))
+    ops.add_symbol("VOD:LN", AssetClass.STOCKS)
+    assert ops.fetch(["VOD:LN"])["errors"] == {}
+    entry = _status_of(ops, "VOD:LN")
+    assert entry["stale"] is True
+    assert entry["fetched_age_s"] is not None and float(str(entry["fetched_age_s"])) < 60
