@@ -30,7 +30,7 @@ from typing import Any, Final
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW
 
-from crawler.utils.exceptions import StorageError
+from crawler.utils.exceptions import DataDirError, StorageError
 
 __all__ = [
     "CACHE_SUBDIR",
@@ -129,7 +129,7 @@ def ensure_data_dir(path: Path) -> Path:
             path.chmod(_DIR_MODE)
         _probe_write(path)
     except OSError as exc:
-        raise StorageError(_describe(path, exc)) from exc
+        raise DataDirError(_describe(path, exc)) from exc
     return path
 
 

@@ -5,6 +5,7 @@
     ├── SymbolError                   a symbol is malformed or unknown to us (exit 2)
     │   └── UnmappableSymbolError     valid, but has no Yahoo equivalent (yfinance skipped)
     ├── StorageError                  the data dir is unwritable, full or corrupt
+    │   └── DataDirError              the data dir cannot be used at all (exit 2)
     ├── ParseError                    a page or payload did not hold a quote
     ├── APIError                      a source could not serve a quote (seed: `.message`)
     │   ├── SourceConfigError         the source rejected our credentials/zone (not retried)
@@ -37,6 +38,7 @@ __all__ = [
     "DaemonAlreadyRunningError",
     "DaemonError",
     "DaemonNotRunningError",
+    "DataDirError",
     "NoSourceAvailableError",
     "ParseError",
     "RateLimitedError",
@@ -80,6 +82,12 @@ class UnmappableSymbolError(SymbolError):
 
 class StorageError(CrawlerError):
     """The data directory or one of its stores cannot be used."""
+
+
+class DataDirError(StorageError):
+    """The data directory cannot be created or written: a setup problem, fixed by DATA_DIR."""
+
+    exit_code = 2
 
 
 class ParseError(CrawlerError):

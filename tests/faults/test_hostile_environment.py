@@ -167,7 +167,6 @@ def test_full_data_dir(
     assert snapshot(after) == populated[1]
 
 
-@pytest.mark.xfail(strict=True, reason="an unwritable data dir exits 1 (StorageError), not 2")
 def test_an_unwritable_data_dir_exits_2(
     populated: tuple[Path, dict[str, Any]], tmp_path: Path, mount_namespace: None
 ) -> None:
