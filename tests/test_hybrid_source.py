@@ -8,6 +8,7 @@ equals the ledger's billed spend to the micro-dollar, with no reservation left o
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -29,6 +30,7 @@ from crawler.utils.exceptions import (
     BudgetExhaustedError,
     CrawlerError,
     NoSourceAvailableError,
+    TransientSourceError,
 )
 from fakemarket.brightdata import BrightDataFake
 from fakemarket.yahoo import YahooFake
@@ -798,3 +800,24 @@ def test_statistics_have_the_seed_keys(
         assert isinstance(breaker, CircuitBreaker) and breaker.is_available()
         assert "recovery_in_seconds" in breaker.get_statistics()["state_info"]
     assert_money_matches(fake, ledger)
+
+
+def test_a_batch_returns_by_its_deadline_though_each_quote_may_take_longer(
+    fake: BrightDataFake,
+    make_bd: Callable[..., BrightDataSource],
+    make_hybrid: Callable[..., HybridDataSource],
+) -> None:
+    # Each quote may take 5 s (its own deadline); the batch as a whole gets 0.5 s.
+    fake.faults.set("*", latency_s=3.0)
+    hybrid = make_hybrid(make_bd(read_timeout_s=5, deadline_s=5), max_workers=2)
+    symbols = [f"S{i}:US" for i in range(6)]
+    started_s = time.monotonic()
+    results = hybrid.fetch_many(symbols, deadline_s=0.5)
+    elapsed_s = time.monotonic() - started_s
+    assert elapsed_s < 2.5  # the bound under test: far below one quote's 3 s, let alone 6 × 3 s
+    assert set(results) == set(symbols)
+    assert all(isinstance(r, TransientSourceError) for r in results.values())
+    assert all("deadline" in r.message for r in results.values() if isinstance(r, CrawlerError))
+    # The 4 quotes that never started were cancelled: only the 2 in flight reached the fake.
+    hybrid.cleanup()
+    assert len(fake.log_requests()) == 2

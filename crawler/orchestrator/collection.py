@@ -126,6 +126,11 @@ class Collector:
         #: symbol → whether its last successful fetch happened while its market was open.
         self.last_fetched_open_session: dict[str, bool] = {}
 
+    def _left_s(self, start_s: float, deadline_s: float | None) -> float | None:
+        if deadline_s is None:
+            return None
+        return max(0.0, deadline_s - (self._clock() - start_s))
+
     def forget(self, symbol: str) -> None:
         """Drop the market-hours state of a symbol no longer tracked."""
         with self._lock:
@@ -136,11 +141,14 @@ class Collector:
         hybrid: HybridDataSource,
         tracked: Sequence[tuple[str, AssetClass]],
         history: HistoryStore | None = None,
+        deadline_s: float | None = None,
     ) -> CollectionReport:
         """Fetch `tracked` (canonical symbol, asset class) pairs once; see the module docstring.
 
-        Per-symbol failures land in the report. A failing history write raises (StorageError):
-        the quotes were fetched but not kept, which the scheduler counts as a job error.
+        `deadline_s` bounds the whole collection (the scheduler passes its interval, so one
+        collection never runs into the next). Per-symbol failures land in the report. A failing
+        history write raises (StorageError): the quotes were fetched but not kept, which the
+        scheduler counts as a job error.
         """
         started_at = self._now()
         start_s = self._clock()
@@ -170,11 +178,15 @@ class Collector:
 
         results: dict[str, Quote | CrawlerError] = {}
         if regular:
-            results.update(hybrid.fetch_many(regular))
+            results.update(hybrid.fetch_many(regular, deadline_s=self._left_s(start_s, deadline_s)))
         if closing:
             # After the regular group, not beside it: closes are rare (once per market and day).
             # Past the cache: a quote cached just before the close is not the closing price.
-            results.update(hybrid.fetch_many(closing, force_fresh=True))
+            results.update(
+                hybrid.fetch_many(
+                    closing, force_fresh=True, deadline_s=self._left_s(start_s, deadline_s)
+                )
+            )
 
         quotes: list[Quote] = []
         for key, outcome in results.items():

@@ -24,7 +24,8 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -44,6 +45,7 @@ from crawler.utils.exceptions import (
     NoSourceAvailableError,
     SourceConfigError,
     SymbolError,
+    TransientSourceError,
     UnknownSymbolError,
     UnmappableSymbolError,
 )
@@ -201,9 +203,15 @@ class HybridDataSource:
         asset_class: AssetClass | None = None,
         force_fresh: bool = False,
         on_done: Callable[[str, Quote | CrawlerError], None] | None = None,
+        deadline_s: float | None = None,
     ) -> dict[str, Quote | CrawlerError]:
         """Fetch concurrently on a bounded pool; one bad symbol or source never stops the rest.
-        Returns canonical symbol (or the raw text, for a malformed one) → quote or error."""
+        Returns canonical symbol (or the raw text, for a malformed one) → quote or error.
+
+        With `deadline_s`, the whole batch returns by then: quotes not yet fetched become
+        TransientSourceError and those not yet started are cancelled (they cost nothing).
+        Quotes already in flight finish in the background within their own deadline.
+        """
         pending: dict[str, Future[Quote]] = {}
         results: dict[str, Quote | CrawlerError] = {}
         pool = self._executor()
@@ -217,19 +225,37 @@ class HybridDataSource:
                 continue
             if sym.canonical not in pending:
                 pending[sym.canonical] = pool.submit(self.get_quote, sym, None, force_fresh)
+        deadline_at_s = None if deadline_s is None else time.monotonic() + deadline_s
         for key, future in pending.items():
-            try:
-                outcome: Quote | CrawlerError = future.result()
-            except CrawlerError as exc:
-                log.info("fetch %s failed: %s", key, exc.message)
-                outcome = exc
-            except Exception as exc:  # a bug must not take the whole collection down
-                log.exception("unexpected error fetching %s", key)
-                outcome = APIError(f"internal error fetching {key}: {type(exc).__name__}")
+            outcome = self._outcome_of(key, future, deadline_at_s, deadline_s)
             results[key] = outcome
             if on_done:
                 on_done(key, outcome)
         return results
+
+    def _outcome_of(
+        self,
+        key: str,
+        future: Future[Quote],
+        deadline_at_s: float | None,
+        deadline_s: float | None,
+    ) -> Quote | CrawlerError:
+        timeout_s = None if deadline_at_s is None else max(0.0, deadline_at_s - time.monotonic())
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            return TransientSourceError(
+                f"{key}: the batch deadline of {deadline_s:g}s passed before it was fetched"
+            )
+        except CancelledError:
+            return TransientSourceError(f"{key}: cancelled at the batch deadline")
+        except CrawlerError as exc:
+            log.info("fetch %s failed: %s", key, exc.message)
+            return exc
+        except Exception as exc:  # a bug must not take the whole collection down
+            log.exception("unexpected error fetching %s", key)
+            return APIError(f"internal error fetching {key}: {type(exc).__name__}")
 
     def get_statistics(self) -> dict[str, Any]:
         """The seed's statistics: cache_statistics, source_usage, cost_tracking, plus breakers."""

@@ -369,8 +369,12 @@ class DataScheduler:
     def _collect(self) -> CollectionReport:
         with self._collect_lock:
             try:
+                # One collection never runs into the next: the interval is its deadline.
                 report = self._collector.collect(
-                    self._hybrid_source(), self._tracked_items(), self._history
+                    self._hybrid_source(),
+                    self._tracked_items(),
+                    self._history,
+                    deadline_s=self.update_interval_s,
                 )
             except BaseException:
                 with self._stats_lock:
