@@ -129,6 +129,22 @@ class Daemon:
             metrics=metrics,
         )
 
+    def _preload_calendars(self) -> None:
+        """Build the watchlist's exchange calendars off the main thread, so the first
+        `status` and the first collection do not pay for it."""
+        hours, watchlist = self.market_hours, self.watchlist
+        if hours is None or watchlist is None:
+            return
+        markets = sorted({hours.market_of(name, asset) for name, asset in watchlist.items()})
+
+        def preload() -> None:
+            try:
+                hours.preload(markets)
+            except Exception:  # a calendar problem shows up per symbol in status instead
+                log.exception("preloading market calendars failed")
+
+        threading.Thread(target=preload, name="crawler-calendars", daemon=True).start()
+
     def _watchdog(self) -> None:
         self.notifier.watchdog()
 
@@ -177,6 +193,7 @@ class Daemon:
                     raise DaemonError(f"the control socket {self.socket_path} does not answer")
                 summary = self.status_line()
                 self.notifier.ready(summary)
+                self._preload_calendars()
                 log.info(
                     "crawler started (pid %d, socket %s): %s",
                     os.getpid(),
