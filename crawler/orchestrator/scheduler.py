@@ -26,7 +26,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,9 @@ if TYPE_CHECKING:
     from crawler.store.watchlist import Watchlist
 
 __all__ = ["JOB_NAMES", "MIN_INTERVAL_S", "DataScheduler"]
+
+#: Seconds after start before the first collection (lets the control socket come up first).
+_FIRST_COLLECTION_DELAY_S = 2.0
 
 log = logging.getLogger("crawler.scheduler")
 
@@ -185,6 +188,9 @@ class DataScheduler:
                 coalesce=True,
                 max_instances=1,
                 misfire_grace_time=max(1, int(interval_s // 2)),
+                # The first collection runs at start, not one interval later: a freshly
+                # started collector should have quotes to show.
+                next_run_time=datetime.now(UTC) + timedelta(seconds=_FIRST_COLLECTION_DELAY_S),
             )
             scheduler.add_job(
                 self._budget_rollover,

@@ -1,0 +1,133 @@
+"""The benchmarks run: each at its tiny `--quick` size, in a subprocess, ends with one parseable
+JSON line carrying its figures. No timing is asserted here, ever (`met` may be either)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.__main__ import BENCHMARKS, last_json_line
+from bench._common import median, percentile
+from bench.bench_cli import parse_importtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: bench name → figures its final line must carry (besides bench, target and met).
+EXPECTED_KEYS: dict[str, set[str]] = {
+    "cache": {"raw_ops_per_s", "quotecache_ops_per_s", "hybrid_ops_per_s", "hybrid_vs_raw"},
+    "collection": {
+        "ideal_s",
+        "bd_pool_s",
+        "bd_hybrid_s",
+        "bd_hybrid_vs_pool",
+        "bd_hybrid_cpu_ms_per_quote",
+        "yf_pool_s",
+        "yf_hybrid_s",
+        "yf_hybrid_vs_pool",
+        "yf_hybrid_cpu_ms_per_quote",
+        "yf_download_s",
+        "yf_hybrid_vs_download",
+    },
+    "cli": {"python_pass_ms", "help_ms", "status_ms", "status_vs_python", "heavy_imports"},
+    "memory": {"rss_start_mb", "rss_after_3_mb", "rss_final_mb", "rss_peak_mb", "growth_mb"},
+    "socket": {"idle_rps", "busy_rps", "busy_vs_idle", "idle_p50_ms", "busy_p50_ms"},
+}
+#: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
+NEEDS_DAEMON = {"cli", "memory", "socket"}
+
+
+def _daemon_available() -> bool:
+    return (REPO / "crawler" / "daemon" / "app.py").is_file() and (
+        REPO / "crawler" / "cli" / "app.py"
+    ).is_file()
+
+
+def _run_quick(name: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any] | None]:
+    script = REPO / "bench" / BENCHMARKS[name]
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    return done, last_json_line(done.stdout)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
+def test_benchmark_prints_its_figures(name: str) -> None:
+    if name in NEEDS_DAEMON and not _daemon_available():
+        pytest.skip("the daemon (crawler/daemon/app.py, crawler/cli/app.py) is not there yet")
+    done, result = _run_quick(name)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert result is not None, f"no final JSON line:\n{done.stdout[-2000:]}"
+    assert done.stdout.strip().splitlines()[-1].startswith("{"), "JSON must be the last line"
+    assert result["bench"] == name
+    assert isinstance(result["met"], bool)
+    assert isinstance(result["target"], str) and result["target"]
+    missing = EXPECTED_KEYS[name] - set(result)
+    assert not missing, f"missing figures {sorted(missing)} in {result}"
+    human_lines = done.stdout.strip().splitlines()[:-1]
+    assert human_lines, "a benchmark prints human-readable lines before its JSON"
+
+
+def test_runner_writes_the_results_file(tmp_path: Path) -> None:
+    output = tmp_path / "latest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "cache", "--quick", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(output.read_text())
+    assert report["quick"] is True
+    assert set(report["results"]) == {"cache"}
+    assert report["results"]["cache"]["bench"] == "cache"
+    assert "hybrid_vs_raw" in report["results"]["cache"]
+
+
+def test_runner_refuses_an_unknown_benchmark() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "unknown benchmark 'nope'" in done.stderr
+
+
+def test_last_json_line_skips_trailing_noise() -> None:
+    output = 'human line\n{"bench": "x", "met": true}\n{not json\n'
+    assert last_json_line(output) == {"bench": "x", "met": True}
+    assert last_json_line("no json at all\n") is None
+
+
+def test_parse_importtime_reads_module_names() -> None:
+    log = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       120 |        120 |   _io\n"
+        "import time:      2000 |      15000 | pandas\n"
+        "import time:        50 |         50 |     crawler.cli\n"
+    )
+    modules = parse_importtime(log)
+    assert modules["pandas"] == (2000, 15000)
+    assert {name.strip() for name in modules} == {"_io", "pandas", "crawler.cli"}
+
+
+def test_percentiles() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert percentile([0.0, 10.0], 90) == pytest.approx(9.0)
+    with pytest.raises(ValueError):
+        percentile([], 50)
