@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from crawler.cli.common import client_for, fail, load, state_of
-from crawler.cli.render import console, print_json, render_status
+from crawler.cli.render import console, print_json
+from crawler.cli.status_view import show_status
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonNotRunningError
 
 __all__ = ["config_app", "register"]
@@ -141,19 +142,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the daemon's state; exit 3 if it is not running."""
-    settings = load(ctx)
-    try:
-        answer = client_for(settings, timeout_s=30.0).call("GET", "/status")
-    except DaemonNotRunningError:
-        if as_json:
-            print_json({"running": False, "socket": str(settings.socket_path)})
-        else:
-            typer.echo(f"crawler is not running (no answer on {settings.socket_path})")
-        raise typer.Exit(3) from None
-    if as_json:
-        print_json({"running": True, **answer})
-        return
-    render_status(answer, console())
+    code = show_status(load(ctx).socket_path, as_json)
+    if code:
+        raise typer.Exit(code)
 
 
 def collect(

@@ -22,11 +22,12 @@ where the value came from; secrets are masked:
 use 60 or more (seconds); from a command-line flag
 
 The seed's `CostConfig.TOTAL_BUDGET`, `CacheConfig.TTL_SECONDS`, ... read `get_settings()`.
-Imports stay light (pydantic, stdlib): the CLI imports this before anything else.
+Importing the package is stdlib-only; the names that need pydantic load on first use.
 
 The package, one noun a module (import from `crawler.config`, not from these)::
 
-    sources.py    config.toml discovery and flattening, the credential, the env, precedence
+    files.py      config.toml discovery and reading, default locations (no pydantic)
+    sources.py    the pydantic-settings sources: toml, credential, env, precedence
     settings.py   the Settings model: defaults, bounds, validators, derived values
     messages.py   pydantic errors → one ConfigError line; secret masking
     current.py    load_settings and the process-wide instance (get/set/reset_settings)
@@ -35,16 +36,16 @@ The package, one noun a module (import from `crawler.config`, not from these)::
 
 from __future__ import annotations
 
-from crawler.config.current import get_settings, load_settings, reset_settings, set_settings
-from crawler.config.messages import mask_secret
-from crawler.config.seed import CacheConfig, CostConfig, SchedulerConfig
-from crawler.config.settings import Settings, resolve_socket_path
-from crawler.config.sources import (
-    CREDENTIAL_NAME,
-    TOML_KEYS,
-    default_data_dir,
-    find_config_file,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from crawler.config.files import CREDENTIAL_NAME, TOML_KEYS, default_data_dir, find_config_file
+
+if TYPE_CHECKING:
+    from crawler.config.current import get_settings, load_settings, reset_settings, set_settings
+    from crawler.config.messages import mask_secret
+    from crawler.config.seed import CacheConfig, CostConfig, SchedulerConfig
+    from crawler.config.settings import Settings, resolve_socket_path
 
 __all__ = [
     "CREDENTIAL_NAME",
@@ -62,3 +63,24 @@ __all__ = [
     "resolve_socket_path",
     "set_settings",
 ]
+
+# Loaded on first use: these need pydantic, and `crawler status` only needs `files`.
+_HOMES = {
+    "get_settings": "crawler.config.current",
+    "load_settings": "crawler.config.current",
+    "reset_settings": "crawler.config.current",
+    "set_settings": "crawler.config.current",
+    "mask_secret": "crawler.config.messages",
+    "CacheConfig": "crawler.config.seed",
+    "CostConfig": "crawler.config.seed",
+    "SchedulerConfig": "crawler.config.seed",
+    "Settings": "crawler.config.settings",
+    "resolve_socket_path": "crawler.config.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'crawler.config' has no attribute {name!r}")
+    return getattr(import_module(home), name)

@@ -1,0 +1,169 @@
+"""Where configuration lives on disk, read without pydantic: the config.toml to load, its
+sections, and the default data and socket locations.
+
+Kept free of pydantic so that `crawler status` can find the control socket without building
+`Settings` (importing pydantic and pydantic-settings costs more than the rest of the command);
+`socket_path_from_files` is that quick path, and a test holds it equal to `Settings.socket_path`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from crawler.utils.exceptions import ConfigError
+
+__all__ = [
+    "CREDENTIAL_NAME",
+    "TOML_KEYS",
+    "credential_path",
+    "default_data_dir",
+    "env_dir",
+    "find_config_file",
+    "read_toml",
+    "socket_path_from_files",
+]
+
+#: config.toml's sections (for humans) → the flat field names (env name = field name upper-cased).
+TOML_KEYS: dict[str, dict[str, str]] = {
+    "budget": {
+        "total_usd": "total_budget",
+        "cost_per_request_usd": "cost_per_request",
+        "timezone": "budget_timezone",
+    },
+    "cache": {"ttl_seconds": "cache_ttl_seconds"},
+    "scheduler": {
+        "update_interval_seconds": "update_interval_seconds",
+        "auto_update_enabled": "auto_update_enabled",
+        "jitter_seconds": "collection_jitter_seconds",
+        "max_workers": "max_workers",
+    },
+    "bright_data": {
+        "api_key": "bright_data_api_key",
+        "zone": "bright_data_zone",
+        "endpoint": "bright_data_endpoint",
+        "request_timeout_seconds": "request_timeout_seconds",
+        "quote_deadline_seconds": "quote_deadline_seconds",
+    },
+    "yfinance": {"endpoint": "yfinance_endpoint"},
+    "sources": {"order": "sources_order"},
+    "storage": {"data_dir": "data_dir"},
+    "daemon": {
+        "socket": "crawler_socket",
+        "log_format": "log_format",
+        "log_level": "log_level",
+        "metrics_port": "metrics_port",
+    },
+    "history": {"retention_days": "history_retention_days"},
+    "market_hours": {"enabled": "market_hours_enabled"},
+}
+
+#: The systemd credential file (in `$CREDENTIALS_DIRECTORY`) that holds the Bright Data key.
+CREDENTIAL_NAME = "bright_data_api_key"
+
+_PATH_FIELDS_IN_TOML = ("data_dir", "crawler_socket")
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(flat values incl. `config_file`, field → "section.key") of one config.toml."""
+    shown = str(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{shown}: invalid TOML: {exc}".replace("\n", " ")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{shown}: cannot read it: {type(exc).__name__}") from None
+    sections = ", ".join(TOML_KEYS)
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for section, table in data.items():
+        if section not in TOML_KEYS:
+            raise ConfigError(f"{shown}: unknown section [{section}]; known sections: {sections}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{shown}: '{section}' must be a section; write [{section}] above it")
+        known = TOML_KEYS[section]
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{shown}: unknown key '{section}.{key}'; "
+                    f"known keys in [{section}]: {', '.join(known)}"
+                )
+            field = known[key]
+            if field in _PATH_FIELDS_IN_TOML and isinstance(value, str):
+                value = path.absolute().parent / Path(value).expanduser()
+            values[field] = value
+            origins[field] = f"{section}.{key}"
+    values["config_file"] = path.absolute()
+    return values, origins
+
+
+def env_dir(name: str) -> Path | None:
+    """The directory in environment variable `name`, if it is set and absolute."""
+    # systemd may list several dirs separated by ':'; XDG says ignore relative values.
+    first = os.environ.get(name, "").split(":")[0]
+    return Path(first) if first and os.path.isabs(first) else None
+
+
+def credential_path() -> Path | None:
+    """The systemd credential file holding the API key, if there is one."""
+    directory = env_dir("CREDENTIALS_DIRECTORY")
+    if directory is None or not (directory / CREDENTIAL_NAME).is_file():
+        return None
+    return directory / CREDENTIAL_NAME
+
+
+def find_config_file(explicit: Path | str | None = None) -> Path | None:
+    """The config.toml to load: `explicit`, `$CRAWLER_CONFIG`, `./config.toml`, the user's.
+
+    A file named explicitly or by CRAWLER_CONFIG must exist (ConfigError otherwise); the
+    other two are used only if present. The path is returned as found (maybe relative).
+    """
+    named, where = (explicit, "config_file") if explicit else (None, "")
+    if named is None and os.environ.get("CRAWLER_CONFIG"):
+        named, where = os.environ["CRAWLER_CONFIG"], "CRAWLER_CONFIG"
+    if named is not None:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"config: {where} = {json.dumps(str(named))} is not a file; "
+                "point it at a config.toml or unset it"
+            )
+        return path
+    local = Path("config.toml")
+    if local.is_file():
+        return local
+    user = (env_dir("XDG_CONFIG_HOME") or Path.home() / ".config") / "crawler" / "config.toml"
+    return user if user.is_file() else None
+
+
+def default_data_dir() -> Path:
+    """`$STATE_DIRECTORY` (systemd), else `$XDG_DATA_HOME/crawler`, else ~/.local/share/crawler."""
+    state = env_dir("STATE_DIRECTORY")
+    if state is not None:
+        return state
+    return (env_dir("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "crawler"
+
+
+def socket_path_from_files(config_file: Path | str | None = None) -> Path:
+    """The control socket as `Settings.socket_path` resolves it, from the environment and
+    config.toml alone, without validating anything else. Raises ConfigError where the files
+    are unreadable; callers that need certainty use `load_settings()`."""
+    toml: dict[str, Any] = {}
+    found = find_config_file(config_file)
+    if found is not None:
+        toml, _ = read_toml(found)
+    socket = os.environ.get("CRAWLER_SOCKET") or toml.get("crawler_socket")
+    if socket:
+        return Path(os.path.abspath(Path(socket).expanduser()))
+    runtime = env_dir("RUNTIME_DIRECTORY")
+    if runtime is not None:
+        return runtime / "crawler.sock"
+    xdg = env_dir("XDG_RUNTIME_DIR")
+    if xdg is not None:
+        return xdg / "crawler" / "crawler.sock"
+    data_dir = os.environ.get("DATA_DIR") or toml.get("data_dir") or default_data_dir()
+    return Path(os.path.abspath(Path(data_dir).expanduser())) / "crawler.sock"
