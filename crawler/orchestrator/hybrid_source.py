@@ -483,6 +483,8 @@ def _sources_from_settings(
                     cache_dir=data_dir / "yfinance",
                     timeout_s=float(settings.request_timeout_seconds),
                     deadline_s=float(settings.quote_deadline_seconds),
+                    # As wide as the hybrid's own pool, or it would be the bottleneck.
+                    max_workers=settings.max_workers,
                 )
             )
     return sources
