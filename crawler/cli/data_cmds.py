@@ -82,6 +82,7 @@ def fetch(
     as_json: AsJson = False,
 ) -> None:
     """Fetch quotes now; exit 1 if any symbol could not be served."""
+    _canonical(symbols)
     settings = load(ctx)
 
     def remote() -> dict[str, Any]:
@@ -118,6 +119,7 @@ def symbols_add(
     asset_class: AssetClassOpt = None,
 ) -> None:
     """Track symbols (persisted; the daemon picks them up at its next collection)."""
+    _canonical(symbols)
     settings = load(ctx)
 
     def remote() -> list[dict[str, Any]]:
@@ -141,15 +143,16 @@ def symbols_remove(
     symbols: Annotated[list[str], typer.Argument(help="Symbols to stop tracking.")],
 ) -> None:
     """Stop tracking symbols; exit 1 if one was not tracked."""
+    symbols = _canonical(symbols)
     settings = load(ctx)
 
     def remote() -> list[dict[str, Any]]:
         client = client_for(settings)
         results = []
         for s in symbols:
-            status, body = client.delete("/symbols/" + url_quote(s.strip(), safe=""))
-            if status == 404:
-                results.append({"symbol": s.strip().upper(), "removed": False})
+            status, body = client.delete("/symbols/" + url_quote(s, safe=""))
+            if status == 404 and _error_type(body) == "NotTracked":
+                results.append({"symbol": s, "removed": False})
             elif status >= 400:
                 from crawler.daemon.client import error_from_response
 
@@ -171,6 +174,11 @@ def symbols_remove(
     raise typer.Exit(1 if missing else 0)
 
 
+def _error_type(body: Any) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("type")) if isinstance(error, dict) else None
+
+
 @symbols_app.command("list")
 def symbols_list(ctx: typer.Context, as_json: AsJson = False) -> None:
     """The tracked symbols."""
@@ -186,6 +194,14 @@ def symbols_list(ctx: typer.Context, as_json: AsJson = False) -> None:
         console().print(symbols_table(result["symbols"]))
     else:
         typer.echo("no symbols tracked; add one with `crawler symbols add AAPL:US`")
+
+
+def _canonical(symbols: list[str]) -> list[str]:
+    """The symbols in canonical form; SymbolError (exit 2) for a bad one, before anything is
+    sent or fetched, so a typo costs nothing and odd bytes never reach a URL."""
+    from crawler.normalizer.symbols import parse_symbol
+
+    return [parse_symbol(text).canonical for text in symbols]
 
 
 def _query(**values: str | None) -> dict[str, str]:
@@ -204,6 +220,7 @@ def history(
     """The recorded quotes of one symbol, oldest first."""
     if as_json and as_csv:
         fail("use --json or --csv, not both", 2)
+    (symbol,) = _canonical([symbol])
     settings = load(ctx)
     if as_csv:
 
@@ -254,8 +271,10 @@ def export(
     """Export the quote history as CSV or JSON lines (stdout unless -o)."""
     if fmt not in ("csv", "jsonl"):
         fail(f"--format {fmt!r} is not known; use csv or jsonl", 2)
+    wanted = _canonical([s for s in symbols.split(",") if s.strip()]) if symbols else None
+    if wanted is not None:
+        symbols = ",".join(wanted)
     settings = load(ctx)
-    wanted = [s for s in symbols.split(",") if s.strip()] if symbols else None
     target = output.open("wb") if output is not None else sys.stdout.buffer
     try:
 

@@ -23,7 +23,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from crawler.utils import exceptions
-from crawler.utils.exceptions import CrawlerError, DaemonError, DaemonNotRunningError
+from crawler.utils.exceptions import (
+    CrawlerError,
+    DaemonError,
+    DaemonNotRunningError,
+    UsageError,
+)
 
 __all__ = ["ControlClient", "error_from_response"]
 
@@ -68,6 +73,8 @@ def error_from_response(status: int, body: Any) -> CrawlerError:
         if cls.__init__ is CrawlerError.__init__:  # message-only constructor
             return cls(message)
         return CrawlerError(message)
+    if status == 400:  # the daemon refused our arguments: the same usage error as offline
+        return UsageError(message)
     return DaemonError(f"control request failed ({status} {error_type or 'error'}): {message}")
 
 

@@ -91,6 +91,22 @@ def lingering_close(conn: socket.socket) -> None:
         conn.close()
 
 
+class _LineRecorder:
+    """Reads through to `stream`, keeping each line read (the request's header lines)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.lines: list[bytes] = []
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self._stream.readline(limit)
+        self.lines.append(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class ConnectionHandler(http.server.BaseHTTPRequestHandler):
     """Parses requests on one connection (keep-alive aware) and answers in JSON, never HTML."""
 
@@ -157,11 +173,32 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
 
     # -- requests -----------------------------------------------------------------------------
 
+    def parse_request(self) -> bool:
+        # The stdlib parses headers from text in which a bare CR already ends a line; keep the
+        # raw lines so `_check_headers` can see it.
+        recorder = _LineRecorder(self.rfile)
+        original, self.rfile = self.rfile, recorder  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = original
+            self._raw_header_lines = recorder.lines
+
+    def _check_headers(self) -> None:
+        """Refuse what the standard library's lenient parser lets through: a line without a
+        colon (a "defect" to it) and a bare CR inside a field (a header-injection shape)."""
+        if getattr(self.headers, "defects", None):
+            raise Problem(400, "a header line is malformed (no colon)", close=True)
+        for line in getattr(self, "_raw_header_lines", ()):
+            if b"\r" in line.rstrip(b"\r\n"):
+                raise Problem(400, "a header contains a bare CR", close=True)
+
     def _dispatch(self) -> None:
         control = self.server.control
         try:
             if len(self.requestline.split()) != 3:
                 raise Problem(400, "the request line needs a method, a path and HTTP/1.x")
+            self._check_headers()
             raw_path, query = self._split_target()
             raw_body = self._read_body()
             segments = self._decode_segments(raw_path)

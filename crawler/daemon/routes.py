@@ -5,7 +5,7 @@
     POST   /fetch      {"symbols": [...], "fresh": false, "asset_class": null}
     GET    /symbols
     POST   /symbols    {"symbol": "TSLA:US", "asset_class": null}   201 added, 200 already there
-    DELETE /symbols/{symbol}            404 when it was not tracked
+    DELETE /symbols/{symbol}            404 NotTracked when it was not tracked
     POST   /collect                     a collection now; its report
     POST   /stop                        202; the daemon stops as on SIGTERM
     GET    /config                      effective settings, secrets masked
@@ -127,7 +127,7 @@ def register_routes(
     def remove_symbol(request: Request) -> Response:
         result = ops.remove_symbol(request.path_params["symbol"])
         if not result["removed"]:
-            return Response.error(404, "NotFound", f"{result['symbol']} is not tracked")
+            return Response.error(404, "NotTracked", f"{result['symbol']} is not tracked")
         return Response(body=result)
 
     def collect(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
     CrawlerError                      base of everything below; `.message` is one line
     ├── ConfigError                   a configuration value is invalid (exit 2)
+    ├── UsageError                    a request's arguments are invalid (exit 2)
     ├── SymbolError                   a symbol is malformed or unknown to us (exit 2)
     │   └── UnmappableSymbolError     valid, but has no Yahoo equivalent (yfinance skipped)
     ├── StorageError                  the data dir is unwritable, full or corrupt
@@ -48,6 +49,7 @@ __all__ = [
     "TransientSourceError",
     "UnknownSymbolError",
     "UnmappableSymbolError",
+    "UsageError",
 ]
 
 
@@ -66,6 +68,12 @@ class CrawlerError(Exception):
 
 class ConfigError(CrawlerError):
     """A configuration value is invalid; the message names the key, the value and the fix."""
+
+    exit_code = 2
+
+
+class UsageError(CrawlerError):
+    """A request's arguments are invalid (a bad limit, a wrong field type): fix the call."""
 
     exit_code = 2
 

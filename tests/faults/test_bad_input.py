@@ -66,10 +66,8 @@ BAD_FLAGS: dict[str, tuple[list[str], int]] = {
     "config-missing-unicode": (["--config", "/nonexistent/конфиг-ü.toml", "status"], 2),
 }
 SUBPROCESS_CASES = ["unknown-flag", "bad-since", "bad-asset-class"]
-#: (verb, case) pairs that fail today; each has its own strict xfail test below.
-KNOWN_CLI_BUGS = {("symbols remove", "lone-surrogate"), ("history", "lone-surrogate")}
-#: Socket cases the server accepts today; see test_header_garbage_is_refused.
-KNOWN_SOCKET_BUGS = {"header-no-colon", "header-injection-cr"}
+#: Header shapes the standard library's parser lets through; the server refuses them itself.
+HEADER_GARBAGE = ("header-injection-cr", "header-no-colon")
 
 
 def assert_clean_failure(code: int, err: str, expected: set[int]) -> None:
@@ -130,11 +128,10 @@ def test_bad_symbols_through_the_cli(
 ) -> None:
     failures = []
     for case, symbol in BAD_SYMBOLS.items():
-        if (verb, case) in KNOWN_CLI_BUGS:
-            continue
         code, _out, err = run_cli([*verb.split(), symbol], capsys)
         try:
-            assert_clean_failure(code, err, {1, 2})
+            # Every command checks its symbols before anything else: a usage error, exit 2.
+            assert_clean_failure(code, err, {2})
         except AssertionError as exc:
             failures.append(f"{verb} {case}: {exc}\n{err}")
     assert not failures, "\n".join(failures)
@@ -325,8 +322,6 @@ def test_bad_requests_on_the_raw_socket(batch: str, daemon: DaemonHarness) -> No
     start, end = bounds[batch]
     failures = []
     for case in names[start:end]:
-        if case in KNOWN_SOCKET_BUGS:
-            continue
         raw, allowed = SOCKET_CASES[case]
         try:
             status, headers, body = exchange(daemon.socket_path, raw)
@@ -343,11 +338,6 @@ def test_bad_requests_on_the_raw_socket(batch: str, daemon: DaemonHarness) -> No
     assert "Traceback" not in daemon.log_tail(200_000)  # no handler blew up, even caught
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CLI: a lone surrogate (undecodable argv byte) in "
-    "`symbols remove` / `history` escapes as 'unexpected UnicodeEncodeError'",
-)
 @pytest.mark.parametrize("verb", ["symbols remove", "history"])
 def test_undecodable_symbol_is_a_symbol_error(
     verb: str, daemon: DaemonHarness, cli_env: None, capsys: pytest.CaptureFixture[str]
@@ -356,12 +346,7 @@ def test_undecodable_symbol_is_a_symbol_error(
     assert_clean_failure(code, err, {2})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control socket: a header line without a colon, or with "
-    "a bare CR, is accepted (200) instead of refused with 400",
-)
-@pytest.mark.parametrize("case", sorted(KNOWN_SOCKET_BUGS))
+@pytest.mark.parametrize("case", HEADER_GARBAGE)
 def test_header_garbage_is_refused(case: str, daemon: DaemonHarness) -> None:
     raw, allowed = SOCKET_CASES[case]
     status, _headers, _body = exchange(daemon.socket_path, raw)
