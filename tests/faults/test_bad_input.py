@@ -145,7 +145,7 @@ def test_bad_flags_through_the_cli(
     for case, (argv, expected) in BAD_FLAGS.items():
         code, _out, err = run_cli(argv, capsys)
         try:
-            assert_clean_failure(code, err, {expected, 1})
+            assert_clean_failure(code, err, {expected})  # the same code as offline
         except AssertionError as exc:
             failures.append(f"{case}: {exc}\n{err}")
     assert not failures, "\n".join(failures)
@@ -362,3 +362,28 @@ def test_the_table_is_big_enough() -> None:
 
 if sys.platform != "linux":  # SO_PEERCRED and abstract details: the daemon is Linux-only
     pytestmark = pytest.mark.skip("the control socket needs Linux")
+
+
+def test_bad_flags_without_a_daemon_exit_as_with_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The offline path (no daemon) gives every bad flag the same exit code as the daemon's."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    for key, value in {
+        "CRAWLER_CONFIG": str(config),
+        "DATA_DIR": str(tmp_path / "data"),
+        "CRAWLER_SOCKET": str(tmp_path / "nobody-home.sock"),
+        "SOURCES_ORDER": "yfinance",
+        "YFINANCE_ENDPOINT": "http://127.0.0.1:9",  # never reached: every case fails first
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    failures = []
+    for case, (argv, expected) in BAD_FLAGS.items():
+        code, _out, err = run_cli(argv, capsys)
+        try:
+            assert_clean_failure(code, err, {expected})
+        except AssertionError as exc:
+            failures.append(f"{case}: {exc}\n{err}")
+    assert not failures, "\n".join(failures)
