@@ -492,3 +492,19 @@ def test_parse_time_spec_converts_a_zoned_now_to_utc() -> None:
 def test_parse_time_spec_rejects_bad_input_clearly(text: str) -> None:
     with pytest.raises(ValueError, match=r"invalid time .*: use a duration ago like 30m"):
         parse_time_spec(text, NOW)
+
+
+def test_connections_of_ended_threads_are_closed(tmp_path: Path) -> None:
+    """The daemon serves each control request on a thread of its own: 200 requests that each
+    touch the history must not leave 200 open connections behind."""
+    store = HistoryStore(tmp_path / "history")
+    try:
+        for _ in range(200):
+            worker = threading.Thread(target=store.count)
+            worker.start()
+            worker.join()
+        store.count()  # this thread's own connection
+        assert store.open_connections <= 2
+        assert store.count() == 0
+    finally:
+        store.close()

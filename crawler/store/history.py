@@ -300,7 +300,10 @@ class HistoryStore:
         self.retention_days = retention_days
         self._now = now
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        # Each thread's connection, with its thread: a connection whose thread has ended is
+        # closed at the next connect, so short-lived threads (one per control request) do not
+        # pile up open connections for the life of the daemon.
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_lock = threading.Lock()
         self._closed = False
         try:
@@ -336,8 +339,18 @@ class HistoryStore:
             raise StorageError(f"cannot open history {self.path}: {exc}") from exc
         self._local.conn = conn
         with self._connections_lock:
-            self._connections.append(conn)
+            ended = [c for thread, c in self._connections if not thread.is_alive()]
+            self._connections = [(t, c) for t, c in self._connections if t.is_alive()]
+            self._connections.append((threading.current_thread(), conn))
+        for stale in ended:
+            stale.close()
         return conn
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections are open (one per live thread that has used the store)."""
+        with self._connections_lock:
+            return len(self._connections)
 
     def _create_schema(self) -> None:
         conn = self._connection()
@@ -365,7 +378,7 @@ class HistoryStore:
         self._closed = True
         with self._connections_lock:
             connections, self._connections = self._connections, []
-        for conn in connections:
+        for _thread, conn in connections:
             try:
                 conn.close()
             except sqlite3.Error as exc:
