@@ -184,4 +184,9 @@ def open_store(directory: Path, what: str) -> diskcache.Cache:
             disk=JSONOnlyDisk,
             eviction_policy="none",
             statistics=False,
+            # diskcache keeps one SQLite connection per thread; its defaults (an 8,192-page
+            # cache and a 64 MiB mmap each) let a long-running daemon's RSS creep up with
+            # every thread. Our stores are small and hot: a 1 MiB cache each is plenty.
+            sqlite_cache_size=256,
+            sqlite_mmap_size=0,
         )
