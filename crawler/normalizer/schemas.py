@@ -11,6 +11,7 @@ cache or the history is equal to the one written.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -113,23 +114,20 @@ class Quote:
         return json.dumps(self.to_json_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> Quote:
-        """Inverse of `to_json_dict`; raises ParseError on a malformed record."""
+    def from_json_dict(cls, data: dict[str, Any], **flags: bool) -> Quote:
+        """Inverse of `to_json_dict`; raises ParseError on a malformed record. `flags`
+        (`from_cache=`, `stale=`) override the stored ones without building the quote twice."""
         try:
             kwargs: dict[str, Any] = {}
-            known = {f.name for f in fields(cls)}
             for key, value in data.items():
-                if key not in known:
+                if key not in _FIELD_NAMES:
                     continue
-                if value is not None and key in _DECIMAL_FIELDS:
-                    value = Decimal(str(value))
-                elif value is not None and key in _DATETIME_FIELDS:
-                    value = _parse_utc(value)
-                elif value is not None and key == "asset_class":
-                    value = AssetClass(value)
-                elif value is not None and key == "volume":
-                    value = int(value)
+                if value is not None:
+                    convert = _CONVERTERS.get(key)
+                    if convert is not None:
+                        value = convert(value)
                 kwargs[key] = value
+            kwargs.update(flags)
             return cls(**kwargs)
         except (TypeError, ValueError, InvalidOperation, KeyError) as exc:
             raise ParseError(f"malformed quote record: {exc}") from exc
@@ -152,4 +150,19 @@ def _parse_utc(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError(f"timestamp {value!r} has no timezone")
-    return parsed.astimezone(UTC)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+
+
+def _decimal(value: Any) -> Decimal:
+    # Stored money is an exact string; a number from elsewhere goes through str() so a float
+    # becomes its shortest repr, not its binary expansion.
+    return Decimal(value) if type(value) is str else Decimal(str(value))
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Quote))
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(_DECIMAL_FIELDS, _decimal),
+    **dict.fromkeys(_DATETIME_FIELDS, _parse_utc),
+    "asset_class": AssetClass,
+    "volume": int,
+}

@@ -14,6 +14,7 @@ same rules), so nothing downstream sees an empty, oversized or shell-hostile one
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -108,6 +109,14 @@ def parse_symbol(text: str, asset_class: AssetClass | None = None) -> Symbol:
     not matter. `asset_class` overrides the class inferred from the suffix, e.g. an ETF
     tracked as an index: `parse_symbol("SPY", AssetClass.INDICES)`.
     """
+    if not isinstance(text, str):
+        raise SymbolError(f"symbol must be text, got {type(text).__name__}")
+    # Symbols are parsed on every cached quote served; a watchlist repeats the same few.
+    return _parse_symbol_cached(text, asset_class)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_symbol_cached(text: str, asset_class: AssetClass | None) -> Symbol:
     if not isinstance(text, str):
         raise SymbolError(f"symbol must be text, got {type(text).__name__}")
     stripped = text.strip(_WHITESPACE)

@@ -27,7 +27,13 @@ from typing import Any, Final
 import diskcache
 
 from crawler.normalizer.schemas import Quote
-from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
+from crawler.store.datadir import (
+    STORE_ERRORS,
+    CorruptRecordError,
+    open_store,
+    storage_error,
+    storage_errors,
+)
 from crawler.utils.clock import Clock
 from crawler.utils.exceptions import ConfigError, ParseError
 
@@ -62,9 +68,9 @@ class QuoteCache:
     def get(self, symbol: str) -> Quote | None:
         """The fresh quote for `symbol` (marked `from_cache=True`), or None. Counts hit/miss."""
         quote = None
-        entry = self._read(_QUOTE_PREFIX + symbol)
+        entry = self._read(_QUOTE_PREFIX + symbol, from_cache=True, stale=False)
         if entry is not None and not self._expired(entry[0]):
-            quote = entry[1].with_flags(from_cache=True, stale=False)
+            quote = entry[1]
         with self._counts_lock:
             if quote is None:
                 self._misses += 1
@@ -82,10 +88,8 @@ class QuoteCache:
 
     def get_last_known(self, symbol: str) -> Quote | None:
         """The last quote stored for `symbol`, however old (from_cache=True, stale=True)."""
-        entry = self._read(_LAST_PREFIX + symbol)
-        if entry is None:
-            return None
-        return entry[1].with_flags(from_cache=True, stale=True)
+        entry = self._read(_LAST_PREFIX + symbol, from_cache=True, stale=True)
+        return None if entry is None else entry[1]
 
     def cleanup(self) -> int:
         """Delete expired fresh entries (last-known copies stay); returns how many went."""
@@ -143,29 +147,32 @@ class QuoteCache:
             keys = list(self._cache.iterkeys())
         return [key for key in keys if isinstance(key, str) and key.startswith(prefix)]
 
-    def _read(self, key: str) -> tuple[float, Quote] | None:
+    def _read(self, key: str, **flags: bool) -> tuple[float, Quote] | None:
         """(stored_at, quote) of `key`, or None if absent; a corrupt entry is deleted."""
-        with storage_errors(_WHAT, self._directory):
-            try:
-                raw = self._cache.get(key)
-            except CorruptRecordError:
-                raw = _CORRUPT
-            if raw is None:
-                return None
-            try:
-                if raw is _CORRUPT or not isinstance(raw, dict):
-                    raise ParseError("cache entry is not a JSON object")
-                stored_at = raw["stored_at"]
-                if not isinstance(stored_at, int | float) or isinstance(stored_at, bool):
-                    raise ParseError("cache entry has no numeric stored_at")
-                payload = raw["quote"]
-                if not isinstance(payload, dict):
-                    raise ParseError("cache entry has no quote object")
-                return float(stored_at), Quote.from_json_dict(payload)
-            except (ParseError, KeyError):
-                # Serving a miss beats failing the request; the next put rewrites the entry.
+        # The hot path of every cache hit: a plain try, not the `storage_errors` manager.
+        try:
+            raw = self._cache.get(key)
+        except CorruptRecordError:
+            raw = _CORRUPT
+        except STORE_ERRORS as exc:
+            raise storage_error(_WHAT, self._directory, exc) from exc
+        if raw is None:
+            return None
+        try:
+            if raw is _CORRUPT or not isinstance(raw, dict):
+                raise ParseError("cache entry is not a JSON object")
+            stored_at = raw["stored_at"]
+            if not isinstance(stored_at, int | float) or isinstance(stored_at, bool):
+                raise ParseError("cache entry has no numeric stored_at")
+            payload = raw["quote"]
+            if not isinstance(payload, dict):
+                raise ParseError("cache entry has no quote object")
+            return float(stored_at), Quote.from_json_dict(payload, **flags)
+        except (ParseError, KeyError):
+            # Serving a miss beats failing the request; the next put rewrites the entry.
+            with storage_errors(_WHAT, self._directory):
                 self._cache.delete(key)
-                return None
+            return None
 
 
 _CORRUPT: Final = object()

@@ -35,12 +35,14 @@ from crawler.utils.exceptions import DataDirError, StorageError
 __all__ = [
     "CACHE_SUBDIR",
     "LEDGER_SUBDIR",
+    "STORE_ERRORS",
     "UNREADABLE_KEY",
     "WATCHLIST_SUBDIR",
     "CorruptRecordError",
     "JSONOnlyDisk",
     "ensure_data_dir",
     "open_store",
+    "storage_error",
     "storage_errors",
 ]
 
@@ -156,17 +158,27 @@ def storage_errors(what: str, directory: Path) -> Iterator[None]:
     """
     try:
         yield
-    except diskcache.Timeout as exc:
-        raise StorageError(
+    except STORE_ERRORS as exc:
+        raise storage_error(what, directory, exc) from exc
+
+
+#: What diskcache and sqlite raise that `storage_error` translates.
+STORE_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
+
+
+def storage_error(what: str, directory: Path, exc: BaseException) -> StorageError:
+    """The StorageError for one of STORE_ERRORS (for hot paths that skip `storage_errors`)."""
+    if isinstance(exc, diskcache.Timeout):
+        return StorageError(
             f"{what} at {directory} is locked by another process for over "
             f"{_SQLITE_TIMEOUT_S:g} s; retry, or stop the other crawler process"
-        ) from exc
-    except sqlite3.Error as exc:
-        raise StorageError(
+        )
+    if isinstance(exc, sqlite3.Error):
+        return StorageError(
             f"{what} at {directory} failed ({exc}); if it is corrupt, move it aside"
-        ) from exc
-    except OSError as exc:
-        raise StorageError(_describe(directory, exc)) from exc
+        )
+    assert isinstance(exc, OSError)
+    return StorageError(_describe(directory, exc))
 
 
 def open_store(directory: Path, what: str) -> diskcache.Cache:
