@@ -111,11 +111,7 @@ class QuoteCache:
         """hits, misses (this process), hit_rate_pct, size (fresh entries, expired or not),
         expired (of those, now), last_known (symbols with a last-known quote), volume_bytes."""
         fresh_keys = self._keys(_QUOTE_PREFIX)
-        expired = 0
-        for key in fresh_keys:
-            entry = self._read(key)
-            if entry is None or self._expired(entry[0]):
-                expired += 1
+        expired = sum(1 for key in fresh_keys if self._expired(self._stored_at(key)))
         with self._counts_lock:
             hits, misses = self._hits, self._misses
         lookups = hits + misses
@@ -146,6 +142,20 @@ class QuoteCache:
         with storage_errors(_WHAT, self._directory):
             keys = list(self._cache.iterkeys())
         return [key for key in keys if isinstance(key, str) and key.startswith(prefix)]
+
+    def _stored_at(self, key: str) -> float:
+        """When `key` was stored (0 for a missing or unreadable entry), without building its
+        quote: status reads this for every symbol."""
+        try:
+            raw = self._cache.get(key)
+        except CorruptRecordError:
+            return 0.0
+        except STORE_ERRORS as exc:
+            raise storage_error(_WHAT, self._directory, exc) from exc
+        stored_at = raw.get("stored_at") if isinstance(raw, dict) else None
+        if not isinstance(stored_at, int | float) or isinstance(stored_at, bool):
+            return 0.0
+        return float(stored_at)
 
     def _read(self, key: str, **flags: bool) -> tuple[float, Quote] | None:
         """(stored_at, quote) of `key`, or None if absent; a corrupt entry is deleted."""
