@@ -109,6 +109,10 @@ def symbols_table(symbols: Iterable[Mapping[str, Any]]) -> Table:
     return table
 
 
+#: Symbol rows `crawler status` draws at most.
+STATUS_MAX_ROWS = 50
+
+
 def render_status(status: Mapping[str, Any], out: Console) -> None:
     """The daemon, its budget and sources, and one row per tracked symbol."""
     daemon = status.get("daemon") or {}
@@ -152,12 +156,17 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
     out.print(sources)
     for name, message in (status.get("config_errors") or {}).items():
         out.print(f"[bold red]config error[/] {name}: {message}", markup=True)
-    symbols = Table(title="symbols")
+    entries = list(status.get("symbols") or [])
+    stale = sum(1 for entry in entries if entry.get("stale"))
+    # A terminal table of a thousand rows helps nobody (and takes seconds to draw): show the
+    # stale ones first, then the rest, up to a screenful; --json has them all.
+    shown = sorted(entries, key=lambda entry: not entry.get("stale"))[:STATUS_MAX_ROWS]
+    symbols = Table(title=f"symbols ({len(entries)} tracked, {stale} stale)")
     for name in ("symbol", "price", "currency", "change %", "as of (UTC)", "source", "age"):
         symbols.add_column(name)
     symbols.add_column("stale")
     symbols.add_column("market")
-    for entry in status.get("symbols") or []:
+    for entry in shown:
         quote = entry.get("last_quote") or {}
         market = entry.get("market") or {}
         if "open" in market:
@@ -178,3 +187,5 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
             where,
         )
     out.print(symbols)
+    if len(entries) > len(shown):
+        out.print(f"… and {len(entries) - len(shown)} more: `crawler status --json` lists all")
