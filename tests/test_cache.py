@@ -281,3 +281,22 @@ def test_planted_pickled_key_is_never_unpickled(tmp_path: Path) -> None:
     assert cache.cleanup() == 0
     assert cache.clear() == 3
     assert not marker.exists()
+
+
+def test_a_reused_decoded_quote_keeps_each_readers_flags_and_sees_rewrites(tmp_path: Path) -> None:
+    """The decoded-quote memo must never hand `get` a copy flagged for another reader, nor
+    an old quote after another writer replaced the entry."""
+    clock = [1000.0]
+    cache = QuoteCache(tmp_path / "cache", ttl_s=60, clock=lambda: clock[0])
+    other = QuoteCache(tmp_path / "cache", ttl_s=60, clock=lambda: clock[0])
+    first = Quote(symbol="AAPL:US", price=Decimal("1.00"), source="yfinance")
+    cache.put(first)
+    cache.cleanup()  # reads the entry without flags
+    got = cache.get("AAPL:US")
+    assert got is not None and got.from_cache and not got.stale
+    last = cache.get_last_known("AAPL:US")
+    assert last is not None and last.from_cache and last.stale
+    clock[0] += 1
+    other.put(Quote(symbol="AAPL:US", price=Decimal("2.00"), source="yfinance"))
+    again = cache.get("AAPL:US")
+    assert again is not None and again.price == Decimal("2.00")

@@ -56,6 +56,7 @@ class QuoteCache:
         self._ttl_s = float(ttl_s)
         self._clock = clock
         self._counts_lock = threading.Lock()
+        self._decoded: dict[str, tuple[tuple[Any, ...], Quote]] = {}
         self._hits = 0
         self._misses = 0
         self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
@@ -177,7 +178,17 @@ class QuoteCache:
             payload = raw["quote"]
             if not isinstance(payload, dict):
                 raise ParseError("cache entry has no quote object")
-            return float(stored_at), Quote.from_json_dict(payload, **flags)
+            # Quotes are immutable: reuse the one decoded from this very entry last time (its
+            # version is when and what was stored), instead of parsing Decimals and dates again.
+            version = (stored_at, payload.get("fetched_at"), payload.get("price"), *flags.items())
+            memo = self._decoded.get(key)
+            if memo is not None and memo[0] == version:
+                return float(stored_at), memo[1]
+            quote = Quote.from_json_dict(payload, **flags)
+            if len(self._decoded) >= _DECODED_MAX:
+                self._decoded.clear()
+            self._decoded[key] = (version, quote)
+            return float(stored_at), quote
         except (ParseError, KeyError):
             # Serving a miss beats failing the request; the next put rewrites the entry.
             with storage_errors(_WHAT, self._directory):
@@ -186,3 +197,5 @@ class QuoteCache:
 
 
 _CORRUPT: Final = object()
+#: Decoded quotes kept for reuse (one per key; a watchlist is far smaller).
+_DECODED_MAX: Final = 8192
