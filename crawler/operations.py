@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import Enum
@@ -117,6 +119,9 @@ class Operations:
         self.metrics = metrics
         self._now = now
         self._started_monotonic_s = time.monotonic()
+        # Concurrent status requests share one build (see `status`).
+        self._status_lock = threading.Lock()
+        self._status_building: Future[dict[str, Any]] | None = None
 
     @classmethod
     def offline(cls, settings: Settings) -> Operations:
@@ -229,7 +234,33 @@ class Operations:
 
     def status(self) -> dict[str, Any]:
         """Everything `crawler status` shows: daemon, scheduler, sources, budget, breakers,
-        per-symbol last quote (age, stale, market open), config errors."""
+        per-symbol last quote (age, stale, market open), config errors.
+
+        Requests that arrive while a status is being built wait for it and share it (as
+        concurrent fetches of one symbol share one request): building it for a thousand
+        symbols takes a while, and eight monitors polling at once should not multiply that.
+        """
+        with self._status_lock:
+            building = self._status_building
+            if building is None:
+                building = self._status_building = Future()
+                leader = True
+            else:
+                leader = False
+        if not leader:
+            return building.result()
+        try:
+            document = self._build_status()
+            building.set_result(document)
+            return document
+        except BaseException as exc:
+            building.set_exception(exc)
+            raise
+        finally:
+            with self._status_lock:
+                self._status_building = None
+
+    def _build_status(self) -> dict[str, Any]:
         now = self._now()
         stats = jsonable(self.hybrid.get_statistics())
         scheduler = jsonable(self.scheduler.get_statistics()) if self.scheduler else None

@@ -3,6 +3,7 @@ that are not already proven through the CLI and the daemon."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,3 +62,24 @@ def test_a_quote_whose_source_time_has_not_moved_is_stale_though_just_fetched(
     entry = _status_of(ops, "VOD:LN")
     assert entry["stale"] is True
     assert entry["fetched_age_s"] is not None and float(str(entry["fetched_age_s"])) < 60
+
+
+def test_concurrent_status_requests_share_one_build(ops: Operations) -> None:
+    for i in range(300):
+        ops.add_symbol(f"S{i}:US")
+    ops.status()  # warm the calendars, so the builds below are alike
+    barrier = threading.Barrier(8)
+    documents: list[dict[str, object]] = []
+
+    def ask() -> None:
+        barrier.wait()
+        documents.append(ops.status())
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(documents) == 8
+    assert len({id(document) for document in documents}) < 8  # some shared a build
+    assert all(len(document["symbols"]) == 300 for document in documents)  # type: ignore[arg-type]
