@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,7 +55,7 @@ from crawler.store.history import HistoryStore
 from crawler.store.ledger import BudgetLedger
 from crawler.store.watchlist import Watchlist
 from crawler.utils.exceptions import APIError, ConfigError, DaemonError
-from fakemarket import FakeMarket
+from fakemarket import FakeMarket, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -648,6 +649,7 @@ def test_daemon_metrics_agree_with_its_status(tmp_path: Path) -> None:
             CRAWLER_CONFIG=str(config_file),
             AUTO_UPDATE_ENABLED="false",
             PYTHONPATH=str(REPO),
+            METRICS_PORT=str(metrics_port := free_port()),
         )
         log_path = tmp_path / "daemon.log"
         log_file = log_path.open("w")  # a file, not a pipe: a chatty daemon cannot block on it
@@ -701,6 +703,14 @@ def test_daemon_metrics_agree_with_its_status(tmp_path: Path) -> None:
             assert value(text, "crawler_build_info", **build) == 1
             started = datetime.fromisoformat(status["daemon"]["started_at"]).timestamp()
             assert value(text, "process_start_time_seconds") == started
+            # The daemon's recorder is wired: one timed Bright Data fetch (the second was a
+            # cache hit), and the loopback port serves the same exposition.
+            assert value(text, "crawler_fetch_duration_seconds_count", source="bright_data") == 1
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
+                served = answer.read().decode()
+            check_structure(served)
+            assert value(served, "crawler_fetch_duration_seconds_count", source="bright_data") == 1
+            assert value(served, "crawler_budget_requests_used") == 1
         finally:
             if daemon.poll() is None:
                 daemon.send_signal(signal.SIGTERM)
