@@ -39,6 +39,7 @@ from crawler.utils.exceptions import (
     StorageError,
     SymbolError,
     TransientSourceError,
+    UsageError,
 )
 
 JOIN_TIMEOUT_S = 5.0
@@ -391,6 +392,38 @@ def test_malformed_requests_get_json_errors(
     assert ControlClient(server.socket_path).get("/status")[0] == 200  # still serving
 
 
+@pytest.mark.parametrize(
+    "header_lines",
+    [
+        b"no colon here\r\n",  # the stdlib records a "defect" and keeps going
+        b"From evil\r\n",  # first: taken for an mbox envelope line, no defect at all
+        b"Host: x\r\nFrom evil\r\n",  # last: pushed into the (ignored) message body
+        b"X-A: a\rInjected: b\r\n",  # a bare CR splits one line into two headers
+        b"X-A: a\r\r\nContent-Length: 5\r\n",  # CR before CRLF: headers after it vanish
+        b": empty name\r\n",
+        b"Bad Name: x\r\n",
+        b"Host : x\r\n",
+    ],
+    ids=lambda value: value.decode("latin-1"),
+)
+def test_malformed_header_lines_are_refused(server: ControlServer, header_lines: bytes) -> None:
+    request = b"GET /status HTTP/1.1\r\n" + header_lines + b"Connection: close\r\n\r\n"
+    assert error_of(exchange(server.socket_path, request)) == (400, "BadRequest")
+    # Not even a 100 Continue goes out before the refusal.
+    expecting = b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+    raw = exchange(server.socket_path, expecting + header_lines + b"\r\n")
+    assert error_of(raw) == (400, "BadRequest")
+    assert ControlClient(server.socket_path).get("/status")[0] == 200  # still serving
+
+
+def test_folded_and_lf_only_headers_are_still_accepted(server: ControlServer) -> None:
+    folded = b"GET /echo HTTP/1.1\r\nContent-Type: text/\r\n plain\r\nConnection: close\r\n\r\n"
+    status, _, body = parse(exchange(server.socket_path, folded))
+    assert status == 200 and json.loads(body)["content_type"].split() == ["text/", "plain"]
+    lf_only = b"GET /status HTTP/1.1\nHost: x\nConnection: close\n\n"
+    assert parse(exchange(server.socket_path, lf_only))[0] == 200
+
+
 def test_oversized_body_is_refused_before_it_is_read(server: ControlServer) -> None:
     # Only the headers are sent: a server that read the body first would wait (and time out).
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -473,6 +506,33 @@ def test_call_raises_the_daemons_error_class(client: ControlClient) -> None:
         error_from_response(502, {"error": {"type": "APIError", "message": "x"}}), APIError
     )
     assert isinstance(error_from_response(500, "plain text"), DaemonError)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "cls", "exit_code"),
+    [
+        (400, "BadRequest", UsageError, 2),  # the daemon refused our arguments: as offline
+        (400, "SymbolError", SymbolError, 2),
+        (400, "ConfigError", ConfigError, 2),
+        (404, "NotFound", DaemonError, 1),  # an unknown route is our bug, not bad usage
+        (404, "NotTracked", DaemonError, 1),
+        (405, "MethodNotAllowed", DaemonError, 1),
+        (503, "DaemonError", DaemonError, 1),
+    ],
+)
+def test_error_answers_keep_the_offline_exit_codes(
+    status: int, error_type: str, cls: type[CrawlerError], exit_code: int
+) -> None:
+    error = error_from_response(status, {"error": {"type": error_type, "message": "why"}})
+    assert type(error) is cls
+    assert error.exit_code == exit_code
+    assert "why" in error.message
+
+
+def test_a_bad_request_from_a_real_server_is_a_usage_error(client: ControlClient) -> None:
+    with pytest.raises(UsageError, match="not valid UTF-8") as caught:
+        client.call("GET", "/symbols/%FF%FE")  # the server's own BadRequest, not a handler's
+    assert caught.value.exit_code == 2
 
 
 def test_unexpected_exception_is_a_500_that_does_not_leak(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -39,6 +40,8 @@ __all__ = ["LINGER_S", "ConnectionHandler", "encode_json", "lingering_close", "r
 logger = logging.getLogger("crawler.control")
 
 _MAX_QUERY_FIELDS = 100
+#: A header line: a token, a colon, a value; or an obs-fold continuation (SP/HT first).
+_FIELD_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:|[ \t]")
 _MAX_CHUNK_LINE_BYTES = 1024
 _MAX_TRAILER_LINES = 100
 LINGER_S = 1.0  # how long a refused or finished connection is drained before it is closed
@@ -164,6 +167,7 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
     def handle_expect_100(self) -> bool:
         """Refuse an oversized body before the client sends it, instead of saying 100 Continue."""
         try:
+            self._check_headers()
             self._declared_length()
         except Problem as problem:
             problem.close = True
@@ -174,24 +178,31 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
     # -- requests -----------------------------------------------------------------------------
 
     def parse_request(self) -> bool:
-        # The stdlib parses headers from text in which a bare CR already ends a line; keep the
-        # raw lines so `_check_headers` can see it.
+        # The stdlib parses headers from text in which a bare CR already ends a line, and takes a
+        # "From x" line for an mbox envelope: keep the raw lines so `_check_headers` sees them.
+        # The list fills as the headers are read, so it is complete by `handle_expect_100`.
         recorder = _LineRecorder(self.rfile)
+        self._raw_header_lines = recorder.lines
         original, self.rfile = self.rfile, recorder  # type: ignore[assignment]
         try:
             return super().parse_request()
         finally:
             self.rfile = original
-            self._raw_header_lines = recorder.lines
 
     def _check_headers(self) -> None:
-        """Refuse what the standard library's lenient parser lets through: a line without a
-        colon (a "defect" to it) and a bare CR inside a field (a header-injection shape)."""
+        """Refuse what the standard library's lenient parser lets through: a line that is not
+        `name: value` (no colon, or a bad name) and a CR anywhere but before the final LF."""
         if getattr(self.headers, "defects", None):
-            raise Problem(400, "a header line is malformed (no colon)", close=True)
+            raise Problem(400, "a header line is malformed", close=True)
         for line in getattr(self, "_raw_header_lines", ()):
-            if b"\r" in line.rstrip(b"\r\n"):
+            if line in (b"\r\n", b"\n", b""):
+                continue  # the blank line that ends the headers (or EOF)
+            content = line.removesuffix(b"\n").removesuffix(b"\r")
+            if b"\r" in content:
                 raise Problem(400, "a header contains a bare CR", close=True)
+            if not _FIELD_LINE.match(content):
+                shown = content[:60].decode("latin-1")
+                raise Problem(400, f"a header line is not 'name: value': {shown!r}", close=True)
 
     def _dispatch(self) -> None:
         control = self.server.control

@@ -67,7 +67,12 @@ BAD_FLAGS: dict[str, tuple[list[str], int]] = {
 }
 SUBPROCESS_CASES = ["unknown-flag", "bad-since", "bad-asset-class"]
 #: Header shapes the standard library's parser lets through; the server refuses them itself.
-HEADER_GARBAGE = ("header-injection-cr", "header-no-colon")
+HEADER_GARBAGE = (
+    "header-injection-cr",
+    "header-no-colon",
+    "header-cr-before-crlf",
+    "header-envelope-no-colon",
+)
 
 
 def assert_clean_failure(code: int, err: str, expected: set[int]) -> None:
@@ -304,6 +309,11 @@ SOCKET_CASES: dict[str, tuple[bytes, set[int]]] = {
         b"GET /status HTTP/1.1\r\nHost: x\r\nX-A: a\rInjected: b\r\n\r\n",
         {400},
     ),
+    "header-cr-before-crlf": (
+        b"GET /status HTTP/1.1\r\nX-A: a\r\r\nContent-Length: 5\r\n\r\n",
+        {400},
+    ),
+    "header-envelope-no-colon": (b"GET /status HTTP/1.1\r\nFrom evil\r\nHost: x\r\n\r\n", {400}),
     "header-huge": (b"GET /status HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", {400, 431}),
     "too-many-headers": (
         b"GET /status HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
@@ -351,6 +361,22 @@ def test_header_garbage_is_refused(case: str, daemon: DaemonHarness) -> None:
     raw, allowed = SOCKET_CASES[case]
     status, _headers, _body = exchange(daemon.socket_path, raw)
     assert status in allowed
+    assert_serving(daemon)
+
+
+def test_not_tracked_is_told_apart_from_an_unknown_route(
+    daemon: DaemonHarness, cli_env: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only a NotTracked answer means "not tracked"; a 404 for an unknown path is our bug."""
+    status, body = daemon.client().delete("/symbols/MSFT%3AUS")
+    assert (status, body["error"]["type"]) == (404, "NotTracked"), body
+    status, body = daemon.client().delete("/symbols/")
+    assert (status, body["error"]["type"]) == (404, "NotFound"), body
+    code, _out, err = run_cli(["symbols", "remove", "MSFT:US"], capsys)
+    assert code == 1 and "MSFT:US is not tracked" in one_clean_line(err)
+    code, _out, err = run_cli(["symbols", "remove", ""], capsys)
+    line = one_clean_line(err)
+    assert code == 2 and "not tracked" not in line, line
     assert_serving(daemon)
 
 
