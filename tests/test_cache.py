@@ -100,16 +100,37 @@ def test_cleanup_removes_expired_and_keeps_last_known(tmp_path: Path) -> None:
     cache.put(quote("EURUSD:CUR", price="1.0842"))
     clock.current += 40  # the first two are 70 s old, the third 40 s
     stats = cache.statistics()
-    assert (stats["size"], stats["expired"], stats["last_known"]) == (3, 2, 3)
+    # `expired` is what the last cleanup found: statistics() reads no entry to measure it.
+    assert (stats["size"], stats["expired"], stats["last_known"]) == (3, 0, 3)
+    assert (stats["entries"], stats["expired_checked_at"]) == (6, None)
     assert cache.cleanup() == 2
+    stats = cache.statistics()
+    assert (stats["size"], stats["expired"], stats["last_known"]) == (1, 2, 3)
+    assert stats["expired_checked_at"] == clock.current
     assert cache.cleanup() == 0
     assert cache.statistics()["size"] == 1
+    assert cache.statistics()["expired"] == 0
     assert cache.get("EURUSD:CUR") is not None
     last = cache.get_last_known("AAPL:US")
     assert last is not None
     assert last.from_cache and last.stale
     assert last.price == Decimal("262.36")
     assert cache.get_last_known("NOPE:US") is None
+
+
+def test_statistics_reads_no_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon asks for statistics on every status request: keys only, never values."""
+    cache = make_cache(tmp_path, FakeClock())
+    for index in range(5):
+        cache.put(quote(f"T{index}:US"))
+
+    def no_reads(*args: object, **kwargs: object) -> object:
+        raise AssertionError("statistics() read an entry")
+
+    monkeypatch.setattr(cache._cache, "get", no_reads)
+    monkeypatch.setattr(cache._cache, "__getitem__", no_reads, raising=False)
+    stats = cache.statistics()
+    assert (stats["size"], stats["last_known"], stats["entries"]) == (5, 5, 10)
 
 
 def test_put_replaces_the_last_known_copy(tmp_path: Path) -> None:

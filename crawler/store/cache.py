@@ -46,7 +46,8 @@ _WHAT: Final = "quote cache"
 class QuoteCache:
     """Fresh and last-known quotes under `directory`, shared by threads and processes.
 
-    Hit and miss counts are per process (in memory); everything else is read from disk.
+    Hit and miss counts, and what the last cleanup found expired, are per process (in
+    memory); everything else is read from disk.
     """
 
     def __init__(self, directory: Path, ttl_s: float, clock: Clock = time.time) -> None:
@@ -59,6 +60,9 @@ class QuoteCache:
         self._decoded: dict[str, tuple[tuple[Any, ...], Quote]] = {}
         self._hits = 0
         self._misses = 0
+        # What the last cleanup() found expired, and when (statistics() reads no entries).
+        self._expired_at_cleanup = 0
+        self._cleanup_at: float | None = None
         self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
 
     @property
@@ -101,6 +105,8 @@ class QuoteCache:
                 entry = self._read(key)
                 if entry is not None and self._expired(entry[0]):
                     removed += int(self._cache.delete(key))
+        with self._counts_lock:
+            self._expired_at_cleanup, self._cleanup_at = removed, self._clock()
         return removed
 
     def clear(self) -> int:
@@ -110,21 +116,37 @@ class QuoteCache:
 
     def statistics(self) -> dict[str, Any]:
         """hits, misses (this process), hit_rate_pct, size (fresh entries, expired or not),
-        expired (of those, now), last_known (symbols with a last-known quote), volume_bytes."""
-        fresh_keys = self._keys(_QUOTE_PREFIX)
-        expired = sum(1 for key in fresh_keys if self._expired(self._stored_at(key)))
+        expired, last_known (symbols with a last-known quote), entries, volume_bytes, ttl_s.
+
+        Cheap enough for every status request: no entry is read. `size` and `last_known` come
+        from one pass over the keys only (no value is fetched or decoded; `entries`, every row,
+        is the store's own count). `expired` is not measured here, as it would mean reading
+        every entry: it is how many expired fresh entries the last `cleanup()` in this process
+        found (and removed), 0 before the first; `expired_checked_at` says when (epoch s, or
+        None).
+        """
+        size = last_known = 0
+        for key in self._keys(""):
+            if key.startswith(_QUOTE_PREFIX):
+                size += 1
+            elif key.startswith(_LAST_PREFIX):
+                last_known += 1
         with self._counts_lock:
             hits, misses = self._hits, self._misses
+            expired, checked_at = self._expired_at_cleanup, self._cleanup_at
         lookups = hits + misses
         with storage_errors(_WHAT, self._directory):
+            entries = len(self._cache)
             volume_bytes = int(self._cache.volume())
         return {
             "hits": hits,
             "misses": misses,
             "hit_rate_pct": round(hits * 100 / lookups, 2) if lookups else 0.0,
-            "size": len(fresh_keys),
+            "size": size,
             "expired": expired,
-            "last_known": len(self._keys(_LAST_PREFIX)),
+            "expired_checked_at": checked_at,
+            "last_known": last_known,
+            "entries": entries,
             "volume_bytes": volume_bytes,
             "ttl_s": self._ttl_s,
         }
@@ -143,20 +165,6 @@ class QuoteCache:
         with storage_errors(_WHAT, self._directory):
             keys = list(self._cache.iterkeys())
         return [key for key in keys if isinstance(key, str) and key.startswith(prefix)]
-
-    def _stored_at(self, key: str) -> float:
-        """When `key` was stored (0 for a missing or unreadable entry), without building its
-        quote: status reads this for every symbol."""
-        try:
-            raw = self._cache.get(key)
-        except CorruptRecordError:
-            return 0.0
-        except STORE_ERRORS as exc:
-            raise storage_error(_WHAT, self._directory, exc) from exc
-        stored_at = raw.get("stored_at") if isinstance(raw, dict) else None
-        if not isinstance(stored_at, int | float) or isinstance(stored_at, bool):
-            return 0.0
-        return float(stored_at)
 
     def _read(self, key: str, **flags: bool) -> tuple[float, Quote] | None:
         """(stored_at, quote) of `key`, or None if absent; a corrupt entry is deleted."""
