@@ -38,13 +38,22 @@ if TYPE_CHECKING:
     from crawler.store.history import HistoryStore
     from crawler.store.watchlist import Watchlist
 
-__all__ = ["EXPORT_FORMATS", "Operations", "jsonable", "parse_asset_class"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "HISTORY_DEFAULT_ROWS",
+    "HISTORY_MAX_JSON_ROWS",
+    "Operations",
+    "jsonable",
+    "parse_asset_class",
+]
 
 #: Formats `export` writes.
 EXPORT_FORMATS = ("csv", "jsonl")
 _STREAM_CHUNK_BYTES = 64 * 1024
-#: Rows a JSON history answer holds at most unless a limit is given (the socket is not a pipe).
-_DEFAULT_HISTORY_LIMIT = 10_000
+#: Rows `history` shows when no limit is given: the newest, a few screens' worth.
+HISTORY_DEFAULT_ROWS = 100
+#: Rows a JSON history answer may hold (it is built in memory); CSV streams any number.
+HISTORY_MAX_JSON_ROWS = 10_000
 
 
 def jsonable(value: Any) -> Any:
@@ -335,15 +344,58 @@ class Operations:
         since: str | None = None,
         until: str | None = None,
         limit: int | None = None,
+        oldest_first: bool = False,
     ) -> dict[str, Any]:
-        """{"symbol", "quotes": [...]} oldest first; `since`/`until` as "2h" or ISO dates."""
+        """The newest `limit` quotes of `symbol` (default `HISTORY_DEFAULT_ROWS`), newest first,
+        or the oldest ones oldest first; `since`/`until` as "2h" or ISO dates.
+
+        {"symbol", "quotes", "order": "newest_first"|"oldest_first", "limit", "total",
+        "truncated"}: `total` counts every matching row, so a cut answer says so.
+        """
         canonical = parse_symbol(symbol).canonical
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
-        if limit is not None and limit < 1:
-            raise ConfigError(f"--limit {limit} is invalid; use a whole number of 1 or more")
-        rows = self._history().query(canonical, start, end, limit or _DEFAULT_HISTORY_LIMIT)
-        return {"symbol": canonical, "quotes": [q.to_json_dict() for q in rows]}
+        rows_wanted = _history_limit(limit, HISTORY_MAX_JSON_ROWS)
+        assert rows_wanted is not None  # a JSON answer always has a bound
+        store = self._history()
+        # One row more than asked tells whether there are more without counting them all.
+        rows = list(
+            store.query(canonical, start, end, rows_wanted + 1, newest_first=not oldest_first)
+        )
+        truncated = len(rows) > rows_wanted
+        total = store.count(canonical, start, end) if truncated else len(rows)
+        return {
+            "symbol": canonical,
+            "quotes": [q.to_json_dict() for q in rows[:rows_wanted]],
+            "order": "oldest_first" if oldest_first else "newest_first",
+            "limit": rows_wanted,
+            "total": total,
+            "truncated": truncated,
+        }
+
+    def history_export(
+        self,
+        fmt: str,
+        symbol: str,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        oldest_first: bool = False,
+    ) -> tuple[int, int, Iterator[bytes]]:
+        """`history` as CSV or JSONL: (rows sent, rows matching, the bytes in chunks).
+
+        `limit` 0 sends every matching row; None sends `HISTORY_DEFAULT_ROWS`.
+        """
+        canonical = parse_symbol(symbol).canonical
+        now = self._now()
+        start, end = _parse_time("since", since, now), _parse_time("until", until, now)
+        rows_wanted = _history_limit(limit, None)
+        total = self._history().count(canonical, start, end)
+        sent = total if rows_wanted is None else min(total, rows_wanted)
+        stream = self._spool(
+            fmt, start, end, [canonical], limit=rows_wanted, newest_first=not oldest_first
+        )
+        return sent, total, stream
 
     def export(
         self,
@@ -357,15 +409,26 @@ class Operations:
         The export is written to a temporary file first, so a bad argument or a storage error
         is raised here, before the first byte is sent; memory stays constant either way.
         """
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl")
-        checked: Literal["csv", "jsonl"] = "csv" if fmt == "csv" else "jsonl"
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         wanted = None if symbols is None else [parse_symbol(s).canonical for s in symbols]
+        return self._spool(fmt, start, end, wanted)
+
+    def _spool(
+        self,
+        fmt: str,
+        start: datetime | None,
+        end: datetime | None,
+        symbols: list[str] | None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[bytes]:
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl")
+        checked: Literal["csv", "jsonl"] = "csv" if fmt == "csv" else "jsonl"
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
         try:
-            self._history().export(checked, spool, start, end, wanted)
+            self._history().export(checked, spool, start, end, symbols, limit, newest_first)
             spool.seek(0)
         except BaseException:
             spool.close()
@@ -386,6 +449,22 @@ class Operations:
             out.write(chunk)
             written += len(chunk)
         return written
+
+
+def _history_limit(limit: int | None, most: int | None) -> int | None:
+    """The rows a history answer holds: `limit`, the default for None, everything (None) for 0
+    where `most` is None; ConfigError (exit 2) for a value out of range."""
+    if limit is None:
+        return HISTORY_DEFAULT_ROWS
+    if limit == 0 and most is None:
+        return None
+    if limit < 1 or (most is not None and limit > most):
+        allowed = f"1 to {most:,}" if most is not None else "0 (all) or more"
+        raise ConfigError(
+            f"--limit {limit} is out of range; use {allowed}"
+            + (" (--csv or `crawler export` stream more)" if most is not None else "")
+        )
+    return limit
 
 
 def _chunks(spool: Any) -> Iterator[bytes]:

@@ -213,41 +213,83 @@ def history(
     symbol: Annotated[str, typer.Argument(help="The symbol, e.g. AAPL:US.")],
     since: Annotated[str | None, typer.Option("--since", help="2h, 7d, 2026-11-01...")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="At most this many rows.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            help="At most this many rows (default 100; up to 10,000, or 0 for all with --csv).",
+        ),
+    ] = None,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="The oldest rows, oldest first.")
+    ] = False,
     as_json: AsJson = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
-    """The recorded quotes of one symbol, oldest first."""
+    """The recorded quotes of one symbol: the newest 100, newest first, in every format.
+
+    A cut answer says so on stderr (and in --json: "truncated", "total"); for every row use
+    --csv --limit 0 or `crawler export --symbols SYMBOL`.
+    """
     if as_json and as_csv:
         fail("use --json or --csv, not both", 2)
     (symbol,) = _canonical([symbol])
     settings = load(ctx)
+    order = "oldest" if oldest_first else "newest"
+    query = _query(
+        symbol=symbol,
+        since=since,
+        until=until,
+        limit=None if limit is None else str(limit),
+        order=order,
+    )
     if as_csv:
 
-        def remote_csv() -> None:
-            query = _query(symbol=symbol, since=since, until=until, format="csv")
-            _write_chunks(client_for(settings).stream("GET", "/history", query), sys.stdout.buffer)
+        def remote_csv() -> tuple[int, int]:
+            headers: dict[str, str] = {}
+            chunks = client_for(settings).stream(
+                "GET", "/history", {**query, "format": "csv"}, headers=headers
+            )
+            _write_chunks(chunks, sys.stdout.buffer)
+            sent = int(headers.get("x-crawler-rows", "0") or 0)
+            return sent, int(headers.get("x-crawler-rows-total", sent) or sent)
 
-        def local_csv(ops: Operations) -> None:
-            ops.export_to("csv", sys.stdout.buffer, since, until, [symbol])
+        def local_csv(ops: Operations) -> tuple[int, int]:
+            sent, total, chunks = ops.history_export(
+                "csv", symbol, since, until, limit, oldest_first
+            )
+            _write_chunks(chunks, sys.stdout.buffer)
+            return sent, total
 
-        _via_daemon_or_offline(settings, remote_csv, local_csv)
+        sent, total = _via_daemon_or_offline(settings, remote_csv, local_csv)
         sys.stdout.buffer.flush()
+        _say_if_cut(symbol, sent, total, order)
         return
-    query = _query(
-        symbol=symbol, since=since, until=until, limit=None if limit is None else str(limit)
-    )
     result = _via_daemon_or_offline(
         settings,
         lambda: dict(client_for(settings).call("GET", "/history", query=query)),
-        lambda ops: ops.history(symbol, since, until, limit),
+        lambda ops: ops.history(symbol, since, until, limit, oldest_first),
     )
+    quotes = result.get("quotes") or []
     if as_json:
         print_json(result)
-    elif result.get("quotes"):
-        console().print(quotes_table(result["quotes"], title=f"history of {result['symbol']}"))
+    elif quotes:
+        title = f"history of {result['symbol']}, {order} first"
+        console().print(quotes_table(quotes, title=title))
     else:
         typer.echo(f"no recorded quotes for {result.get('symbol', symbol)}")
+    _say_if_cut(symbol, len(quotes), int(result.get("total") or len(quotes)), order)
+
+
+def _say_if_cut(symbol: str, shown: int, total: int, order: str) -> None:
+    """A note on stderr when `shown` rows of `total` were sent, and how to get the rest."""
+    if shown >= total:
+        return
+    sys.stderr.write(
+        f"note: showing the {order} {shown:,} of {total:,} quotes of {symbol}; "
+        "narrow with --since/--until, raise --limit (0 with --csv: all), "
+        f"or `crawler export --symbols {symbol}` for every row\n"
+    )
 
 
 def _write_chunks(chunks: Iterator[bytes], out: Any) -> int:

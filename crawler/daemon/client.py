@@ -126,13 +126,18 @@ class ControlClient:
             conn.close()
 
     def stream(
-        self, method: str, path: str, query: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Iterator[bytes]:
         """Send one request and iterate over the answer's body as it arrives.
 
         The request is made now (so DaemonNotRunningError is raised here, not on the first
         `next()`); an error status raises `error_from_response`. A stream that ends early
-        raises DaemonError: the export is incomplete.
+        raises DaemonError: the export is incomplete. `headers`, if given, receives the
+        answer's headers (names lower-cased).
         """
         conn = self._open(method, path, None, query)
         try:
@@ -141,6 +146,8 @@ class ControlClient:
                 data = response.read()
                 content_type = response.getheader("Content-Type", "") or ""
                 raise error_from_response(response.status, self._decode(data, content_type))
+            if headers is not None:
+                headers.update((name.lower(), value) for name, value in response.getheaders())
         except (TimeoutError, http.client.HTTPException, OSError) as exc:
             conn.close()
             raise self._failure(exc) from exc

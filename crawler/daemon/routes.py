@@ -10,7 +10,8 @@
     POST   /stop                        202; the daemon stops as on SIGTERM
     GET    /config                      effective settings, secrets masked
     GET    /metrics                     Prometheus text (501 until crawler.metrics exists)
-    GET    /history?symbol=&since=&until=&limit=&format=json|csv|jsonl
+    GET    /history?symbol=&since=&until=&limit=&order=newest|oldest&format=json|csv|jsonl
+                                        newest first; limit 100 by default, 0 = all (csv)
     GET    /export?format=csv|jsonl&since=&until=&symbols=a,b     streamed
 
 A body field of the wrong type is a 400 BadRequest naming the field; errors raised by the
@@ -33,6 +34,9 @@ _CSV_TYPE = "text/csv; charset=utf-8"
 _JSONL_TYPE = "application/jsonl; charset=utf-8"
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_FETCH_SYMBOLS = 1000
+#: A streamed history says how many rows it holds and how many matched (it may be cut).
+_ROWS_HEADER = "X-Crawler-Rows"
+_TOTAL_ROWS_HEADER = "X-Crawler-Rows-Total"
 
 
 class _BadRequest(Exception):
@@ -156,14 +160,21 @@ def register_routes(
         if not symbol:
             raise _BadRequest("'symbol' is required, e.g. ?symbol=AAPL:US")
         fmt = query.get("format", "json")
+        order = query.get("order", "newest")
+        if order not in ("newest", "oldest"):
+            raise _BadRequest(f"'order' must be newest or oldest, not {order!r}")
         since, until = query.get("since"), query.get("until")
+        limit, oldest_first = _int_query(request, "limit"), order == "oldest"
         if fmt == "json":
-            limit = _int_query(request, "limit")
-            return Response(body=ops.history(symbol, since, until, limit))
+            return Response(body=ops.history(symbol, since, until, limit, oldest_first))
         if fmt not in ("csv", "jsonl"):
             raise _BadRequest(f"'format' must be json, csv or jsonl, not {fmt!r}")
-        stream = ops.export(fmt, since, until, [symbol])
-        return Response(stream=stream, content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE)
+        sent, total, stream = ops.history_export(fmt, symbol, since, until, limit, oldest_first)
+        return Response(
+            stream=stream,
+            content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE,
+            headers={_ROWS_HEADER: str(sent), _TOTAL_ROWS_HEADER: str(total)},
+        )
 
     def export(request: Request) -> Response:
         query = request.query

@@ -449,15 +449,29 @@ class HistoryStore:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        newest_first: bool = False,
     ) -> Iterator[Quote]:
-        """Quotes of `symbol` with ``since <= as_of < until``, oldest first (all sources)."""
+        """Quotes of `symbol` with ``since <= as_of < until`` (all sources), oldest first, or
+        newest first when `newest_first` (then `limit` keeps the newest rows, not the oldest)."""
+        sql, params = self._select_symbol(symbol, since, until, limit, newest_first)
+        return (_quote_of(row) for row in self._rows(sql, params))
+
+    @staticmethod
+    def _select_symbol(
+        symbol: str,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int | None,
+        newest_first: bool,
+    ) -> tuple[str, list[Any]]:
         clauses, params = _time_filter(since, until)
-        sql = f"{_SELECT} WHERE {' AND '.join(['symbol = ?', *clauses])} ORDER BY as_of_us, id"
+        order = "as_of_us DESC, id DESC" if newest_first else "as_of_us, id"
+        sql = f"{_SELECT} WHERE {' AND '.join(['symbol = ?', *clauses])} ORDER BY {order}"
         params.insert(0, symbol)
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return (_quote_of(row) for row in self._rows(sql, params))
+        return sql, params
 
     def latest(self, symbol: str) -> Quote | None:
         """The most recent quote of `symbol` by as_of (last written wins a tie), or None."""
@@ -466,12 +480,19 @@ class HistoryStore:
             return _quote_of(row)
         return None
 
-    def count(self, symbol: str | None = None) -> int:
-        """Rows stored, in total or for one symbol."""
-        if symbol is None:
-            rows = self._rows("SELECT COUNT(*) FROM quotes", [])
-        else:
-            rows = self._rows("SELECT COUNT(*) FROM quotes WHERE symbol = ?", [symbol])
+    def count(
+        self,
+        symbol: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
+        """Rows stored, in total or for one symbol, with ``since <= as_of < until``."""
+        clauses, params = _time_filter(since, until)
+        if symbol is not None:
+            clauses.insert(0, "symbol = ?")
+            params.insert(0, symbol)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(f"SELECT COUNT(*) FROM quotes{where}", params)
         return int(next(iter(rows))[0])
 
     def symbols(self) -> list[str]:
@@ -485,11 +506,14 @@ class HistoryStore:
         since: datetime | None = None,
         until: datetime | None = None,
         symbols: Iterable[str] | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
     ) -> int:
         """Stream matching rows to `out` (text or binary, UTF-8) ordered by as_of; returns rows.
 
         CSV has the `CSV_COLUMNS` header; JSONL is one ``Quote.to_json_dict()`` per line. Memory
         is constant: rows go from a cursor to `out` in batches, nothing is collected.
+        `newest_first` reverses the order; `limit` keeps the first rows of that order.
         """
         if fmt not in ("csv", "jsonl"):
             raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'jsonl'")
@@ -501,7 +525,12 @@ class HistoryStore:
             clauses.append(f"symbol IN ({', '.join('?' * len(wanted))})")
             params.extend(wanted)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._rows(f"{_SELECT}{where} ORDER BY as_of_us, id", params)
+        order = "as_of_us DESC, id DESC" if newest_first else "as_of_us, id"
+        sql = f"{_SELECT}{where} ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._rows(sql, params)
 
         binary = isinstance(out, (io.RawIOBase, io.BufferedIOBase)) or "b" in str(
             getattr(out, "mode", "")
