@@ -35,6 +35,7 @@ from crawler.utils.exceptions import DaemonError
 if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.daemon.control_server import ControlServer
+    from crawler.events import EventBus
     from crawler.markets.hours import MarketHours
     from crawler.metrics import MetricsHTTPServer, MetricsRecorder
     from crawler.operations import Operations
@@ -80,10 +81,12 @@ class Daemon:
         self.server: ControlServer | None = None
         self.metrics: MetricsRecorder | None = None
         self.metrics_server: MetricsHTTPServer | None = None
+        self.events: EventBus | None = None
 
     # -- wiring ------------------------------------------------------------------------------
 
     def _build(self, *, with_heartbeat: bool) -> None:
+        from crawler.events import EventBus
         from crawler.markets.hours import MarketHours
         from crawler.metrics import MetricsRecorder
         from crawler.operations import Operations
@@ -95,13 +98,18 @@ class Daemon:
         settings = self.settings
         self.started_at = datetime.now(UTC)
         metrics = self.metrics = MetricsRecorder()
+        events = self.events = EventBus()
 
         def on_breaker_change(name: str, old: str, new: str) -> None:
             _log_breaker_change(name, old, new)
             metrics.record_breaker_transition(name, old, new)
+            events.publish("breaker", name=name, old=old, new=new)
 
         self.hybrid = HybridDataSource(
-            settings, on_breaker_change=on_breaker_change, on_fetch=metrics.record_fetch
+            settings,
+            on_breaker_change=on_breaker_change,
+            on_fetch=metrics.record_fetch,
+            events=events,
         )
         self.watchlist = Watchlist(self.data_dir / WATCHLIST_SUBDIR)
         self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)
@@ -116,6 +124,7 @@ class Daemon:
             heartbeat=self._watchdog if heartbeat_s else None,
             heartbeat_interval_s=heartbeat_s or 5.0,
             on_job_run=metrics.record_job_run,
+            events=events,
         )
         self.operations = Operations(
             settings,
@@ -174,6 +183,7 @@ class Daemon:
         """
         from crawler.daemon.control_server import ControlServer, socket_is_live
         from crawler.daemon.routes import register_routes
+        from crawler.daemon.sse import register_event_routes
 
         self.pidfile.acquire()
         try:
@@ -185,6 +195,8 @@ class Daemon:
                 assert self.operations is not None and self.scheduler is not None
                 self.server = ControlServer(self.socket_path)
                 register_routes(self.server, self.operations, self.request_stop)
+                assert self.events is not None
+                register_event_routes(self.server, self.events)
                 self.server.start()
                 self._start_metrics_port()
                 if self.settings.auto_update_enabled:
@@ -246,6 +258,8 @@ class Daemon:
     def _shutdown(self) -> None:
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        if self.events is not None:
+            self.events.close()  # watchers' streams end, so their connections close at once
         if self.server is not None:
             self.server.stop(_CONTROL_STOP_S)
         if self.scheduler is not None:

@@ -32,6 +32,7 @@ from crawler.utils.clock import MonotonicClock, WallClock, utc_now
 from crawler.utils.exceptions import CrawlerError
 
 if TYPE_CHECKING:
+    from crawler.events import EventBus
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.store.history import HistoryStore
 
@@ -118,8 +119,10 @@ class Collector:
         market_hours: MarketClock | None = None,
         now: WallClock = utc_now,
         clock: MonotonicClock = time.monotonic,
+        events: EventBus | None = None,
     ) -> None:
         self._market_hours = market_hours
+        self._events = events
         self._now = now
         self._clock = clock
         self._lock = threading.Lock()
@@ -176,15 +179,42 @@ class Collector:
             else:
                 skipped.append(sym.canonical)
 
+        events = self._events
+        total = len(regular) + len(closing)
+        progress = None
+        if events is not None:
+            events.publish(
+                "collection_start", symbols=len(tracked), fetching=total, skipped=len(skipped)
+            )
+            done = 0
+
+            def progress(key: str, outcome: Quote | CrawlerError) -> None:
+                nonlocal done  # on_done runs on the calling thread only, one at a time
+                done += 1
+                events.publish(
+                    "collection_progress",
+                    done=done,
+                    total=total,
+                    symbol=key,
+                    ok=isinstance(outcome, Quote),
+                )
+
         results: dict[str, Quote | CrawlerError] = {}
         if regular:
-            results.update(hybrid.fetch_many(regular, deadline_s=self._left_s(start_s, deadline_s)))
+            results.update(
+                hybrid.fetch_many(
+                    regular, on_done=progress, deadline_s=self._left_s(start_s, deadline_s)
+                )
+            )
         if closing:
             # After the regular group, not beside it: closes are rare (once per market and day).
             # Past the cache: a quote cached just before the close is not the closing price.
             results.update(
                 hybrid.fetch_many(
-                    closing, force_fresh=True, deadline_s=self._left_s(start_s, deadline_s)
+                    closing,
+                    force_fresh=True,
+                    on_done=progress,
+                    deadline_s=self._left_s(start_s, deadline_s),
                 )
             )
 
@@ -215,6 +245,8 @@ class Collector:
             recorded=recorded,
         )
         log.info("%s", report.summary())
+        if events is not None:
+            events.publish("collection_end", **report.as_dict())
         return report
 
     def _is_open(self, sym: Symbol, at: datetime) -> bool:

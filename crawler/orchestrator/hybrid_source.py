@@ -52,6 +52,7 @@ from crawler.utils.exceptions import (
 
 if TYPE_CHECKING:
     from crawler.config import Settings
+    from crawler.events import EventBus
 
 __all__ = ["AsyncHybridDataSource", "HybridDataSource", "SourceUsage"]
 
@@ -114,6 +115,7 @@ class HybridDataSource:
         clock: Callable[[], float] = time.monotonic,
         on_breaker_change: Callable[[str, str, str], None] | None = None,
         on_fetch: Callable[[str, str, float], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
         if settings is None and (cache is None or ledger is None or sources is None):
             from crawler.config import get_settings
@@ -143,6 +145,9 @@ class HybridDataSource:
         self.ledger = ledger
         self.cache = cache
         self._on_fetch = on_fetch
+        #: Told of every quote that lands and of paid requests (see `crawler.events`).
+        self.events = events
+        self._exhausted_day: str | None = None
         if sources is None:
             assert settings is not None
             sources = _sources_from_settings(settings, self.ledger, data_dir)
@@ -382,6 +387,8 @@ class HybridDataSource:
                 self._report_fetch(name, "failure", started_s)
                 reasons[name] = exc.message
                 self._count_failure(name, usage, exc)
+                if name == BRIGHT_DATA and self.events is not None:
+                    self._publish_budget()  # a billed failure costs money too
                 if isinstance(exc, SourceConfigError):
                     self.config_errors[name] = exc.message
                     log.error("source %s is misconfigured: %s", name, exc.message)
@@ -389,6 +396,10 @@ class HybridDataSource:
             self._report_fetch(name, "success", started_s)
             self._count_success(name, usage)
             self.cache.put(quote)
+            if self.events is not None:
+                self.events.publish_quote(quote)
+                if name == BRIGHT_DATA:
+                    self._publish_budget()
             return quote
         last = self.cache.get_last_known(sym.canonical)
         if last is not None:
@@ -445,6 +456,32 @@ class HybridDataSource:
         billed = int(stats_of().get("billed", 0))
         # Through micro-dollars, as the ledger does, so both print alike ("0.003", not "0.0030").
         return usd_from_micro(billed * micro_from_usd(self.ledger.cost_per_request_usd))
+
+    def _publish_budget(self) -> None:
+        """A `budget` event after a paid request; `budget_exhausted` once per day at the end."""
+        events = self.events
+        if events is None or not events.watched:
+            return
+        stats = self.ledger.statistics()
+        events.publish(
+            "budget",
+            spent_usd=str(stats["total_cost"]),
+            remaining_usd=str(stats["budget_remaining"]),
+            used_pct=stats["budget_used_pct"],
+            requests_used=stats["requests_used"],
+            requests_allowed=stats["requests_allowed"],
+        )
+        day = str(stats.get("day"))
+        if int(stats["requests_used"]) >= int(stats["requests_allowed"]) and (
+            self._exhausted_day != day
+        ):
+            self._exhausted_day = day
+            events.publish(
+                "budget_exhausted",
+                spent_usd=str(stats["total_cost"]),
+                requests_used=stats["requests_used"],
+                day=day,
+            )
 
     def _budget_error(self) -> BudgetExhaustedError:
         stats = self.ledger.statistics()

@@ -50,6 +50,7 @@ from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, Sy
 
 if TYPE_CHECKING:
     from crawler.config import Settings
+    from crawler.events import EventBus
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.store.history import HistoryStore
     from crawler.store.watchlist import Watchlist
@@ -114,6 +115,7 @@ class DataScheduler:
         heartbeat: Callable[[], None] | None = None,
         heartbeat_interval_s: float = 5.0,
         on_job_run: Callable[[str], None] | None = None,
+        events: EventBus | None = None,
     ) -> None:
         if settings is None:
             from crawler.config import get_settings
@@ -132,7 +134,7 @@ class DataScheduler:
         self._history = history
         self._now = now
         use_hours = market_hours if settings.market_hours_enabled else None
-        self._collector = Collector(market_hours=use_hours, now=now)
+        self._collector = Collector(market_hours=use_hours, now=now, events=events)
 
         self._symbols_lock = threading.Lock()
         self._tracked: dict[str, AssetClass] = {}  # insertion-ordered mirror of the watchlist
