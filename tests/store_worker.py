@@ -9,6 +9,8 @@
     python tests/store_worker.py watchlist-add DIR PREFIX COUNT THREADS
         prints "ready", waits for a line on stdin, adds PREFIX<i>:US for i < COUNT (split over
         THREADS threads), prints "done".
+    With STORE_REDIS_URL set, the ledger commands use RedisLedger on that Redis (DIR then holds
+    the node's local record): the same races, on the Redis backend.
     python tests/store_worker.py datadir PATH
         prints "ok PATH", or "StorageError: <message>" and exits 1.
 """
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -24,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from crawler.normalizer.schemas import AssetClass
+from crawler.store.backend import LedgerStore
 from crawler.store.datadir import ensure_data_dir
 from crawler.store.ledger import BudgetLedger
 from crawler.store.watchlist import Watchlist
@@ -32,9 +36,18 @@ from crawler.utils.exceptions import BudgetExhaustedError, StorageError
 __all__ = ["main"]
 
 
-def _ledger(args: list[str]) -> BudgetLedger:
+def _ledger(args: list[str]) -> LedgerStore:
     directory, budget, cost, now_iso = args[:4]
     fixed_now = datetime.fromisoformat(now_iso)
+    url = os.environ.get("STORE_REDIS_URL")
+    if url:
+        from crawler.store.redis_client import RedisConnection
+        from crawler.store.redis_ledger import RedisLedger
+
+        return RedisLedger(
+            RedisConnection(url), Path(directory), Decimal(budget), Decimal(cost),
+            now=lambda: fixed_now,
+        )  # fmt: skip
     return BudgetLedger(Path(directory), Decimal(budget), Decimal(cost), now=lambda: fixed_now)
 
 

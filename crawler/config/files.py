@@ -51,6 +51,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
     "yfinance": {"endpoint": "yfinance_endpoint"},
     "sources": {"order": "sources_order"},
     "storage": {"data_dir": "data_dir"},
+    "store": {"redis_url": "redis_url", "node_name": "node_name"},
     "daemon": {
         "socket": "crawler_socket",
         "log_format": "log_format",

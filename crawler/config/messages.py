@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Fields whose values are masked wherever they are shown.
-SECRET_FIELDS = ("bright_data_api_key",)
+SECRET_FIELDS = ("bright_data_api_key", "redis_url")
 
 
 class Problem(ValueError):

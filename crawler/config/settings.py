@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         0, ge=0, le=65535, description="Loopback port for Prometheus metrics; 0 = off."
     )
+    redis_url: SecretStr | None = Field(
+        None, description="Shared Redis for a cluster (redis://host:6379/0); None = embedded."
+    )
+    node_name: str = Field("", description="This node's name in a cluster; empty = host-datadir.")
     config_file: Path | None = Field(None, description="The config.toml loaded, if any.")
 
     @classmethod
@@ -249,6 +253,31 @@ class Settings(BaseSettings):
             raise Problem("contains spaces or control characters; use the key as issued")
         return value
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+            raise Problem("is not a Redis URL; use redis://host:6379/0 (or rediss://, unix://)")
+        return value
+
+    @field_validator("node_name")
+    @classmethod
+    def _check_node_name(cls, value: str) -> str:
+        name = value.strip()
+        if len(name) > 64 or any(ch.isspace() or not ch.isprintable() for ch in name):
+            raise Problem("is not a node name; use up to 64 characters without spaces")
+        return name
+
     @field_validator("data_dir", "crawler_socket", "config_file")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -286,6 +315,7 @@ class Settings(BaseSettings):
         out: dict[str, Any] = {name: _jsonable(getattr(self, name)) for name in names}
         for name in SECRET_FIELDS:
             out[name] = mask_secret(getattr(self, name))
+        out["redis_url"] = None if self.redis_url is None else _shown_url(self.redis_url)
         out["socket_path"] = str(self.socket_path)
         return out
 
@@ -302,6 +332,12 @@ def resolve_socket_path(settings: Settings) -> Path:
     if xdg is not None:
         return xdg / "crawler" / "crawler.sock"
     return settings.data_dir / "crawler.sock"
+
+
+def _shown_url(url: SecretStr) -> str:
+    from crawler.store.redis_client import redact_url
+
+    return redact_url(url.get_secret_value())
 
 
 def _jsonable(value: object) -> Any:

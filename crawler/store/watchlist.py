@@ -26,7 +26,7 @@ from crawler.normalizer.schemas import AssetClass
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
 from crawler.utils.exceptions import StorageError, SymbolError
 
-__all__ = ["MAX_SYMBOLS", "HasCanonical", "Watchlist"]
+__all__ = ["MAX_SYMBOLS", "HasCanonical", "Watchlist", "canonical_symbol"]
 
 #: The most symbols a watchlist holds; each costs a request per refresh.
 MAX_SYMBOLS: Final = 10_000
@@ -44,7 +44,8 @@ class HasCanonical(Protocol):
         ...
 
 
-def _canonical(symbol: HasCanonical | str) -> str:
+def canonical_symbol(symbol: HasCanonical | str) -> str:
+    """`symbol` as stored (stripped); SymbolError if it cannot be a canonical symbol."""
     text = symbol if isinstance(symbol, str) else symbol.canonical
     text = text.strip()
     if not text or len(text) > _MAX_SYMBOL_CHARS or any(ch.isspace() for ch in text):
@@ -69,7 +70,7 @@ class Watchlist:
         Raises StorageError when the watchlist already holds `max_symbols` (default
         MAX_SYMBOLS) symbols.
         """
-        canonical = _canonical(symbol)
+        canonical = canonical_symbol(symbol)
         asset = AssetClass(asset_class)
         with storage_errors(_WHAT, self._directory), self._cache.transact():
             items = self._load()
@@ -86,7 +87,7 @@ class Watchlist:
 
     def remove(self, symbol: HasCanonical | str) -> bool:
         """Drop `symbol`; False if it was not there."""
-        canonical = _canonical(symbol)
+        canonical = canonical_symbol(symbol)
         with storage_errors(_WHAT, self._directory), self._cache.transact():
             items = self._load()
             kept = [item for item in items if item[0] != canonical]

@@ -6,7 +6,8 @@
     ├── SymbolError                   a symbol is malformed or unknown to us (exit 2)
     │   └── UnmappableSymbolError     valid, but has no Yahoo equivalent (yfinance skipped)
     ├── StorageError                  the data dir is unwritable, full or corrupt
-    │   └── DataDirError              the data dir cannot be used at all (exit 2)
+    │   ├── DataDirError              the data dir cannot be used at all (exit 2)
+    │   └── StoreUnavailableError     the shared store (Redis) cannot be reached right now
     ├── ParseError                    a page or payload did not hold a quote
     ├── APIError                      a source could not serve a quote (seed: `.message`)
     │   ├── SourceConfigError         the source rejected our credentials/zone (not retried)
@@ -21,8 +22,8 @@
         ├── DaemonNotRunningError     no daemon answers on the socket (exit 3)
         └── DaemonAlreadyRunningError a daemon already runs (`.pid`)
 
-Third-party errors (requests, curl_cffi, yfinance, diskcache, sqlite3) are translated at the
-boundary with ``raise OurError(...) from exc``; none escapes a public call untranslated.
+Third-party errors (requests, curl_cffi, yfinance, diskcache, sqlite3, redis) are translated at
+the boundary with ``raise OurError(...) from exc``; none escapes a public call untranslated.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "RateLimitedError",
     "SourceConfigError",
     "StorageError",
+    "StoreUnavailableError",
     "SymbolError",
     "TransientSourceError",
     "UnknownSymbolError",
@@ -96,6 +98,14 @@ class DataDirError(StorageError):
     """The data directory cannot be created or written: a setup problem, fixed by DATA_DIR."""
 
     exit_code = 2
+
+
+class StoreUnavailableError(StorageError):
+    """The shared store (Redis) does not answer; the client reconnects on its next call.
+
+    No paid request is made while the budget cannot be checked; free sources and the local
+    last-known quotes keep serving.
+    """
 
 
 class ParseError(CrawlerError):

@@ -1,0 +1,157 @@
+"""The connection to the shared Redis: one client per process, errors translated at the boundary.
+
+    redis = RedisConnection("redis://127.0.0.1:6379/0")
+    with redis.errors("budget ledger"):
+        redis.client.incr(redis.key("counter"))
+
+Every key the crawler writes starts with `key_prefix` ("crawler:" by default), so one Redis can
+serve other programs (or several clusters, with different prefixes) beside us.
+
+Faults: redis-py reconnects by itself on the next command after a dropped connection, so a
+Redis that comes back is used again without a restart. Until then every call raises
+`StoreUnavailableError` within `socket_timeout_s` (short: a collection must not hang on a dead
+Redis); any other Redis error is a `StorageError`. `redact_url` is what logs and status show:
+the password never leaves this module.
+
+    >>> redact_url("redis://:s3cret@10.0.0.5:6379/0")
+    'redis://:****@10.0.0.5:6379/0'
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from crawler.utils.exceptions import ConfigError, StorageError, StoreUnavailableError
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["DEFAULT_KEY_PREFIX", "RedisConnection", "redact_url", "text_map"]
+
+DEFAULT_KEY_PREFIX: Final = "crawler:"
+#: Connect and per-command timeouts: a dead Redis must cost a collection seconds, not minutes.
+_CONNECT_TIMEOUT_S: Final = 1.0
+_SOCKET_TIMEOUT_S: Final = 2.0
+_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password (if any) replaced by ****, for logs and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+
+
+class RedisConnection:
+    """A redis-py client for `url` (decoded str replies) plus error translation and key naming.
+
+    Raises ConfigError for a URL that is not redis://, rediss:// or unix://, or when redis-py
+    is not installed. Connecting is lazy: a Redis that is down at start-up is not an error here.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        socket_timeout_s: float = _SOCKET_TIMEOUT_S,
+        max_connections: int = 64,
+    ) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in _SCHEMES:
+            raise ConfigError(
+                f"redis_url {redact_url(url)!r} is not a Redis URL; use "
+                "redis://host:6379/0 (or rediss://, unix://)"
+            )
+        try:
+            import redis as redis_module
+        except ImportError as exc:  # pragma: no cover - redis is a runtime dependency
+            raise ConfigError(
+                "redis_url is set but the redis package is missing; pip install 'crawler[redis]'"
+            ) from exc
+        self.url = url
+        self.shown_url = redact_url(url)
+        self.key_prefix = key_prefix
+        self._module = redis_module
+        self._unavailable: tuple[type[BaseException], ...] = (
+            redis_module.ConnectionError,
+            redis_module.TimeoutError,
+            redis_module.BusyLoadingError,
+            OSError,
+        )
+        try:
+            self.client: redis.Redis = redis_module.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_connect_timeout=_CONNECT_TIMEOUT_S,
+                socket_timeout=socket_timeout_s,
+                health_check_interval=30,
+                max_connections=max_connections,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"redis_url {self.shown_url!r} is invalid: {exc}") from None
+        self._lock = threading.Lock()
+        self._scripts: dict[str, Any] = {}
+
+    def key(self, *parts: str) -> str:
+        """The full key of `parts`, e.g. key("lease", "AAPL:US") -> "crawler:lease:AAPL:US"."""
+        return self.key_prefix + ":".join(parts)
+
+    def script(self, name: str, source: str) -> Any:
+        """A registered Lua script (EVALSHA, re-loaded by redis-py after a Redis restart)."""
+        with self._lock:
+            found = self._scripts.get(name)
+            if found is None:
+                found = self._scripts[name] = self.client.register_script(source)
+            return found
+
+    @contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Translate redis-py's errors into ours, naming `what` and the (redacted) URL."""
+        try:
+            yield
+        except self._unavailable as exc:
+            raise StoreUnavailableError(
+                f"{what}: Redis at {self.shown_url} is unreachable ({type(exc).__name__}); "
+                "start it or fix redis_url; crawler reconnects by itself"
+            ) from exc
+        except self._module.RedisError as exc:
+            raise StorageError(
+                f"{what}: Redis at {self.shown_url} refused a command: {_first_line(exc)}"
+            ) from exc
+
+    def ping(self) -> bool:
+        """Whether Redis answers now (never raises)."""
+        try:
+            with self.errors("ping"):
+                return bool(self.client.ping())
+        except StorageError:
+            return False
+
+    def close(self) -> None:
+        """Close every pooled connection (a later call reconnects)."""
+        with suppress(Exception):  # closing must never mask the caller's own error
+            self.client.close()
+
+
+def text_map(raw: Any) -> dict[str, str]:
+    """A hash reply as str -> str (the client decodes replies; this satisfies the types)."""
+    return {_text(key): _text(value) for key, value in dict(raw).items()}
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
