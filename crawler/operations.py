@@ -164,17 +164,27 @@ class Operations:
     ) -> dict[str, Any]:
         """Quotes for `symbols` (cache first unless `fresh`), in input order.
 
-        Every symbol is parsed before anything is fetched, so a typo costs nothing and raises
-        SymbolError. Per-symbol failures land in `errors`: {symbol: {"type", "message"}}.
+        Every symbol is parsed before anything is fetched: a malformed one is not fetched and
+        lands in `errors` (SymbolError) while the good ones are; only when none is good does the
+        call raise SymbolError. Per-symbol failures land in `errors`: {symbol: {"type",
+        "message"}}.
         Quotes that came from a source (not the cache) are added to the history.
         """
         if not symbols:
             raise SymbolError("no symbols given; name at least one, e.g. AAPL:US")
         asset = parse_asset_class(asset_class)
-        parsed: list[Symbol] = [parse_symbol(text, asset) for text in symbols]
+        parsed: list[Symbol] = []
+        errors: dict[str, dict[str, str]] = {}
+        for text in symbols:
+            try:
+                parsed.append(parse_symbol(text, asset))
+            except SymbolError as exc:
+                errors[text] = _error_dict(exc)
+        if not parsed:
+            # Nothing to fetch: the request itself is bad (exit 2, HTTP 400), naming each one.
+            raise SymbolError("; ".join(error["message"] for error in errors.values()))
         results = self.hybrid.fetch_many(parsed, force_fresh=fresh, on_done=on_done)
         quotes: list[Quote] = []
-        errors: dict[str, dict[str, str]] = {}
         for key, outcome in results.items():
             if isinstance(outcome, Quote):
                 quotes.append(outcome)

@@ -6,6 +6,7 @@ running. Every error is one line on stderr ("error: ..."); `--debug` adds the tr
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Annotated
 import typer
 
 # Typer 0.29 vendors click; its exceptions are only reachable here.
-from typer._click.exceptions import ClickException, UsageError
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from crawler import __version__
 from crawler.cli import daemon_cmds, data_cmds
@@ -63,11 +64,22 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     # Known before parsing, so even an error while parsing the options can show its traceback.
     debug = "--debug" in args
+    if not debug:
+        # Offline commands run the fetchers in this process: their warnings (yfinance's
+        # cookie/crumb retries, a breaker opening) would land around our one error line.
+        # The daemon sets up its own logging; --debug keeps Python's default (warnings shown).
+        logging.getLogger().addHandler(logging.NullHandler())
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="crawler", standalone_mode=False)
     except typer.Exit as exc:
         code = exc.exit_code
+    except NoArgsIsHelpError as exc:
+        # `crawler` or `crawler config` alone: the help was asked for in effect; show it (Typer
+        # has already drawn it when its message is empty) and nothing else.
+        if exc.format_message().strip():
+            typer.echo(exc.format_message())
+        code = 0
     except UsageError as exc:
         if debug:
             traceback.print_exc()

@@ -81,8 +81,8 @@ def fetch(
     asset_class: AssetClassOpt = None,
     as_json: AsJson = False,
 ) -> None:
-    """Fetch quotes now; exit 1 if any symbol could not be served."""
-    _canonical(symbols)
+    """Fetch quotes now; exit 1 if any symbol could not be served (the others are fetched)."""
+    symbols, bad = _split_valid(symbols, asset_class)
     settings = load(ctx)
 
     def remote() -> dict[str, Any]:
@@ -102,7 +102,9 @@ def fetch(
             return ops.fetch(symbols, fresh, asset_class, on_done=on_done)
 
     result = _via_daemon_or_offline(settings, remote, local)
-    quotes, errors = result.get("quotes") or [], result.get("errors") or {}
+    quotes = result.get("quotes") or []
+    errors = {**bad, **(result.get("errors") or {})}
+    result["errors"] = errors
     if as_json:
         print_json(result)
     elif quotes:
@@ -202,6 +204,30 @@ def _canonical(symbols: list[str]) -> list[str]:
     from crawler.normalizer.symbols import parse_symbol
 
     return [parse_symbol(text).canonical for text in symbols]
+
+
+def _split_valid(
+    symbols: list[str], asset_class: str | None
+) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The well-formed symbols (as given) and an error per malformed one, so one typo does not
+    cost the others their quotes; SymbolError (exit 2) when none is well-formed."""
+    from crawler.normalizer.symbols import parse_symbol
+    from crawler.operations import parse_asset_class
+    from crawler.utils.exceptions import SymbolError
+
+    asset = parse_asset_class(asset_class)
+    good: list[str] = []
+    bad: dict[str, dict[str, str]] = {}
+    for text in symbols:
+        try:
+            parse_symbol(text, asset)
+        except SymbolError as exc:
+            bad[text] = {"type": "SymbolError", "message": exc.message}
+        else:
+            good.append(text)
+    if not good:
+        raise SymbolError("; ".join(error["message"] for error in bad.values()))
+    return good, bad
 
 
 def _query(**values: str | None) -> dict[str, str]:

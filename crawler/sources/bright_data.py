@@ -270,6 +270,12 @@ class BrightDataSource:
             raise SourceConfigError(
                 f"Bright Data request could not be built: {self._clean(str(exc))}"
             ) from exc
+        except requests.ConnectionError as exc:
+            # Refused or unresolvable: nothing was sent, so nothing can be billed.
+            host = urllib3.util.parse_url(self._request_url).host or "it"
+            raise TransientSourceError(
+                f"Bright Data: cannot reach {host} ({_connection_reason(exc)}; no network?)"
+            ) from exc
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise TransientSourceError(
                 f"Bright Data request failed: {type(exc).__name__}: {self._clean(str(exc))}"
@@ -397,3 +403,15 @@ def _head_text(response: requests.Response, limit_bytes: int = 512) -> str:
     except Exception:  # only a hint for a message; a broken body must not mask the real error
         return ""
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+
+
+def _connection_reason(exc: requests.ConnectionError) -> str:
+    """Why a connection failed, in a few words, from urllib3's nested reasons."""
+    text = str(exc)
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        return "name not resolved"
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Network is unreachable" in text:
+        return "network unreachable"
+    return "connection failed"

@@ -27,6 +27,7 @@ pandas: both load on the first fetch.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 import warnings
@@ -409,6 +410,11 @@ def _translate(
     if chart_status is not None and 400 <= chart_status < 500 and chart_status != 404:
         return APIError(f"yfinance: Yahoo answered {chart_status} for {what}")
     if isinstance(exc, RequestException | OSError):
+        unreachable = _unreachable(detail)
+        if unreachable is not None:
+            return TransientSourceError(
+                f"yfinance: cannot reach Yahoo for {what}: {unreachable} (no network?)"
+            )
         return TransientSourceError(f"yfinance: request for {what} failed: {detail}")
     if isinstance(exc, yf_errors.YFTickerMissingError):
         if chart_status in (None, 200, 404):
@@ -418,6 +424,17 @@ def _translate(
     if isinstance(exc, yf_errors.YFDataException) and "DOWN" in str(exc).upper():
         return TransientSourceError(f"yfinance: Yahoo Finance is down ({what})")
     return APIError(f"yfinance: failed for {what}: {type(exc).__name__}: {detail}")
+
+
+# curl's numbers for "could not get there at all": resolve (proxy or host), connect.
+_CURL_UNREACHABLE = re.compile(r"curl: \((?:5|6|7)\) (?P<why>.*?)(?:\.? See https://\S+.*)?$")
+
+
+def _unreachable(detail: str) -> str | None:
+    """curl's own reason when a request never reached the server (DNS, refused), without the
+    "Failed to perform" wrapper and the link to curl's error list; None for other failures."""
+    match = _CURL_UNREACHABLE.search(detail)
+    return match.group("why").rstrip(". ") if match else None
 
 
 def _one_line(value: object) -> str:

@@ -144,7 +144,14 @@ class NoSourceAvailableError(APIError):
     """No source could serve the quote; `reasons` maps each source to why it did not."""
 
     def __init__(self, symbol: str, reasons: dict[str, str]) -> None:
-        detail = "; ".join(f"{name}: {why}" for name, why in reasons.items()) or "no sources"
+        # A source's own message often starts with its name already ("yfinance: ..."): say it once.
+        detail = (
+            "; ".join(
+                why if why.startswith(f"{name}: ") else f"{name}: {why}"
+                for name, why in reasons.items()
+            )
+            or "no sources"
+        )
         super().__init__(f"no source could serve {symbol} ({detail})")
         self.symbol = symbol
         self.reasons = reasons
