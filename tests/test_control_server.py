@@ -267,7 +267,9 @@ def test_a_literal_segment_wins_over_a_parameter(client: ControlClient) -> None:
 
 
 def test_text_answer_keeps_its_content_type(server: ControlServer) -> None:
-    raw = exchange(server.socket_path, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw = exchange(
+        server.socket_path, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     status, headers, body = parse(raw)
     assert (status, body) == (200, b"crawler_up 1\n")
     assert headers["content-type"] == "text/plain; version=0.0.4"
@@ -302,7 +304,7 @@ def test_http_1_0_gets_an_answer_and_a_close(server: ControlServer) -> None:
 def test_chunked_request_body_is_read(server: ControlServer) -> None:
     payload = b'{"symbols": ["AAPL:US"]}'
     request = (
-        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         + b"%x\r\n%s\r\n" % (5, payload[:5])
         + b"%x;ext=1\r\n%s\r\n" % (len(payload) - 5, payload[5:])
         + b"0\r\n\r\n"
@@ -314,7 +316,8 @@ def test_chunked_request_body_is_read(server: ControlServer) -> None:
 
 def test_absolute_form_target_is_accepted(server: ControlServer) -> None:
     raw = exchange(
-        server.socket_path, b"GET http://localhost/status HTTP/1.1\r\nConnection: close\r\n\r\n"
+        server.socket_path,
+        b"GET http://localhost/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     assert parse(raw)[0] == 200
 
@@ -326,10 +329,12 @@ def test_unknown_path_is_404_and_wrong_method_is_405(server: ControlServer) -> N
     client = ControlClient(server.socket_path)
     status, body = client.get("/nope")
     assert (status, body["error"]["type"]) == (404, "NotFound")
-    raw = exchange(server.socket_path, b"PUT /status HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw = exchange(
+        server.socket_path, b"PUT /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert error_of(raw) == (405, "MethodNotAllowed")
     assert parse(raw)[1]["allow"] == "GET"
-    assert error_of(exchange(server.socket_path, b"BREW /status HTTP/1.1\r\n\r\n")) == (
+    assert error_of(exchange(server.socket_path, b"BREW /status HTTP/1.1\r\nHost: x\r\n\r\n")) == (
         501,
         "NotImplemented",
     )
@@ -344,42 +349,55 @@ def test_unknown_path_is_404_and_wrong_method_is_405(server: ControlServer) -> N
         (b"GET /status HTTP/1.1 extra\r\n\r\n", (400, "BadRequest")),
         (b"GET /status SPDY/3\r\n\r\n", (400, "BadRequest")),
         (b"GET /status HTTP/2.0\r\n\r\n", (505, "HTTPVersionNotSupported")),
-        (b"GET status HTTP/1.1\r\n\r\n", (400, "BadRequest")),
-        (b"GET /symbols/\xc3\xa9 HTTP/1.1\r\n\r\n", (400, "BadRequest")),
-        (b"GET /symbols/%FF%FE HTTP/1.1\r\n\r\n", (400, "BadRequest")),
-        (b"GET /echo?q=%FF HTTP/1.1\r\n\r\n", (400, "BadRequest")),
-        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", (414, "URITooLong")),
+        (b"GET status HTTP/1.1\r\nHost: x\r\n\r\n", (400, "BadRequest")),
+        (b"GET /symbols/\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", (400, "BadRequest")),
+        (b"GET /symbols/%FF%FE HTTP/1.1\r\nHost: x\r\n\r\n", (400, "BadRequest")),
+        (b"GET /echo?q=%FF HTTP/1.1\r\nHost: x\r\n\r\n", (400, "BadRequest")),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414, "URITooLong")),
         (
-            b"GET /status HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+            b"GET /status HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
             (431, "HeaderFieldsTooLarge"),
         ),
         (
-            b"GET /status HTTP/1.1\r\n" + b"X-H: 1\r\n" * 150 + b"\r\n",
+            b"GET /status HTTP/1.1\r\nHost: x\r\n" + b"X-H: 1\r\n" * 150 + b"\r\n",
             (431, "HeaderFieldsTooLarge"),
         ),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n", (400, "BadRequest")),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello", (400, "BadRequest")),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: 1_0\r\n\r\n", (400, "BadRequest")),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: abc\r\n\r\n", (400, "BadRequest")),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", (400, "BadRequest")),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", (400, "BadRequest")),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1_0\r\n\r\n", (400, "BadRequest")),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", (400, "BadRequest")),
         (
-            b"POST /echo HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
             (413, "PayloadTooLarge"),
         ),
         (
-            b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
             (400, "BadRequest"),
         ),
         (
-            b"POST /echo HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n{}",
             (400, "BadRequest"),
         ),
-        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", (501, "NotImplemented")),
-        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", (400, "BadRequest")),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: 9\r\n\r\n{not json", (400, "BadRequest")),
-        (b'POST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\n"\xff\xfe"', (400, "BadRequest")),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nNaN", (400, "BadRequest")),
         (
-            b"POST /echo HTTP/1.1\r\nContent-Length: 60000\r\n\r\n" + b"[" * 60000,
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            (501, "NotImplemented"),
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            (400, "BadRequest"),
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{not json",
+            (400, "BadRequest"),
+        ),
+        (
+            b'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n"\xff\xfe"',
+            (400, "BadRequest"),
+        ),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nNaN", (400, "BadRequest")),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n" + b"[" * 60000,
             (400, "BadRequest"),
         ),
     ],
@@ -407,17 +425,20 @@ def test_malformed_requests_get_json_errors(
     ids=lambda value: value.decode("latin-1"),
 )
 def test_malformed_header_lines_are_refused(server: ControlServer, header_lines: bytes) -> None:
-    request = b"GET /status HTTP/1.1\r\n" + header_lines + b"Connection: close\r\n\r\n"
+    request = b"GET /status HTTP/1.1\r\n" + header_lines + b"Host: x\r\nConnection: close\r\n\r\n"
     assert error_of(exchange(server.socket_path, request)) == (400, "BadRequest")
     # Not even a 100 Continue goes out before the refusal.
     expecting = b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
-    raw = exchange(server.socket_path, expecting + header_lines + b"\r\n")
+    raw = exchange(server.socket_path, expecting + header_lines + b"Host: x\r\n\r\n")
     assert error_of(raw) == (400, "BadRequest")
     assert ControlClient(server.socket_path).get("/status")[0] == 200  # still serving
 
 
 def test_folded_and_lf_only_headers_are_still_accepted(server: ControlServer) -> None:
-    folded = b"GET /echo HTTP/1.1\r\nContent-Type: text/\r\n plain\r\nConnection: close\r\n\r\n"
+    folded = (
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/\r\n plain\r\n"
+        b"Connection: close\r\n\r\n"
+    )
     status, _, body = parse(exchange(server.socket_path, folded))
     assert status == 200 and json.loads(body)["content_type"].split() == ["text/", "plain"]
     lf_only = b"GET /status HTTP/1.1\nHost: x\nConnection: close\n\n"
@@ -429,12 +450,14 @@ def test_oversized_body_is_refused_before_it_is_read(server: ControlServer) -> N
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(3)
         sock.connect(os.fspath(server.socket_path))
-        sock.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 10000000\r\n\r\n")
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
         assert error_of(read_to_eof(sock)) == (413, "PayloadTooLarge")
 
 
 def test_oversized_body_sent_in_full_still_gets_413(server: ControlServer) -> None:
-    request = b"POST /echo HTTP/1.1\r\nContent-Length: 3000000\r\n\r\n" + b" " * 3_000_000
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3000000\r\n\r\n" + b" " * 3_000_000
+    )
     result: list[bytes] = []
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(3)
@@ -449,7 +472,9 @@ def test_oversized_body_sent_in_full_still_gets_413(server: ControlServer) -> No
 
 
 def test_expect_100_continue_with_oversized_body_gets_413_not_100(server: ControlServer) -> None:
-    request = b"POST /echo HTTP/1.1\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+    )
     assert error_of(exchange(server.socket_path, request)) == (413, "PayloadTooLarge")
 
 
@@ -457,14 +482,16 @@ def test_chunked_body_over_the_limit_is_413(sock_path: Path) -> None:
     with make_server(sock_path, max_body_bytes=100) as control:
         chunk = b"x" * 60
         request = (
-            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + (b"3c\r\n" + chunk + b"\r\n") * 2
         )
         assert error_of(exchange(control.socket_path, request)) == (413, "PayloadTooLarge")
 
 
 def test_post_without_content_length_has_no_body(server: ControlServer) -> None:
-    raw = exchange(server.socket_path, b"POST /echo HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw = exchange(
+        server.socket_path, b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     status, _, body = parse(raw)
     assert status == 200
     assert json.loads(body)["body"] is None
@@ -561,7 +588,9 @@ def test_a_stalled_client_does_not_block_others_and_is_dropped(sock_path: Path) 
         stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stalled.settimeout(10)
         stalled.connect(os.fspath(sock_path))
-        stalled.sendall(b"POST /echo HTTP/1.1\r\nContent-Length: 50\r\n")  # and then nothing
+        stalled.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n"
+        )  # and then nothing
         results: list[tuple[int, Any]] = []
         other = threading.Thread(
             target=lambda: results.append(ControlClient(sock_path).get("/status"))
@@ -580,7 +609,7 @@ def test_connections_over_the_limit_get_503(sock_path: Path) -> None:
     with make_server(sock_path, max_connections=1, client_timeout_s=30.0):
         holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         holder.connect(os.fspath(sock_path))
-        holder.sendall(b"GET /status HTTP/1.1\r\n")  # occupies the only slot
+        holder.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n")  # occupies the only slot
         try:
             status, body = ControlClient(sock_path).get("/status")
             assert (status, body["error"]["type"]) == (503, "ServiceUnavailable")
@@ -601,7 +630,7 @@ def test_stop_closes_idle_keep_alive_connections_promptly(sock_path: Path) -> No
     idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     idle.settimeout(10)
     idle.connect(os.fspath(sock_path))
-    idle.sendall(b"GET /status HTTP/1.1\r\n\r\n")
+    idle.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
     answer = idle.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200")
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -633,7 +662,7 @@ def test_peer_uid_not_allowed_gets_403(sock_path: Path) -> None:
         status, body = ControlClient(sock_path).get("/status")
         assert status == 403
         assert body["error"]["type"] == "Forbidden"
-        raw = exchange(sock_path, b"GET /status HTTP/1.1\r\n\r\n")
+        raw = exchange(sock_path, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
         assert error_of(raw) == (403, "Forbidden")
 
 
@@ -707,7 +736,9 @@ def test_streamed_answer_is_chunked_and_complete(
     client: ControlClient, server: ControlServer
 ) -> None:
     assert b"".join(client.stream("GET", "/export")) == b"".join(EXPORT_CHUNKS)
-    raw = exchange(server.socket_path, b"GET /export HTTP/1.1\r\nConnection: close\r\n\r\n")
+    raw = exchange(
+        server.socket_path, b"GET /export HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     status, headers, body = parse(raw)
     assert status == 200
     assert headers["transfer-encoding"] == "chunked"
@@ -827,3 +858,149 @@ def test_curl_works(server: ControlServer) -> None:
     assert echoed["query"] == {"since": "2h"}
     assert curl("-X", "DELETE", "http://localhost/symbols/BRK%2FB:US") == {"symbol": "BRK/B:US"}
     assert curl("http://localhost/nope")["error"]["type"] == "NotFound"
+
+
+# -- what h11's own test suite is known for ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "expected"),
+    [
+        # obs-fold before any header has nothing to continue: a smuggling shape, refused.
+        (b"GET /status HTTP/1.1\r\n Host: x\r\n\r\n", (400, "BadRequest")),
+        (b"GET /status HTTP/1.1\r\n\tX-A: b\r\nHost: x\r\n\r\n", (400, "BadRequest")),
+        # CL and TE together, in either order and however TE is spelt.
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Length: 5\r\n\r\n0\r\n\r\n",
+            (400, "BadRequest"),
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: CHUNKED\r\n"
+            b"\r\n0\r\n\r\n",
+            (400, "BadRequest"),
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            (501, "NotImplemented"),
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            (501, "NotImplemented"),
+        ),
+        # Duplicate Content-Length that disagree, as two fields or as a list in one.
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 3\r\n\r\n{}",
+            (400, "BadRequest"),
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 2\r\n\r\n{}",
+            (400, "BadRequest"),
+        ),
+        # Header lines without a colon, or with space before it.
+        (b"GET /status HTTP/1.1\r\nHost: x\r\nX-A b\r\n\r\n", (400, "BadRequest")),
+        (b"GET /status HTTP/1.1\r\nHost x\r\n\r\n", (400, "BadRequest")),
+        (b"GET /status HTTP/1.1\r\nHost: x\r\nX-A\t: b\r\n\r\n", (400, "BadRequest")),
+        # An oversized header block made of many small fields (each well under the limit).
+        (
+            b"GET /status HTTP/1.1\r\nHost: x\r\n"
+            + b"X-Pad: "
+            + b"p" * 1000
+            + b"\r\n" * 1
+            + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 900) for i in range(80))
+            + b"\r\n",
+            (431, "HeaderFieldsTooLarge"),
+        ),
+        # HTTP/1.1 without Host (RFC 9112 section 3.2: a server must answer 400).
+        (b"GET /status HTTP/1.1\r\n\r\n", (400, "BadRequest")),
+        # A NUL or a bare CR in a value.
+        (b"GET /status HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", (400, "BadRequest")),
+    ],
+    ids=lambda value: value[:60].decode("latin-1") if isinstance(value, bytes) else str(value),
+)
+def test_h11_suite_shapes_get_json_errors(
+    server: ControlServer, request_bytes: bytes, expected: tuple[int, str]
+) -> None:
+    assert error_of(exchange(server.socket_path, request_bytes)) == expected
+    assert ControlClient(server.socket_path).get("/status")[0] == 200  # still serving
+
+
+def test_missing_host_is_named_in_the_answer(server: ControlServer) -> None:
+    _, _, body = parse(exchange(server.socket_path, b"GET /status HTTP/1.1\r\n\r\n"))
+    assert "Host header" in json.loads(body)["error"]["message"]
+    # HTTP/1.0 needs none.
+    assert parse(exchange(server.socket_path, b"GET /status HTTP/1.0\r\n\r\n"))[0] == 200
+
+
+def test_identical_duplicate_content_lengths_are_one_length(server: ControlServer) -> None:
+    request = (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n"
+        b"Connection: close\r\n\r\n{}"
+    )
+    status, _, body = parse(exchange(server.socket_path, request))
+    assert (status, json.loads(body)["body"]) == (200, {})
+
+
+def test_pipelined_requests_in_one_send_are_all_answered(server: ControlServer) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(3)
+        sock.connect(os.fspath(server.socket_path))
+        sock.sendall(
+            b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+            b"GET /symbols/count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        answers = read_to_eof(sock)
+    assert answers.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert answers.endswith(b'{"count": 3}\n')
+
+
+def test_expect_100_continue_gets_100_then_the_answer(server: ControlServer) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(3)
+        sock.connect(os.fspath(server.socket_path))
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
+        sock.sendall(b"{}")
+        status, _, body = parse(read_to_eof(sock))
+    assert (status, json.loads(body)["body"]) == (200, {})
+
+
+# -- the API version -----------------------------------------------------------------------------
+
+
+def test_routes_live_under_v1_and_the_old_paths_are_deprecated_aliases(
+    server: ControlServer,
+) -> None:
+    versioned = exchange(server.socket_path, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = parse(versioned)
+    assert (status, json.loads(body)) == (200, {"state": "running"})
+    assert headers["crawler-api-version"] == "1"
+    assert "deprecation" not in headers
+    alias = exchange(server.socket_path, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = parse(alias)
+    assert (status, json.loads(body)) == (200, {"state": "running"})
+    assert headers["deprecation"] == "true"
+    assert ControlClient(server.socket_path).delete("/v1/symbols/A:US") == (200, {"symbol": "A:US"})
+
+
+def test_ping_answers_the_api_version_in_a_header(server: ControlServer) -> None:
+    status, headers, body = parse(
+        exchange(server.socket_path, b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    )
+    assert (status, headers["crawler-api-version"]) == (200, "1")
+    assert json.loads(body) == {"pong": True, "api_version": 1}
+    # Errors carry it too, so a client can tell an old daemon from a wrong path.
+    _, headers, _ = parse(exchange(server.socket_path, b"GET /v2/ping HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert headers["crawler-api-version"] == "1"
+
+
+def test_a_route_given_with_its_version_is_the_same_route(sock_path: Path) -> None:
+    control = ControlServer(sock_path)
+    control.route("GET", "/v1/events", _echo)
+    with pytest.raises(ValueError, match="already registered"):
+        control.route("GET", "/events", _echo)

@@ -65,7 +65,7 @@ def _status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
         "    code = exc.code\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
         "    ('pydantic', 'pydantic_settings', 'typer', 'pandas', 'yfinance', 'curl_cffi',\n"
-        "     'apscheduler'))\n"
+        "     'apscheduler', 'h11', 'prometheus_client'))\n"
         "sys.stderr.write(json.dumps({'code': code, 'heavy': heavy}))\n"
     )
     return subprocess.run(

@@ -9,6 +9,7 @@
 Imports only the standard library (and the error tree): `crawler status` must start fast.
 Each request opens its own connection; the CLI makes one or two, so reuse would buy nothing.
 Path segments are sent as given: percent-encode them (urllib.parse.quote(s, safe="")).
+Paths are relative to the API version: "/status" is sent as "/v1/status".
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from crawler.daemon.messages import API_PREFIX
 from crawler.utils import exceptions
 from crawler.utils.exceptions import (
     CrawlerError,
@@ -175,6 +177,8 @@ class ControlClient:
     ) -> http.client.HTTPConnection:
         if not path.startswith("/"):
             raise ValueError(f"control paths start with '/': {path!r}")
+        if not path.startswith(API_PREFIX + "/"):
+            path = API_PREFIX + path
         url = path + ("?" + urlencode(query) if query else "")
         headers = {"Accept": "application/json", "Connection": "close"}
         payload: bytes | None = None

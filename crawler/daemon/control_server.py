@@ -1,8 +1,11 @@
 """HTTP/1.1 with JSON bodies over a Unix socket: the daemon's control interface.
 
-    curl --unix-socket /run/crawler/control.sock http://localhost/status
+    curl --unix-socket /run/crawler/control.sock http://localhost/v1/status
 
-The server is generic; the daemon registers its routes::
+The server is generic; the daemon registers its routes. Each is served under the API version
+prefix (`/v1/status`) and, for one release, at its old unversioned path (`/status`, answered
+with a `Deprecation: true` header). `GET /v1/ping` is built in: it answers `{"pong": true}`, and
+every answer carries the API version in the `Crawler-Api-Version` header::
 
     server = ControlServer(Path("/run/crawler/control.sock"))
     server.route("GET", "/status", lambda request: Response(body={"state": "running"}))
@@ -41,11 +44,14 @@ import socketserver
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from crawler.daemon.http11 import LINGER_S, ConnectionHandler, lingering_close, raw_error_response
 from crawler.daemon.messages import (
+    API_PREFIX,
+    API_VERSION,
     ERROR_STATUS,
     Handler,
     Problem,
@@ -119,14 +125,31 @@ def _compile_path(path: str) -> tuple[str, ...]:
     return segments
 
 
+def _ping(request: Request) -> Response:
+    return Response(body={"pong": True, "api_version": API_VERSION})
+
+
+def _deprecated(handler: Handler) -> Handler:
+    """`handler` for an unversioned alias: the same answer, marked deprecated (RFC 9745)."""
+
+    def alias(request: Request) -> Response:
+        response = handler(request)
+        return replace(response, headers={**response.headers, "Deprecation": "true"})
+
+    return alias
+
+
 class _UnixServer(socketserver.UnixStreamServer):
     """Accepts connections, checks peer credentials and runs each on a bounded thread."""
 
     request_queue_size = 64
 
     def __init__(self, control: ControlServer) -> None:
+        # finish_request builds the ConnectionHandler; the base class's handler type is unused.
         super().__init__(
-            os.fspath(control.socket_path), ConnectionHandler, bind_and_activate=False
+            os.fspath(control.socket_path),
+            socketserver.BaseRequestHandler,
+            bind_and_activate=False,
         )
         self.control = control
         self.client_timeout_s = control.client_timeout_s
@@ -157,6 +180,9 @@ class _UnixServer(socketserver.UnixStreamServer):
         with self._lock:
             self._connections[thread] = conn
         thread.start()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        ConnectionHandler(request, client_address, self).serve()
 
     def _serve(self, conn: socket.socket, creds: PeerCredentials) -> None:
         try:
@@ -246,6 +272,7 @@ class ControlServer:
         self._server: _UnixServer | None = None
         self._thread: threading.Thread | None = None
         self._socket_identity: tuple[int, int] | None = None
+        self.route("GET", "/ping", _ping)
 
     @property
     def socket_path(self) -> Path:
@@ -253,7 +280,8 @@ class ControlServer:
         return self._socket_path
 
     def route(self, method: str, path: str, handler: Handler) -> None:
-        """Answer `method` on `path` with `handler`; `{name}` segments become path_params.
+        """Answer `method` on `/v1{path}` (and `path`) with `handler`; `{name}` segments become
+        path_params. A `path` given with the `/v1` prefix means the same route.
 
         Register routes before `start()`. A literal segment wins over a parameter, so
         "/symbols/count" and "/symbols/{symbol}" can coexist.
@@ -261,10 +289,13 @@ class ControlServer:
         method = method.upper()
         if not method.isalpha():
             raise ValueError(f"bad HTTP method: {method!r}")
-        segments = _compile_path(path)
-        if any(r.method == method and r.segments == segments for r in self._routes):
+        if path.startswith(API_PREFIX + "/"):
+            path = path.removeprefix(API_PREFIX)
+        versioned = _compile_path(API_PREFIX + path)
+        if any(r.method == method and r.segments == versioned for r in self._routes):
             raise ValueError(f"route {method} {path} is already registered")
-        self._routes.append(_Route(method, segments, handler))
+        self._routes.append(_Route(method, versioned, handler))
+        self._routes.append(_Route(method, _compile_path(path), _deprecated(handler)))
 
     def _match(self, method: str, segments: list[str]) -> tuple[Handler, dict[str, str]]:
         """The handler for `method` on the decoded `segments`, or a 404/405 problem."""

@@ -1,15 +1,20 @@
-"""HTTP/1.1 on one control connection: parse requests, call the handler, write JSON answers.
+"""HTTP/1.1 on one control connection: h11 parses and frames, we route and answer in JSON.
 
-`ConnectionHandler` speaks keep-alive HTTP/1.1 (and 1.0) with bounded everything: the body
-(Content-Length or chunked, never both), the query, chunk lines and trailers. Every error is
-answered in JSON (`{"error": {"type": ..., "message": ...}}`), never in HTML. A `Response.stream`
-goes out chunked (to HTTP/1.0: raw, then close). `raw_error_response` and `lingering_close` answer
-and close connections the server refuses before a handler exists.
+`ConnectionHandler` feeds the bytes of one connection to an `h11.Connection` (the sans-I/O
+HTTP/1.1 state machine under httpx and uvicorn), which does the parsing, the framing
+(Content-Length, chunked, keep-alive, HTTP/1.0) and the strictness: request and header lines,
+obs-fold, conflicting Content-Length, unknown transfer codings. On top of it we keep our own
+limits and policy: the body and header-block sizes, at most 100 header fields, Content-Length and
+Transfer-Encoding together refused (h11 would let chunked win), HTTP/1.0 and 1.1 only, ASCII
+targets, and a JSON answer for every error (`{"error": {"type": ..., "message": ...}}`), never
+HTML. A `Response.stream` goes out chunked (to HTTP/1.0: raw, then close).
+`raw_error_response` and `lingering_close` answer and close connections the server refuses before
+a handler exists.
 """
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import json
 import logging
 import re
@@ -17,10 +22,14 @@ import socket
 import time
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import h11
+
 from crawler.daemon.messages import (
+    API_VERSION,
+    API_VERSION_HEADER,
     ERROR_TYPE_BY_STATUS,
     INTERNAL_ERROR,
     Handler,
@@ -35,15 +44,29 @@ from crawler.utils.exceptions import CrawlerError
 if TYPE_CHECKING:
     from crawler.daemon.control_server import _UnixServer
 
-__all__ = ["LINGER_S", "ConnectionHandler", "encode_json", "lingering_close", "raw_error_response"]
+__all__ = [
+    "LINGER_S",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_FIELDS",
+    "ConnectionHandler",
+    "encode_json",
+    "lingering_close",
+    "raw_error_response",
+]
 
 logger = logging.getLogger("crawler.control")
 
+SERVER_NAME = b"crawler-control/1"
+#: The request line and header block together; h11 answers 431 past it.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_FIELDS = 100
 _MAX_QUERY_FIELDS = 100
-#: A header line: a token, a colon, a value; or an obs-fold continuation (SP/HT first).
-_FIELD_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:|[ \t]")
-_MAX_CHUNK_LINE_BYTES = 1024
-_MAX_TRAILER_LINES = 100
+_RECV_BYTES = 65536
+#: Methods some route might serve; any other is 501, like the standard library's server.
+_KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_VERSIONS = frozenset({b"1.0", b"1.1"})
+#: Picks a too-long Content-Length out of a refused head (h11 says only "bad Content-Length").
+_HUGE_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*0*([0-9]{19,})[ \t]*\r?$")
 LINGER_S = 1.0  # how long a refused or finished connection is drained before it is closed
 _LINGER_MAX_BYTES = 1024 * 1024
 
@@ -54,13 +77,23 @@ def encode_json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n"
 
 
+def _error_body(status: int, message: str) -> bytes:
+    error_type = ERROR_TYPE_BY_STATUS.get(status, "HTTPError")
+    return encode_json({"error": {"type": error_type, "message": message}})
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
 def raw_error_response(status: int, message: str) -> bytes:
     """A complete HTTP answer, for connections refused before a handler object exists."""
-    body = encode_json(
-        {"error": {"type": ERROR_TYPE_BY_STATUS.get(status, "HTTPError"), "message": message}}
-    )
+    body = _error_body(status, message)
     head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        f"HTTP/1.1 {status} {_phrase(status)}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
@@ -94,136 +127,124 @@ def lingering_close(conn: socket.socket) -> None:
         conn.close()
 
 
-class _LineRecorder:
-    """Reads through to `stream`, keeping each line read (the request's header lines)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self.lines: list[bytes] = []
-
-    def readline(self, limit: int = -1) -> bytes:
-        line: bytes = self._stream.readline(limit)
-        self.lines.append(line)
-        return line
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
+class _Gone(Exception):
+    """The peer closed, stalled past the timeout, or the socket failed: stop without answering."""
 
 
-class ConnectionHandler(http.server.BaseHTTPRequestHandler):
-    """Parses requests on one connection (keep-alive aware) and answers in JSON, never HTML."""
+class ConnectionHandler:
+    """Serves the requests of one connection (keep-alive aware) and answers in JSON, never HTML."""
 
-    protocol_version = "HTTP/1.1"
-    # Requests without a version would otherwise be HTTP/0.9 and answered with no status line.
-    default_request_version = "HTTP/1.0"
-    server_version = "crawler-control/1"
-    sys_version = ""
+    def __init__(self, conn: socket.socket, peer: PeerCredentials, server: _UnixServer) -> None:
+        self.connection = conn
+        self.peer = peer
+        self.server = server
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        self._head = bytearray()  # the raw bytes of the request head being read, for 414/413
+        self._close = False
+        self._method = "-"
+        self._target = "-"
 
-    server: _UnixServer
+    # -- the connection -----------------------------------------------------------------------
 
-    def version_string(self) -> str:
-        """The Server header, without the base class's trailing Python version."""
-        return self.server_version
-
-    def setup(self) -> None:
-        super().setup()
-        # A client that stalls mid-request is dropped after this long (TimeoutError in the base).
+    def serve(self) -> None:
+        """Answer requests until the peer closes, stalls, errs, or either side asks to close."""
+        # A client that stalls mid-request (or idles between requests) is dropped after this long.
         self.connection.settimeout(self.server.client_timeout_s)
-
-    @property
-    def peer(self) -> PeerCredentials:
-        """Who is on the other end (the server passes SO_PEERCRED as the client address)."""
-        return cast(PeerCredentials, self.client_address)
-
-    def address_string(self) -> str:
-        return f"pid {self.peer.pid} uid {self.peer.uid}"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s: %s", self.address_string(), format % args)
-
-    def log_error(self, format: str, *args: Any) -> None:
-        logger.info("control client %s: %s", self.address_string(), format % args)
-
-    # -- errors -------------------------------------------------------------------------------
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Answer a protocol error (the base class's parser calls this) in JSON, then close."""
-        if self.request_version == "HTTP/0.9":
-            self.request_version = "HTTP/1.0"  # so a status line is written
-        self.log_error("code %d, message %s", code, message)
         try:
-            phrase = HTTPStatus(code).phrase
-        except ValueError:
-            phrase = "error"
-        self._send_problem(Problem(code, message or phrase, close=True))
+            while True:
+                self._close = False
+                # What h11 already holds of the next request counts towards its head.
+                self._head = bytearray(self._h11.trailing_data[0][: MAX_HEADER_BYTES + 1])
+                try:
+                    event = self._next_event(reading_head=True)
+                except h11.RemoteProtocolError as exc:
+                    self._send_problem(self._head_problem(exc))
+                    return
+                if not isinstance(event, h11.Request):
+                    return  # ConnectionClosed: the peer is done
+                oversized = self._oversized_head()
+                if oversized is not None:
+                    self._send_problem(oversized)
+                    return
+                self._handle(event)
+                if self._close or self._h11.our_state is not h11.DONE:
+                    return
+                if self._h11.their_state is not h11.DONE:
+                    return  # the body was not read to its end: the framing is lost
+                self._h11.start_next_cycle()
+        except _Gone:
+            return
 
-    def _send_problem(self, problem: Problem) -> None:
-        error_type = ERROR_TYPE_BY_STATUS.get(problem.status, "HTTPError")
-        body = {"error": {"type": error_type, "message": problem.message}}
-        if problem.close:
-            self.close_connection = True
-        self._send_response(Response(problem.status, body, headers=problem.headers))
+    def _next_event(self, *, reading_head: bool = False) -> Any:
+        while True:
+            event = self._h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            try:
+                data = self.connection.recv(_RECV_BYTES)
+            except OSError as exc:  # TimeoutError included: the stalled client is dropped
+                raise _Gone from exc
+            if reading_head and len(self._head) <= MAX_HEADER_BYTES:
+                self._head += data
+            self._h11.receive_data(data)
 
-    def handle_expect_100(self) -> bool:
-        """Refuse an oversized body before the client sends it, instead of saying 100 Continue."""
-        try:
-            self._check_headers()
-            self._declared_length()
-        except Problem as problem:
-            problem.close = True
-            self._send_problem(problem)
-            return False
-        return super().handle_expect_100()
+    def _oversized_head(self) -> Problem | None:
+        """A head over the limit that h11 parsed anyway (its limit only applies to a head that
+        is still incomplete after a read, and one read can bring a whole oversized head)."""
+        head = bytes(self._head[: MAX_HEADER_BYTES + 4])
+        ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if i >= 0]
+        if ends and min(ends) <= MAX_HEADER_BYTES:
+            return None
+        if b"\n" not in head[:MAX_HEADER_BYTES]:
+            return Problem(414, "the request line is too long", close=True)
+        return Problem(431, f"the request head is over {MAX_HEADER_BYTES} bytes", close=True)
 
-    # -- requests -----------------------------------------------------------------------------
+    def _head_problem(self, exc: h11.RemoteProtocolError) -> Problem:
+        """The answer to a request head h11 refused, in our terms."""
+        status = exc.error_status_hint
+        head = bytes(self._head)
+        if status == 431 and b"\n" not in head:
+            return Problem(414, "the request line is too long", close=True)
+        if "Missing mandatory Host" in str(exc):
+            return Problem(400, "HTTP/1.1 requests need a Host header (any value)", close=True)
+        if status == 400 and _HUGE_LENGTH.search(head):
+            # h11 refuses any length over 20 digits as malformed; it is a well-formed number
+            # far over our limit, and callers see the same 413 as for any other oversized body.
+            return Problem(413, self._too_large(), close=True)
+        if status == 431:
+            return Problem(431, f"the request head is over {MAX_HEADER_BYTES} bytes", close=True)
+        return Problem(status, f"malformed request: {exc}", close=True)
 
-    def parse_request(self) -> bool:
-        # The stdlib parses headers from text in which a bare CR already ends a line, and takes a
-        # "From x" line for an mbox envelope: keep the raw lines so `_check_headers` sees them.
-        # The list fills as the headers are read, so it is complete by `handle_expect_100`.
-        recorder = _LineRecorder(self.rfile)
-        self._raw_header_lines = recorder.lines
-        original, self.rfile = self.rfile, recorder  # type: ignore[assignment]
-        try:
-            return super().parse_request()
-        finally:
-            self.rfile = original
+    def _too_large(self) -> str:
+        return f"the body is over the {self.server.control.max_body_bytes}-byte limit"
 
-    def _check_headers(self) -> None:
-        """Refuse what the standard library's lenient parser lets through: a line that is not
-        `name: value` (no colon, or a bad name) and a CR anywhere but before the final LF."""
-        if getattr(self.headers, "defects", None):
-            raise Problem(400, "a header line is malformed", close=True)
-        for line in getattr(self, "_raw_header_lines", ()):
-            if line in (b"\r\n", b"\n", b""):
-                continue  # the blank line that ends the headers (or EOF)
-            content = line.removesuffix(b"\n").removesuffix(b"\r")
-            if b"\r" in content:
-                raise Problem(400, "a header contains a bare CR", close=True)
-            if not _FIELD_LINE.match(content):
-                shown = content[:60].decode("latin-1")
-                raise Problem(400, f"a header line is not 'name: value': {shown!r}", close=True)
+    # -- one request --------------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def _handle(self, event: h11.Request) -> None:
+        self._method = event.method.decode("ascii")
+        self._target = event.target.decode("ascii")
         control = self.server.control
         try:
-            if len(self.requestline.split()) != 3:
-                raise Problem(400, "the request line needs a method, a path and HTTP/1.x")
-            self._check_headers()
-            raw_path, query = self._split_target()
+            self._check_head(event)
             raw_body = self._read_body()
+            raw_path, query = self._split_target(self._target)
             segments = self._decode_segments(raw_path)
-            handler, params = control._match(self.command, segments)
+            handler, params = control._match(self._method, segments)
             body = self._decode_json(raw_body)
         except Problem as problem:
             self._send_problem(problem)
             return
+        except _Gone:
+            raise
+        headers: dict[str, str] = {}
+        for name, value in event.headers:
+            headers.setdefault(name.decode("ascii"), value.decode("latin-1"))
         request = Request(
-            method=self.command,
+            method=self._method,
             path=raw_path,
             query=query,
             body=body,
-            headers={name.lower(): value for name, value in self.headers.items()},
+            headers=headers,
             peer_uid=self.peer.uid,
             peer_pid=self.peer.pid,
             path_params=params,
@@ -231,15 +252,53 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
         )
         response = self._call(handler, request)
         if self.server.stopping:
-            self.close_connection = True
+            self._close = True
         self._send_response(response)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _dispatch
+    def _check_head(self, event: h11.Request) -> None:
+        """Our policy on top of h11's parsing; every refusal closes (the body is never read)."""
+        if event.http_version not in _VERSIONS:
+            version = event.http_version.decode("ascii")
+            raise Problem(505, f"HTTP/{version} is not supported; use HTTP/1.1", close=True)
+        if self._method not in _KNOWN_METHODS:
+            raise Problem(501, f"method {self._method} is not supported", close=True)
+        if len(event.headers) > MAX_HEADER_FIELDS:
+            raise Problem(431, f"more than {MAX_HEADER_FIELDS} header fields", close=True)
+        names = {name for name, _ in event.headers}
+        if b"transfer-encoding" in names and b"content-length" in names:
+            # h11 lets chunked win, as RFC 9112 allows; refusing both is what stops smuggling
+            # through a proxy that would pick the other one.
+            raise Problem(400, "Transfer-Encoding and Content-Length together", close=True)
+        length = next((int(v) for n, v in event.headers if n == b"content-length"), None)
+        if length is not None and length > self.server.control.max_body_bytes:
+            raise Problem(413, self._too_large(), close=True)
 
-    def _split_target(self) -> tuple[str, dict[str, str]]:
-        target = self.path
-        if not target.isascii():
-            raise Problem(400, "the request target must be ASCII; percent-encode other bytes")
+    def _read_body(self) -> bytes:
+        if self._h11.they_are_waiting_for_100_continue:
+            # Only now, with the head checked: an oversized or malformed request is refused
+            # before the client sends its body.
+            self._send(h11.InformationalResponse(status_code=100, headers=[]))
+        limit = self.server.control.max_body_bytes
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                event = self._next_event()
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                raise Problem(status, f"bad request body: {exc}", close=True) from None
+            if isinstance(event, h11.Data):
+                total += len(event.data)
+                if total > limit:
+                    raise Problem(413, self._too_large(), close=True)
+                parts.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                return b"".join(parts)
+            else:  # ConnectionClosed half-way through the body
+                raise _Gone
+
+    @staticmethod
+    def _split_target(target: str) -> tuple[str, dict[str, str]]:
         if target.startswith(("http://", "https://")):  # absolute-form, legal in HTTP/1.1
             parts = urlsplit(target)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -264,73 +323,6 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
             return [unquote(segment, errors="strict") for segment in raw_path.split("/")[1:]]
         except UnicodeDecodeError:
             raise Problem(400, "the path is not valid UTF-8 once percent-decoded") from None
-
-    def _declared_length(self) -> int | None:
-        """The Content-Length, validated; None when the body is chunked or absent."""
-        limit = self.server.control.max_body_bytes
-        encodings = self.headers.get_all("Transfer-Encoding") or []
-        lengths = self.headers.get_all("Content-Length") or []
-        if encodings:
-            if lengths:  # both at once is how requests get smuggled
-                raise Problem(400, "Transfer-Encoding and Content-Length together", close=True)
-            codings = [c.strip().lower() for value in encodings for c in value.split(",")]
-            if codings != ["chunked"]:
-                raise Problem(501, "only the chunked transfer coding is supported", close=True)
-            return None
-        if not lengths:
-            return None
-        values = {value.strip() for value in lengths}
-        if len(values) != 1:
-            raise Problem(400, "conflicting Content-Length headers", close=True)
-        (value,) = values
-        if not (value.isascii() and value.isdigit()):
-            problem = f"Content-Length must be a non-negative integer, not {value[:40]!r}"
-            raise Problem(400, problem, close=True)
-        # Compare the digit count first: int() of a 10,000-digit string is itself an error.
-        if len(value.lstrip("0")) > 18 or int(value) > limit:
-            raise Problem(413, f"the body is over the {limit}-byte limit", close=True)
-        return int(value)
-
-    def _read_body(self) -> bytes:
-        length = self._declared_length()
-        if length is not None:
-            data = self.rfile.read(length)
-            if len(data) < length:
-                raise Problem(400, "the body ended before Content-Length bytes", close=True)
-            return data
-        if self.headers.get("Transfer-Encoding"):
-            return self._read_chunked()
-        # No length and not chunked: there is no body (RFC 9112 section 6.3).
-        return b""
-
-    def _read_chunked(self) -> bytes:
-        limit = self.server.control.max_body_bytes
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = self.rfile.readline(_MAX_CHUNK_LINE_BYTES + 1)
-            if len(line) > _MAX_CHUNK_LINE_BYTES or not line.endswith(b"\n"):
-                raise Problem(400, "bad chunk-size line", close=True)
-            size_text = line.split(b";", 1)[0].strip()
-            if not size_text or len(size_text) > 16 or size_text.strip(b"0123456789abcdefABCDEF"):
-                raise Problem(400, "bad chunk size", close=True)
-            size = int(size_text, 16)
-            if size == 0:
-                break
-            total += size
-            if total > limit:
-                raise Problem(413, f"the body is over the {limit}-byte limit", close=True)
-            data = self.rfile.read(size)
-            if len(data) < size or self.rfile.read(2) != b"\r\n":
-                raise Problem(400, "a chunk is shorter than its size", close=True)
-            parts.append(data)
-        for _ in range(_MAX_TRAILER_LINES):
-            line = self.rfile.readline(_MAX_CHUNK_LINE_BYTES + 1)
-            if line in (b"\r\n", b"\n"):
-                return b"".join(parts)
-            if not line or len(line) > _MAX_CHUNK_LINE_BYTES:
-                raise Problem(400, "bad chunked trailer", close=True)
-        raise Problem(400, "too many trailer lines", close=True)
 
     @staticmethod
     def _decode_json(raw_body: bytes) -> Any:
@@ -360,7 +352,34 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
             logger.exception("control handler for %s %s failed", request.method, request.path)
             return INTERNAL_ERROR
 
-    # -- responses ----------------------------------------------------------------------------
+    # -- answers ------------------------------------------------------------------------------
+
+    def _send(self, event: Any) -> None:
+        data = self._h11.send(event)
+        if data:
+            try:
+                self.connection.sendall(data)
+            except OSError as exc:
+                raise _Gone from exc
+
+    def _send_problem(self, problem: Problem) -> None:
+        logger.info(
+            "control client pid %d uid %d: %d %s",
+            self.peer.pid, self.peer.uid, problem.status, problem.message,
+        )  # fmt: skip
+        if problem.close:
+            self._close = True
+        if self._h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return  # an answer is already on its way; nothing more can be said
+        body = _error_body(problem.status, problem.message)
+        try:
+            self._send_response(Response(problem.status, text=body.decode("utf-8"),
+                                         content_type="application/json",
+                                         headers=problem.headers))  # fmt: skip
+        except h11.LocalProtocolError:
+            # h11 will not answer a peer it has given up on in some states; say it by hand.
+            with contextlib.suppress(OSError):
+                self.connection.sendall(raw_error_response(problem.status, problem.message))
 
     def _send_response(self, response: Response) -> None:
         try:
@@ -368,24 +387,30 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
         except (TypeError, ValueError):
             # Encode before the status line is written, so a body json cannot take is still a
             # clean 500 rather than a half-sent 200.
-            logger.exception("control response for %s %s is not JSON-able", self.command, self.path)
+            logger.exception(
+                "control response for %s %s is not JSON-able", self._method, self._target
+            )
             response = INTERNAL_ERROR
             payload, content_type = self._encode(response)
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
+        headers: list[tuple[str, str]] = [
+            ("Server", SERVER_NAME.decode()),
+            (API_VERSION_HEADER, str(API_VERSION)),
+            *response.headers.items(),
+        ]
+        headers.append(("Content-Type", content_type))
+        if payload is not None and response.status not in (204, 304):
+            headers.append(("Content-Length", str(len(payload))))
+        if self._close:
+            headers.append(("Connection", "close"))
+        self._send(h11.Response(
+            status_code=response.status, headers=headers, reason=_phrase(response.status)
+        ))  # fmt: skip
         if payload is None and response.stream is not None:
-            self._send_stream(response.stream, content_type)
+            self._send_stream(response.stream)
             return
-        if response.status in (204, 304) or response.status < 200:
-            payload = None
-        else:
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload or b"")))
-        self._send_connection_header()
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
+        if payload and response.status not in (204, 304):
+            self._send(h11.Data(data=payload))
+        self._send(h11.EndOfMessage())
 
     @staticmethod
     def _encode(response: Response) -> tuple[bytes | None, str]:
@@ -396,40 +421,23 @@ class ConnectionHandler(http.server.BaseHTTPRequestHandler):
             return response.text.encode("utf-8"), content_type
         return encode_json(response.body), response.content_type or "application/json"
 
-    def _send_connection_header(self) -> None:
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        elif self.request_version == "HTTP/1.0":
-            self.send_header("Connection", "keep-alive")
-
-    def _send_stream(self, stream: Iterable[bytes], content_type: str) -> None:
-        chunked = self.request_version != "HTTP/1.0"
-        self.send_header("Content-Type", content_type)
-        if chunked:
-            self.send_header("Transfer-Encoding", "chunked")
-        else:
-            self.close_connection = True  # an HTTP/1.0 reader finds the end at EOF
-        self._send_connection_header()
-        self.end_headers()
+    def _send_stream(self, stream: Iterable[bytes]) -> None:
+        # Without a Content-Length h11 frames the body: chunked to HTTP/1.1, raw then close to
+        # HTTP/1.0.
         iterator = iter(stream)
         try:
             for chunk in iterator:
-                if not chunk:
-                    continue  # an empty chunk would end the body early
-                if chunked:
-                    self.wfile.write(b"%X\r\n%s\r\n" % (len(chunk), chunk))
-                else:
-                    self.wfile.write(chunk)
-            if chunked:
-                self.wfile.write(b"0\r\n\r\n")
-        except OSError:
-            self.close_connection = True
-            logger.debug("control client went away during a streamed answer to %s", self.path)
+                if chunk:  # an empty chunk would end the body early
+                    self._send(h11.Data(data=chunk))
+            self._send(h11.EndOfMessage())
+        except _Gone:
+            self._close = True
+            logger.debug("control client went away during a streamed answer to %s", self._target)
         except Exception:
             # Too late for an error status: cut the connection without the last chunk so the
             # client sees an incomplete answer instead of a short file that looks complete.
-            self.close_connection = True
-            logger.exception("streamed answer to %s %s failed", self.command, self.path)
+            self._close = True
+            logger.exception("streamed answer to %s %s failed", self._method, self._target)
         finally:
             close = getattr(iterator, "close", None)
             if callable(close):

@@ -28,6 +28,9 @@ from crawler.utils.exceptions import (
 )
 
 __all__ = [
+    "API_PREFIX",
+    "API_VERSION",
+    "API_VERSION_HEADER",
     "ERROR_STATUS",
     "ERROR_TYPE_BY_STATUS",
     "INTERNAL_ERROR",
@@ -37,6 +40,12 @@ __all__ = [
     "Response",
     "status_for_error",
 ]
+
+API_VERSION = 1
+"""The control API's version: routes live under `API_PREFIX`; an incompatible change bumps it."""
+API_PREFIX = f"/v{API_VERSION}"
+#: Every answer carries the API version (`GET /v1/ping` is the cheap way to read it).
+API_VERSION_HEADER = "Crawler-Api-Version"
 
 ERROR_STATUS: Mapping[type[CrawlerError], int] = MappingProxyType(
     {

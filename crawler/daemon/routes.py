@@ -1,5 +1,9 @@
 """The control API: each route validates its input and calls one `Operations` method.
 
+Every path below is served under `/v1` (`GET /v1/status`); the unversioned paths stay as
+deprecated aliases for one release. `GET /v1/ping` (built into the server) answers the API
+version, also sent with every answer in the `Crawler-Api-Version` header.
+
     GET    /status                      everything `crawler status` shows
     GET    /health                      {"status": "ok", "pid": ...}: cheap, for probes
     POST   /fetch      {"symbols": [...], "fresh": false, "asset_class": null}
