@@ -112,6 +112,8 @@ class FakeService:
         self._thread: threading.Thread | None = None
         self._outage: OutageMode = None
         self._release_hung = threading.Event()
+        self._in_flight = 0
+        self._idle = threading.Condition()
         self.port = port
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -171,6 +173,12 @@ class FakeService:
         with self._log_lock:
             return list(self.requests)
 
+    def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no request is being answered (a slow answer the client gave up on still
+        completes, and is billed, here). False when `timeout_s` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+
     def _record(self, request: FakeRequest) -> None:
         with self._log_lock:
             self.requests.append(request)
@@ -198,7 +206,14 @@ class FakeService:
                     headers={k.lower(): v for k, v in self.headers.items()},
                     body=body,
                 )
-                response = service._dispatch(request)
+                with service._idle:
+                    service._in_flight += 1
+                try:
+                    response = service._dispatch(request)
+                finally:
+                    with service._idle:
+                        service._in_flight -= 1
+                        service._idle.notify_all()
                 if response is None:  # hang: hold the connection open, then drop it
                     service._release_hung.wait(timeout=600)
                     self.close_connection = True

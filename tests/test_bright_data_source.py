@@ -277,28 +277,43 @@ def test_retry_after_past_the_deadline_is_not_waited_for(
     assert_money_matches(fake, ledger)
 
 
+def test_unlocker_errors_are_transient_and_released(
+    fake: BrightDataFake, ledger: BudgetLedger, make_source: Callable[..., BrightDataSource]
+) -> None:
+    fake.faults.set("AAPL:US", error_rate=1.0)
+    with pytest.raises(TransientSourceError):
+        make_source(max_attempts=2).fetch(AAPL)
+    assert outcomes(fake) == ["unbilled:unlocker_error:reject_block"] * 2
+    assert_money_matches(fake, ledger)
+    assert ledger.statistics()["total_cost"] == 0
+
+
 @pytest.mark.parametrize(
     ("knobs", "outcome"),
     [
         ({"status": 503}, "unbilled:forced_503"),
         ({"status": 502}, "unbilled:forced_502"),
-        ({"garbage": True}, "garbage"),  # 200 without x-brd-status-code: cannot tell, not billed
-        ({"error_rate": 1.0}, "unbilled:unlocker_error:reject_block"),
+        ({"garbage": True}, "garbage"),  # 200 without x-brd-status-code
     ],
 )
-def test_server_side_faults_are_transient_and_unbilled(
+def test_answers_that_do_not_prove_no_charge_count_as_spent(
     knobs: dict[str, Any],
     outcome: str,
     fake: BrightDataFake,
     ledger: BudgetLedger,
     make_source: Callable[..., BrightDataSource],
 ) -> None:
+    """Issue 13 item 1: a 5xx without x-brd-error or an answer without x-brd-status-code does
+    not prove Bright Data did not bill; each attempt (retries reserve again) counts as spent."""
     fake.faults.set("AAPL:US", **knobs)
-    with pytest.raises(TransientSourceError):
-        make_source(max_attempts=2).fetch(AAPL)
+    source = make_source(max_attempts=2)
+    with pytest.raises(TransientSourceError, match="counted as spent"):
+        source.fetch(AAPL)
     assert outcomes(fake) == [outcome] * 2
-    assert_money_matches(fake, ledger)
-    assert ledger.statistics()["total_cost"] == 0
+    stats = ledger.statistics()
+    assert stats["open_reservations"] == 0
+    assert stats["billed_cost"] == 2 * COST >= fake.billed_count * COST
+    assert source.statistics()["unknown_outcome"] == 2
 
 
 def test_connection_refused_is_transient(
@@ -333,7 +348,8 @@ def test_deadline_bounds_a_hanging_unlocker(
     assert elapsed_s < 0.8 + 0.4
     assert 2 <= len(fake.log_requests()) <= 4
     assert all(outcome == "hang" for outcome in outcomes(fake))
-    assert ledger.statistics()["total_cost"] == 0  # a timeout after send counts as unbilled
+    # A timeout after sending: Bright Data may still bill it, so each attempt counts as spent.
+    assert ledger.statistics()["total_cost"] == len(fake.log_requests()) * COST
     assert ledger.statistics()["open_reservations"] == 0
 
 
@@ -478,10 +494,11 @@ def test_every_outcome_on_one_ledger_matches_the_fakes_bill(
 
     assert served == 2  # AAPL, and SLOW on its retry
     assert fake.billed_count == 5 and fake.unbilled_count == 5
-    assert_money_matches(fake, ledger)
-    assert ledger.statistics()["billed_cost"] == Decimal("0.0075")
+    # DOWN's two plain 503s prove nothing, so the ledger counts them: 5 billed + 2 unknown.
+    assert ledger.statistics()["billed_cost"] == Decimal("0.0105")
+    assert ledger.statistics()["open_reservations"] == 0
     stats = source.statistics()
-    assert (stats["billed"], stats["unbilled"]) == (fake.billed_count, fake.unbilled_count)
+    assert (stats["billed"], stats["unbilled"], stats["unknown_outcome"]) == (7, 3, 2)
 
 
 # -- the key never leaks ----------------------------------------------------------------------

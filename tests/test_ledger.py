@@ -9,9 +9,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -33,15 +35,32 @@ class FakeNow:
     def __call__(self) -> datetime:
         return self.current
 
+    def monotonic(self) -> float:
+        """The same clock as monotonic seconds: real time moves with the wall clock here."""
+        return self.current.timestamp()
+
+
+class FakeMonotonic:
+    """The system-wide monotonic clock, shared by the ledgers of one simulated boot."""
+
+    def __init__(self) -> None:
+        self.current = 1_000.0
+
+    def __call__(self) -> float:
+        return self.current
+
 
 def budget_for(requests: int, cost: Decimal = COST) -> Decimal:
     return cost * requests
 
 
 def make_ledger(directory: Path, requests: int = 5, now: FakeNow | None = None,
-                timezone: str = "UTC", cost: Decimal = COST) -> BudgetLedger:
+                timezone: str = "UTC", cost: Decimal = COST,
+                mono: Callable[[], float] | None = None) -> BudgetLedger:
+    """A ledger on `now`; real time (the monotonic clock) follows `now` unless `mono` is given."""
+    now = now or FakeNow(NOON)
     return BudgetLedger(directory, budget_for(requests, cost), cost, timezone=timezone,
-                        now=now or FakeNow(NOON))
+                        now=now, clock=mono or now.monotonic, boot_id=lambda: "boot-1")
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
@@ -281,7 +300,7 @@ def test_reservation_of_a_killed_process_stays_spent(tmp_path: Path) -> None:
 # -- days -----------------------------------------------------------------------------------
 
 
-def test_new_day_gives_a_full_budget_without_rollover(tmp_path: Path) -> None:
+def test_new_day_key_without_rollover_but_24_hours_hold_one_budget(tmp_path: Path) -> None:
     now = FakeNow(datetime(2026, 11, 28, 23, 59, 59, tzinfo=UTC))
     ledger = make_ledger(tmp_path, requests=2, now=now)
     late = ledger.reserve()
@@ -289,16 +308,119 @@ def test_new_day_gives_a_full_budget_without_rollover(tmp_path: Path) -> None:
     with pytest.raises(BudgetExhaustedError):
         ledger.reserve()
     now.current = datetime(2026, 11, 29, 0, 0, 0, tzinfo=UTC)
-    assert ledger.can_reserve()
+    assert ledger.day() == "2026-11-29"
     assert ledger.statistics()["requests_used"] == 0
+    # A new day key, but the last 24 hours already hold a day's budget: nothing more yet.
+    assert not ledger.can_reserve()
+    with pytest.raises(BudgetExhaustedError):
+        ledger.reserve()
+    assert ledger.statistics()["budget_remaining"] == Decimal(0)
     # A reservation made yesterday and settled today bills yesterday, not today.
     assert ledger.settle(late)
     assert ledger.statistics()["requests_used"] == 0
+    # 24 hours (and the partial minute) after the spend, the money is back.
+    now.current = datetime(2026, 11, 30, 0, 1, 0, tzinfo=UTC)
     ledger.settle(ledger.reserve())
     ledger.settle(ledger.reserve())
     with pytest.raises(BudgetExhaustedError):
         ledger.reserve()
-    assert ledger.days() == ["2026-11-28", "2026-11-29"]
+    assert ledger.days() == ["2026-11-28", "2026-11-30"]
+
+
+def test_released_money_leaves_the_24_hour_window(tmp_path: Path) -> None:
+    now = FakeNow(datetime(2026, 11, 28, 23, 59, 59, tzinfo=UTC))
+    ledger = make_ledger(tmp_path, requests=2, now=now)
+    first, second = ledger.reserve(), ledger.reserve()
+    ledger.release(first)
+    now.current = datetime(2026, 11, 29, 0, 0, 5, tzinfo=UTC)
+    ledger.release(second)
+    ledger.settle(ledger.reserve())
+    ledger.settle(ledger.reserve())
+    with pytest.raises(BudgetExhaustedError):
+        ledger.reserve()
+
+
+def test_clock_stepping_back_a_day_opens_no_fresh_budget(tmp_path: Path) -> None:
+    """Issue 13: the clock stepped back a day billed 8 in one minute against 4 a day."""
+    now, mono = FakeNow(NOON), FakeMonotonic()
+    ledger = make_ledger(tmp_path, requests=4, now=now, mono=mono)
+    for _ in range(4):
+        ledger.settle(ledger.reserve())
+    now.current = NOON - timedelta(days=1)
+    mono.current += 60
+    assert ledger.day() == "2026-11-28"  # the day key never goes back
+    with pytest.raises(BudgetExhaustedError):
+        ledger.reserve()
+    # A restart (a new ledger object) on the stepped-back clock reads the stored high water.
+    ledger.close()
+    restarted = make_ledger(tmp_path, requests=4, now=now, mono=mono)
+    with pytest.raises(BudgetExhaustedError):
+        restarted.reserve()
+    assert restarted.statistics()["day"] == "2026-11-28"
+    assert restarted.statistics()["requests_billed"] == 4
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Etc/GMT+12", "America/New_York"])
+def test_time_zone_change_mid_day_takes_effect_at_the_next_boundary(
+    tmp_path: Path, zone: str
+) -> None:
+    """Issue 13: BUDGET_TIMEZONE changed mid-day opened a fresh budget (8 billed, 4 allowed)."""
+    now = FakeNow(NOON)
+    ledger = make_ledger(tmp_path, requests=4, now=now)
+    for _ in range(4):
+        ledger.settle(ledger.reserve())
+    ledger.close()
+    now.current = NOON + timedelta(minutes=1)
+    moved = make_ledger(tmp_path, requests=4, now=now, timezone=zone)
+    assert moved.day() == "2026-11-28"  # the UTC day still runs
+    with pytest.raises(BudgetExhaustedError):
+        moved.reserve()
+    assert moved.statistics()["requests_billed"] == 4
+    # Past the UTC midnight the new zone's calendar applies; the window still holds the spend.
+    now.current = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)
+    expected = now.current.astimezone(ZoneInfo(zone)).date()
+    assert moved.day() == max(expected, date(2026, 11, 29)).isoformat() or expected.isoformat() \
+        == "2026-11-28"
+    with pytest.raises(BudgetExhaustedError):
+        moved.reserve()
+    # 24 hours after the spend: one day's budget again, and no more.
+    now.current = NOON + timedelta(days=1, minutes=2)
+    for _ in range(4):
+        moved.settle(moved.reserve())
+    with pytest.raises(BudgetExhaustedError):
+        moved.reserve()
+
+
+def test_spend_in_any_24_hours_never_exceeds_one_days_budget(tmp_path: Path) -> None:
+    """A week of wall-clock steps (back a day, back 13 h, forward 5 h), time-zone changes and a
+    restart before every request, one request every 7 minutes of real time, one reboot: no 24
+    hours of real time hold more than one day's budget."""
+    real = datetime(2026, 11, 28, 20, 0, tzinfo=UTC)
+    zones = ["UTC", "Pacific/Kiritimati", "Etc/GMT+12", "Asia/Kolkata", "America/New_York"]
+    steps = [timedelta(0), timedelta(days=-1), timedelta(hours=-13), timedelta(hours=5)]
+    mono = FakeMonotonic()
+    billed_at: list[datetime] = []
+    budget = 6
+    for i in range(7 * 24 * 60 // 7):
+        real += timedelta(minutes=7)
+        mono.current += 7 * 60
+        boot = "boot-1" if i < 700 else "boot-2"
+        if i == 700:
+            mono.current = 50.0  # rebooted: the monotonic clock starts again
+        now = FakeNow(real + steps[(i // 97) % len(steps)])
+        ledger = BudgetLedger(tmp_path, budget_for(budget), COST, timezone=zones[(i // 61) % 5],
+                              now=now, clock=mono, boot_id=lambda b=boot: b)
+        try:
+            ledger.settle(ledger.reserve())
+        except BudgetExhaustedError:
+            pass
+        else:
+            billed_at.append(real)
+        ledger.close()
+    assert len(billed_at) > budget * 5  # the budget came back day after day
+    for start in billed_at:
+        inside = [t for t in billed_at if start <= t < start + timedelta(hours=24)]
+        assert len(inside) <= budget, (start, inside)
 
 
 @pytest.mark.parametrize(
@@ -331,6 +453,9 @@ def test_dst_spring_forward_day_gets_one_budget(tmp_path: Path) -> None:
     with pytest.raises(BudgetExhaustedError):
         ledger.reserve()
     now.current = datetime(2026, 3, 9, 4, 0, tzinfo=UTC)  # local midnight
+    assert ledger.day() == "2026-03-09"
+    assert not ledger.can_reserve()  # the first request is not 24 hours old yet
+    now.current = datetime(2026, 3, 9, 5, 2, tzinfo=UTC)
     assert ledger.can_reserve()
 
 

@@ -462,10 +462,11 @@ def test_midnight_cron_skips_a_day_after_spring_dst_but_the_budget_is_full_anywa
     ]
 
     # The ledger does not depend on the job: it keys spend by the day in its time zone.
-    now = MutableNow(datetime(2026, 3, 8, 23, 0, tzinfo=NEW_YORK))
+    now = MutableNow(datetime(2026, 3, 8, 0, 30, tzinfo=NEW_YORK))
     ledger = BudgetLedger(
-        tmp_path / "ledger", Decimal("0.003"), Decimal("0.0015"), "America/New_York", now=now
-    )
+        tmp_path / "ledger", Decimal("0.003"), Decimal("0.0015"), "America/New_York", now=now,
+        clock=lambda: now.at.timestamp(),  # real time moves with this test's wall clock
+    )  # fmt: skip
     ledger.record_rollover()  # the job ran on 2026-03-08 (as it did at 00:00)
     ledger.settle(ledger.reserve())
     ledger.settle(ledger.reserve())

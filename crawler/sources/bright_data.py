@@ -1,21 +1,27 @@
 """Bloomberg quotes through Bright Data's Web Unlocker (Direct API), paid per request.
 
 One `fetch` is up to `max_attempts` POSTs to `{endpoint}/request`, all inside `deadline_s`. Each
-attempt first reserves its cost in the `BudgetLedger`, then settles (billed) or releases (not
-billed) that reservation — in a `finally`, so no path leaks one. How each answer is classed:
+attempt first reserves its cost in the `BudgetLedger` (a retry reserves again), then settles or
+releases that reservation — in a `finally`, so no path leaks one. How each answer is classed:
 
-    outer 401 / 400 / other 4xx      SourceConfigError     not billed, not retried
-    outer 429 / 5xx, timeouts,       TransientSourceError  not billed, retried with backoff
-      connection errors, x-brd-error   (RateLimitedError for 429 / sr_rate_limit)
-    x-brd-status-code 404            UnknownSymbolError    billed, not retried
-    x-brd-status-code other ≠ 200    BilledFailureError    billed, not retried
-    200 with a bot wall / no quote   BilledFailureError    billed, logged at ERROR
-    200 with a quote                 the Quote             billed
+    outer 401 / 400 / other 4xx      SourceConfigError     released, not retried
+    outer 429                        RateLimitedError      released, retried with backoff
+    x-brd-error / x-brd-error-code   TransientSourceError  released, retried
+      (any outer status)               (RateLimitedError for sr_rate_limit)
+    refused connection, connect      TransientSourceError  released, retried
+      timeout (nothing was sent)
+    read timeout, reset after        TransientSourceError  SETTLED (outcome unknown), retried
+      sending, 5xx without x-brd-error, 200 without x-brd-status-code
+    x-brd-status-code 404            UnknownSymbolError    settled, not retried
+    x-brd-status-code other ≠ 200    BilledFailureError    settled, not retried
+    200 with a bot wall / no quote   BilledFailureError    settled, logged at ERROR
+    200 with a quote                 the Quote             settled
 
-Bright Data bills when its unlocker reached the target, which we learn from the
-`x-brd-status-code` header. When we cannot tell (a read timeout after the request was sent, an
-answer without that header) the attempt is counted as not billed: we release rather than guess,
-and the daily reconciliation against Bright Data's own usage is the backstop.
+Bright Data bills when its unlocker reached the target, and keeps going when we stop waiting: a
+request slower than our timeout still completes and is billed. So an attempt whose outcome we
+cannot know counts as spent; only an answer that proves no charge (Bright Data's own refusal or
+`x-brd-error`, or a connection that never carried the request) gives the money back. Counting
+a request we were not billed for is the safe side: the budget is a ceiling, not an invoice.
 
 The API key is only ever put in the Authorization header: never in a message, a log line or a
 repr (the tests grep for it).
@@ -62,9 +68,10 @@ _RATE_LIMIT_CODES = frozenset(("sr_rate_limit",))
 
 @dataclass
 class _Billing:
-    """Whether the current attempt reached the target (and so costs money)."""
+    """Whether the current attempt costs money: False (proved free), True (billed) or None
+    (sent, outcome unknown: counted as spent)."""
 
-    billed: bool = False
+    billed: bool | None = False
 
 
 class _PageTooLargeError(Exception):
@@ -137,6 +144,7 @@ class BrightDataSource:
                 "requests",
                 "billed",
                 "unbilled",
+                "unknown_outcome",
                 "retries",
                 "billed_failures",
                 "bot_walls",
@@ -169,8 +177,9 @@ class BrightDataSource:
             self._session.close()
 
     def statistics(self) -> dict[str, Any]:
-        """Counters since start: fetches, successes, failures, requests (attempts sent), billed,
-        unbilled, retries, billed_failures, bot_walls, and last_error (one line or None)."""
+        """Counters since start: fetches, successes, failures, requests (attempts sent), billed
+        (settled, unknown outcomes included), unbilled, unknown_outcome, retries,
+        billed_failures, bot_walls, and last_error (one line or None)."""
         with self._lock:
             return {**self._stats, "last_error": self._last_error}
 
@@ -226,12 +235,14 @@ class BrightDataSource:
             return self._send(symbol, remaining_s, deadline, billing)
         finally:
             # Our own bugs land here too: the reservation is settled or released, never leaked.
-            if billing.billed:
-                self._ledger.settle(reservation)
-                self._bump("billed")
-            else:
+            if billing.billed is False:
                 self._ledger.release(reservation)
                 self._bump("unbilled")
+            else:
+                self._ledger.settle(reservation)
+                self._bump("billed")
+                if billing.billed is None:
+                    self._bump("unknown_outcome")
 
     def _send(
         self, symbol: Symbol, remaining_s: float, deadline: float, billing: _Billing
@@ -242,6 +253,7 @@ class BrightDataSource:
             min(self._read_timeout_s, remaining_s),
         )
         self._bump("requests")
+        billing.billed = None  # from here on the request may reach Bright Data
         try:
             response = self._session.post(
                 self._request_url,
@@ -253,13 +265,14 @@ class BrightDataSource:
                 allow_redirects=False,
             )
         except requests.ConnectTimeout as exc:
+            billing.billed = False  # no connection, nothing sent
             raise TransientSourceError(
                 f"Bright Data did not accept a connection within {timeout[0]:g}s"
             ) from exc
         except requests.ReadTimeout as exc:
-            # The request may have reached Bright Data; we cannot tell, so it counts as unbilled.
+            # Bright Data carries on without us and bills if it reaches the target.
             raise TransientSourceError(
-                f"Bright Data did not answer within {timeout[1]:g}s (counted as not billed)"
+                f"Bright Data did not answer within {timeout[1]:g}s (counted as spent)"
             ) from exc
         except (
             requests.exceptions.MissingSchema,
@@ -267,6 +280,7 @@ class BrightDataSource:
             requests.exceptions.InvalidURL,
             requests.exceptions.InvalidHeader,
         ) as exc:
+            billing.billed = False  # refused before anything was sent
             raise SourceConfigError(
                 f"Bright Data request could not be built: {self._clean(str(exc))}"
             ) from exc
@@ -277,8 +291,14 @@ class BrightDataSource:
                 f"Bright Data: cannot reach {host} ({_connection_reason(exc)}; no network?)"
             ) from exc
         except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            if _never_connected(exc):
+                billing.billed = False
+                outcome = "not sent"
+            else:
+                outcome = "counted as spent"
             raise TransientSourceError(
-                f"Bright Data request failed: {type(exc).__name__}: {self._clean(str(exc))}"
+                f"Bright Data request failed ({outcome}): {type(exc).__name__}: "
+                f"{self._clean(str(exc))}"
             ) from exc
         with response:
             return self._handle(response, symbol, deadline, billing)
@@ -291,6 +311,11 @@ class BrightDataSource:
         brd_error = self._clean(headers.get("x-brd-error", ""))
         retry_after_s = _retry_after_s(headers.get("Retry-After"))
 
+        code = headers.get("x-brd-error-code") or headers.get("x-brd-err-code") or ""
+        target_status = headers.get("x-brd-status-code", "")
+        if brd_error or code or 400 <= status < 500:
+            # Bright Data's own refusal or an unlocker failure: the target was not reached.
+            billing.billed = False
         if status == 401:
             raise self._config_error("Bright Data rejected the API key (HTTP 401); check the key")
         if status == 400:
@@ -301,15 +326,17 @@ class BrightDataSource:
             )
         if status == 429 or (status >= 500 and retry_after_s is not None):
             raise RateLimitedError(f"Bright Data answered HTTP {status}", retry_after_s)
+        if status >= 500 and billing.billed is None:
+            raise TransientSourceError(
+                f"Bright Data answered HTTP {status} without x-brd-error (counted as spent)"
+            )
         if status >= 500:
-            raise TransientSourceError(f"Bright Data answered HTTP {status}")
+            raise TransientSourceError(f"Bright Data answered HTTP {status}: {brd_error or '-'}")
         if status != 200:
             raise self._config_error(
                 f"Bright Data answered HTTP {status} at {self._request_url}; check the endpoint"
             )
 
-        code = headers.get("x-brd-error-code") or headers.get("x-brd-err-code") or ""
-        target_status = headers.get("x-brd-status-code", "")
         if brd_error or code:
             # An unlocker failure: the target was not (successfully) reached, nothing is billed.
             message = f"Bright Data unlocker error {self._clean(code) or '?'}: {brd_error or '-'}"
@@ -318,7 +345,7 @@ class BrightDataSource:
             raise TransientSourceError(message)
         if not target_status.isdigit():
             raise TransientSourceError(
-                "Bright Data answer has no x-brd-status-code (counted as not billed)"
+                "Bright Data answer has no x-brd-status-code (counted as spent)"
             )
 
         billing.billed = True  # the unlocker reached Bloomberg: this attempt is paid for
@@ -383,6 +410,33 @@ class BrightDataSource:
     def _bump(self, counter: str) -> None:
         with self._lock:
             self._stats[counter] += 1
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a requests/urllib3 error proves the request was never sent: the connection was
+    refused or not established (DNS, connect timeout). Anything else may have been sent."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            urllib3.exceptions.NewConnectionError
+            | urllib3.exceptions.ConnectTimeoutError
+            | urllib3.exceptions.NameResolutionError
+            | ConnectionRefusedError,
+        ):
+            return True
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException) and id(reason) not in seen:
+            current = reason
+            continue
+        nested = current.args[0] if current.args else None
+        if isinstance(nested, BaseException) and id(nested) not in seen:
+            current = nested
+            continue
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _retry_after_s(value: str | None) -> float | None:

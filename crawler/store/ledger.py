@@ -7,7 +7,23 @@ processes (the daemon and a CLI ``crawler fetch``) sharing the directory never o
 
 A reservation left open by a crash stays counted as spent: overcounting a request we may have
 paid for is the safe side. Money is keyed by the calendar day in `timezone`, computed from the
-injected `now()`, so a new day starts with a full budget whether or not the midnight job ran.
+injected `now()`, so a new day key starts whether or not the midnight job ran.
+
+Two rules keep a clock or configuration change from opening a fresh budget:
+
+- The day key never goes back. The ledger stores the highest `now()` it has seen and the day it
+  is on (with the instant that day ends); a clock stepped back keeps the stored day, and a
+  `timezone` change takes effect at the stored day's end (the next boundary), never mid-day.
+- Within any 24 hours of real time the spend never exceeds one day's budget. Every reservation
+  is also counted in a rolling window of per-minute buckets (by the reservation's minute,
+  dropped on release), and `reserve()` refuses when the last 24 hours (plus the partial minute,
+  so the window errs on the safe side) hold a day's budget. A new day therefore frees money as
+  the spend of 24 hours before ages out, not all at once at midnight. The window's time is real
+  time, not the wall clock: the stored instant advanced by the system-wide monotonic clock
+  while the boot is the same (``/proc/sys/kernel/random/boot_id``), so wall-clock steps either
+  way move nothing; after a reboot it continues from the later of the wall clock and the
+  stored instant (the monotonic clock stops during suspend, which only makes the window err on
+  the safe side).
 
     >>> import tempfile
     >>> ledger = BudgetLedger(Path(tempfile.mkdtemp()), Decimal("0.03"), Decimal("0.0015"))
@@ -21,9 +37,11 @@ injected `now()`, so a new day starts with a full budget whether or not the midn
 from __future__ import annotations
 
 import os
+import time as _time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
@@ -32,10 +50,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import diskcache
 
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
-from crawler.utils.clock import WallClock, utc_now
+from crawler.utils.clock import MonotonicClock, WallClock, utc_now
 from crawler.utils.exceptions import BudgetExhaustedError, ConfigError, StorageError
 
-__all__ = ["DAYS_KEPT", "BudgetLedger", "Reservation", "micro_from_usd", "usd_from_micro"]
+__all__ = [
+    "DAYS_KEPT",
+    "WINDOW_S",
+    "BudgetLedger",
+    "Reservation",
+    "current_boot_id",
+    "micro_from_usd",
+    "usd_from_micro",
+]
 
 MICRO_PER_USD: Final = 1_000_000
 _ONE_MICRO_USD: Final = Decimal("0.000001")
@@ -43,6 +69,22 @@ _ONE_MICRO_USD: Final = Decimal("0.000001")
 DAYS_KEPT: Final = 31
 _DAY_PREFIX: Final = "day:"
 _ROLLOVER_KEY: Final = "meta:rollover"
+#: {"high_water": ISO instant, "day": ISO date, "day_ends": ISO instant}: see the module doc.
+_CLOCK_KEY: Final = "meta:clock"
+#: {str(epoch minute): micro-dollars reserved in that minute}, the last 24 hours only.
+_WINDOW_KEY: Final = "meta:window"
+#: The rolling window: one day's budget at most per this many seconds of spend.
+WINDOW_S: Final = 86_400
+_BUCKET_S: Final = 60
+_BOOT_ID_FILE: Final = Path("/proc/sys/kernel/random/boot_id")
+
+
+def current_boot_id() -> str:
+    """This boot's id ("" when the system does not say): the monotonic clock's scope."""
+    try:
+        return _BOOT_ID_FILE.read_text().strip()
+    except OSError:
+        return ""
 _WHAT: Final = "budget ledger"
 
 
@@ -116,6 +158,30 @@ class _DayRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _ClockState:
+    """Where the ledger's time stands: the highest wall instant seen and the current day key
+    (the calendar), and the real-time instant with the monotonic reading and boot it was
+    taken at (the 24-hour window)."""
+
+    high_water: datetime
+    day: str
+    day_ends: datetime
+    real: datetime
+    monotonic_s: float
+    boot: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "high_water": self.high_water.isoformat(),
+            "day": self.day,
+            "day_ends": self.day_ends.isoformat(),
+            "real": self.real.isoformat(),
+            "monotonic_s": self.monotonic_s,
+            "boot": self.boot,
+        }
+
+
 class BudgetLedger:
     """The per-day budget, shared by threads and processes through `directory`.
 
@@ -130,6 +196,8 @@ class BudgetLedger:
         cost_per_request_usd: Decimal,
         timezone: str = "UTC",
         now: WallClock = utc_now,
+        clock: MonotonicClock = _time.monotonic,
+        boot_id: Callable[[], str] = current_boot_id,
     ) -> None:
         self._budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
         self._cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
@@ -144,17 +212,98 @@ class BudgetLedger:
             ) from exc
         self._timezone = timezone
         self._now = now
+        self._clock = clock
+        self._boot = boot_id()
         self._directory = Path(directory)
         self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
 
     # -- the day --------------------------------------------------------------------------
 
     def day(self) -> str:
-        """Today's date (ISO) in the budget's time zone, from the injected `now()`."""
+        """Today's day key (ISO date): the budget's time zone's date of `now()`, except that it
+        never goes back and a time-zone change waits for the current day's end."""
+        with storage_errors(_WHAT, self._directory):
+            return self._resolve(self._load_clock())[0].day
+
+    def _aware_now(self) -> datetime:
         current = self._now()
         if not _is_aware(current):
             raise ValueError("now() must return a timezone-aware datetime")
-        return current.astimezone(self._zone).date().isoformat()
+        return current
+
+    def _midnight_after(self, day: date) -> datetime:
+        """The instant `day` ends in the budget's zone (its next local midnight)."""
+        return datetime.combine(day + timedelta(days=1), time(0), tzinfo=self._zone)
+
+    def _resolve(self, stored: _ClockState | None) -> tuple[_ClockState, datetime]:
+        """The clock state for now, and the real-time instant for the 24-hour window.
+
+        Pure: the caller stores the state inside its transaction when it changes money.
+        """
+        now = self._aware_now()
+        reading = self._clock()
+        if stored is None:
+            local = now.astimezone(self._zone).date()
+            state = _ClockState(
+                now, local.isoformat(), self._midnight_after(local), now, reading, self._boot
+            )
+            return state, now
+        if self._boot and stored.boot == self._boot and reading >= stored.monotonic_s:
+            real = stored.real + timedelta(seconds=reading - stored.monotonic_s)
+        else:
+            real = max(now, stored.real)  # another boot: the wall clock is all we have
+        effective = max(now, stored.high_water)
+        if effective < stored.day_ends:
+            day, day_ends = stored.day, stored.day_ends
+        else:
+            local = effective.astimezone(self._zone).date()
+            current = date.fromisoformat(stored.day)
+            if local <= current:
+                # The zone changed westwards: hold the stored day until it ends in the new zone.
+                day, day_ends = stored.day, self._midnight_after(current)
+            else:
+                day, day_ends = local.isoformat(), self._midnight_after(local)
+        return _ClockState(effective, day, day_ends, real, reading, self._boot), real
+
+    def _load_clock(self) -> _ClockState | None:
+        try:
+            raw = self._cache.get(_CLOCK_KEY)
+        except CorruptRecordError as exc:
+            raise self._corrupt("the clock", exc) from exc
+        if raw is None:
+            return None
+        try:
+            state = _ClockState(
+                high_water=datetime.fromisoformat(raw["high_water"]),
+                day=date.fromisoformat(raw["day"]).isoformat(),
+                day_ends=datetime.fromisoformat(raw["day_ends"]),
+                real=datetime.fromisoformat(raw["real"]),
+                monotonic_s=float(raw["monotonic_s"]),
+                boot=str(raw["boot"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise self._corrupt("the clock", exc) from exc
+        if not all(_is_aware(t) for t in (state.high_water, state.day_ends, state.real)):
+            raise self._corrupt("the clock", ValueError("naive instant"))
+        return state
+
+    def _load_window(self, real: datetime) -> dict[str, int]:
+        """The per-minute reservations still inside the window that ends at `real`."""
+        try:
+            raw = self._cache.get(_WINDOW_KEY)
+        except CorruptRecordError as exc:
+            raise self._corrupt("the 24-hour window", exc) from exc
+        if raw is None:
+            return {}
+        oldest = _minute(real) - WINDOW_S // _BUCKET_S
+        try:
+            return {
+                str(int(minute)): int(amount)
+                for minute, amount in dict(raw).items()
+                if int(minute) >= oldest and int(amount) > 0
+            }
+        except (TypeError, ValueError) as exc:
+            raise self._corrupt("the 24-hour window", exc) from exc
 
     # -- reserve / settle / release -------------------------------------------------------
 
@@ -163,22 +312,44 @@ class BudgetLedger:
 
         The hold counts as spent until `settle()` (billed) or `release()` (not billed).
         """
-        today = self.day()
-        reservation = Reservation(id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro)
         with storage_errors(_WHAT, self._directory), self._cache.transact():
+            clock, real = self._resolve(self._load_clock())
+            today = clock.day
             record, is_new = self._load_day(today)
+            window = self._load_window(real)
+            window_micro = sum(window.values())
             if record.used_micro + self._cost_micro > self._budget_micro:
                 raise BudgetExhaustedError(
                     current_usage=record.used_count,
                     budget_limit=self.requests_allowed,
                     cost_spent=usd_from_micro(record.used_micro),
                 )
+            if window_micro + self._cost_micro > self._budget_micro:
+                raise BudgetExhaustedError(
+                    current_usage=record.used_count,
+                    budget_limit=self.requests_allowed,
+                    cost_spent=usd_from_micro(window_micro),
+                    message=(
+                        f"daily budget exhausted: the last 24 hours hold "
+                        f"${usd_from_micro(window_micro)} of ${usd_from_micro(self._budget_micro)}"
+                        "; money comes back as that spend turns 24 hours old, "
+                        "or raise TOTAL_BUDGET"
+                    ),
+                )
+            reservation = Reservation(
+                id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro
+            )
+            minute = _minute(real)
             record.open[reservation.id] = {
                 "amount_micro": reservation.amount_micro,
                 "pid": os.getpid(),
-                "created": self._now().isoformat(),
+                "created": clock.high_water.isoformat(),
+                "minute": minute,
             }
+            window[str(minute)] = window.get(str(minute), 0) + reservation.amount_micro
             self._store_day(today, record)
+            self._cache.set(_WINDOW_KEY, window)
+            self._cache.set(_CLOCK_KEY, clock.to_json())
             if is_new:
                 # The first reservation of a day is a natural moment to forget old days.
                 self._prune(date.fromisoformat(today))
@@ -209,13 +380,33 @@ class BudgetLedger:
                 # The stored amount is what was held, even if the config changed since.
                 record.billed_micro += int(entry["amount_micro"])
                 record.billed_count += 1
+            else:
+                self._unwindow(entry)
             self._store_day(reservation.day, record)
         return True
 
+    def _unwindow(self, entry: dict[str, Any]) -> None:
+        """Take a released reservation back out of the 24-hour window (inside a transaction)."""
+        minute = entry.get("minute")
+        if not isinstance(minute, int):
+            return  # written before the window existed: nothing was added
+        _, real = self._resolve(self._load_clock())
+        window = self._load_window(real)
+        key = str(minute)
+        if key in window:
+            window[key] = max(0, window[key] - int(entry["amount_micro"]))
+            if not window[key]:
+                del window[key]
+            self._cache.set(_WINDOW_KEY, window)
+
     def can_reserve(self) -> bool:
-        """Whether one more request fits today (a hint: `reserve()` is the atomic check)."""
-        record, _ = self._read_day(self.day())
-        return record.used_micro + self._cost_micro <= self._budget_micro
+        """Whether one more request fits today and in the last 24 hours (a hint: `reserve()` is
+        the atomic check)."""
+        with storage_errors(_WHAT, self._directory):
+            clock, real = self._resolve(self._load_clock())
+            record, _ = self._load_day(clock.day)
+            window_micro = sum(self._load_window(real).values())
+        return max(record.used_micro, window_micro) + self._cost_micro <= self._budget_micro
 
     # -- roll-over and status -------------------------------------------------------------
 
@@ -224,10 +415,11 @@ class BudgetLedger:
 
         The budget itself needs no reset: a new day key starts empty.
         """
-        today = self.day()
         with storage_errors(_WHAT, self._directory), self._cache.transact():
-            self._cache.set(_ROLLOVER_KEY, {"at": self._now().isoformat(), "day": today})
-            self._prune(date.fromisoformat(today))
+            clock, _ = self._resolve(self._load_clock())
+            self._cache.set(_CLOCK_KEY, clock.to_json())
+            self._cache.set(_ROLLOVER_KEY, {"at": clock.high_water.isoformat(), "day": clock.day})
+            self._prune(date.fromisoformat(clock.day))
 
     @property
     def cost_per_request_usd(self) -> Decimal:
@@ -245,10 +437,14 @@ class BudgetLedger:
         `total_cost` is billed spend plus open reservations (what counts against the budget);
         `billed_cost` and `reserved_cost` are its two parts. `requests_used` likewise counts
         billed requests plus open reservations; `requests_billed` only the former.
+        `window_cost` is what the last 24 hours hold; `budget_remaining` is the smaller of what
+        is left today and what is left in that window.
         """
-        today = self.day()
-        record, _ = self._read_day(today)
         with storage_errors(_WHAT, self._directory):
+            clock, real = self._resolve(self._load_clock())
+            today = clock.day
+            record, _ = self._load_day(today)
+            window_micro = sum(self._load_window(real).values())
             rollover = self._cache.get(_ROLLOVER_KEY)
         used_micro = record.used_micro
         # A zero budget counts as fully used from the start.
@@ -262,7 +458,11 @@ class BudgetLedger:
             "reserved_cost": usd_from_micro(record.reserved_micro),
             "budget_total": usd_from_micro(self._budget_micro),
             "budget_used_pct": used_pct,
-            "budget_remaining": usd_from_micro(max(0, self._budget_micro - used_micro)),
+            "budget_remaining": usd_from_micro(
+                max(0, self._budget_micro - max(used_micro, window_micro))
+            ),
+            "window_cost": usd_from_micro(window_micro),
+            "day_ends": clock.day_ends.isoformat(),
             "cost_per_request": usd_from_micro(self._cost_micro),
             "requests_used": record.used_count,
             "requests_allowed": self.requests_allowed,
@@ -287,10 +487,6 @@ class BudgetLedger:
         self._cache.close()
 
     # -- storage --------------------------------------------------------------------------
-
-    def _read_day(self, day: str) -> tuple[_DayRecord, bool]:
-        with storage_errors(_WHAT, self._directory):
-            return self._load_day(day)
 
     def _load_day(self, day: str) -> tuple[_DayRecord, bool]:
         """The day's record and whether it is new (absent). Corruption is a StorageError:
@@ -333,6 +529,11 @@ class BudgetLedger:
                 continue
             if day < oldest_kept:
                 self._cache.delete(key)
+
+
+def _minute(instant: datetime) -> int:
+    """The epoch minute of an aware instant (the window's bucket)."""
+    return int(instant.timestamp()) // _BUCKET_S
 
 
 def _is_aware(value: datetime) -> bool:

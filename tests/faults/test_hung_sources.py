@@ -116,7 +116,12 @@ def test_a_collection_returns_within_its_deadline(
         ledger.close()
     stats = BudgetLedger(tmp_path / "ledger", 1_000 * COST, COST).statistics()
     assert stats["open_reservations"] == 0
-    assert stats["requests_billed"] == market.bright_data.billed_count == len(SYMBOLS)
+    assert market.bright_data.billed_count == len(SYMBOLS)
+    # The warm-up's quotes, plus every attempt the fault left without an answer: Bright Data
+    # may bill those, so the ledger counts them (issue 13 item 1).
+    faulted = sources[0].statistics()["unknown_outcome"]  # type: ignore[attr-defined]
+    assert faulted >= len(SYMBOLS)
+    assert stats["requests_billed"] == len(SYMBOLS) + faulted
 
 
 def test_the_daemon_answers_while_a_hung_collection_runs(
