@@ -84,8 +84,10 @@ class Backend:
             out = RedisLedger(self._redis(), self._dir("ledger-local", node), budget, COST,
                               timezone=timezone, now=self.clocks.wall)  # fmt: skip
         else:  # one directory for every "node": that is what embedded sharing means
+            # Real time (the monotonic clock) moves with the test's clock: one simulated boot.
             out = BudgetLedger(self._dir("ledger"), budget, COST, timezone=timezone,
-                               now=self.clocks.wall)  # fmt: skip
+                               now=self.clocks.wall, clock=self.clocks.epoch,
+                               boot_id=lambda: "boot-1")  # fmt: skip
         self._closers.append(out.close)
         return out
 
@@ -195,24 +197,75 @@ def test_ledger_statistics_keep_the_seed_keys(backend: Backend) -> None:
     seed_keys = {"total_cost", "budget_used_pct", "budget_remaining", "requests_used",
                  "requests_allowed", "day"}  # fmt: skip
     assert seed_keys <= set(stats)
-    assert set(backend.ledger(requests=4).statistics()) >= set(
-        BudgetLedger(backend.tmp / "keys", COST, COST).statistics()
-    )
     assert stats["requests_allowed"] == 4
     assert stats["day"] == "2026-03-02"
 
 
-def test_ledger_a_new_day_has_a_full_budget(backend: Backend) -> None:
+#: Issue 13 (money under faults) changed the ledger's semantics after the Redis backend landed:
+#: issue 12 adopts them in RedisLedger and then drops this mark (strict: it fails once it holds).
+ISSUE_13_SEMANTICS = "RedisLedger has not adopted issue 13's 24 h window and day key yet"
+
+
+def issue_13(request: pytest.FixtureRequest, backend: Backend) -> None:
+    if backend.name == "redis":
+        request.node.add_marker(pytest.mark.xfail(reason=ISSUE_13_SEMANTICS, strict=True))
+
+
+def test_ledger_statistics_keys_match_the_embedded_ledger(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    issue_13(request, backend)
+    assert set(backend.ledger(requests=4).statistics()) >= set(
+        BudgetLedger(backend.tmp / "keys", COST, COST).statistics()
+    )
+
+
+def test_ledger_a_new_day_key_but_24_hours_hold_one_budget(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    issue_13(request, backend)
     ledger = backend.ledger(requests=2)
+    backend.clocks.advance(11 * 3600 + 59 * 60)  # 23:59 UTC
     ledger.settle(ledger.reserve())
     ledger.settle(ledger.reserve())
     assert not ledger.can_reserve()
-    backend.clocks.advance(12 * 3600)  # midnight UTC
+    backend.clocks.advance(60)  # midnight UTC: a new day key ...
     assert ledger.day() == "2026-03-03"
+    assert ledger.statistics()["requests_used"] == 0
+    assert not ledger.can_reserve()  # ... but the last 24 hours already hold a day's budget
+    backend.clocks.advance(24 * 3600)
     assert ledger.can_reserve()
     ledger.reserve()
     assert ledger.statistics()["requests_used"] == 1
-    assert "2026-03-02" in ledger.days() and "2026-03-03" in ledger.days()
+    assert "2026-03-02" in ledger.days() and "2026-03-04" in ledger.days()
+
+
+def test_ledger_clock_stepped_back_opens_no_fresh_budget(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    issue_13(request, backend)
+    ledger = backend.ledger(requests=2)
+    ledger.settle(ledger.reserve())
+    ledger.settle(ledger.reserve())
+    backend.clocks.advance(-24 * 3600)  # the wall clock steps back a day (real time does too
+    # here, which only makes it harder: the stored high water must hold the day)
+    assert ledger.day() == "2026-03-02"
+    assert not ledger.can_reserve()
+    with pytest.raises(BudgetExhaustedError):
+        ledger.reserve()
+
+
+def test_ledger_time_zone_change_waits_for_the_day_end(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    issue_13(request, backend)
+    ledger = backend.ledger(requests=2)
+    ledger.settle(ledger.reserve())
+    ledger.settle(ledger.reserve())
+    moved = backend.ledger(requests=2, timezone="Pacific/Kiritimati")  # already 03-03 there
+    assert moved.day() == "2026-03-02"
+    with pytest.raises(BudgetExhaustedError):
+        moved.reserve()
 
 
 def test_ledger_day_is_in_the_budget_time_zone(backend: Backend) -> None:

@@ -285,7 +285,14 @@ class BrightDataSource:
                 f"Bright Data request could not be built: {self._clean(str(exc))}"
             ) from exc
         except requests.ConnectionError as exc:
+            if not _never_connected(exc):
+                # A reset after sending: Bright Data may have run (and billed) the request.
+                raise TransientSourceError(
+                    f"Bright Data connection lost after sending (counted as spent): "
+                    f"{self._clean(str(exc))}"
+                ) from exc
             # Refused or unresolvable: nothing was sent, so nothing can be billed.
+            billing.billed = False
             host = urllib3.util.parse_url(self._request_url).host or "it"
             raise TransientSourceError(
                 f"Bright Data: cannot reach {host} ({_connection_reason(exc)}; no network?)"
