@@ -1,44 +1,47 @@
-"""Prometheus metrics: text exposition format 0.0.4, built from the daemon's status document.
+"""Prometheus metrics by prometheus_client: a collector over the status document, the recorder's
+histograms and counters, the `process_*` collector, and a capped loopback HTTP port.
 
     recorder = MetricsRecorder()                        # what status does not count itself
     recorder.record_fetch("bright_data", "success", 0.42)
     recorder.record_breaker_transition("yfinance", "closed", "open")  # a breaker callback
-    text = render_metrics(ops.status(), recorder)       # GET /metrics
-    server = MetricsHTTPServer(lambda: render_metrics(ops.status(), recorder), port=9108)
+    registry = build_registry(ops.status, recorder)     # + process_* (memory, CPU, fds)
+    text = exposition(registry)                         # GET /v1/metrics on the control socket
+    server = MetricsHTTPServer(registry, port=9108)
     server.start()                                      # 127.0.0.1 only; server.stop() later
 
 One source of truth: every figure that `Operations.status()` holds (budget, cache, per-source
-requests, breaker states, scheduler counters, tracked symbols) is rendered from the status
-document, so `crawler status` and `/metrics` cannot disagree. The recorder adds only what status
-lacks (fetch durations, breaker transitions by from/to, job runs by job); its `snapshot()` is
-JSON-safe and belongs in the status document under "metrics", where `render_metrics` looks
-when no recorder is passed.
+requests, breaker states, collections, tracked symbols and their quotes' ages) is read from the
+status document at scrape time by `StatusCollector`, so `crawler status` and `/metrics` cannot
+disagree. The recorder holds prometheus_client Histogram and Counter objects for what status
+lacks: fetch durations, breaker transitions, job runs, errors and misses by job.
 
 Families (a sample is left out, never invented, when status does not know the figure):
 
     crawler_build_info{version,python}                  gauge, always 1
-    process_start_time_seconds                          gauge, epoch s (daemon.started_at)
-    crawler_source_requests_total{source,outcome}       counter; outcome success|failure|skipped
+    crawler_source_requests_total{source,outcome}       counter; outcome success|failure
+    crawler_source_skipped_total{source}                counter; requests not made (breaker
+                                                        open, budget spent, not configured,
+                                                        symbol unmappable)
     crawler_fetch_duration_seconds{source}              histogram of upstream calls
-    crawler_breaker_state{source,state}                 gauge, 1 for the current state, else 0,
-                                                        for each of closed|open|half_open
+    crawler_breaker_state{source,state}                 gauge, 1 for the current state, else 0
     crawler_breaker_transitions_total{source,from,to}   counter
-    crawler_breaker_rejections_total{source}            counter; calls refused by an open breaker
+    crawler_breaker_rejections_total{source}            counter
     crawler_budget_{remaining,spent,total}_usd          gauges; today's budget (resets daily)
     crawler_budget_requests_used / _allowed             gauges; today's paid requests
-    crawler_cache_hits_total / crawler_cache_misses_total   counters (this process)
-    crawler_cache_hit_ratio                             gauge 0..1 (0 before any lookup)
-    crawler_cache_entries                               gauge; fresh entries stored
-    crawler_stale_served_total                          counter; last-known quotes served stale
+    crawler_cache_hits_total / crawler_cache_misses_total   counters (hit ratio: rate() them)
+    crawler_cache_entries                               gauge
+    crawler_stale_served_total                          counter
     crawler_symbols_tracked                             gauge
+    crawler_quote_age_seconds{symbol}                   gauge; age of each tracked symbol's
+                                                        last quote (alert on staleness)
     crawler_last_successful_collection_timestamp_seconds   gauge, epoch s
-    crawler_collections_total{outcome}                  counter; outcome success|failure
+    crawler_collections_total{outcome}                  counter; success|failure
     crawler_quotes_collected_total                      counter
-    crawler_collection_errors_total                     counter; symbols that failed in collections
-    crawler_job_runs_total{job}                         counter; scheduler job runs by job id
-    crawler_job_errors_total / crawler_job_missed_total counters; scheduler job errors, misses
+    crawler_collection_errors_total                     counter; symbols that failed
+    crawler_job_runs_total{job} / _errors_total{job} / _missed_total{job}   counters
+    process_*                                           the daemon's memory, CPU, fds, start time
 
-Standard library only; nothing here imports the fetchers or the stores.
+Nothing here imports the fetchers or the stores; `crawler status` never imports this module.
 """
 
 from __future__ import annotations
@@ -47,12 +50,23 @@ import logging
 import math
 import platform
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, ThreadingWSGIServer
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from crawler import __version__
 from crawler.utils.exceptions import ConfigError, DaemonError
@@ -63,212 +77,150 @@ __all__ = [
     "DEFAULT_DURATION_BUCKETS_S",
     "MetricsHTTPServer",
     "MetricsRecorder",
+    "StatusCollector",
+    "build_registry",
+    "exposition",
     "render_metrics",
 ]
 
 log = logging.getLogger("crawler.metrics")
 
-#: The Content-Type of the exposition (text format 0.0.4).
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# prometheus_client would add a `_created` sample to every counter and histogram; the scrape
+# already says when a series appeared, and they would double the exposition. (Process-wide:
+# the daemon has no other prometheus_client user.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+#: The Content-Type of the exposition (text format 0.0.4, what every Prometheus understands).
+CONTENT_TYPE: Final = CONTENT_TYPE_PLAIN_0_0_4
 #: Upper bounds (seconds) of the fetch-duration buckets; +Inf is implied. A Bright Data page
 #: takes 1-10 s, a yfinance chart well under one; the quote deadline caps both near 30 s.
 DEFAULT_DURATION_BUCKETS_S: Final[tuple[float, ...]] = (
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    20.0,
-    30.0,
-    60.0,
-)
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)  # fmt: skip
 #: The states `crawler_breaker_state` has a sample for (CircuitBreaker's BreakerState values).
 BREAKER_STATES: Final[tuple[str, ...]] = ("closed", "open", "half_open")
-#: The status keys of a source's usage, by the `outcome` label they are rendered under.
-_REQUEST_OUTCOMES: Final = (
-    ("success", "successes"),
-    ("failure", "failures"),
-    ("skipped", "skipped"),
-)
-_INF_LABEL: Final = "+Inf"
+
+Status = Mapping[str, Any]
 
 
 def _state_name(state: object) -> str:
     """A breaker state as text: BreakerState (a StrEnum) and plain strings alike."""
-    value = getattr(state, "value", state)
-    return str(value)
+    return str(getattr(state, "value", state))
 
 
 class MetricsRecorder:
-    """Thread-safe counters for what the status document does not hold.
+    """prometheus_client histograms and counters for what the status document does not hold.
 
-    `record_breaker_transition` has the signature of CircuitBreaker's `on_state_change`
-    callback, so it can be passed as `on_breaker_change=recorder.record_breaker_transition`.
-    `now_s` (epoch seconds) is injected for tests; `start_time_s` is taken from it once.
+    Thread-safe (prometheus_client's metrics are). `record_breaker_transition` has the signature
+    of CircuitBreaker's `on_state_change` callback. The metrics live in `registry`, a private
+    CollectorRegistry (never prometheus_client's global one, so two recorders never collide).
     """
 
-    def __init__(
-        self,
-        buckets_s: Sequence[float] = DEFAULT_DURATION_BUCKETS_S,
-        *,
-        now_s: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, buckets_s: Sequence[float] = DEFAULT_DURATION_BUCKETS_S) -> None:
         bounds = [float(b) for b in buckets_s]
         if not bounds or any(not math.isfinite(b) for b in bounds) or bounds != sorted(set(bounds)):
             raise ConfigError(
                 f"histogram buckets {list(buckets_s)!r} must be finite, distinct and ascending, "
                 "e.g. (0.1, 0.5, 1.0)"
             )
-        self._bounds_s: tuple[float, ...] = tuple(bounds)
-        self.start_time_s = float(now_s())
-        self._lock = threading.Lock()
-        # Everything below is read and written only with `_lock` held.
-        self._requests: dict[str, dict[str, int]] = {}
-        # Per source: per-bucket (not cumulative) counts, the last slot being +Inf; sum; count.
-        self._buckets: dict[str, list[int]] = {}
-        self._sum_s: dict[str, float] = {}
-        self._transitions: dict[tuple[str, str, str], int] = {}
-        self._job_runs: dict[str, int] = {}
-
-    @property
-    def buckets_s(self) -> tuple[float, ...]:
-        """The finite bucket upper bounds, in seconds."""
-        return self._bounds_s
+        self.buckets_s: tuple[float, ...] = tuple(bounds)
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._fetch = Histogram(
+            "crawler_fetch_duration_seconds",
+            "Duration of upstream quote fetches that ran, per source, in seconds.",
+            ["source"], buckets=bounds, registry=reg,
+        )  # fmt: skip
+        self._transitions = Counter(
+            "crawler_breaker_transitions",
+            "Circuit breaker state changes per source, by from and to state.",
+            ["source", "from", "to"], registry=reg,
+        )  # fmt: skip
+        self._job_runs = Counter(
+            "crawler_job_runs", "Scheduler job runs, by job id.", ["job"], registry=reg
+        )
+        self._job_errors = Counter(
+            "crawler_job_errors", "Scheduler job runs that raised an error, by job id.",
+            ["job"], registry=reg,
+        )  # fmt: skip
+        self._job_missed = Counter(
+            "crawler_job_missed",
+            "Scheduler job runs missed or skipped (late, or the previous run still going), "
+            "by job id.",
+            ["job"], registry=reg,
+        )  # fmt: skip
 
     def record_fetch(self, source: str, outcome: str, duration_s: float) -> None:
         """One upstream call to `source` that ran (not one a breaker refused) and took
-        `duration_s` seconds. Suggested outcomes: success, failure, excluded (an error that says
-        nothing about the source's health). A negative or non-finite duration counts as 0, so a
-        clock hiccup cannot poison the histogram's sum."""
+        `duration_s` seconds. The outcome is counted by status; a negative or non-finite
+        duration counts as 0, so a clock hiccup cannot poison the histogram's sum."""
+        del outcome  # status counts successes and failures; the histogram needs only the time
         if not (math.isfinite(duration_s) and duration_s > 0):
             duration_s = 0.0
-        slot = next(
-            (i for i, bound in enumerate(self._bounds_s) if duration_s <= bound),
-            len(self._bounds_s),
-        )
-        with self._lock:
-            per_outcome = self._requests.setdefault(source, {})
-            per_outcome[outcome] = per_outcome.get(outcome, 0) + 1
-            buckets = self._buckets.setdefault(source, [0] * (len(self._bounds_s) + 1))
-            buckets[slot] += 1
-            self._sum_s[source] = self._sum_s.get(source, 0.0) + duration_s
+        self._fetch.labels(source=source).observe(duration_s)
 
     def record_breaker_transition(self, source: str, old: object, new: object) -> None:
         """A breaker of `source` moved from `old` to `new` (BreakerState values or strings)."""
-        key = (source, _state_name(old), _state_name(new))
-        with self._lock:
-            self._transitions[key] = self._transitions.get(key, 0) + 1
+        self._transitions.labels(source, _state_name(old), _state_name(new)).inc()
 
     def record_job_run(self, job: str) -> None:
-        """A scheduler job ran (whatever its outcome; errors are counted by the scheduler)."""
-        with self._lock:
-            self._job_runs[job] = self._job_runs.get(job, 0) + 1
+        """A scheduler job ran (whatever its outcome)."""
+        self._job_runs.labels(job=job).inc()
+
+    def record_job_error(self, job: str) -> None:
+        """A scheduler job raised (or reported) an error."""
+        self._job_errors.labels(job=job).inc()
+
+    def record_job_missed(self, job: str) -> None:
+        """A scheduler job missed its run time, or was skipped because it was still running."""
+        self._job_missed.labels(job=job).inc()
+
+    def record_job_problem(self, job: str, kind: str) -> None:
+        """The scheduler's observer: `kind` is "error" or "missed"."""
+        if kind == "error":
+            self.record_job_error(job)
+        else:
+            self.record_job_missed(job)
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters as JSON-safe values (for the status document's "metrics" key):
+        """The recorder's figures as JSON-safe values (the status document's "metrics" key):
 
-        {"start_time_s": 1.7e9,
-         "fetch_requests": {source: {outcome: n}},
-         "fetch_duration_seconds": {source: {"buckets": {"0.05": n, ..., "+Inf": n},
-                                             "sum": s, "count": n}},   # buckets cumulative
+        {"fetch_duration_seconds": {source: {"count": n, "sum": s}},
          "breaker_transitions": [{"source", "from", "to", "count"}],
-         "job_runs": {job: n}}
+         "job_runs": {job: n}, "job_errors": {job: n}, "job_missed": {job: n}}
         """
-        with self._lock:
-            requests = {source: dict(counts) for source, counts in self._requests.items()}
-            raw = {source: list(counts) for source, counts in self._buckets.items()}
-            sums = dict(self._sum_s)
-            transitions = sorted(self._transitions.items())
-            job_runs = dict(self._job_runs)
-        labels = [_format_value(bound) for bound in self._bounds_s] + [_INF_LABEL]
-        durations: dict[str, Any] = {}
-        for source in sorted(raw):
-            cumulative: dict[str, int] = {}
-            running = 0
-            for label, count in zip(labels, raw[source], strict=True):
-                running += count
-                cumulative[label] = running
-            durations[source] = {"buckets": cumulative, "sum": sums[source], "count": running}
+        durations: dict[str, dict[str, float]] = {}
+        transitions: list[dict[str, Any]] = []
+        jobs: dict[str, dict[str, int]] = {"job_runs": {}, "job_errors": {}, "job_missed": {}}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == "crawler_fetch_duration_seconds_count":
+                    durations.setdefault(sample.labels["source"], {})["count"] = int(sample.value)
+                elif sample.name == "crawler_fetch_duration_seconds_sum":
+                    durations.setdefault(sample.labels["source"], {})["sum"] = sample.value
+                elif sample.name == "crawler_breaker_transitions_total":
+                    transitions.append({**sample.labels, "count": int(sample.value)})
+                elif sample.name.endswith("_total") and sample.name[8:-6] in jobs:
+                    jobs[sample.name[8:-6]][sample.labels["job"]] = int(sample.value)
         return {
-            "start_time_s": self.start_time_s,
-            "fetch_requests": {source: requests[source] for source in sorted(requests)},
-            "fetch_duration_seconds": durations,
-            "breaker_transitions": [
-                {"source": source, "from": old, "to": new, "count": count}
-                for (source, old, new), count in transitions
-            ],
-            "job_runs": {job: job_runs[job] for job in sorted(job_runs)},
+            "fetch_duration_seconds": dict(sorted(durations.items())),
+            "breaker_transitions": sorted(
+                transitions, key=lambda t: (t["source"], t["from"], t["to"])
+            ),
+            **{key: dict(sorted(counts.items())) for key, counts in jobs.items()},
         }
 
 
-# -- the exposition ----------------------------------------------------------------------------
-
-_Labels = Mapping[str, str]
+# -- the status document as families ------------------------------------------------------------
 
 
-class _Exposition:
-    """Families in the order they are declared; one HELP and one TYPE line per name."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-        self._names: set[str] = set()
-        self._current = ""
-
-    def family(self, name: str, kind: str, help_text: str) -> None:
-        if name in self._names:  # a programming error: one family per name
-            raise ValueError(f"metric family {name} declared twice")
-        self._names.add(name)
-        self._current = name
-        self._lines.append(f"# HELP {name} {_escape_help(help_text)}")
-        self._lines.append(f"# TYPE {name} {kind}")
-
-    def sample(
-        self, value: float | int | None, labels: _Labels | None = None, suffix: str = ""
-    ) -> None:
-        if value is None:
-            return
-        name = self._current + suffix
-        if labels:
-            body = ",".join(f'{key}="{_escape_label(str(val))}"' for key, val in labels.items())
-            name = f"{name}{{{body}}}"
-        self._lines.append(f"{name} {_format_value(value)}")
-
-    def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _format_value(value: float | int) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
-
-
-def _number(value: Any) -> float | int | None:
-    """A status figure as a number: ints stay ints, Decimal strings ("5.49") become floats,
-    anything missing or unreadable becomes None (its sample is left out)."""
+def _number(value: Any) -> float | None:
+    """A status figure as a number: Decimal strings ("5.49") too; anything missing or
+    unreadable is None (its sample is left out)."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if not math.isnan(value) else None
+    if isinstance(value, int | float):
+        return float(value) if not math.isnan(value) else None
     try:
         number = Decimal(str(value))
     except (InvalidOperation, ValueError):
@@ -277,268 +229,351 @@ def _number(value: Any) -> float | int | None:
 
 
 def _timestamp_s(value: Any) -> float | None:
-    """An ISO 8601 datetime (as status holds them) or epoch number as epoch seconds."""
-    if value is None:
+    """An aware ISO 8601 datetime (as status holds them) as epoch seconds."""
+    if not isinstance(value, str):
         return None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:  # status always writes aware datetimes; never guess a zone
-            return None
-        return parsed.timestamp()
-    number = _number(value)
-    return float(number) if number is not None else None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.timestamp() if parsed.tzinfo is not None else None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _section(status: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
+def _section(status: Status, *path: str) -> Mapping[str, Any]:
     node: Mapping[str, Any] = status
     for key in path:
         node = _mapping(node.get(key))
     return node
 
 
-def render_metrics(status: Mapping[str, Any], recorder: MetricsRecorder | None = None) -> str:
-    """The Prometheus text exposition (format 0.0.4) of `status` (what `Operations.status()`
-    returns) plus the recorder's counters: `recorder.snapshot()` if a recorder is given, else
-    `status["metrics"]` (where the daemon puts that snapshot). Every family is always declared;
-    a sample whose figure is unknown is left out."""
-    rec = recorder.snapshot() if recorder is not None else _mapping(status.get("metrics"))
-    out = _Exposition()
-    _render_process(out, status, rec)
-    _render_sources(out, status, rec)
-    _render_breakers(out, status, rec)
-    _render_budget(out, status)
-    _render_cache(out, status)
-    _render_scheduler(out, status, rec)
-    return out.text()
+def _gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc)
+    if (number := _number(value)) is not None:
+        family.add_metric([], number)
+    return family
 
 
-def _render_process(out: _Exposition, status: Mapping[str, Any], rec: Mapping[str, Any]) -> None:
+def _counter(name: str, doc: str, value: Any) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc)
+    if (number := _number(value)) is not None:
+        family.add_metric([], number)
+    return family
+
+
+class StatusCollector(Collector):
+    """A custom collector: the families derived from `status()` (called once per scrape)."""
+
+    def __init__(self, status: Callable[[], Status]) -> None:
+        self._status = status
+
+    def describe(self) -> list[Metric]:
+        # The families do not depend on the figures: describing with an empty status avoids
+        # building a real one when the collector is registered.
+        return list(_families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _families(self._status())
+
+
+def _families(status: Status) -> Iterator[Metric]:
     daemon = _section(status, "daemon")
-    out.family("crawler_build_info", "gauge", "Build information; always 1.")
-    version = daemon.get("version") or __version__
-    out.sample(1, {"version": str(version), "python": platform.python_version()})
-    out.family(
-        "process_start_time_seconds",
-        "gauge",
-        "When the daemon started, in seconds since the Unix epoch.",
+    info = GaugeMetricFamily(
+        "crawler_build_info", "Build information; always 1.", labels=["version", "python"]
     )
-    started = _timestamp_s(daemon.get("started_at"))
-    out.sample(started if started is not None else _number(rec.get("start_time_s")))
+    info.add_metric([str(daemon.get("version") or __version__), platform.python_version()], 1)
+    yield info
+    yield from _source_families(status)
+    yield from _breaker_families(_section(status, "breakers"))
+    yield from _budget_families(_section(status, "budget"))
+    yield from _cache_families(status)
+    yield from _collection_families(status)
 
 
-def _render_sources(out: _Exposition, status: Mapping[str, Any], rec: Mapping[str, Any]) -> None:
-    out.family(
-        "crawler_source_requests_total",
-        "counter",
-        "Quote requests per source: success, failure, or skipped (breaker open, budget spent, "
-        "not configured, symbol unmappable).",
+def _source_families(status: Status) -> Iterator[Metric]:
+    requests = CounterMetricFamily(
+        "crawler_source_requests",
+        "Quote requests made to each source, by outcome (success or failure).",
+        labels=["source", "outcome"],
     )
-    sources = status.get("sources")
-    if isinstance(sources, Mapping):
-        for source in sorted(sources):
-            usage = _mapping(sources[source])
-            for outcome, key in _REQUEST_OUTCOMES:
-                out.sample(_number(usage.get(key)), {"source": source, "outcome": outcome})
-    else:  # no status figures: what the recorder saw is the next best thing
-        for source, per_outcome in sorted(_mapping(rec.get("fetch_requests")).items()):
-            for outcome, count in sorted(_mapping(per_outcome).items()):
-                out.sample(_number(count), {"source": source, "outcome": outcome})
-
-    out.family(
-        "crawler_fetch_duration_seconds",
-        "histogram",
-        "Duration of upstream quote fetches that ran, per source, in seconds.",
+    skipped = CounterMetricFamily(
+        "crawler_source_skipped",
+        "Quote requests not made to a source: breaker open, budget spent, not configured, or "
+        "the symbol has no form there.",
+        labels=["source"],
     )
-    for source, hist in sorted(_mapping(rec.get("fetch_duration_seconds")).items()):
-        hist = _mapping(hist)
-        for le, count in _mapping(hist.get("buckets")).items():
-            out.sample(_number(count), {"source": source, "le": str(le)}, "_bucket")
-        out.sample(_number(hist.get("sum")), {"source": source}, "_sum")
-        out.sample(_number(hist.get("count")), {"source": source}, "_count")
+    sources = _mapping(status.get("sources"))
+    for source in sorted(sources):
+        usage = _mapping(sources[source])
+        for outcome, key in (("success", "successes"), ("failure", "failures")):
+            if (number := _number(usage.get(key))) is not None:
+                requests.add_metric([source, outcome], number)
+        if (number := _number(usage.get("skipped"))) is not None:
+            skipped.add_metric([source], number)
+    yield requests
+    yield skipped
 
 
-def _render_breakers(out: _Exposition, status: Mapping[str, Any], rec: Mapping[str, Any]) -> None:
-    breakers = _section(status, "breakers")
-    out.family(
+def _breaker_families(breakers: Mapping[str, Any]) -> Iterator[Metric]:
+    state_family = GaugeMetricFamily(
         "crawler_breaker_state",
-        "gauge",
         "Circuit breaker state per source: 1 for the current state, 0 for the others.",
+        labels=["source", "state"],
     )
-    for source in sorted(breakers):
-        current = _mapping(breakers[source]).get("state")
-        if current is None:
-            continue
-        states = list(BREAKER_STATES)
-        if current not in states:  # a state we do not know still shows up as current
-            states.append(str(current))
-        for state in states:
-            out.sample(1 if state == current else 0, {"source": source, "state": state})
-    out.family(
-        "crawler_breaker_transitions_total",
-        "counter",
-        "Circuit breaker state changes per source, by from and to state.",
-    )
-    transitions = rec.get("breaker_transitions")
-    for entry in transitions if isinstance(transitions, list) else []:
-        item = _mapping(entry)
-        labels = {
-            "source": str(item.get("source", "")),
-            "from": str(item.get("from", "")),
-            "to": str(item.get("to", "")),
-        }
-        out.sample(_number(item.get("count")), labels)
-    out.family(
-        "crawler_breaker_rejections_total",
-        "counter",
+    rejections = CounterMetricFamily(
+        "crawler_breaker_rejections",
         "Calls a circuit breaker refused (open, or a half-open trial already in flight).",
+        labels=["source"],
     )
     for source in sorted(breakers):
-        out.sample(_number(_mapping(breakers[source]).get("total_rejections")), {"source": source})
+        breaker = _mapping(breakers[source])
+        current = breaker.get("state")
+        if current is not None:
+            states = list(BREAKER_STATES)
+            if current not in states:  # a state we do not know still shows up as current
+                states.append(str(current))
+            for state in states:
+                state_family.add_metric([source, state], 1 if state == current else 0)
+        if (number := _number(breaker.get("total_rejections"))) is not None:
+            rejections.add_metric([source], number)
+    yield state_family
+    yield rejections
 
 
-def _render_budget(out: _Exposition, status: Mapping[str, Any]) -> None:
-    budget = _section(status, "budget")
-    for name, key, help_text in (
-        ("crawler_budget_remaining_usd", "budget_remaining", "Today's Bright Data budget left."),
-        (
-            "crawler_budget_spent_usd",
-            "total_cost",
-            "Today's Bright Data spend, billed plus reserved for requests in flight.",
-        ),
-        ("crawler_budget_total_usd", "budget_total", "The daily Bright Data budget."),
-        (
-            "crawler_budget_requests_used",
-            "requests_used",
-            "Paid requests counted against today's budget (billed plus in flight).",
-        ),
-        (
-            "crawler_budget_requests_allowed",
-            "requests_allowed",
-            "Paid requests a full day's budget buys at the current cost.",
-        ),
-    ):
-        out.family(name, "gauge", help_text + " Resets at midnight in the budget time zone.")
-        out.sample(_number(budget.get(key)))
+_BUDGET: Final = (
+    ("crawler_budget_remaining_usd", "budget_remaining", "Today's Bright Data budget left."),
+    (
+        "crawler_budget_spent_usd",
+        "total_cost",
+        "Today's Bright Data spend, billed plus reserved for requests in flight.",
+    ),
+    ("crawler_budget_total_usd", "budget_total", "The daily Bright Data budget."),
+    (
+        "crawler_budget_requests_used",
+        "requests_used",
+        "Paid requests counted against today's budget (billed plus in flight).",
+    ),
+    (
+        "crawler_budget_requests_allowed",
+        "requests_allowed",
+        "Paid requests a full day's budget buys at the current cost.",
+    ),
+)
 
 
-def _render_cache(out: _Exposition, status: Mapping[str, Any]) -> None:
+def _budget_families(budget: Mapping[str, Any]) -> Iterator[Metric]:
+    for name, key, doc in _BUDGET:
+        yield _gauge(name, doc + " Resets at midnight in the budget time zone.", budget.get(key))
+
+
+def _cache_families(status: Status) -> Iterator[Metric]:
     cache = _section(status, "cache")
-    hits, misses = _number(cache.get("hits")), _number(cache.get("misses"))
-    out.family(
-        "crawler_cache_hits_total", "counter", "Quote cache lookups that found a fresh quote."
+    yield _counter(
+        "crawler_cache_hits", "Quote cache lookups that found a fresh quote.", cache.get("hits")
     )
-    out.sample(hits)
-    out.family("crawler_cache_misses_total", "counter", "Quote cache lookups that found none.")
-    out.sample(misses)
-    out.family(
-        "crawler_cache_hit_ratio",
-        "gauge",
-        "Cache hits over lookups since the daemon started (0 before the first lookup).",
-    )
-    if hits is not None and misses is not None:
-        lookups = hits + misses
-        out.sample(hits / lookups if lookups else 0.0)
-    out.family(
-        "crawler_cache_entries", "gauge", "Fresh-quote entries in the cache, expired or not."
-    )
-    out.sample(_number(cache.get("size")))
-    out.family(
-        "crawler_stale_served_total",
-        "counter",
+    yield _counter("crawler_cache_misses", "Quote cache lookups that found none.",
+                   cache.get("misses"))  # fmt: skip
+    yield _gauge(
+        "crawler_cache_entries", "Fresh-quote entries in the cache, expired or not.",
+        cache.get("size"),
+    )  # fmt: skip
+    yield _counter(
+        "crawler_stale_served",
         "Last-known quotes served stale because no source could serve a fresh one.",
+        status.get("stale_served"),
     )
-    out.sample(_number(status.get("stale_served")))
 
 
-def _render_scheduler(out: _Exposition, status: Mapping[str, Any], rec: Mapping[str, Any]) -> None:
+def _collection_families(status: Status) -> Iterator[Metric]:
     state = _section(status, "scheduler", "scheduler_state")
     metrics = _section(status, "scheduler", "collection_metrics")
-    out.family("crawler_symbols_tracked", "gauge", "Symbols on the watchlist.")
     symbols = status.get("symbols")
-    out.sample(len(symbols) if isinstance(symbols, list) else _number(state.get("symbols_tracked")))
-    out.family(
+    tracked = len(symbols) if isinstance(symbols, list) else state.get("symbols_tracked")
+    yield _gauge("crawler_symbols_tracked", "Symbols on the watchlist.", tracked)
+    ages = GaugeMetricFamily(
+        "crawler_quote_age_seconds",
+        "Age of each tracked symbol's last known quote (its source time), in seconds; no "
+        "sample before the first quote.",
+        labels=["symbol"],
+    )
+    for entry in symbols if isinstance(symbols, list) else []:
+        entry = _mapping(entry)
+        age_s = _number(entry.get("age_s"))
+        if age_s is not None and entry.get("symbol"):
+            ages.add_metric([str(entry["symbol"])], age_s)
+    yield ages
+    yield _gauge(
         "crawler_last_successful_collection_timestamp_seconds",
-        "gauge",
         "When the last successful collection started, in seconds since the Unix epoch.",
+        _timestamp_s(metrics.get("last_success_at")),
     )
-    out.sample(_timestamp_s(metrics.get("last_success_at")))
-    out.family("crawler_collections_total", "counter", "Collections of the watchlist, by outcome.")
-    out.sample(_number(metrics.get("successful_collections")), {"outcome": "success"})
-    out.sample(_number(metrics.get("failed_collections")), {"outcome": "failure"})
-    _counter(
-        out,
-        metrics,
-        "total_quotes_collected",
-        "crawler_quotes_collected_total",
-        "Quotes collected by collections.",
+    collections = CounterMetricFamily(
+        "crawler_collections", "Collections of the watchlist, by outcome.", labels=["outcome"]
     )
-    _counter(
-        out,
-        metrics,
-        "total_errors",
-        "crawler_collection_errors_total",
-        "Symbols that failed within collections.",
-    )
-    out.family("crawler_job_runs_total", "counter", "Scheduler job runs, by job id.")
-    for job, count in sorted(_mapping(rec.get("job_runs")).items()):
-        out.sample(_number(count), {"job": job})
-    _counter(
-        out,
-        metrics,
-        "job_errors",
-        "crawler_job_errors_total",
-        "Scheduler job runs that raised an error.",
-    )
-    _counter(
-        out,
-        metrics,
-        "missed_runs",
-        "crawler_job_missed_total",
-        "Scheduler job runs missed or skipped (late, or the previous run still going).",
-    )
+    for outcome, key in (("success", "successful_collections"), ("failure", "failed_collections")):
+        if (number := _number(metrics.get(key))) is not None:
+            collections.add_metric([outcome], number)
+    yield collections
+    yield _counter("crawler_quotes_collected", "Quotes collected by collections.",
+                   metrics.get("total_quotes_collected"))  # fmt: skip
+    yield _counter("crawler_collection_errors", "Symbols that failed within collections.",
+                   metrics.get("total_errors"))  # fmt: skip
 
 
-def _counter(
-    out: _Exposition, section: Mapping[str, Any], key: str, name: str, help_text: str
-) -> None:
-    out.family(name, "counter", help_text)
-    out.sample(_number(section.get(key)))
+# -- registries and the exposition ---------------------------------------------------------------
 
 
-# -- the loopback TCP port --------------------------------------------------------------------
+class _Forward(Collector):
+    """Collects another registry's metrics into this one (the recorder's)."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self._source.collect()
+
+
+def build_registry(
+    status: Callable[[], Status],
+    recorder: MetricsRecorder | None = None,
+    *,
+    process: bool = False,
+) -> CollectorRegistry:
+    """A registry of the status families, the recorder's metrics and (with `process`) the
+    `process_*` collector of this process."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatusCollector(status))
+    if recorder is not None:
+        registry.register(_Forward(recorder.registry))
+    if process:
+        ProcessCollector(registry=registry)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> str:
+    """The text exposition (format 0.0.4) of `registry`."""
+    return generate_latest(registry).decode("utf-8")
+
+
+def render_metrics(status: Status, recorder: MetricsRecorder | None = None) -> str:
+    """The exposition of a fixed `status` (what `Operations.status()` returns) and `recorder`
+    (an empty one when None, so every family is declared)."""
+    return exposition(build_registry(lambda: status, recorder or MetricsRecorder()))
+
+
+# -- the loopback TCP port -----------------------------------------------------------------------
 
 _LOOPBACK: Final = "127.0.0.1"
 
 
+class _Handler(WSGIRequestHandler):
+    """prometheus_client's silent handler, with a socket timeout: an idle or stalled client is
+    dropped after `timeout` seconds (StreamRequestHandler applies it to the connection)."""
+
+    timeout = 10.0
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics %s: " + format, self.address_string(), *args)
+
+
+class _CappedServer(ThreadingWSGIServer):
+    """prometheus_client's threading WSGI server with at most `max_connections` at once; the
+    next one is closed at once instead of getting a thread (a scraper never needs many)."""
+
+    allow_reuse_address = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[_Handler], max_connections: int
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("metrics port busy (%d connections); closing one", self.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _app(render: Callable[[], str]) -> Callable[..., Iterable[bytes]]:
+    """The WSGI app: GET or HEAD /metrics answers the exposition; other paths 404, other
+    methods 405, a failing render 500 (logged). None of them stops the server."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def answer(
+            status: str, body: bytes, content_type: str, *extra: tuple[str, str]
+        ) -> list[bytes]:
+            headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra]
+            start_response(status, headers)
+            return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+        text_type = "text/plain; charset=utf-8"
+        if environ.get("PATH_INFO") != "/metrics":
+            return answer("404 Not Found", b"not found; metrics are at /metrics\n", text_type)
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
+            return answer(
+                "405 Method Not Allowed", b"only GET /metrics\n", text_type, ("Allow", "GET, HEAD")
+            )
+        try:
+            body = render().encode("utf-8")
+        except Exception:  # a scrape must never take the server down
+            log.exception("rendering metrics failed")
+            return answer("500 Internal Server Error", b"rendering metrics failed\n", text_type)
+        return answer("200 OK", body, CONTENT_TYPE)
+
+    return app
+
+
 class MetricsHTTPServer:
     """Serves GET /metrics on 127.0.0.1:`port` (never another interface) from `source`: a
-    callable returning the exposition text, or a MetricsRecorder (rendered without status).
+    registry, a MetricsRecorder, or a callable returning the exposition text.
 
-    `port` 0 asks the OS for a free port (see `.port` once started); the daemon builds this
-    server only when `settings.metrics_port` is not 0, which means "off". `start()` raises
-    DaemonError when the port cannot be bound. Other paths answer 404, other methods 405, and a
-    failing `source` 500 (logged); none of them stops the server.
+    prometheus_client's `start_http_server` with two guarantees added by subclassing its server:
+    at most `max_connections` connections at once, and each dropped after `client_timeout_s`
+    of silence. `port` 0 asks the OS for a free port (see `.port` once started); the daemon
+    builds this server only when `settings.metrics_port` is not 0, which means "off". `start()`
+    raises DaemonError when the port cannot be bound.
     """
 
-    def __init__(self, source: MetricsRecorder | Callable[[], str], port: int) -> None:
+    def __init__(
+        self,
+        source: CollectorRegistry | MetricsRecorder | Callable[[], str],
+        port: int,
+        *,
+        max_connections: int = 16,
+        client_timeout_s: float = 10.0,
+    ) -> None:
         if isinstance(port, bool) or not 0 <= port <= 65535:
             raise ConfigError(f"METRICS_PORT {port!r} must be 0 to 65535 (0 = off)")
+        if max_connections < 1 or client_timeout_s <= 0:
+            raise ValueError("max_connections >= 1 and client_timeout_s > 0")
         if isinstance(source, MetricsRecorder):
-            recorder = source
-            self._render: Callable[[], str] = lambda: render_metrics({}, recorder)
+            registry = build_registry(dict, source)
+            self._render: Callable[[], str] = lambda: exposition(registry)
+        elif isinstance(source, CollectorRegistry):
+            given = source
+            self._render = lambda: exposition(given)
         else:
             self._render = source
         self._requested_port = port
-        self._server: ThreadingHTTPServer | None = None
+        self.max_connections = max_connections
+        self.client_timeout_s = client_timeout_s
+        self._server: _CappedServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -557,18 +592,26 @@ class MetricsHTTPServer:
         """Bind and serve on a background thread. A no-op when already started."""
         if self._server is not None:
             return
+        timeout_s = self.client_timeout_s
+
+        class Handler(_Handler):
+            timeout = timeout_s
+
         try:
-            server = ThreadingHTTPServer((_LOOPBACK, self._requested_port), _handler(self._render))
+            server = _CappedServer(
+                (_LOOPBACK, self._requested_port), Handler, self.max_connections
+            )
         except OSError as exc:
             raise DaemonError(
                 f"cannot serve metrics on {_LOOPBACK}:{self._requested_port} ({exc.strerror}); "
                 "choose a free METRICS_PORT, or 0 to turn the metrics port off"
             ) from exc
-        server.daemon_threads = True
+        server.set_app(_app(self._render))
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, name="crawler-metrics", daemon=True
-        )
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="crawler-metrics",
+            daemon=True,
+        )  # fmt: skip
         self._thread.start()
         log.info("metrics on %s", self.url)
 
@@ -590,54 +633,3 @@ class MetricsHTTPServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def _handler(render: Callable[[], str]) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "crawler-metrics"
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            self._answer(with_body=True)
-
-        def do_HEAD(self) -> None:
-            self._answer(with_body=False)
-
-        def _answer(self, *, with_body: bool) -> None:
-            if self.path.split("?", 1)[0] != "/metrics":
-                self._send(404, b"not found; metrics are at /metrics\n", with_body=with_body)
-                return
-            try:
-                body = render().encode("utf-8")
-            except Exception:  # a scrape must never take the server down
-                log.exception("rendering metrics failed")
-                self._send(500, b"rendering metrics failed; see the daemon log\n", with_body)
-                return
-            self._send(200, body, with_body, CONTENT_TYPE)
-
-        def _refuse(self) -> None:
-            self.close_connection = True  # the request body, if any, is left unread
-            self._send(405, b"only GET /metrics\n", True, extra=(("Allow", "GET, HEAD"),))
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
-
-        def _send(
-            self,
-            status: int,
-            body: bytes,
-            with_body: bool,
-            content_type: str = "text/plain; charset=utf-8",
-            extra: Iterable[tuple[str, str]] = (),
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in extra:
-                self.send_header(key, value)
-            self.end_headers()
-            if with_body:
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("metrics %s: " + format, self.address_string(), *args)
-
-    return Handler

@@ -30,6 +30,8 @@ from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from crawler.config import Settings
     from crawler.markets.hours import MarketHours
     from crawler.metrics import MetricsRecorder
@@ -131,6 +133,7 @@ class Operations:
         # Concurrent status requests share one build (see `status`).
         self._status_lock = threading.Lock()
         self._status_building: Future[dict[str, Any]] | None = None
+        self._metrics_registry: CollectorRegistry | None = None
 
     @classmethod
     def offline(cls, settings: Settings) -> Operations:
@@ -340,6 +343,21 @@ class Operations:
     def config(self) -> dict[str, Any]:
         """The effective configuration, secrets masked."""
         return dict(jsonable(self.settings.public_dict()))
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The Prometheus registry: status families, the recorder's metrics, process_*."""
+        if self._metrics_registry is None:
+            from crawler.metrics import build_registry  # prometheus_client: daemon-only
+
+            self._metrics_registry = build_registry(self.status, self.metrics, process=True)
+        return self._metrics_registry
+
+    def metrics_text(self) -> str:
+        """The Prometheus text exposition of `metrics_registry` (GET /v1/metrics)."""
+        from crawler.metrics import exposition
+
+        return exposition(self.metrics_registry)
 
     # -- history ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
-"""Prometheus metrics: the exposition is parsed back with prometheus_client's own parser and
-compared with the status document it was rendered from.
+"""Prometheus metrics (prometheus_client): the exposition is parsed back with prometheus_client's
+own parser and compared with the status document it was collected from.
 
 The status comes from real parts: a HybridDataSource over a real ledger, cache and sources in
 tmp_path talking to the fake market over HTTP, a DataScheduler collecting once, and
@@ -39,6 +39,8 @@ from crawler.metrics import (
     DEFAULT_DURATION_BUCKETS_S,
     MetricsHTTPServer,
     MetricsRecorder,
+    build_registry,
+    exposition,
     render_metrics,
 )
 from crawler.normalizer.schemas import Quote
@@ -62,8 +64,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: Every family render_metrics declares, with its type.
 FAMILIES = {
     "crawler_build_info": "gauge",
-    "process_start_time_seconds": "gauge",
     "crawler_source_requests_total": "counter",
+    "crawler_source_skipped_total": "counter",
     "crawler_fetch_duration_seconds": "histogram",
     "crawler_breaker_state": "gauge",
     "crawler_breaker_transitions_total": "counter",
@@ -75,10 +77,10 @@ FAMILIES = {
     "crawler_budget_requests_allowed": "gauge",
     "crawler_cache_hits_total": "counter",
     "crawler_cache_misses_total": "counter",
-    "crawler_cache_hit_ratio": "gauge",
     "crawler_cache_entries": "gauge",
     "crawler_stale_served_total": "counter",
     "crawler_symbols_tracked": "gauge",
+    "crawler_quote_age_seconds": "gauge",
     "crawler_last_successful_collection_timestamp_seconds": "gauge",
     "crawler_collections_total": "counter",
     "crawler_quotes_collected_total": "counter",
@@ -86,6 +88,15 @@ FAMILIES = {
     "crawler_job_runs_total": "counter",
     "crawler_job_errors_total": "counter",
     "crawler_job_missed_total": "counter",
+}
+#: What prometheus_client's process collector adds in the daemon (Linux).
+PROCESS_FAMILIES = {
+    "process_virtual_memory_bytes": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_cpu_seconds_total": "counter",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
 }
 
 
@@ -108,7 +119,7 @@ def has_sample(text: str, name: str) -> bool:
     return any(s.name == name for s in parse(text))
 
 
-def check_structure(text: str) -> None:
+def check_structure(text: str, families: dict[str, str] = FAMILIES) -> None:
     """One HELP and one TYPE per family, HELP first; every sample belongs to the family above
     it; counters' samples end in _total; histogram samples are _bucket/_sum/_count."""
     assert text.endswith("\n")
@@ -136,8 +147,8 @@ def check_structure(text: str) -> None:
                 assert name == current, line
             if kind == "counter":
                 assert name.endswith("_total"), line
-    assert declared == FAMILIES
-    assert helped == set(FAMILIES)
+    assert declared == families
+    assert helped == set(families)
 
 
 # -- the world: real components against the fake market --------------------------------------
@@ -261,7 +272,7 @@ def world(tmp_path: Path, settings: Settings) -> Iterator[World]:
             status = ops.status()
             # The lead's wiring: the recorder's snapshot rides along in the status document.
             status["metrics"] = recorder.snapshot()
-            text = render_metrics(status)
+            text = render_metrics(status, recorder)
             yield World(market, recorder, ops, hybrid, scheduler, status, text)
         finally:
             scheduler.stop()
@@ -309,9 +320,8 @@ def test_cache_matches_status(world: World) -> None:
     assert value(text, "crawler_cache_hits_total") == cache["hits"]
     assert value(text, "crawler_cache_misses_total") == cache["misses"]
     assert value(text, "crawler_cache_entries") == cache["size"] == 6
-    ratio = value(text, "crawler_cache_hit_ratio")
-    assert ratio == pytest.approx(cache["hit_rate_pct"] / 100, abs=1e-4)
-    assert ratio == cache["hits"] / (cache["hits"] + cache["misses"])
+    # The since-start ratio is gone: rate(hits) / (rate(hits) + rate(misses)) says it per window.
+    assert "crawler_cache_hit_ratio" not in text
 
 
 def test_requests_by_source_and_outcome_match_status(world: World) -> None:
@@ -319,10 +329,14 @@ def test_requests_by_source_and_outcome_match_status(world: World) -> None:
         for outcome, key in (("success", "successes"), ("failure", "failures")):
             got = value(world.text, "crawler_source_requests_total", source=source, outcome=outcome)
             assert got == usage[key], (source, outcome)
-        skipped = value(
-            world.text, "crawler_source_requests_total", source=source, outcome="skipped"
-        )
-        assert skipped == usage["skipped"]
+        # Skipped requests were never made: their own counter, not an outcome of requests.
+        assert value(world.text, "crawler_source_skipped_total", source=source) == usage["skipped"]
+        outcomes = {
+            s.labels["outcome"]
+            for s in parse(world.text)
+            if s.name == "crawler_source_requests_total" and s.labels["source"] == source
+        }
+        assert outcomes == {"success", "failure"}
 
 
 def test_breakers_match_status(world: World) -> None:
@@ -349,19 +363,43 @@ def test_scheduler_figures_match_status(world: World) -> None:
     assert value(text, "crawler_collections_total", outcome="failure") == 0
     assert value(text, "crawler_quotes_collected_total") == metrics["total_quotes_collected"]
     assert value(text, "crawler_collection_errors_total") == metrics["total_errors"]
-    assert value(text, "crawler_job_errors_total") == metrics["job_errors"]
-    assert value(text, "crawler_job_missed_total") == metrics["missed_runs"]
+    # No job failed or was missed: the families are declared, with no invented samples.
+    assert metrics["job_errors"] == metrics["missed_runs"] == 0
+    assert not has_sample(text, "crawler_job_errors_total")
+    assert not has_sample(text, "crawler_job_missed_total")
     last_success = datetime.fromisoformat(metrics["last_success_at"]).timestamp()
     assert value(text, "crawler_last_successful_collection_timestamp_seconds") == last_success
     assert abs(last_success - time.time()) < 120
 
 
-def test_build_info_and_start_time(world: World) -> None:
+def test_build_info(world: World) -> None:
     info = [s for s in parse(world.text) if s.name == "crawler_build_info"]
     assert len(info) == 1 and info[0].value == 1
     assert info[0].labels == {"version": __version__, "python": sys.version.split()[0]}
-    started = datetime(2026, 3, 2, 14, 30, tzinfo=UTC).timestamp()
-    assert value(world.text, "process_start_time_seconds") == started
+
+
+def test_quote_age_per_tracked_symbol(world: World) -> None:
+    ages = {
+        s.labels["symbol"]: s.value
+        for s in parse(world.text)
+        if s.name == "crawler_quote_age_seconds"
+    }
+    expected = {row["symbol"]: row["age_s"] for row in world.status["symbols"]}
+    assert set(ages) == {"AAPL:US", "VOD:LN"}
+    assert ages == pytest.approx(expected)
+    # A tracked symbol with no quote yet has no sample (not an invented 0).
+    status = {"symbols": [{"symbol": "NEW:US", "age_s": None}, {"symbol": "A:US", "age_s": 7.5}]}
+    text = render_metrics(status)
+    assert value(text, "crawler_quote_age_seconds", symbol="A:US") == 7.5
+    assert len([s for s in parse(text) if s.name == "crawler_quote_age_seconds"]) == 1
+
+
+def test_the_process_collector_comes_for_free() -> None:
+    text = exposition(build_registry(dict, MetricsRecorder(), process=True))
+    check_structure(text, FAMILIES | PROCESS_FAMILIES)
+    assert value(text, "process_resident_memory_bytes") > 1_000_000
+    assert value(text, "process_open_fds") >= 3
+    assert abs(value(text, "process_start_time_seconds") - time.time()) < 24 * 3600
 
 
 def test_fetch_histogram_counts_every_upstream_call(world: World) -> None:
@@ -384,11 +422,16 @@ def test_fetch_histogram_counts_every_upstream_call(world: World) -> None:
         assert 0 < total_s < 60
 
 
-def test_rendering_from_the_recorder_or_its_snapshot_in_status_is_the_same(world: World) -> None:
-    status = dict(world.status)
-    del status["metrics"]
+def test_the_snapshot_in_status_agrees_with_the_exposition(world: World) -> None:
     snapshot = json.loads(json.dumps(world.recorder.snapshot(), allow_nan=False))
-    assert render_metrics(status, world.recorder) == render_metrics({**status, "metrics": snapshot})
+    text = render_metrics(world.status, world.recorder)
+    for source, hist in snapshot["fetch_duration_seconds"].items():
+        assert value(text, "crawler_fetch_duration_seconds_count", source=source) == hist["count"]
+        assert value(text, "crawler_fetch_duration_seconds_sum", source=source) == hist["sum"]
+    assert snapshot["breaker_transitions"] == [
+        {"source": "bright_data", "from": "closed", "to": "open", "count": 1}
+    ]
+    assert "_created" not in text  # prometheus_client's creation timestamps are turned off
 
 
 # -- the recorder ------------------------------------------------------------------------------
@@ -431,7 +474,6 @@ def test_recorder_counts_from_many_threads() -> None:
         thread.join()
     snap = recorder.snapshot()
     assert snap["fetch_duration_seconds"]["bright_data"]["count"] == 4000
-    assert snap["fetch_requests"]["bright_data"] == {"success": 2000, "failure": 2000}
     assert snap["breaker_transitions"][0]["count"] == 4000
     assert snap["job_runs"] == {"collection": 4000}
     assert snap["fetch_duration_seconds"]["bright_data"]["sum"] == pytest.approx(800.0)
@@ -469,21 +511,23 @@ def test_a_real_breaker_reports_its_transitions() -> None:
     }
 
 
-def test_job_runs_by_job() -> None:
+def test_job_runs_errors_and_misses_by_job() -> None:
     recorder = MetricsRecorder()
     for job in ("collection", "collection", "cache_cleanup"):
         recorder.record_job_run(job)
+    recorder.record_job_problem("collection", "error")
+    recorder.record_job_problem("heartbeat", "missed")
+    recorder.record_job_problem("heartbeat", "missed")
     text = render_metrics({}, recorder)
     assert value(text, "crawler_job_runs_total", job="collection") == 2
     assert value(text, "crawler_job_runs_total", job="cache_cleanup") == 1
-
-
-def test_snapshot_is_json_safe_and_start_time_is_the_fallback() -> None:
-    recorder = MetricsRecorder(now_s=lambda: 1_700_000_000.5)
-    recorder.record_fetch("yfinance", "success", 0.3)
+    assert value(text, "crawler_job_errors_total", job="collection") == 1
+    assert value(text, "crawler_job_missed_total", job="heartbeat") == 2
+    assert not has_sample(text, "crawler_job_missed_total_created")
     snapshot = recorder.snapshot()
     assert json.loads(json.dumps(snapshot, allow_nan=False)) == snapshot
-    assert value(render_metrics({}, recorder), "process_start_time_seconds") == 1_700_000_000.5
+    assert snapshot["job_errors"] == {"collection": 1}
+    assert snapshot["job_missed"] == {"heartbeat": 2}
 
 
 @pytest.mark.parametrize("buckets", [(), (1.0, 0.5), (0.1, 0.1), (0.1, math.inf)])
@@ -610,6 +654,35 @@ def test_metrics_server_reports_a_busy_port_and_a_bad_one() -> None:
         MetricsHTTPServer(lambda: "", port=70_000)
 
 
+def test_metrics_server_caps_connections_and_drops_idle_ones() -> None:
+    with MetricsHTTPServer(render_metrics({}).__str__, port=0, max_connections=1,
+                           client_timeout_s=0.5) as server:  # fmt: skip
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            # The only slot is taken: the next connection is closed without an answer.
+            for _ in range(100):  # the server accepts the idle one asynchronously
+                refused = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                refused.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = refused.recv(1024)
+                refused.close()
+                if answer == b"":
+                    break
+            assert answer == b""
+            # The idle client is dropped by the server's timeout (0.5 s); ours (5 s) would raise.
+            assert idle.recv(1024) == b""
+        finally:
+            idle.close()
+        # The slot is free again.
+        for _ in range(100):
+            try:
+                if http_get(server.port, "/metrics")[0] == 200:
+                    break
+            except (ConnectionError, http.client.HTTPException):
+                pass
+        else:
+            pytest.fail("the slot was never released")
+
+
 # -- end to end: the daemon ------------------------------------------------------------------
 
 
@@ -680,7 +753,7 @@ def test_daemon_metrics_agree_with_its_status(tmp_path: Path) -> None:
             code, text = client.get("/metrics")
             assert code == 200, text
             assert isinstance(text, str)
-            check_structure(text)
+            check_structure(text, FAMILIES | PROCESS_FAMILIES)
             budget, cache = status["budget"], status["cache"]
             assert value(text, "crawler_budget_remaining_usd") == float(budget["budget_remaining"])
             assert value(text, "crawler_budget_spent_usd") == float(budget["total_cost"]) > 0
@@ -701,14 +774,16 @@ def test_daemon_metrics_agree_with_its_status(tmp_path: Path) -> None:
             assert value(text, "crawler_symbols_tracked") == len(status["symbols"])
             build = {"version": status["daemon"]["version"], "python": sys.version.split()[0]}
             assert value(text, "crawler_build_info", **build) == 1
+            # process_* are the daemon process's own (prometheus_client reads /proc/PID).
             started = datetime.fromisoformat(status["daemon"]["started_at"]).timestamp()
-            assert value(text, "process_start_time_seconds") == started
+            assert abs(value(text, "process_start_time_seconds") - started) < 30
+            assert value(text, "process_resident_memory_bytes") > 10_000_000
             # The daemon's recorder is wired: one timed Bright Data fetch (the second was a
             # cache hit), and the loopback port serves the same exposition.
             assert value(text, "crawler_fetch_duration_seconds_count", source="bright_data") == 1
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
                 served = answer.read().decode()
-            check_structure(served)
+            check_structure(served, FAMILIES | PROCESS_FAMILIES)
             assert value(served, "crawler_fetch_duration_seconds_count", source="bright_data") == 1
             assert value(served, "crawler_budget_requests_used") == 1
         finally:

@@ -368,12 +368,17 @@ def test_heartbeat_job_errors_are_counted_and_the_scheduler_keeps_going(
         if len(calls) >= 3:
             beating_again.set()
 
-    with make(settings, hybrid, heartbeat=heartbeat, heartbeat_interval_s=0.02) as scheduler:
+    problems: list[tuple[str, str]] = []
+    with make(
+        settings, hybrid, heartbeat=heartbeat, heartbeat_interval_s=0.02,
+        on_job_problem=lambda job, kind: problems.append((job, kind)),
+    ) as scheduler:  # fmt: skip
         assert "heartbeat" in {job["id"] for job in scheduler.get_statistics()["scheduled_jobs"]}
         assert beating_again.wait(timeout=10)
         stats = scheduler.get_statistics()
         assert stats["scheduler_state"]["is_running"] is True
     assert stats["collection_metrics"]["job_errors"] == 1
+    assert problems.count(("heartbeat", "error")) == 1  # the per-job counter's observer
 
 
 def test_a_run_blocked_by_the_previous_one_counts_as_missed(
@@ -386,7 +391,11 @@ def test_a_run_blocked_by_the_previous_one_counts_as_missed(
         entered.set()
         release.wait(timeout=10)
 
-    scheduler = make(settings, hybrid, heartbeat=slow_heartbeat, heartbeat_interval_s=0.02)
+    problems: list[tuple[str, str]] = []
+    scheduler = make(
+        settings, hybrid, heartbeat=slow_heartbeat, heartbeat_interval_s=0.02,
+        on_job_problem=lambda job, kind: problems.append((job, kind)),
+    )  # fmt: skip
     scheduler.start()
     try:
         assert entered.wait(timeout=10)
@@ -395,6 +404,7 @@ def test_a_run_blocked_by_the_previous_one_counts_as_missed(
                 break
             release.wait(timeout=0.02)
         assert scheduler.get_statistics()["collection_metrics"]["missed_runs"] > 0
+        assert ("heartbeat", "missed") in problems
     finally:
         release.set()
         scheduler.stop()

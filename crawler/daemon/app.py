@@ -125,6 +125,7 @@ class Daemon:
             heartbeat_interval_s=heartbeat_s or 5.0,
             on_job_run=metrics.record_job_run,
             events=events,
+            on_job_problem=metrics.record_job_problem,
         )
         self.operations = Operations(
             settings,
@@ -246,13 +247,11 @@ class Daemon:
     def _start_metrics_port(self) -> None:
         if not self.settings.metrics_port:
             return
-        from crawler.metrics import MetricsHTTPServer, render_metrics
+        from crawler.metrics import MetricsHTTPServer
 
-        operations = self.operations
-        assert operations is not None
-        self.metrics_server = MetricsHTTPServer(
-            lambda: render_metrics(operations.status()), self.settings.metrics_port
-        )
+        assert self.operations is not None
+        registry = self.operations.metrics_registry
+        self.metrics_server = MetricsHTTPServer(registry, self.settings.metrics_port)
         self.metrics_server.start()
 
     def _shutdown(self) -> None:

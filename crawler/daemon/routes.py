@@ -13,7 +13,7 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
     POST   /collect                     a collection now; its report
     POST   /stop                        202; the daemon stops as on SIGTERM
     GET    /config                      effective settings, secrets masked
-    GET    /metrics                     Prometheus text (501 until crawler.metrics exists)
+    GET    /metrics                     Prometheus text exposition (format 0.0.4)
     GET    /history?symbol=&since=&until=&limit=&order=newest|oldest&format=json|csv|jsonl
                                         newest first; limit 100 by default, 0 = all (csv)
     GET    /export?format=csv|jsonl&since=&until=&symbols=a,b     streamed
@@ -24,7 +24,6 @@ operations map to statuses through `crawler.daemon.control_server.ERROR_STATUS`.
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -149,14 +148,7 @@ def register_routes(
         return Response(body=ops.config())
 
     def metrics(request: Request) -> Response:
-        try:
-            module = importlib.import_module("crawler.metrics")
-        except ModuleNotFoundError as exc:
-            if exc.name != "crawler.metrics":
-                raise
-            return Response.error(501, "NotImplemented", "metrics are not available yet")
-        text = module.render_metrics(ops.status())
-        return Response(text=str(text), content_type=_METRICS_TYPE)
+        return Response(text=ops.metrics_text(), content_type=_METRICS_TYPE)
 
     def history(request: Request) -> Response:
         query = request.query

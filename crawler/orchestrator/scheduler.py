@@ -116,6 +116,7 @@ class DataScheduler:
         heartbeat_interval_s: float = 5.0,
         on_job_run: Callable[[str], None] | None = None,
         events: EventBus | None = None,
+        on_job_problem: Callable[[str, str], None] | None = None,
     ) -> None:
         if settings is None:
             from crawler.config import get_settings
@@ -127,6 +128,8 @@ class DataScheduler:
             raise ConfigError(f"heartbeat interval {heartbeat_interval_s!r} s must be above 0")
         self._heartbeat = heartbeat
         self._on_job_run = on_job_run
+        # (job id, "error" | "missed"): the per-job counters of crawler.metrics.
+        self._on_job_problem = on_job_problem
         self._heartbeat_interval_s = float(heartbeat_interval_s)
         self._hybrid = hybrid
         self._owns_hybrid = hybrid is None
@@ -300,10 +303,10 @@ class DataScheduler:
         """Run every job once, in this thread, without starting the scheduler (like arq's
         burst mode). Returns {job: report}; a failed job's report is {"error": message}."""
         return {
-            "collection": self._run_reported(lambda: self._collect().as_dict()),
-            "budget_rollover": self._run_reported(self._budget_rollover),
-            "cache_cleanup": self._run_reported(self._cleanup_cache),
-            "history_prune": self._run_reported(self._prune_history),
+            "collection": self._run_reported("collection", lambda: self._collect().as_dict()),
+            "budget_rollover": self._run_reported("budget_rollover", self._budget_rollover),
+            "cache_cleanup": self._run_reported("cache_cleanup", self._cleanup_cache),
+            "history_prune": self._run_reported("history_prune", self._prune_history),
         }
 
     def get_statistics(self) -> dict[str, Any]:
@@ -436,7 +439,7 @@ class DataScheduler:
         if first is not None:
             raise first
 
-    def _run_reported(self, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _run_reported(self, job_id: str, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         try:
             return job()
         except Exception as exc:
@@ -444,7 +447,16 @@ class DataScheduler:
             log.error("job failed: %s", message)
             with self._stats_lock:
                 self._metrics.job_errors += 1
+            self._report_problem(job_id, "error")
             return {"error": message}
+
+    def _report_problem(self, job_id: str, kind: str) -> None:
+        if self._on_job_problem is None:
+            return
+        try:
+            self._on_job_problem(job_id, kind)
+        except Exception:  # an observer must never break the scheduler
+            log.exception("job observer failed")
 
     def _on_job_done(self, event: JobEvent) -> None:
         if self._on_job_run is None:
@@ -460,6 +472,7 @@ class DataScheduler:
                 self._metrics.job_errors += 1
             else:
                 self._metrics.missed_runs += 1
+        self._report_problem(event.job_id, "error" if event.code == EVENT_JOB_ERROR else "missed")
         if event.code == EVENT_JOB_ERROR and isinstance(event, JobExecutionEvent):
             log.error("job %s failed: %s", event.job_id, event.exception)
         elif event.code == EVENT_JOB_MAX_INSTANCES:
