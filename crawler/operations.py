@@ -230,6 +230,7 @@ class Operations:
         if self.scheduler is not None:
             # The scheduler re-reads the watchlist, but keeps its own mirror in step too.
             self.scheduler.add_symbol(sym.canonical, sym.asset_class)
+        self._refresh_stream()
         return {"symbol": sym.canonical, "asset_class": sym.asset_class.value, "added": added}
 
     def remove_symbol(self, symbol: str) -> dict[str, Any]:
@@ -239,7 +240,14 @@ class Operations:
             removed = self.scheduler.remove_symbol(canonical)
         else:
             removed = self.watchlist.remove(canonical)
+        self._refresh_stream()
         return {"symbol": canonical, "removed": removed}
+
+    def _refresh_stream(self) -> None:
+        # The live stream re-reads the watchlist every few seconds anyway; this makes it now.
+        live = getattr(self.hybrid, "live", None)
+        if live is not None:
+            live.stream.refresh()
 
     # -- collections -----------------------------------------------------------------------
 
@@ -304,6 +312,7 @@ class Operations:
             "breakers": stats.get("breakers", {}),
             "config_errors": stats.get("config_errors", {}),
             "stale_served": stats.get("stale_served", 0),
+            "stream": stats.get("stream"),
             "metrics": self.metrics.snapshot() if self.metrics else None,
             "symbols": [self._symbol_status(name, asset, now) for name, asset in
                         self.watchlist.items()],
@@ -324,7 +333,8 @@ class Operations:
             fetched_age_s = (now - quote.fetched_at).total_seconds()
             stale = self._is_stale(quote.age_s(now), fetched_age_s)
             entry["last_quote"] = quote.with_flags(stale=stale).to_json_dict()
-            entry["age_s"] = round(quote.age_s(now), 1)
+            # A streamed tick can be stamped a hair after `now` was read: never a negative age.
+            entry["age_s"] = round(max(0.0, quote.age_s(now)), 1)
             entry["fetched_age_s"] = round(fetched_age_s, 1)
             entry["stale"] = stale
         else:

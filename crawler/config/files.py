@@ -60,6 +60,11 @@ TOML_KEYS: dict[str, dict[str, str]] = {
     },
     "history": {"retention_days": "history_retention_days"},
     "market_hours": {"enabled": "market_hours_enabled"},
+    "stream": {
+        "enabled": "stream_enabled",
+        "endpoint": "yfinance_stream_endpoint",
+        "history_interval_seconds": "stream_history_interval_seconds",
+    },
 }
 
 #: The systemd credential file (in `$CREDENTIALS_DIRECTORY`) that holds the Bright Data key.

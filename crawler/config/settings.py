@@ -59,6 +59,7 @@ _NUMBER_FIELDS = (
     "quote_deadline_seconds",
     "history_retention_days",
     "metrics_port",
+    "stream_history_interval_seconds",
 )
 
 
@@ -139,6 +140,17 @@ class Settings(BaseSettings):
         None, description="Shared Redis for a cluster (redis://host:6379/0); None = embedded."
     )
     node_name: str = Field("", description="This node's name in a cluster; empty = host-datadir.")
+    stream_enabled: bool = Field(
+        True, description="Keep open-market symbols subscribed on Yahoo's free price stream."
+    )
+    yfinance_stream_endpoint: str = Field(
+        "wss://streamer.finance.yahoo.com/?version=2",
+        description="Yahoo's websocket streamer (the fake market's ws:// URL offline).",
+    )
+    stream_history_interval_seconds: int = Field(
+        60, ge=1, le=86400, json_schema_extra=_unit("seconds"),
+        description="A streamed symbol is written to the history at most this often.",
+    )  # fmt: skip
     config_file: Path | None = Field(None, description="The config.toml loaded, if any.")
 
     @classmethod
@@ -227,6 +239,15 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise Problem("is not a URL; use http://host[:port] or https://host")
         return url.rstrip("/")
+
+    @field_validator("yfinance_stream_endpoint")
+    @classmethod
+    def _check_ws_url(cls, value: str) -> str:
+        url = value.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise Problem("is not a websocket URL; use ws://host[:port]/ or wss://host/")
+        return url
 
     @field_validator("bright_data_zone")
     @classmethod

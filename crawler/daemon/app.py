@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from crawler.metrics import MetricsHTTPServer, MetricsRecorder
     from crawler.operations import Operations
     from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.live import LiveFeed
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.history import HistoryStore
     from crawler.store.watchlist import Watchlist
@@ -53,6 +55,7 @@ SCHEDULER_STOP_S = 5.0
 #: How long releasing the fetcher (its worker threads, HTTP sessions) may take.
 CLEANUP_STOP_S = 2.0
 _CONTROL_STOP_S = 2.0
+_STREAM_STOP_S = 2.0
 #: How often STATUS= is refreshed while running.
 _STATUS_REFRESH_S = 30.0
 #: How often the main loop looks at the signal flag: the latency of a SIGTERM.
@@ -82,6 +85,7 @@ class Daemon:
         self.metrics: MetricsRecorder | None = None
         self.metrics_server: MetricsHTTPServer | None = None
         self.events: EventBus | None = None
+        self.live: LiveFeed | None = None
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -114,6 +118,8 @@ class Daemon:
         self.watchlist = Watchlist(self.data_dir / WATCHLIST_SUBDIR)
         self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)
         self.market_hours = MarketHours()
+        if settings.stream_enabled:
+            self._build_live(on_breaker_change)
         heartbeat_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
         self.scheduler = DataScheduler(
             settings=settings,
@@ -138,6 +144,31 @@ class Daemon:
             socket_path=self.socket_path,
             metrics=metrics,
         )
+
+    def _build_live(self, on_breaker_change: Callable[[str, str, str], None]) -> None:
+        from crawler.orchestrator.circuit_breaker import CircuitBreaker
+        from crawler.orchestrator.live import LiveFeed
+
+        settings = self.settings
+        assert self.hybrid is not None and self.watchlist is not None
+        self.live = LiveFeed(
+            settings.yfinance_stream_endpoint,
+            watchlist=self.watchlist,
+            cache=self.hybrid.cache,
+            history=self.history,
+            events=self.events,
+            market_hours=self.market_hours if settings.market_hours_enabled else None,
+            history_interval_s=float(settings.stream_history_interval_seconds),
+            fresh_s=float(settings.cache_ttl_seconds),
+            closed_grace_s=float(settings.update_interval_seconds),
+            breaker=CircuitBreaker(
+                name="yahoo_stream",
+                failure_threshold=3,
+                recovery_timeout=60.0,
+                on_state_change=on_breaker_change,
+            ),
+        )
+        self.hybrid.live = self.live
 
     def _preload_calendars(self) -> None:
         """Build the watchlist's exchange calendars off the main thread, so the first
@@ -202,6 +233,8 @@ class Daemon:
                 self._start_metrics_port()
                 if self.settings.auto_update_enabled:
                     self.scheduler.start()
+                if self.live is not None:
+                    self.live.start()
                 if not socket_is_live(self.socket_path):
                     raise DaemonError(f"the control socket {self.socket_path} does not answer")
                 summary = self.status_line()
@@ -261,6 +294,8 @@ class Daemon:
             self.events.close()  # watchers' streams end, so their connections close at once
         if self.server is not None:
             self.server.stop(_CONTROL_STOP_S)
+        if self.live is not None:
+            self.live.stop(_STREAM_STOP_S)
         if self.scheduler is not None:
             self.scheduler.stop(timeout_s=SCHEDULER_STOP_S)
         if self.hybrid is not None:

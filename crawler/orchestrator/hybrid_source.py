@@ -53,6 +53,7 @@ from crawler.utils.exceptions import (
 if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.events import EventBus
+    from crawler.orchestrator.live import LiveFeed
 
 __all__ = ["AsyncHybridDataSource", "HybridDataSource", "SourceUsage"]
 
@@ -148,6 +149,8 @@ class HybridDataSource:
         #: Told of every quote that lands and of paid requests (see `crawler.events`).
         self.events = events
         self._exhausted_day: str | None = None
+        #: The live stream, asked before the cache and the sources (set by the daemon).
+        self.live: LiveFeed | None = None
         if sources is None:
             assert settings is not None
             sources = _sources_from_settings(settings, self.ledger, data_dir)
@@ -189,6 +192,13 @@ class HybridDataSource:
         # Read before the cache: a leader that finishes after this point bumps it, telling
         # `_coalesced_fetch` that our miss may be out of date.
         generation = self._finished.get(sym.canonical, 0)
+        live = self.live
+        if live is not None:
+            # Even past `force_fresh`: a streamed tick is fresher than any source could be,
+            # and asking Bright Data for it would pay for what the stream gives free.
+            streamed = live.live_quote(sym.canonical)
+            if streamed is not None:
+                return streamed
         if not force_fresh:
             cached = self.cache.get(sym.canonical)
             if cached is not None:
@@ -273,14 +283,19 @@ class HybridDataSource:
             usage[name]["total_cost"] = self._cost_of(name)
         for name in (YFINANCE, BRIGHT_DATA):
             usage.setdefault(name, SourceUsage().as_dict())
+        breakers = {name: b.get_statistics() for name, b in self.breakers.items()}
+        live = self.live
+        if live is not None:
+            breakers[live.stream.name] = live.stream.breaker.get_statistics()
         return {
             "cache_statistics": self.cache.statistics(),
             "source_usage": usage,
             "cost_tracking": cost,
-            "breakers": {name: b.get_statistics() for name, b in self.breakers.items()},
+            "breakers": breakers,
             "config_errors": dict(self.config_errors),
             "stale_served": self._stale_served,
             "coalesced_requests": self._coalesced,
+            "stream": live.statistics() if live is not None else None,
         }
 
     def cleanup(self) -> None:

@@ -91,6 +91,18 @@ class QuoteCache:
             self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
             self._cache.set(_LAST_PREFIX + quote.symbol, entry)
 
+    def put_many(self, quotes: list[Quote]) -> None:
+        """`put` for a batch in one transaction (the live stream's flush: one commit, not N)."""
+        if not quotes:
+            return
+        stored_at = self._clock()
+        with storage_errors(_WHAT, self._directory), self._cache.transact():
+            for quote in quotes:
+                stored = quote.with_flags(from_cache=False, stale=False)
+                entry = {"stored_at": stored_at, "quote": stored.to_json_dict()}
+                self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
+                self._cache.set(_LAST_PREFIX + quote.symbol, entry)
+
     def get_last_known(self, symbol: str) -> Quote | None:
         """The last quote stored for `symbol`, however old (from_cache=True, stale=True)."""
         entry = self._read(_LAST_PREFIX + symbol, from_cache=True, stale=True)

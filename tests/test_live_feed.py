@@ -1,0 +1,112 @@
+"""The live stream in the real daemon, against the fake market's streamer: streamed symbols are
+never paid for, history is thinned, subscriptions follow the watchlist, and polling takes over
+when the stream is down."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakemarket import FakeMarket
+from tests.faults.daemon_harness import DaemonHarness
+
+
+def wait_until(predicate: Callable[[], bool], what: str, deadline_s: float = 20.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+
+
+@pytest.fixture
+def market() -> Iterator[FakeMarket]:
+    with FakeMarket(stream_tick_rate=5.0) as market:
+        yield market
+
+
+@pytest.fixture
+def daemon(market: FakeMarket, tmp_path: Path) -> Iterator[DaemonHarness]:
+    daemon = DaemonHarness(market, tmp_path, STREAM_HISTORY_INTERVAL_SECONDS="3600")
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+
+
+def status(daemon: DaemonHarness) -> dict[str, Any]:
+    code, body = daemon.client().get("/status")
+    assert code == 200 and isinstance(body, dict)
+    return body
+
+
+def streamed(daemon: DaemonHarness) -> set[str]:
+    return {
+        row["symbol"]
+        for row in status(daemon)["symbols"]
+        if (row.get("last_quote") or {}).get("source") == "yahoo_stream"
+    }
+
+
+def paid_requests(market: FakeMarket) -> int:
+    return len(market.bright_data.log_requests())
+
+
+def test_streamed_symbols_are_never_paid_for(market: FakeMarket, daemon: DaemonHarness) -> None:
+    for symbol in ("AAPL:US", "EURUSD:CUR", "VOD:LN"):
+        assert daemon.cli("symbols", "add", symbol).returncode == 0
+    wait_until(lambda: streamed(daemon) == {"AAPL:US", "EURUSD:CUR", "VOD:LN"}, "streamed quotes")
+    assert market.stream.subscribed() == {"AAPL", "EURUSD=X", "VOD.L"}
+
+    # Asked for fresh quotes and a collection (its closing fetch is fresh too): all from the
+    # stream, nothing from Bright Data.
+    fetched = daemon.cli("fetch", "--fresh", "--json", "AAPL:US", "EURUSD:CUR", "VOD:LN")
+    assert fetched.returncode == 0, fetched.stderr
+    sources = {q["symbol"]: q["source"] for q in json.loads(fetched.stdout)["quotes"]}
+    assert set(sources.values()) == {"yahoo_stream"}
+    collected = daemon.cli("collect", "--json")
+    assert collected.returncode == 0, collected.stderr
+    assert paid_requests(market) == 0
+
+    body = status(daemon)
+    assert body["stream"]["state"] == "connected"
+    assert body["stream"]["subscribed"] == 3
+    assert body["stream"]["bad_frames"] == 0
+    assert body["breakers"]["yahoo_stream"]["state"] == "closed"
+    ages = [row["age_s"] for row in body["symbols"]]
+    assert all(0 <= age < 10 for age in ages), ages
+
+    # Dozens of ticks, one history row per symbol: at most one per interval (3600 s here).
+    code, history = daemon.client().get("/history?symbol=AAPL:US")
+    assert code == 200
+    assert len(history["quotes"]) == 1, history
+
+
+def test_subscriptions_follow_the_watchlist(market: FakeMarket, daemon: DaemonHarness) -> None:
+    assert daemon.cli("symbols", "add", "AAPL:US").returncode == 0
+    assert daemon.cli("symbols", "add", "MSFT:US").returncode == 0
+    wait_until(lambda: market.stream.subscribed() == {"AAPL", "MSFT"}, "the subscription")
+    assert daemon.cli("symbols", "remove", "MSFT:US").returncode == 0
+    wait_until(lambda: market.stream.subscribed() == {"AAPL"}, "the unsubscription")
+    assert daemon.cli("symbols", "remove", "AAPL:US").returncode == 0
+    wait_until(lambda: market.stream.connection_count() == 0, "the hang-up")
+
+
+def test_polling_takes_over_when_the_stream_is_down(
+    market: FakeMarket, daemon: DaemonHarness
+) -> None:
+    assert daemon.cli("symbols", "add", "AAPL:US").returncode == 0
+    wait_until(lambda: streamed(daemon) == {"AAPL:US"}, "a streamed quote")
+    market.stream.stop()  # the streamer goes away: connection cut, reconnects refused
+    wait_until(lambda: status(daemon)["stream"]["state"] != "connected", "the stream to drop")
+    fetched = daemon.cli("fetch", "--fresh", "--json", "AAPL:US")
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads(fetched.stdout)["quotes"][0]["source"] == "bright_data"
+    assert paid_requests(market) == 1
