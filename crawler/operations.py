@@ -313,10 +313,15 @@ class Operations:
             "config_errors": stats.get("config_errors", {}),
             "stale_served": stats.get("stale_served", 0),
             "stream": stats.get("stream"),
+            "events": self._events_statistics(),
             "metrics": self.metrics.snapshot() if self.metrics else None,
             "symbols": [self._symbol_status(name, asset, now) for name, asset in
                         self.watchlist.items()],
         }  # fmt: skip
+
+    def _events_statistics(self) -> dict[str, Any] | None:
+        events = getattr(self.hybrid, "events", None)
+        return None if events is None else dict(events.statistics())
 
     def _is_stale(self, source_age_s: float, fetched_age_s: float) -> bool:
         """Stale: we fetched it longer ago than the cache keeps a quote fresh, or the source's
