@@ -138,7 +138,12 @@ class LiveFeed:
 
     def land(self, quotes: list[Quote]) -> None:
         """Store a flush of streamed quotes: cache, events, and history when due."""
-        self._cache.put_many(quotes)
+        put_many = getattr(self._cache, "put_many", None)
+        if put_many is not None:
+            put_many(quotes)  # one transaction for the whole flush
+        else:  # a cache backend without batches
+            for quote in quotes:
+                self._cache.put(quote)
         if self._events is not None:
             for quote in quotes:
                 self._events.publish_quote(quote)
