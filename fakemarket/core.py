@@ -188,6 +188,8 @@ class FakeService:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # TCP_NODELAY as well, so no answer ever waits for a delayed ACK.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: object) -> None:
                 return
@@ -223,9 +225,13 @@ class FakeService:
                 self.send_header("Content-Length", str(len(response.body)))
                 for key, value in response.headers.items():
                     self.send_header(key, value)
-                self.end_headers()
+                # Headers and body leave in ONE write (what end_headers + a second write did
+                # in two): with Nagle on, the body's segment waited ~40 ms for the client's
+                # delayed ACK of the headers, on every keep-alive answer.
+                self._headers_buffer.append(b"\r\n")
                 if self.command != "HEAD":
-                    self.wfile.write(response.body)
+                    self._headers_buffer.append(response.body)
+                self.flush_headers()
 
             do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _handle
 

@@ -1,0 +1,324 @@
+"""Yahoo Finance answers → `Quote`s, as pure functions of the JSON bodies.
+
+Two shapes are read:
+
+- the batch quote, `GET /v7/finance/quote?symbols=A,B,...` → `parse_quote_batch`. Each record of
+  `quoteResponse.result` becomes a quote when it carries a price and a currency; Yahoo silently
+  leaves unknown symbols out, and a record asked with fewer `fields=` lacks the rest. Both are
+  reported (`omitted`, `partial`) so the caller can ask the chart for them, never guessed at.
+- the chart, `GET /v8/finance/chart/SYMBOL?range=1d&interval=1d` → `parse_chart`. The quote is
+  read from `chart.result[0].meta` without building a DataFrame; the last bar is read only for
+  the open (the meta has no open).
+
+The traps these functions know (see ../shared/fixtures/yahoo/README.md):
+
+- every price is rounded to the instrument's `priceHint` decimals: Yahoo's numbers are float32
+  values, and a bar's `128.96499633789062` means 128.96;
+- a 0 where a price belongs (previous close, open/high/low on an index) means "no data": it
+  becomes None and never yields a derived change;
+- the change is Yahoo's own `regularMarketChange` (for crypto a rolling 24 h figure, NOT price
+  minus previous close); the chart has no change field, so a chart change is derived from
+  `meta.previousClose`, or from `chartPreviousClose` only when the window is one day (for a
+  longer window it is the close before the window, not yesterday's), and never for crypto;
+- LSE prices stay in "GBp" (pence), exactly as `currency` says; `financialCurrency` is ignored.
+
+    batch = parse_quote_batch(body, {"AAPL": parse_symbol("AAPL:US")})
+    batch.quotes["AAPL"].price        # Decimal("244.60")
+    batch.omitted, batch.partial      # Yahoo symbols to ask the chart for
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from crawler.normalizer.schemas import Quote, utc_now
+from crawler.normalizer.symbols import Symbol
+from crawler.utils.exceptions import ParseError, UnknownSymbolError
+
+__all__ = [
+    "SOURCE_NAME",
+    "QuoteBatch",
+    "is_invalid_crumb",
+    "parse_chart",
+    "parse_quote_batch",
+    "yahoo_decimal",
+]
+
+SOURCE_NAME = "yfinance"
+
+_PCT_STEP = Decimal("0.0001")
+# priceHint is 2 for most instruments, 4 for FX, up to 8 for tiny coins; beyond 12 it is noise.
+_MAX_HINT = 12
+_STEPS = {hint: Decimal(1).scaleb(-hint) for hint in range(_MAX_HINT + 1)}
+# Instruments that have no traded volume: Yahoo's 0 there means "none", not "nothing traded".
+_NO_VOLUME_TYPES = frozenset({"CURRENCY", "INDEX"})
+_CRYPTO = "CRYPTOCURRENCY"
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteBatch:
+    """What one batch answer held. Keys are Yahoo symbols as asked.
+
+    `quotes`: complete records. `partial`: answered without a price or a currency (one line
+    each saying what was missing). `omitted`: asked but not in the answer (Yahoo drops unknown
+    symbols without a word).
+    """
+
+    quotes: dict[str, Quote] = field(default_factory=dict)
+    partial: dict[str, str] = field(default_factory=dict)
+    omitted: list[str] = field(default_factory=list)
+
+
+def parse_quote_batch(
+    body: bytes | str | Mapping[str, Any],
+    asked: Mapping[str, Symbol],
+    fetched_at: datetime | None = None,
+) -> QuoteBatch:
+    """The quotes of a `/v7/finance/quote` answer for `asked` (Yahoo symbol → our Symbol).
+
+    Raises ParseError when the body is not a quote response at all (not JSON, no
+    `quoteResponse.result` list, or Yahoo's `finance.error` envelope).
+    """
+    document = _load(body, "batch quote")
+    response = document.get("quoteResponse")
+    if not isinstance(response, dict):
+        raise ParseError(f"Yahoo's batch quote answer has no quoteResponse: {_error_of(document)}")
+    records = response.get("result")
+    if not isinstance(records, list):
+        error = response.get("error")
+        raise ParseError(f"Yahoo's batch quote answer has no result list (error: {error!r})")
+    fetched = fetched_at or utc_now()
+    # Yahoo answers in its own spelling; match case-insensitively, report in ours.
+    by_upper = {name.upper(): name for name in asked}
+    quotes: dict[str, Quote] = {}
+    partial: dict[str, str] = {}
+    for record in records:
+        if not isinstance(record, dict):
+            continue
+        asked_as = by_upper.get(str(record.get("symbol", "")).upper())
+        if asked_as is None or asked_as in quotes:
+            continue  # not asked (Yahoo may add an alias): never attach it to another symbol
+        quote, missing = _quote_from_record(record, asked[asked_as], fetched)
+        if quote is None:
+            partial[asked_as] = missing
+        else:
+            quotes[asked_as] = quote
+            partial.pop(asked_as, None)
+    omitted = [name for name in asked if name not in quotes and name not in partial]
+    return QuoteBatch(quotes=quotes, partial=partial, omitted=omitted)
+
+
+def parse_chart(
+    body: bytes | str | Mapping[str, Any], symbol: Symbol, fetched_at: datetime | None = None
+) -> Quote:
+    """The quote in a `/v8/finance/chart/SYMBOL` answer.
+
+    Raises UnknownSymbolError for Yahoo's "Not Found" / "No data found" answers and for a chart
+    without a price (a delisted instrument: HTTP 200, `indicators.quote = [{}]`), ParseError
+    for anything that is not a chart.
+    """
+    document = _load(body, "chart")
+    chart = document.get("chart")
+    if not isinstance(chart, dict):
+        raise ParseError(f"Yahoo's chart answer has no chart object: {_error_of(document)}")
+    results = chart.get("result")
+    error = chart.get("error")
+    if not results:
+        if isinstance(error, dict):
+            code = str(error.get("code", ""))
+            text = " ".join(str(error.get("description", "")).split())[:200]
+            if code == "Not Found" or "No data found" in text or "delisted" in text:
+                raise UnknownSymbolError(f"Yahoo does not know {symbol.canonical}: {text}")
+            raise ParseError(f"Yahoo's chart for {symbol.canonical} is an error: {code} {text}")
+        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no result")
+    result = results[0] if isinstance(results, list) else None
+    meta = result.get("meta") if isinstance(result, dict) else None
+    if not isinstance(meta, dict):
+        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no meta")
+    hint = _hint(meta.get("priceHint"))
+    price = yahoo_decimal(meta.get("regularMarketPrice"), hint)
+    currency = meta.get("currency")
+    if price is None or not currency:
+        raise UnknownSymbolError(
+            f"Yahoo's chart for {symbol.canonical} has no "
+            + ("price" if price is None else "currency")
+            + " (delisted or never traded)"
+        )
+    instrument = str(meta.get("instrumentType") or "")
+    previous = yahoo_decimal(meta.get("previousClose"), hint)
+    if previous is None and meta.get("range") == "1d":
+        # Over a one-day window the close before the window is yesterday's close.
+        previous = yahoo_decimal(meta.get("chartPreviousClose"), hint)
+    change = change_pct = None
+    if previous is not None and instrument != _CRYPTO:
+        change = price - previous
+        change_pct = (change / previous * 100).quantize(_PCT_STEP, ROUND_HALF_EVEN)
+    bar = _last_bar(result) if isinstance(result, dict) else {}
+    name = meta.get("longName") or meta.get("shortName")
+    return Quote(
+        symbol=symbol.canonical,
+        price=price,
+        source=SOURCE_NAME,
+        currency=str(currency),
+        change=change,
+        change_pct=change_pct,
+        open=yahoo_decimal(bar.get("open"), hint),
+        high=yahoo_decimal(meta.get("regularMarketDayHigh"), hint),
+        low=yahoo_decimal(meta.get("regularMarketDayLow"), hint),
+        previous_close=previous,
+        volume=_volume(meta.get("regularMarketVolume"), instrument),
+        as_of=_utc(meta.get("regularMarketTime")),
+        fetched_at=fetched_at or utc_now(),
+        asset_class=symbol.asset_class,
+        name=str(name) if name else None,
+    )
+
+
+def is_invalid_crumb(status: int, body: bytes) -> bool:
+    """True for Yahoo's 401 "Invalid Crumb" (or "Invalid Cookie"): refresh and retry once."""
+    return status == 401 and (b"Invalid Crumb" in body or b"Invalid Cookie" in body)
+
+
+def yahoo_decimal(value: Any, hint: int | None = None) -> Decimal | None:
+    """A Yahoo number as a Decimal rounded to `hint` decimals; None for missing, non-finite
+    and 0 (Yahoo's "no data" for a price).
+
+    >>> yahoo_decimal(128.96499633789062, 2)
+    Decimal('128.96')
+    >>> yahoo_decimal(0, 2) is None
+    True
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value == 0:
+        return None
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if hint is None:
+        return number
+    return number.quantize(_STEPS[hint], ROUND_HALF_EVEN)
+
+
+# -- internals ------------------------------------------------------------------------------
+
+
+def _quote_from_record(
+    record: dict[str, Any], symbol: Symbol, fetched_at: datetime
+) -> tuple[Quote | None, str]:
+    """A quote from one batch record, or (None, what was missing)."""
+    hint = _hint(record.get("priceHint"))
+    price = yahoo_decimal(record.get("regularMarketPrice"), hint)
+    currency = record.get("currency")
+    if price is None or not isinstance(currency, str) or not currency:
+        missing = [
+            label
+            for label, absent in (("price", price is None), ("currency", not currency))
+            if absent
+        ]
+        return None, "answered without " + " and ".join(missing)
+    previous = yahoo_decimal(record.get("regularMarketPreviousClose"), hint)
+    # Yahoo's own change (crypto: rolling 24 h). Only a number counts: a record asked with
+    # fewer fields has none, and deriving one would be a guess.
+    raw_change: Any = record.get("regularMarketChange")
+    change = change_pct = None
+    if _is_number(raw_change):
+        change = Decimal(repr(float(raw_change)))
+        if hint is not None:
+            change = change.quantize(_STEPS[hint], ROUND_HALF_EVEN)
+        raw_pct: Any = record.get("regularMarketChangePercent")
+        if _is_number(raw_pct):
+            change_pct = Decimal(repr(float(raw_pct))).quantize(_PCT_STEP, ROUND_HALF_EVEN)
+    instrument = str(record.get("quoteType") or "")
+    name = record.get("longName") or record.get("shortName")
+    quote = Quote(
+        symbol=symbol.canonical,
+        price=price,
+        source=SOURCE_NAME,
+        currency=currency,
+        change=change,
+        change_pct=change_pct,
+        open=yahoo_decimal(record.get("regularMarketOpen"), hint),
+        high=yahoo_decimal(record.get("regularMarketDayHigh"), hint),
+        low=yahoo_decimal(record.get("regularMarketDayLow"), hint),
+        previous_close=previous,
+        volume=_volume(record.get("regularMarketVolume"), instrument),
+        as_of=_utc(record.get("regularMarketTime")),
+        fetched_at=fetched_at,
+        asset_class=symbol.asset_class,
+        name=str(name) if name else None,
+    )
+    return quote, ""
+
+
+def _load(body: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    if isinstance(body, Mapping):
+        return body
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"Yahoo's {what} answer is not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ParseError(f"Yahoo's {what} answer is not a JSON object")
+    return document
+
+
+def _error_of(document: Mapping[str, Any]) -> str:
+    """Yahoo's `{"finance": {"error": {...}}}` envelope in a few words."""
+    finance = document.get("finance")
+    error = finance.get("error") if isinstance(finance, dict) else None
+    if isinstance(error, dict):
+        return f"{error.get('code', '')}: {error.get('description', '')}"[:200]
+    return "unexpected shape"
+
+
+def _hint(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_HINT:
+        return value
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+def _volume(value: Any, instrument: str) -> int | None:
+    if not _is_number(value) or value < 0:
+        return None
+    if value == 0 and instrument in _NO_VOLUME_TYPES:
+        return None
+    return int(value)
+
+
+def _utc(value: Any) -> datetime | None:
+    if not _is_number(value) or value <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _last_bar(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The last bar's fields (open, high, ...), from `indicators.quote[0]`; {} without bars."""
+    indicators = result.get("indicators")
+    if not isinstance(indicators, dict):
+        return {}
+    series = indicators.get("quote")
+    if not isinstance(series, list) or not series or not isinstance(series[0], dict):
+        return {}
+    bar: dict[str, Any] = {}
+    for key, values in series[0].items():
+        if isinstance(values, list) and values:
+            bar[key] = values[-1]
+    return bar
