@@ -136,7 +136,7 @@ class FakeService:
         self.stop()
 
     def set_outage(self, mode: OutageMode) -> None:
-        """"refuse": close the listener (clients get connection refused); "hang": accept and
+        """ "refuse": close the listener (clients get connection refused); "hang": accept and
         never answer; None: serve normally again on the same port."""
         if mode == self._outage:
             return

@@ -11,6 +11,9 @@ told apart by their `Host` header and path:
 - `/v1/test/getcrumb`: the crumb as plain text (401 with Yahoo's JSON error without an A3 cookie).
 - `/v8/finance/chart/{symbol}`: Yahoo's chart JSON (`chart.result[0].meta` + one OHLCV row), or
   404 with `{"chart":{"result":null,"error":{"code":"Not Found",...}}}` for unknown symbols.
+- `/v7/finance/quote?symbols=A,B,...&crumb=...`: Yahoo's batch quote
+  (`quoteResponse.result[]`, records shaped like the real ones in ../shared/fixtures/yahoo):
+  unknown symbols are silently left out, a wrong crumb gets 401 "Invalid Crumb".
 - Anything else: 404 (JSON for API hosts, HTML elsewhere).
 
 Quotes are deterministic per symbol (hash-based) and shaped by the symbol's form: `.L` prices are
@@ -23,9 +26,14 @@ a CRYPTOCURRENCY. Symbols starting with "UNKNOWN" or "ZZZZ" do not exist.
     fake.set_empty("HALTED")                       # 200, but no price rows
     fake.faults.set("MSFT", status=429)            # per-symbol faults use the Yahoo symbol
     fake.count("chart", "AAPL")                    # chart requests seen for AAPL
+    fake.omit("MSFT")                              # left out of batch answers (chart still ok)
+    fake.set_partial("VOD.L", "currency")          # batch record without these keys
+    fake.rotate_crumb()                            # the crumb in use becomes invalid (401)
+    fake.faults.set("v7:quote", status=429, retry_after_s=2)   # batch requests only
+    fake.batch_symbols()                           # the symbols each batch request asked
 
 The request log (`requests`) holds every request; `kind_of(request)` names what it was for
-("cookie", "crumb", "consent", "chart", "other").
+("cookie", "crumb", "consent", "chart", "quote", "other").
 """
 
 from __future__ import annotations
@@ -38,16 +46,29 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 from fakemarket.core import GLOBAL, FakeRequest, FakeResponse, FakeService
 
-__all__ = ["RequestKind", "YahooFake", "YahooQuote", "generated_yahoo_quote"]
+__all__ = [
+    "QUOTE_FAULT_KEY",
+    "RequestKind",
+    "YahooFake",
+    "YahooQuote",
+    "generated_yahoo_quote",
+    "quote_record",
+]
 
-RequestKind = Literal["cookie", "crumb", "consent", "chart", "other"]
+RequestKind = Literal["cookie", "crumb", "consent", "chart", "quote", "other"]
 
 _CHART_PREFIX = "/v8/finance/chart/"
+_QUOTE_PATH = "/v7/finance/quote"
+#: The fault-table key of batch quote requests (they name many symbols, so no one symbol's).
+QUOTE_FAULT_KEY = "v7:quote"
+_INVALID_CRUMB_BODY = (
+    b'{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Crumb"}}}'
+)
 _UNKNOWN_PREFIXES = ("UNKNOWN", "ZZZZ")
 _NOT_FOUND_BODY = (
     b'{"chart":{"result":null,"error":{"code":"Not Found",'
@@ -100,6 +121,9 @@ class YahooQuote:
     exchange_name: str
     timezone_name: str  # IANA, e.g. "America/New_York"
     long_name: str
+    price_hint: int = 2  # decimals Yahoo shows: 4 for most FX pairs, 3 for yen pairs
+    #: Yahoo's own change; None = price - previous close. Crypto's is a rolling 24 h figure.
+    change: float | None = None
 
 
 def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
@@ -129,6 +153,11 @@ def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
         exchange_name=exchange,
         timezone_name=tz_name,
         long_name=f"{symbol} (fake)",
+        price_hint=max(decimals, 2),
+        # Crypto never closes: Yahoo's change is over the last 24 h, not since the "close".
+        change=round((price - previous) * 1.5, decimals)
+        if instrument == "CRYPTOCURRENCY"
+        else None,
     )
 
 
@@ -179,6 +208,9 @@ class YahooFake(FakeService):
         self._quotes: dict[str, dict[str, Any]] = {}
         self._unknown: set[str] = set()
         self._empty: set[str] = set()
+        self._omitted: set[str] = set()
+        self._partial: dict[str, tuple[str, ...]] = {}
+        self._crumb_refusals = 0
         self.crumb = "fakeCrumb" + secrets.token_hex(4)
         self.cookie_value = "d=AQABBFAKE" + secrets.token_hex(8) + "&S=AQAAAFAKE"
 
@@ -207,12 +239,37 @@ class YahooFake(FakeService):
         with self._scenario_lock:
             self._empty.add(_key(symbol))
 
+    def omit(self, symbol: str) -> None:
+        """Leave `symbol` ("*": all) out of batch answers, as Yahoo does with symbols it
+        does not know; its chart still answers."""
+        with self._scenario_lock:
+            self._omitted.add(_key(symbol))
+
+    def set_partial(self, symbol: str, *keys: str) -> None:
+        """Answer `symbol` ("*": all) in batches without these record keys, e.g. "currency"
+        or "regularMarketPrice" (as Yahoo does when asked with fewer `fields=`)."""
+        with self._scenario_lock:
+            self._partial[_key(symbol)] = keys or ("currency",)
+
+    def refuse_crumbs(self, times: int) -> None:
+        """Answer the next `times` batch requests 401 "Invalid Crumb", whatever they send."""
+        with self._scenario_lock:
+            self._crumb_refusals = times
+
+    def rotate_crumb(self) -> str:
+        """A new crumb: the one clients hold is now refused with 401 "Invalid Crumb"."""
+        self.crumb = "fakeCrumb" + secrets.token_hex(4)
+        return self.crumb
+
     def clear_scenarios(self) -> None:
-        """Forget every set_quote / unknown / set_empty setting."""
+        """Forget every set_quote / unknown / set_empty / omit / set_partial setting."""
         with self._scenario_lock:
             self._quotes.clear()
             self._unknown.clear()
             self._empty.clear()
+            self._omitted.clear()
+            self._partial.clear()
+            self._crumb_refusals = 0
 
     def reset(self) -> None:
         """Clear faults, the request log and the scenario settings."""
@@ -231,6 +288,8 @@ class YahooFake(FakeService):
             return "crumb"
         if path.startswith(_CHART_PREFIX):
             return "chart"
+        if path == _QUOTE_PATH:
+            return "quote"
         if path in ("/consent", "/copyConsent", "/v2/collectConsent"):
             return "consent"
         return "other"
@@ -247,9 +306,15 @@ class YahooFake(FakeService):
         """How many requests of `kind` (for `symbol`) the fake received."""
         return len(self.requests_of(kind, symbol))
 
+    def batch_symbols(self) -> list[list[str]]:
+        """The symbols each logged batch quote request asked for, in order."""
+        return [_asked(r) for r in self.requests_of("quote")]
+
     # -- FakeService hooks -------------------------------------------------------------------
     def symbol_of(self, request: FakeRequest) -> str | None:
         path = urlsplit(request.path).path
+        if path == _QUOTE_PATH:
+            return QUOTE_FAULT_KEY
         if not path.startswith(_CHART_PREFIX):
             return None
         return unquote(path[len(_CHART_PREFIX) :]).upper() or None
@@ -273,6 +338,8 @@ class YahooFake(FakeService):
             return self._consent(request)
         if kind == "chart" and request.symbol is not None:
             return self._chart(request, request.symbol)
+        if kind == "quote":
+            return self._batch(request)
         request.outcome = "not_found"
         if ".finance." in _host(request) or _host(request).startswith("127."):
             body = b'{"finance":{"result":null,"error":{"code":"Not Found",'
@@ -323,6 +390,30 @@ class YahooFake(FakeService):
         request.outcome = "chart:empty" if empty else "chart"
         return FakeResponse(200, json.dumps(_chart_body(quote, empty=empty)).encode())
 
+    def _batch(self, request: FakeRequest) -> FakeResponse:
+        crumb = parse_qs(urlsplit(request.path).query).get("crumb", [""])[0]
+        with self._scenario_lock:
+            refused = self._crumb_refusals > 0
+            self._crumb_refusals = max(0, self._crumb_refusals - 1)
+        if refused or crumb != self.crumb or "A3=" not in request.headers.get("cookie", ""):
+            request.outcome = "quote:invalid_crumb"
+            return FakeResponse(401, _INVALID_CRUMB_BODY)
+        records = []
+        for symbol in _asked(request):
+            if self._is_unknown(symbol) or self._is_empty(symbol):
+                continue
+            with self._scenario_lock:
+                if symbol in self._omitted or GLOBAL in self._omitted:
+                    continue
+                dropped = self._partial.get(symbol, self._partial.get(GLOBAL, ()))
+            record = quote_record(self.quote_for(symbol))
+            for key in dropped:
+                record.pop(key, None)
+            records.append(record)
+        request.outcome = "quote"
+        body = {"quoteResponse": {"result": records, "error": None}}
+        return FakeResponse(200, json.dumps(body, separators=(",", ":")).encode())
+
     def _consent(self, request: FakeRequest) -> FakeResponse:
         path = urlsplit(request.path).path
         request.outcome = f"consent:{path.rsplit('/', 1)[-1]}"
@@ -347,6 +438,64 @@ class YahooFake(FakeService):
             "Set-Cookie": f"A3={self.cookie_value}; Max-Age={_COOKIE_MAX_AGE_S}; "
             "Domain=.yahoo.com; Path=/; SameSite=None"
         }
+
+
+def quote_record(quote: YahooQuote) -> dict[str, Any]:
+    """One `quoteResponse.result[]` record, with the keys and types of Yahoo's real ones."""
+    zone = ZoneInfo(quote.timezone_name)
+    market_time = datetime.fromtimestamp(quote.regular_market_time, UTC).astimezone(zone)
+    offset = market_time.utcoffset()
+    change = quote.change if quote.change is not None else quote.price - quote.previous_close
+    change = round(change, 8)
+    percent = round(change / quote.previous_close * 100, 7) if quote.previous_close else 0
+    currency = quote.currency
+    return {
+        "language": "en-US",
+        "region": "US",
+        "quoteType": quote.instrument_type,
+        "typeDisp": quote.instrument_type.title(),
+        "quoteSourceName": "Delayed Quote",
+        "triggerable": True,
+        "customPriceAlertConfidence": "HIGH",
+        "currency": currency,
+        "exchange": quote.exchange_name,
+        "shortName": quote.long_name,
+        "longName": quote.long_name,
+        "messageBoardId": f"finmb_{quote.symbol}",
+        "exchangeTimezoneName": quote.timezone_name,
+        "exchangeTimezoneShortName": market_time.tzname() or "UTC",
+        "gmtOffSetMilliseconds": int(offset.total_seconds() * 1000) if offset else 0,
+        "market": "us_market",
+        "esgPopulated": False,
+        "marketState": "REGULAR",
+        "regularMarketChangePercent": percent,
+        "regularMarketPrice": quote.price,
+        "regularMarketChange": change,
+        "regularMarketTime": quote.regular_market_time,
+        "regularMarketDayHigh": quote.high,
+        "regularMarketDayRange": f"{quote.low} - {quote.high}",
+        "regularMarketDayLow": quote.low,
+        "regularMarketVolume": quote.volume,
+        "regularMarketPreviousClose": quote.previous_close,
+        "regularMarketOpen": quote.open,
+        "fullExchangeName": quote.exchange_name,
+        # LSE: prices in pence ("GBp") while the company reports in pounds.
+        "financialCurrency": "GBP" if currency == "GBp" else currency,
+        "sourceInterval": 15,
+        "exchangeDataDelayedBy": 0,
+        "tradeable": False,
+        "cryptoTradeable": quote.instrument_type == "CRYPTOCURRENCY",
+        "hasPrePostMarketData": quote.instrument_type == "EQUITY",
+        "firstTradeDateMilliseconds": 345_479_400_000,
+        "priceHint": quote.price_hint,
+        "symbol": quote.symbol,
+    }
+
+
+def _asked(request: FakeRequest) -> list[str]:
+    """The symbols of a batch quote request, upper-cased, in order, without duplicates."""
+    raw = parse_qs(urlsplit(request.path).query).get("symbols", [""])[0]
+    return list(dict.fromkeys(s.strip().upper() for s in raw.split(",") if s.strip()))
 
 
 def _chart_body(quote: YahooQuote, *, empty: bool) -> dict[str, Any]:
@@ -379,7 +528,7 @@ def _chart_body(quote: YahooQuote, *, empty: bool) -> dict[str, Any]:
         "chartPreviousClose": quote.previous_close,
         "previousClose": quote.previous_close,
         "scale": 3,
-        "priceHint": 2,
+        "priceHint": quote.price_hint,
         "currentTradingPeriod": {
             name: {**period, "start": day_start + start_s, "end": day_start + end_s}
             for name, (start_s, end_s) in {
@@ -393,6 +542,17 @@ def _chart_body(quote: YahooQuote, *, empty: bool) -> dict[str, Any]:
         "validRanges": _VALID_RANGES,
     }
     if empty:
+        # As Yahoo answers for a delisted instrument: no price, no currency, no bars.
+        for key in (
+            "regularMarketPrice",
+            "regularMarketDayHigh",
+            "regularMarketDayLow",
+            "regularMarketVolume",
+            "chartPreviousClose",
+            "previousClose",
+        ):
+            meta.pop(key, None)
+        meta["currency"] = None
         return {
             "chart": {
                 "result": [{"meta": meta, "indicators": {"quote": [{}], "adjclose": [{}]}}],

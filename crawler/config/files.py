@@ -48,7 +48,11 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "request_timeout_seconds": "request_timeout_seconds",
         "quote_deadline_seconds": "quote_deadline_seconds",
     },
-    "yfinance": {"endpoint": "yfinance_endpoint"},
+    "yfinance": {
+        "endpoint": "yfinance_endpoint",
+        "batch_size": "yfinance_batch_size",
+        "max_requests_per_second": "yfinance_max_rps",
+    },
     "sources": {"order": "sources_order"},
     "storage": {"data_dir": "data_dir"},
     "store": {"redis_url": "redis_url", "node_name": "node_name"},

@@ -60,6 +60,8 @@ _NUMBER_FIELDS = (
     "history_retention_days",
     "metrics_port",
     "stream_history_interval_seconds",
+    "yfinance_batch_size",
+    "yfinance_max_rps",
 )
 
 
@@ -122,6 +124,13 @@ class Settings(BaseSettings):
         description="Total time for one quote from one source, retries included.",
     )  # fmt: skip
     yfinance_endpoint: str = Field("", description="Yahoo base URL; empty = the real Yahoo.")
+    yfinance_batch_size: int = Field(
+        50, ge=1, le=200, description="Symbols per Yahoo batch quote request."
+    )
+    yfinance_max_rps: float = Field(
+        2.0, gt=0, le=100, allow_inf_nan=False, json_schema_extra=_unit("requests per second"),
+        description="All Yahoo requests of the process, at most this many per second.",
+    )  # fmt: skip
     sources_order: Annotated[tuple[str, ...], NoDecode] = Field(
         ("bright_data", "yfinance"), description="Sources tried after the cache, in order."
     )

@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from decimal import Decimal
@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crawler.normalizer.schemas import AssetClass, Quote
-from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
-from crawler.sources.base import QuoteSource
+from crawler.sources.base import BatchAnswer, BatchQuoteSource, QuoteSource
 from crawler.store.cache import QuoteCache
 from crawler.store.ledger import BudgetLedger, micro_from_usd, usd_from_micro
 from crawler.utils.exceptions import (
@@ -230,6 +230,10 @@ class HybridDataSource:
         pending: dict[str, Future[Quote]] = {}
         results: dict[str, Quote | CrawlerError] = {}
         pool = self._executor()
+        deadline_at_s = None if deadline_s is None else time.monotonic() + deadline_s
+        batch_source = self._batch_source()
+        leaders: list[tuple[Symbol, Future[Quote]]] = []
+        batched: set[str] = set()
         for item in symbols:
             try:
                 sym = item if isinstance(item, Symbol) else parse_symbol(item, asset_class)
@@ -238,14 +242,30 @@ class HybridDataSource:
                 if on_done:
                     on_done(str(item), exc)
                 continue
-            if sym.canonical not in pending:
-                pending[sym.canonical] = pool.submit(self.get_quote, sym, None, force_fresh)
-        deadline_at_s = None if deadline_s is None else time.monotonic() + deadline_s
+            if sym.canonical in pending:
+                continue
+            if batch_source is not None and _has_yahoo_form(sym):
+                future, leader = self._claim(sym, force_fresh)
+                pending[sym.canonical] = future
+                batched.add(sym.canonical)
+                if leader:
+                    leaders.append((sym, future))
+                continue
+            pending[sym.canonical] = pool.submit(self.get_quote, sym, None, force_fresh)
+        if batch_source is not None and leaders:
+            size = max(1, int(batch_source.batch_size))
+            for start in range(0, len(leaders), size):
+                pool.submit(self._run_batch, batch_source, leaders[start : start + size],
+                            deadline_at_s)  # fmt: skip
         for key, future in pending.items():
-            outcome = self._outcome_of(key, future, deadline_at_s, deadline_s)
+            outcome = self._outcome_of(
+                key, future, deadline_at_s, deadline_s, cancel=key not in batched
+            )
             results[key] = outcome
             if on_done:
                 on_done(key, outcome)
+        if leaders:
+            self._report_missed_deadline(batch_source, results, len(leaders))
         return results
 
     def _outcome_of(
@@ -254,12 +274,17 @@ class HybridDataSource:
         future: Future[Quote],
         deadline_at_s: float | None,
         deadline_s: float | None,
+        *,
+        cancel: bool = True,
     ) -> Quote | CrawlerError:
         timeout_s = None if deadline_at_s is None else max(0.0, deadline_at_s - time.monotonic())
         try:
             return future.result(timeout=timeout_s)
         except FutureTimeout:
-            future.cancel()
+            # A batch leader's future is not a pool task: its worker sees the deadline itself
+            # (and a cancelled leader future would break the requests coalesced onto it).
+            if cancel:
+                future.cancel()
             return TransientSourceError(
                 f"{key}: the batch deadline of {deadline_s:g}s passed before it was fetched"
             )
@@ -365,17 +390,165 @@ class HybridDataSource:
                 # generation is sure to see the new quote in the cache.
                 self._finished[key] = self._finished.get(key, 0) + 1
 
+    # -- the batch path (yfinance's batch quotes) -----------------------------------------
+    def _batch_source(self) -> BatchQuoteSource | None:
+        """The batch-capable source when it is the first one a miss would be asked now
+        (every source before it skipped: no key, breaker open, budget spent), else None."""
+        source = self.sources.get(YFINANCE)
+        if not isinstance(source, BatchQuoteSource) or source.batch_size < 2:
+            return None
+        for name in self._order():
+            if self._skip_reason(name, self.breakers[name]) is None:
+                return source if name == YFINANCE else None
+        return None
+
+    def _claim(self, sym: Symbol, force_fresh: bool) -> tuple[Future[Quote], bool]:
+        """(future, leader?): a fresh cached quote, the in-flight fetch of another caller to
+        wait for, or a new leader future this batch must settle."""
+        key = sym.canonical
+        generation = self._finished.get(key, 0)
+        if not force_fresh:
+            cached = self.cache.get(key)
+            if cached is not None:
+                done: Future[Quote] = Future()
+                done.set_result(cached)
+                return done, False
+        with self._lock:
+            existing = self._inflight.get(key)
+            if existing is not None:
+                self._coalesced += 1
+                return existing, False
+            future: Future[Quote] = Future()
+            self._inflight[key] = future
+        if not force_fresh and self._finished.get(key, 0) != generation:
+            cached = self.cache.get(key)  # a leader finished between our miss and our claim
+            if cached is not None:
+                self._settle(key, future, cached)
+        return future, True
+
+    def _settle(self, key: str, future: Future[Quote], outcome: Quote | BaseException) -> None:
+        """End a batch leadership: the waiters get `outcome`, the symbol is free again."""
+        try:
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        except InvalidStateError:  # settled already (the cache answered right after the claim)
+            pass
+        finally:
+            with self._lock:
+                if self._inflight.get(key) is future:
+                    del self._inflight[key]
+                    self._finished[key] = self._finished.get(key, 0) + 1
+
+    def _run_batch(
+        self,
+        source: BatchQuoteSource,
+        chunk: list[tuple[Symbol, Future[Quote]]],
+        deadline_at_s: float | None,
+    ) -> None:
+        """One batch request for `chunk`, then the per-symbol path for what it left open.
+        Runs on the pool; every future of the chunk is settled, whatever happens."""
+        live = [(sym, future) for sym, future in chunk if not future.done()]
+        try:
+            if deadline_at_s is not None and time.monotonic() >= deadline_at_s:
+                for sym, future in live:
+                    self._settle(sym.canonical, future, _missed(sym.canonical))
+                return
+            name, breaker, usage = YFINANCE, self.breakers[YFINANCE], self.usage[YFINANCE]
+            tried: dict[str, str] = {}
+            answer: BatchAnswer | None = None
+            started_s = time.perf_counter()
+            try:
+                answer = breaker.call(source.fetch_batch, [sym for sym, _ in live])
+            except CircuitBreakerError as exc:
+                tried[name] = exc.message
+            except CrawlerError as exc:  # the request as a whole failed: counted once
+                self._report_fetch(name, "failure", started_s)
+                self._count_failure(name, usage, exc)
+                tried[name] = exc.message
+                log.info("yfinance batch of %d failed: %s", len(live), exc.message)
+            rest: list[tuple[Symbol, Future[Quote], dict[str, str]]] = []
+            for sym, future in live:
+                key = sym.canonical
+                quote = answer.quotes.get(key) if answer is not None else None
+                if quote is not None:
+                    self._report_fetch(name, "success", started_s)
+                    self._count_success(name, usage)
+                    self.cache.put(quote)
+                    self._settle(key, future, quote)
+                elif answer is not None and key in answer.errors:
+                    rest.append((sym, future, {name: answer.errors[key].message}))
+                else:  # left out or partial: the per-symbol chart, under the same rules
+                    rest.append((sym, future, tried))
+            pool = self._executor()
+            for sym, future, reasons in rest:
+                pool.submit(self._finish_one, sym, future, reasons, deadline_at_s)
+        except BaseException as exc:
+            for sym, future in live:
+                if not future.done():
+                    error = APIError(f"internal error fetching {sym.canonical}: {exc!r}"[:240])
+                    self._settle(sym.canonical, future, error)
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("yfinance batch failed unexpectedly")
+
+    def _finish_one(
+        self,
+        sym: Symbol,
+        future: Future[Quote],
+        tried: Mapping[str, str],
+        deadline_at_s: float | None,
+    ) -> None:
+        """The per-symbol path for one symbol the batch did not serve (on the pool)."""
+        if deadline_at_s is not None and time.monotonic() >= deadline_at_s:
+            self._settle(sym.canonical, future, _missed(sym.canonical))
+            return
+        try:
+            outcome: Quote | BaseException = self._fetch_upstream(sym, tried)
+        except BaseException as exc:
+            outcome = exc
+        self._settle(sym.canonical, future, outcome)
+
+    def _report_missed_deadline(
+        self,
+        source: BatchQuoteSource | None,
+        results: Mapping[str, Quote | CrawlerError],
+        batched: int,
+    ) -> None:
+        """Say it loudly when the per-symbol fallbacks did not fit before the deadline."""
+        missed = sum(
+            1 for r in results.values() if isinstance(r, TransientSourceError) and "deadline"
+            in r.message
+        )  # fmt: skip
+        if not missed:
+            return
+        throttle = getattr(source, "throttle", None)
+        rate = f"{throttle.rate_per_s:g} requests/s" if throttle is not None else "no limit"
+        log.warning(
+            "yfinance: %d of %d batched symbols missed the deadline waiting for per-symbol "
+            "chart fallbacks (Yahoo rate limit: %s); raise YFINANCE_MAX_RPS or the interval",
+            missed,
+            batched,
+            rate,
+        )
+
     def _order(self) -> list[str]:
         order = list(self.settings.sources_order) if self.settings else [BRIGHT_DATA, YFINANCE]
         return [name for name in order if name in self.sources] + [
             name for name in self.sources if name not in order
         ]
 
-    def _fetch_upstream(self, sym: Symbol) -> Quote:
+    def _fetch_upstream(self, sym: Symbol, tried: Mapping[str, str] | None = None) -> Quote:
+        """The sources in order, then the stale quote. `tried`: sources already asked for
+        this symbol (by a batch), with why they did not serve it: not asked again."""
         reasons: dict[str, str] = {}
         budget_error: BudgetExhaustedError | None = None
         for name in self._order():
             source, breaker, usage = self.sources[name], self.breakers[name], self.usage[name]
+            if tried and name in tried:
+                reasons[name] = tried[name]
+                continue
             skip = self._skip_reason(name, breaker)
             if skip is not None:
                 reasons[name] = skip
@@ -507,6 +680,18 @@ class HybridDataSource:
         )
 
 
+def _has_yahoo_form(sym: Symbol) -> bool:
+    try:
+        to_yahoo(sym)
+    except SymbolError:
+        return False
+    return True
+
+
+def _missed(key: str) -> TransientSourceError:
+    return TransientSourceError(f"{key}: the batch deadline passed before it was fetched")
+
+
 def _sources_from_settings(
     settings: Settings, ledger: BudgetLedger, data_dir: Path
 ) -> list[QuoteSource]:
@@ -527,6 +712,7 @@ def _sources_from_settings(
                 )
             )
         elif name == YFINANCE:
+            from crawler.sources.yahoo_throttle import shared_throttle
             from crawler.sources.yfinance_source import YFinanceSource
 
             sources.append(
@@ -537,6 +723,9 @@ def _sources_from_settings(
                     deadline_s=float(settings.quote_deadline_seconds),
                     # As wide as the hybrid's own pool, or it would be the bottleneck.
                     max_workers=settings.max_workers,
+                    batch_size=settings.yfinance_batch_size,
+                    # One bucket for the whole process, whoever builds a source.
+                    throttle=shared_throttle(settings.yfinance_max_rps),
                 )
             )
     return sources

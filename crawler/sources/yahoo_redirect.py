@@ -10,9 +10,11 @@ request still carries `Host: HOST:PORT` and cookies still match `.yahoo.com`:
     yf.Ticker("AAPL", session=session).history(period="1d")   # served by the fake
 
 With an empty endpoint it is a plain browser-impersonating session that talks to Yahoo itself.
-Either way it caps every request's timeout (yfinance asks for 30 s on its cookie calls) and
+Either way it caps every request's timeout (yfinance asks for 30 s on its cookie calls),
 remembers, per thread, the status of the last chart answer, so errors yfinance raises without
-a status can be classified by the caller.
+a status can be classified by the caller, and, given a `YahooThrottle`, sends every request
+(cookie, crumb and data alike) through the process's one token bucket: a request waits for its
+token, a 429 pauses every worker. `time_limit(seconds)` bounds that wait for the calling thread.
 
 Importing this module imports curl_cffi (the session is a subclass), so import it lazily.
 """
@@ -21,12 +23,19 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from curl_cffi import CurlOpt
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests.exceptions import InvalidURL
+
+from crawler.utils.exceptions import TransientSourceError
+
+if TYPE_CHECKING:
+    from crawler.sources.yahoo_throttle import YahooThrottle
 
 __all__ = ["YAHOO_HOSTS", "RedirectingSession", "is_yahoo_host"]
 
@@ -62,9 +71,16 @@ class RedirectingSession(curl_requests.Session[curl_requests.Response]):
     instead of leaving for the real internet.
     """
 
-    def __init__(self, endpoint: str = "", *, max_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        endpoint: str = "",
+        *,
+        max_timeout_s: float = 10.0,
+        throttle: YahooThrottle | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.max_timeout_s = max_timeout_s
+        self.throttle = throttle
         self._target: tuple[str, int] | None = None
         self._status_local = threading.local()
         curl_options: dict[Any, Any] = {}
@@ -103,10 +119,38 @@ class RedirectingSession(curl_requests.Session[curl_requests.Response]):
         is_chart = _CHART_PATH in urlsplit(target).path
         if is_chart:
             self._status_local.chart_status = None
+        throttle = self.throttle
+        if throttle is not None:
+            deadline_at_s = getattr(self._status_local, "deadline_at_s", None)
+            if not throttle.acquire(deadline_at_s):
+                raise TransientSourceError(
+                    "yfinance: Yahoo's rate limit "
+                    f"({throttle.rate_per_s:g} requests/s) leaves no room before the deadline"
+                    + (" (Yahoo asked us to pause)" if throttle.paused_for_s() > 0 else "")
+                )
         response = super().request(method, target, *args, **kwargs)
+        if throttle is not None:
+            if response.status_code == 429:
+                throttle.on_rate_limited(response.headers.get("Retry-After"))
+            else:
+                throttle.on_answer()
         if is_chart:
             self._status_local.chart_status = int(response.status_code)
         return response
+
+    @contextmanager
+    def time_limit(self, seconds: float | None) -> Iterator[None]:
+        """Within the block, this thread waits for a token at most `seconds` from now."""
+        previous = getattr(self._status_local, "deadline_at_s", None)
+        throttle = self.throttle
+        at_s = None
+        if seconds is not None and throttle is not None:
+            at_s = throttle.now_s() + max(0.0, seconds)  # in the throttle's own clock
+        self._status_local.deadline_at_s = at_s
+        try:
+            yield
+        finally:
+            self._status_local.deadline_at_s = previous
 
     def last_chart_status(self) -> int | None:
         """The HTTP status of this thread's last chart answer (None: none since the reset)."""

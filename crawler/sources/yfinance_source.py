@@ -1,52 +1,61 @@
-"""yfinance as a quote source: one chart request per quote, every failure translated.
+"""yfinance as a quote source: batch quotes, and the chart read without a DataFrame.
 
     source = YFinanceSource(cache_dir=data_dir / "yfinance", endpoint=os.environ.get(
-        "YFINANCE_ENDPOINT", ""))
-    quote = source.fetch(parse_symbol("VOD:LN"))     # Quote(price=..., currency="GBp", ...)
+        "YFINANCE_ENDPOINT", ""), throttle=shared_throttle(2))
+    quote = source.fetch(parse_symbol("VOD:LN"))     # one chart request: Quote(currency="GBp")
+    answer = source.fetch_batch([aapl, msft, vod])   # one /v7/finance/quote request
+    answer.quotes, answer.fallback                   # served; to ask the chart for, and why
 
-How a fetch works:
+How it talks to Yahoo:
 
-- `to_yahoo(symbol)` first; `UnmappableSymbolError` propagates (the hybrid skips yfinance).
-- `Ticker.history(period="1d")` makes one chart request whose metadata carries the price,
-  currency, previous close and `regularMarketTime`; the row gives open/high/low/volume.
-  `fast_info` (a year of data) and `.info` (3-4 requests) are never touched.
-- The call runs on a small dedicated thread pool and is abandoned after `deadline_s`
-  (`TransientSourceError`); curl's own timeout (`timeout_s`, also capping yfinance's 30 s cookie
-  calls) bounds how long the abandoned worker stays busy.
-- yfinance runs with `hide_exceptions = False` and its errors are mapped: rate limits →
-  `RateLimitedError`, network errors and 5xx → `TransientSourceError`, 404 / "possibly delisted"
-  / no rows → `UnknownSymbolError`, anything else → `APIError`. Nothing from yfinance, curl_cffi
-  or pandas escapes.
+- yfinance provides the session's cookie and crumb (its `YfData` singleton, on our
+  `RedirectingSession`, so `YFINANCE_ENDPOINT` and the fake market keep working) and nothing
+  else: no DataFrame is built. The bodies go to the pure parsers in `crawler.normalizer.yahoo`.
+- `fetch_batch` asks `GET /v7/finance/quote?symbols=A,B,...` for up to `batch_size` symbols.
+  Symbols Yahoo leaves out (it drops unknown ones silently) or answers without a price or a
+  currency come back in `fallback`, for the caller to ask the chart for one by one.
+- `fetch` asks `GET /v8/finance/chart/SYMBOL?range=1d&interval=1d` and reads `meta`.
+- A 401 "Invalid Crumb" refreshes the cookie and crumb once and repeats the request.
+- Every request, yfinance's cookie and crumb calls included, waits for the process's token
+  bucket (`YahooThrottle`); a 429 pauses every worker and is raised as `RateLimitedError`,
+  which the hybrid's breaker counts.
+- Calls run on a small dedicated thread pool and are abandoned after `deadline_s`
+  (`TransientSourceError`); curl's own timeout (`timeout_s`) bounds the abandoned worker.
+- Errors are ours: rate limits → `RateLimitedError`, network errors and 5xx →
+  `TransientSourceError`, 404 / no price → `UnknownSymbolError`, anything else → `APIError`.
+  Nothing from yfinance or curl_cffi escapes.
 
 yfinance keeps process-wide state (one session and crumb in its `YfData` singleton, its cache
 location, its config), so one `YFinanceSource` per process is the intended use; the first one
 to fetch decides yfinance's cache directory. Importing this module imports neither yfinance nor
-pandas: both load on the first fetch.
+curl_cffi: both load on the first fetch.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote as url_quote
 from urllib.parse import urlsplit
 
-from crawler.normalizer.schemas import Quote
+from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol, to_yahoo
+from crawler.normalizer.yahoo import is_invalid_crumb, parse_chart, parse_quote_batch
+from crawler.sources.base import BatchAnswer
 from crawler.utils.exceptions import (
     APIError,
     ConfigError,
     CrawlerError,
+    ParseError,
     RateLimitedError,
     SourceConfigError,
     TransientSourceError,
@@ -55,16 +64,20 @@ from crawler.utils.exceptions import (
 
 if TYPE_CHECKING:
     from crawler.sources.yahoo_redirect import RedirectingSession
+    from crawler.sources.yahoo_throttle import YahooThrottle
 
-__all__ = ["YFinanceSource"]
+__all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_SIZE", "YFinanceSource"]
 
-_PCT_STEP = Decimal("0.0001")
+#: Symbols per `/v7/finance/quote` request: `[yfinance] batch_size`, env YFINANCE_BATCH_SIZE.
+DEFAULT_BATCH_SIZE = 50
+#: Yahoo's URL and answer sizes stay sane below this.
+MAX_BATCH_SIZE = 200
+
+# The hosts yfinance itself uses for these endpoints.
+_QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
+_CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/"
+_CHART_PARAMS = {"range": "1d", "interval": "1d", "includePrePost": "false"}
 _MESSAGE_CHARS = 240
-# history(period="1d") never converts dates with the ticker's timezone, yet yfinance fetches it
-# first (an extra chart request per new symbol, and `.info`'s 3-4 requests when that fails).
-# Pre-setting it keeps a fetch at exactly one chart request; the rows still get the exchange's
-# timezone from the chart metadata.
-_PLACEHOLDER_TZ = "UTC"
 # pandas deprecation/future warnings attributed to yfinance's code are its business, not ours;
 # anything else still surfaces.
 _YFINANCE_MODULES = r"yfinance(\.|$)"
@@ -72,9 +85,11 @@ _YFINANCE_MODULES = r"yfinance(\.|$)"
 _setup_lock = threading.Lock()
 _yfinance_cache_dir: str | None = None
 
+T = TypeVar("T")
+
 
 class YFinanceSource:
-    """Quotes from Yahoo Finance through yfinance; `endpoint` ("" = Yahoo) redirects it."""
+    """Quotes from Yahoo Finance; `endpoint` ("" = Yahoo) redirects it (see the module doc)."""
 
     name = "yfinance"
 
@@ -87,6 +102,9 @@ class YFinanceSource:
         deadline_s: float = 30,
         clock: Callable[[], float] = time.monotonic,
         max_workers: int = 4,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        throttle: YahooThrottle | None = None,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
             raise ConfigError(
@@ -97,48 +115,81 @@ class YFinanceSource:
             raise ConfigError(
                 f"yfinance timeout_s={timeout_s} and deadline_s={deadline_s} must be positive"
             )
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"yfinance batch_size={batch_size} is out of range; use 1 to {MAX_BATCH_SIZE}"
+            )
         self.endpoint = endpoint
         self.cache_dir = Path(cache_dir)
         self.timeout_s = float(timeout_s)
         self.deadline_s = float(deadline_s)
+        self.batch_size = batch_size
+        self.throttle = throttle
         self._clock = clock
+        self._now = now
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="yfinance")
         self._lock = threading.Lock()
         self._session: RedirectingSession | None = None
         self._closed = False
         self._outcomes: Counter[str] = Counter()
+        self._batch: Counter[str] = Counter()
         self._latency_total_s = 0.0
         self._last_error: str | None = None
 
     # -- the QuoteSource protocol ------------------------------------------------------------
     def fetch(self, symbol: Symbol) -> Quote:
-        """The current quote for `symbol`; raises `APIError` subclasses (and
+        """The current quote for `symbol` from its chart; raises `APIError` subclasses (and
         `UnmappableSymbolError` when Yahoo has no form of the symbol)."""
         yahoo_symbol = to_yahoo(symbol)
-        if self._closed:
-            raise APIError("yfinance source is closed")
         started_s = self._clock()
+        what = f"{yahoo_symbol} ({symbol.canonical})"
         try:
-            future = self._executor.submit(self._fetch_blocking, symbol, yahoo_symbol)
-        except RuntimeError as exc:  # the pool was shut down by a concurrent close()
-            raise APIError("yfinance source is closed") from exc
-        remaining_s = max(self.deadline_s - (self._clock() - started_s), 0.0)
-        try:
-            quote = future.result(timeout=remaining_s)
-        except TimeoutError:
-            # The worker cannot be interrupted; it frees itself when curl's timeout fires.
-            future.cancel()
-            error = TransientSourceError(
-                f"yfinance: no answer for {yahoo_symbol} ({symbol.canonical}) "
-                f"within the {self.deadline_s:g} s deadline"
-            )
-            self._record("timeout", started_s, error)
-            raise error from None
+            quote = self._run(self._fetch_chart, symbol, yahoo_symbol, what=what)
+        except TransientSourceError as exc:
+            self._record("timeout" if "deadline" in exc.message else type(exc).__name__,
+                         started_s, exc)  # fmt: skip
+            raise
         except CrawlerError as exc:
             self._record(type(exc).__name__, started_s, exc)
             raise
         self._record("ok", started_s, None)
         return quote
+
+    def fetch_batch(self, symbols: Sequence[Symbol]) -> BatchAnswer:
+        """Quotes for up to `batch_size` symbols in one `/v7/finance/quote` request.
+
+        Raises `APIError` subclasses when the request as a whole failed (429, 5xx, network,
+        a crumb refused twice, not a quote answer); per-symbol gaps land in the answer.
+        """
+        if len(symbols) > self.batch_size:
+            raise ValueError(f"{len(symbols)} symbols; at most {self.batch_size} per batch")
+        asked: dict[str, Symbol] = {}
+        errors: dict[str, CrawlerError] = {}
+        for symbol in symbols:
+            try:
+                asked[to_yahoo(symbol)] = symbol
+            except CrawlerError as exc:
+                errors[symbol.canonical] = exc
+        if not asked:
+            return BatchAnswer(errors=errors)
+        what = f"a batch of {len(asked)} symbols"
+        try:
+            batch = self._run(self._fetch_quotes, asked, what=what)
+        except CrawlerError as exc:
+            with self._lock:
+                self._batch["requests"] += 1
+                self._batch["failed"] += 1
+                self._last_error = exc.message
+            raise
+        quotes = {asked[name].canonical: quote for name, quote in batch.quotes.items()}
+        fallback = {asked[name].canonical: reason for name, reason in batch.partial.items()}
+        for name in batch.omitted:
+            fallback[asked[name].canonical] = "left out of Yahoo's batch answer"
+        with self._lock:
+            self._batch["requests"] += 1
+            self._batch["quotes"] += len(quotes)
+            self._batch["fallbacks"] += len(fallback)
+        return BatchAnswer(quotes=quotes, fallback=fallback, errors=errors)
 
     def close(self) -> None:
         """Stop the worker pool (without waiting for abandoned calls) and the session."""
@@ -150,10 +201,16 @@ class YFinanceSource:
             session.close()
 
     def statistics(self) -> dict[str, Any]:
-        """Counters: fetches, successes, timeouts, errors by class, mean latency, last error."""
+        """Counters: chart fetches, successes, timeouts, errors by class, mean latency, last
+        error; batch requests, quotes and fallbacks; crumb refreshes; the throttle's state."""
         with self._lock:
             fetches = sum(self._outcomes.values())
-            errors = {k: v for k, v in self._outcomes.items() if k not in ("ok", "timeout")}
+            errors = {
+                k: v
+                for k, v in self._outcomes.items()
+                if k not in ("ok", "timeout", "crumb_refresh")
+            }
+            fetches -= self._outcomes["crumb_refresh"]
             return {
                 "name": self.name,
                 "endpoint": self.endpoint or "yahoo",
@@ -163,36 +220,109 @@ class YFinanceSource:
                 "errors": errors,
                 "avg_latency_s": round(self._latency_total_s / fetches, 4) if fetches else None,
                 "last_error": self._last_error,
+                "batch_size": self.batch_size,
+                "batch_requests": self._batch["requests"],
+                "batch_failed": self._batch["failed"],
+                "batch_quotes": self._batch["quotes"],
+                "batch_fallbacks": self._batch["fallbacks"],
+                "crumb_refreshes": self._outcomes["crumb_refresh"],
+                "throttle": self.throttle.statistics() if self.throttle is not None else None,
             }
 
     # -- the worker side -------------------------------------------------------------------
-    def _fetch_blocking(self, symbol: Symbol, yahoo_symbol: str) -> Quote:
-        """Runs on a pool thread: one yfinance call, its errors translated."""
+    def _run(self, fn: Callable[..., T], *args: Any, what: str) -> T:
+        """`fn(*args, deadline_at_s)` on the pool, abandoned at the deadline."""
+        if self._closed:
+            raise APIError("yfinance source is closed")
+        started_s = self._clock()
+        deadline_at_s = started_s + self.deadline_s
+        try:
+            future: Future[T] = self._executor.submit(fn, *args, deadline_at_s)
+        except RuntimeError as exc:  # the pool was shut down by a concurrent close()
+            raise APIError("yfinance source is closed") from exc
+        remaining_s = max(self.deadline_s - (self._clock() - started_s), 0.0)
+        try:
+            return future.result(timeout=remaining_s)
+        except TimeoutError:
+            # The worker cannot be interrupted; it frees itself when curl's timeout fires.
+            future.cancel()
+            raise TransientSourceError(
+                f"yfinance: no answer for {what} within the {self.deadline_s:g} s deadline"
+            ) from None
+
+    def _fetch_chart(self, symbol: Symbol, yahoo_symbol: str, deadline_at_s: float | None) -> Quote:
+        """Runs on a pool thread: one chart request, read from its `meta`."""
+        what = f"{yahoo_symbol} ({symbol.canonical})"
+        url = _CHART_URL + url_quote(yahoo_symbol, safe="")
+        status, body = self._get(url, dict(_CHART_PARAMS), what, deadline_at_s)
+        if status != 200 and status != 404:
+            raise _status_error(status, what)
+        try:
+            return parse_chart(body, symbol, fetched_at=self._now())
+        except UnknownSymbolError as exc:
+            raise UnknownSymbolError(
+                f"yfinance: Yahoo does not know {what}: {_after_colon(exc.message)}"
+            ) from None
+        except ParseError as exc:
+            if status == 404:
+                raise UnknownSymbolError(
+                    f"yfinance: Yahoo does not know {what} (HTTP 404)"
+                ) from None
+            raise APIError(f"yfinance: unusable chart for {what}: {exc.message}") from None
+
+    def _fetch_quotes(self, asked: dict[str, Symbol], deadline_at_s: float | None) -> Any:
+        """Runs on a pool thread: one batch request, parsed."""
+        what = f"a batch of {len(asked)} symbols"
+        status, body = self._get(_QUOTE_URL, {"symbols": ",".join(asked)}, what, deadline_at_s)
+        if status != 200:
+            raise _status_error(status, what)
+        try:
+            return parse_quote_batch(body, asked, fetched_at=self._now())
+        except ParseError as exc:
+            raise APIError(f"yfinance: unusable batch answer: {exc.message}") from None
+
+    def _get(
+        self, url: str, params: dict[str, str], what: str, deadline_at_s: float | None
+    ) -> tuple[int, bytes]:
+        """One GET with yfinance's crumb, refreshed and repeated once on "Invalid Crumb".
+        Every third-party error is translated here."""
         session: RedirectingSession | None = None
         try:
             yf = _load_yfinance(self.cache_dir)
             # After the import: importing yfinance puts its own "default" filter in front.
             _quiet_yfinance_warnings()
             session = self._session_for(yf)
-            session.reset_chart_status()
-            ticker = yf.Ticker(yahoo_symbol, session=session)
-            ticker._tz = _PLACEHOLDER_TZ
-            frame = ticker.history(
-                period="1d",
-                interval="1d",
-                auto_adjust=False,  # a live quote, not dividend-adjusted history
-                actions=False,
-                timeout=self.timeout_s,
-            )
-            metadata = ticker.get_history_metadata()
-            values = _chart_values(metadata)
-            row = _last_row(frame)
+            data = yf.data.YfData(session=session)
+            left_s = None if deadline_at_s is None else max(0.0, deadline_at_s - self._clock())
+            with session.time_limit(left_s):
+                crumb = self._crumb(data, refresh=False)
+                for attempt in (1, 2):
+                    query = {**params, "crumb": crumb} if crumb else params
+                    response = session.get(url, params=query, timeout=self.timeout_s)
+                    status, body = int(response.status_code), bytes(response.content)
+                    if attempt == 1 and is_invalid_crumb(status, body):
+                        with self._lock:
+                            self._outcomes["crumb_refresh"] += 1
+                        crumb = self._crumb(data, refresh=True)
+                        continue
+                    return status, body
         except CrawlerError:
             raise
         except Exception as exc:
-            status = session.last_chart_status() if session is not None else None
-            raise _translate(exc, status, yahoo_symbol, symbol.canonical) from exc
-        return _build_quote(symbol, yahoo_symbol, values, row)
+            status_seen = session.last_chart_status() if session is not None else None
+            raise _translate(exc, status_seen, what) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _crumb(self, data: Any, *, refresh: bool) -> str | None:
+        """yfinance's crumb for this session (fetched once; `refresh` forgets the old one)."""
+        lock = getattr(data, "_cookie_lock", None)
+        if refresh and lock is not None:
+            with lock:
+                # A refused crumb may come from a stale cookie too: start the dance over.
+                data._crumb = None
+                data._cookie = None
+        crumb, _strategy = data._get_cookie_and_crumb(timeout=self.timeout_s)
+        return str(crumb) if crumb else None
 
     def _session_for(self, yf: ModuleType) -> RedirectingSession:
         """This source's session, made on first use and handed to yfinance's singleton."""
@@ -204,7 +334,9 @@ class YFinanceSource:
             from crawler.sources.yahoo_redirect import RedirectingSession
 
             try:
-                session = RedirectingSession(self.endpoint, max_timeout_s=self.timeout_s)
+                session = RedirectingSession(
+                    self.endpoint, max_timeout_s=self.timeout_s, throttle=self.throttle
+                )
             except ValueError as exc:  # the endpoint's host does not resolve
                 raise SourceConfigError(str(exc)) from exc
             # yfinance keeps one cookie+crumb per process. Our new session's jar starts empty,
@@ -240,7 +372,7 @@ def _load_yfinance(cache_dir: Path) -> ModuleType:
             # Process-global, and effectively fixed once yfinance has opened its databases.
             yfinance.cache.set_cache_location(str(cache_dir))
             _yfinance_cache_dir = str(cache_dir)
-        # Raise instead of logging and returning an empty frame, so failures can be mapped.
+        # Raise instead of logging, so failures can be mapped.
         yfinance.config.debug.hide_exceptions = False
     return module
 
@@ -256,137 +388,24 @@ def _quiet_yfinance_warnings() -> None:
             warnings.filterwarnings("ignore", category=category, module=_YFINANCE_MODULES)
 
 
-def _chart_values(metadata: Any) -> dict[str, Any]:
-    """The metadata fields a quote needs, read key by key.
-
-    (yfinance's metadata object fetches a second, intraday chart when a missing
-    `tradingPeriods` key is read, so it is never converted wholesale.)
-    """
-    keys = (
-        "regularMarketPrice",
-        "currency",
-        "previousClose",
-        "chartPreviousClose",
-        "regularMarketTime",
-        "regularMarketDayHigh",
-        "regularMarketDayLow",
-        "regularMarketVolume",
-        "longName",
-        "shortName",
-    )
-    return {key: metadata[key] for key in keys if key in metadata}
+def _status_error(status: int, what: str) -> APIError:
+    """Our error for a non-200 answer of a data request."""
+    if status == 429:
+        return RateLimitedError(f"yfinance: Yahoo rate-limited the request for {what}")
+    if status >= 500:
+        return TransientSourceError(f"yfinance: Yahoo answered {status} for {what}")
+    if status == 401:
+        return APIError(f"yfinance: Yahoo refused the crumb twice for {what} (HTTP 401)")
+    return APIError(f"yfinance: Yahoo answered {status} for {what}")
 
 
-def _last_row(frame: Any) -> dict[str, float]:
-    """Open/High/Low/Close/Volume of the last row, finite values only ({} without rows)."""
-    if frame is None or len(frame) == 0:
-        return {}
-    last = frame.iloc[-1]
-    row: dict[str, float] = {}
-    for column in ("Open", "High", "Low", "Close", "Volume"):
-        if column in last.index:
-            value = float(last[column])
-            if math.isfinite(value):
-                row[column] = value
-    return row
+def _after_colon(message: str) -> str:
+    return message.split(": ", 1)[1] if ": " in message else message
 
 
-def _build_quote(
-    symbol: Symbol, yahoo_symbol: str, values: dict[str, Any], row: dict[str, float]
-) -> Quote:
-    """A Quote from the chart metadata (price, currency, previous close, time) and the row."""
-    try:
-        price = _decimal(values.get("regularMarketPrice"))
-        if price is None:
-            price = _decimal(row.get("Close"))
-        if price is None:
-            raise APIError(
-                f"yfinance: Yahoo's chart for {yahoo_symbol} ({symbol.canonical}) has no price"
-            )
-        previous = _decimal(values.get("previousClose"))
-        if previous is None:
-            previous = _decimal(values.get("chartPreviousClose"))
-        change = change_pct = None
-        if previous is not None:
-            change = price - previous
-            if previous != 0:
-                change_pct = (change / previous * 100).quantize(_PCT_STEP, ROUND_HALF_EVEN)
-        high = _first(row.get("High"), values.get("regularMarketDayHigh"))
-        low = _first(row.get("Low"), values.get("regularMarketDayLow"))
-        volume: Any = row.get("Volume", values.get("regularMarketVolume"))
-        currency = values.get("currency")
-        name = values.get("longName") or values.get("shortName")
-        return Quote(
-            symbol=symbol.canonical,
-            price=price,
-            source="yfinance",
-            currency=str(currency) if currency else None,
-            change=change,
-            change_pct=change_pct,
-            open=_decimal(row.get("Open")),
-            high=high,
-            low=low,
-            previous_close=previous,
-            volume=int(float(volume)) if _is_finite_number(volume) else None,
-            as_of=_utc(values.get("regularMarketTime")),
-            asset_class=symbol.asset_class,
-            name=str(name) if name else None,
-        )
-    except CrawlerError:
-        raise
-    except (TypeError, ValueError, ArithmeticError) as exc:
-        raise APIError(
-            f"yfinance: unusable chart data for {yahoo_symbol} ({symbol.canonical}): "
-            f"{_one_line(exc)}"
-        ) from exc
-
-
-def _first(*values: Any) -> Decimal | None:
-    """The first value that is a finite number, as a Decimal."""
-    for value in values:
-        number = _decimal(value)
-        if number is not None:
-            return number
-    return None
-
-
-def _decimal(value: Any) -> Decimal | None:
-    """A float as the Decimal of its shortest repr (262.36 → Decimal("262.36"))."""
-    if not _is_finite_number(value):
-        return None
-    try:
-        return Decimal(str(float(value)))
-    except InvalidOperation:
-        return None
-
-
-def _is_finite_number(value: Any) -> bool:
-    if value is None or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _utc(value: Any) -> datetime | None:
-    """regularMarketTime (epoch seconds, or the pandas Timestamp yfinance made of it) in UTC."""
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    to_epoch = getattr(value, "timestamp", None)
-    if callable(to_epoch):
-        return datetime.fromtimestamp(float(to_epoch()), UTC)
-    return None
-
-
-def _translate(
-    exc: Exception, chart_status: int | None, yahoo_symbol: str, canonical: str
-) -> APIError:
-    """Our error for whatever yfinance/curl_cffi/pandas raised (`chart_status`: the last chart
+def _translate(exc: Exception, chart_status: int | None, what: str) -> APIError:
+    """Our error for whatever yfinance/curl_cffi raised (`chart_status`: the last chart
     answer's HTTP status on this thread, when there was one)."""
-    what = f"{yahoo_symbol} ({canonical})"
     detail = _one_line(exc)
     # An HTTPError names the answer that failed; prefer its status to the last chart's.
     response_status = getattr(getattr(exc, "response", None), "status_code", None)
