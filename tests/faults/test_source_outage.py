@@ -8,7 +8,7 @@ request log as the witness:
 - the breaker opens after exactly `failure_threshold` failed fetches;
 - while it is open, the fake receives no request at all, however many quotes are asked for;
 - at each recovery point exactly one trial fetch reaches the fake, even with many callers at
-  once (one request for Bright Data; yfinance's own chart-crumb-chart for a failed fetch);
+  once (one request for either source: a failed yfinance chart is not retried);
 - once the fake is back, the first successful fetch comes within one recovery period, and
   from then on every fetch reaches the source again;
 - Bright Data: the ledger's billed spend equals the fake's billed count plus the outage's plain
