@@ -134,6 +134,7 @@ class Operations:
         self._status_lock = threading.Lock()
         self._status_building: Future[dict[str, Any]] | None = None
         self._metrics_registry: CollectorRegistry | None = None
+        self._session_hours: MarketHours | None = None
 
     @classmethod
     def offline(cls, settings: Settings) -> Operations:
@@ -194,7 +195,33 @@ class Operations:
             else:
                 errors[key] = _error_dict(outcome)
         self._record([q for q in quotes if not q.from_cache])
-        return {"quotes": [q.to_json_dict() for q in quotes], "errors": errors}
+        now = self._now()
+        return {
+            "quotes": [self._quote_dict(q, now) for q in quotes],
+            "errors": errors,
+        }
+
+    def _quote_dict(self, quote: Quote, now: datetime) -> dict[str, Any]:
+        """A quote for the caller, with `source_stale`: its own time is older than its
+        market's last session (suspended, delisted, or a feed stuck at the source)."""
+        data = quote.to_json_dict()
+        data["source_stale"] = self._source_stale(quote, now)
+        return data
+
+    def _source_stale(self, quote: Quote, now: datetime) -> bool:
+        from crawler.markets.source_age import GRACE, predates_last_session
+
+        if quote.as_of is None or now - quote.as_of <= GRACE:
+            return False  # the common case decides without loading a calendar
+        hours = self.market_hours
+        if hours is None:  # offline, or market hours off: calendars only for old quotes
+            from crawler.markets.hours import MarketHours
+
+            hours = self._session_hours = self._session_hours or MarketHours()
+        try:
+            return predates_last_session(quote.as_of, quote.symbol, quote.asset_class, hours, now)
+        except Exception:  # a calendar problem must not break a fetch or the status
+            return False
 
     def _record(self, quotes: list[Quote]) -> None:
         if self.history_store is None or not quotes:
@@ -314,6 +341,7 @@ class Operations:
             "stale_served": stats.get("stale_served", 0),
             "stream": stats.get("stream"),
             "events": self._events_statistics(),
+            "yahoo": stats.get("yahoo"),
             "metrics": self.metrics.snapshot() if self.metrics else None,
             "symbols": [self._symbol_status(name, asset, now) for name, asset in
                         self.watchlist.items()],
@@ -342,9 +370,11 @@ class Operations:
             entry["age_s"] = round(max(0.0, quote.age_s(now)), 1)
             entry["fetched_age_s"] = round(fetched_age_s, 1)
             entry["stale"] = stale
+            entry["source_stale"] = self._source_stale(quote, now)
         else:
             entry["age_s"] = entry["fetched_age_s"] = None
             entry["stale"] = True
+            entry["source_stale"] = False
         if self.market_hours is not None:
             try:
                 session = self.market_hours.session_status(name, asset, at=now)

@@ -94,9 +94,43 @@ def quotes_table(quotes: Iterable[Mapping[str, Any]], title: str | None = None) 
             _short_time(quote.get("as_of")),
             source,
             format_age(_age_of(quote, now)),
-            "yes" if quote.get("stale") else "no",
+            _stale_text(quote.get("stale"), quote.get("source_stale")),
         )
     return table
+
+
+def _stale_text(stale: Any, source_stale: Any) -> str:
+    """ "no", "yes", or "suspended?" when the source's own time predates the last session."""
+    if source_stale:
+        return "suspended?"
+    return "yes" if stale else "no"
+
+
+def yahoo_line(yahoo: Mapping[str, Any] | None) -> str | None:
+    """One line on how Yahoo treats us: the rate, batches, and a 429 pause if there is one."""
+    if not yahoo:
+        return None
+    throttle = yahoo.get("throttle") or {}
+    text = "yahoo: "
+    rate = throttle.get("max_requests_per_second")
+    if isinstance(rate, int | float):
+        text += f"at most {rate:g} requests/s, "
+    text += (
+        f"{yahoo.get('batch_requests', 0)} batch requests "
+        f"({yahoo.get('batch_quotes', 0)} quotes, {yahoo.get('batch_fallbacks', 0)} sent to "
+        f"the chart), {yahoo.get('fetches', 0)} chart requests"
+    )
+    if throttle.get("throttled"):
+        text += (
+            f"; THROTTLED by Yahoo (HTTP 429): paused {format_age(throttle.get('paused_for_s'))}"
+            f" more, {throttle.get('rate_limited_total', 0)} rate-limited answers so far"
+        )
+    elif throttle.get("rate_limited_total"):
+        text += (
+            f"; {throttle.get('rate_limited_total')} rate-limited answers, last at "
+            f"{_short_time(throttle.get('last_rate_limited_at'))}"
+        )
+    return text
 
 
 def symbols_table(symbols: Iterable[Mapping[str, Any]]) -> Table:
@@ -154,6 +188,9 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
             str(usage.get("last_error") or "-"),
         )
     out.print(sources)
+    line = yahoo_line(status.get("yahoo"))
+    if line is not None:
+        out.print(line, markup=False)
     for name, message in (status.get("config_errors") or {}).items():
         out.print(f"[bold red]config error[/] {name}: {message}", markup=True)
     entries = list(status.get("symbols") or [])
@@ -183,7 +220,7 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
             _short_time(quote.get("as_of")),
             str(quote.get("source", "-")),
             format_age(entry.get("age_s")),
-            "yes" if entry.get("stale") else "no",
+            _stale_text(entry.get("stale"), entry.get("source_stale")),
             where,
         )
     out.print(symbols)

@@ -168,6 +168,22 @@ class MarketHours:
             "next_close": None if next_close is None else next_close.isoformat(),
         }
 
+    def last_session_start(
+        self, symbol: str, asset_class: AssetClass | None, at: datetime | None = None
+    ) -> datetime | None:
+        """When the last session that closed before `at` opened; None for markets that never
+        close (crypto), unknown ones, and beyond our knowledge."""
+        market = _market_of(symbol, asset_class)
+        when = self._at(at)
+        if market in (CRYPTO, UNKNOWN):
+            return None
+        intervals = self._intervals(market, when)
+        at_us = _to_us(when)
+        if intervals is None or not intervals.covers(at_us):
+            return None
+        j = bisect_right(intervals.ends, at_us)
+        return _from_us(intervals.starts[j - 1]) if j > 0 else None
+
     def preload(self, markets: list[str]) -> None:
         """Build the named calendars now (the daemon calls this at start, off the hot path)."""
         for market in markets:
@@ -188,14 +204,7 @@ class MarketHours:
         when = self._at(at)
         if market in (CRYPTO, UNKNOWN):
             return market, True, None, None
-        intervals: _Intervals | None
-        rule = WEEKLY_RULES.get(market)
-        if rule is not None and market != CME:
-            intervals = self._rule_intervals(market, when)
-        else:
-            intervals = self._calendar(market)
-            if intervals is None and rule is not None:
-                intervals = self._rule_intervals(market, when)
+        intervals = self._intervals(market, when)
         at_us = _to_us(when)
         if intervals is None or not intervals.covers(at_us):
             return market, True, None, None  # cannot judge: never skip a fetch for it
@@ -206,6 +215,16 @@ class MarketHours:
             None if next_open is None else _from_us(next_open),
             None if next_close is None else _from_us(next_close),
         )
+
+    def _intervals(self, market: str, when: datetime) -> _Intervals | None:
+        """The trading intervals around `when`: a weekly rule, or the exchange calendar."""
+        rule = WEEKLY_RULES.get(market)
+        if rule is not None and market != CME:
+            return self._rule_intervals(market, when)
+        intervals = self._calendar(market)
+        if intervals is None and rule is not None:
+            intervals = self._rule_intervals(market, when)
+        return intervals
 
     @staticmethod
     def _rule_intervals(market: str, when: datetime) -> _Intervals:

@@ -321,7 +321,20 @@ class HybridDataSource:
             "stale_served": self._stale_served,
             "coalesced_requests": self._coalesced,
             "stream": live.statistics() if live is not None else None,
+            # yfinance's own view: batches, crumb refreshes, and whether Yahoo throttles us.
+            "yahoo": self._source_statistics(YFINANCE),
         }
+
+    def _source_statistics(self, name: str) -> dict[str, Any] | None:
+        stats_of = getattr(self.sources.get(name), "statistics", None)
+        if stats_of is None:
+            return None
+        try:
+            stats: dict[str, Any] = stats_of()
+        except Exception:  # statistics must never break status
+            log.exception("statistics of %s failed", name)
+            return None
+        return stats
 
     def cleanup(self) -> None:
         """Release threads and connections. Safe to call twice."""
