@@ -420,12 +420,15 @@ class HybridDataSource:
         wait for, or a new leader future this batch must settle."""
         key = sym.canonical
         generation = self._finished.get(key, 0)
-        if not force_fresh:
-            cached = self.cache.get(key)
-            if cached is not None:
-                done: Future[Quote] = Future()
-                done.set_result(cached)
-                return done, False
+        live = self.live
+        # As in get_quote: a streamed tick wins even over force_fresh; then the cache.
+        ready = live.live_quote(key) if live is not None else None
+        if ready is None and not force_fresh:
+            ready = self.cache.get(key)
+        if ready is not None:
+            done: Future[Quote] = Future()
+            done.set_result(ready)
+            return done, False
         with self._lock:
             existing = self._inflight.get(key)
             if existing is not None:
