@@ -83,6 +83,25 @@ def test_offline_fetch_serves_and_records(env: dict[str, str], market: FakeMarke
     assert exported.returncode == 0
     assert exported.stdout.splitlines()[0].startswith("symbol,")
     assert len(exported.stdout.splitlines()) == 3
+    # history and export choose formats the same way: --format X, or its shorthand flag.
+    as_json = crawler(env, "history", "AAPL:US", "--format", "json").stdout
+    assert json.loads(as_json) == history
+    as_csv = crawler(env, "history", "AAPL:US", "--csv").stdout
+    assert as_csv == crawler(env, "history", "AAPL:US", "--format", "csv").stdout
+    assert as_csv.startswith("symbol,")
+    lines = crawler(env, "history", "AAPL:US", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["symbol"] for line in lines] == ["AAPL:US"]
+    jsonl = crawler(env, "export", "--jsonl").stdout
+    assert jsonl == crawler(env, "export", "--format", "jsonl").stdout
+    assert len(jsonl.splitlines()) == 2
+    for args, message in (
+        (("history", "AAPL:US", "--format", "xml"), "use table, json, csv, jsonl"),
+        (("export", "--format", "xml"), "use csv, jsonl"),
+        (("history", "AAPL:US", "--json", "--format", "csv"), "choose one format"),
+        (("export", "--csv", "--jsonl"), "choose one format"),
+    ):
+        bad = crawler(env, *args)
+        assert bad.returncode == 2 and message in one_error_line(bad), args
 
 
 def test_offline_symbols(env: dict[str, str]) -> None:
@@ -145,14 +164,36 @@ def test_daemon_not_running_exits_3(env: dict[str, str]) -> None:
     assert status.returncode == 3 and "crawler is not running" in status.stdout
     as_json = crawler(env, "status", "--json")
     assert as_json.returncode == 3 and json.loads(as_json.stdout)["running"] is False
-    for args in (("stop",), ("collect",)):
-        result = crawler(env, *args)
-        assert result.returncode == 3
-        assert "not running" in one_error_line(result)
+    result = crawler(env, "collect")
+    assert result.returncode == 3
+    assert "not running" in one_error_line(result)
+
+
+def test_stop_when_not_running_exits_0(env: dict[str, str]) -> None:
+    # `systemctl stop` of an inactive unit succeeds: the wanted state already holds.
+    result = crawler(env, "stop")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("crawler is not running")
+    as_json = crawler(env, "stop", "--json")
+    assert as_json.returncode == 0
+    assert json.loads(as_json.stdout)["running"] is False
+
+
+def test_symbols_add_and_remove_print_json(env: dict[str, str]) -> None:
+    added = crawler(env, "symbols", "add", "VOD:LN", "AAPL", "--json")
+    assert added.returncode == 0, added.stderr
+    assert [(s["symbol"], s["added"]) for s in json.loads(added.stdout)["symbols"]] == [
+        ("VOD:LN", True), ("AAPL:US", True)
+    ]
+    removed = crawler(env, "symbols", "remove", "VOD:LN", "NOPE:US", "--json")
+    assert removed.returncode == 1  # one was not tracked
+    assert [(s["symbol"], s["removed"]) for s in json.loads(removed.stdout)["symbols"]] == [
+        ("VOD:LN", True), ("NOPE:US", False)
+    ]
 
 
 def test_debug_shows_the_traceback(env: dict[str, str]) -> None:
-    result = crawler(env, "--debug", "stop")
+    result = crawler(env, "--debug", "collect")
     assert result.returncode == 3
     assert "Traceback" in result.stderr and "DaemonNotRunningError" in result.stderr
 

@@ -33,6 +33,9 @@ def test_unit_is_a_notify_service_with_a_watchdog() -> None:
     assert re.search(r"^StateDirectory=crawler$", text, re.M)
     # The key must never travel in the environment, where other tools can read it.
     assert "BRIGHT_DATA_API_KEY" not in text
+    # SIGTERM stops it without starting Python; an allow list without a deny list does nothing.
+    assert not re.search(r"^ExecStop=", text, re.M)
+    assert not re.search(r"^IPAddressAllow=", text, re.M)
 
 
 def test_security_exposure_is_at_most_2() -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from crawler.cli.common import client_for, fail, load, state_of
 from crawler.cli.render import console, print_json
 from crawler.cli.status_view import show_status
-from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonNotRunningError
+from crawler.utils.exceptions import DaemonNotRunningError
 
 __all__ = ["config_app", "register"]
 
@@ -42,8 +42,9 @@ def start(
     interval: Annotated[
         int | None, typer.Option("--interval", help="Seconds between collections (>= 60).")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (detached start).")] = False,
 ) -> None:
-    """Start the daemon (detached unless --foreground or --once)."""
+    """Start the daemon (detached unless --foreground or --once); exit 0 if it already runs."""
     overrides: dict[str, Any] = {"update_interval_seconds": interval, "log_format": log_format}
     settings = load(ctx, overrides, config)
     if once or foreground:
@@ -64,7 +65,17 @@ def start(
             ok = "error" not in collection and collection.get("succeeded", True)
             raise typer.Exit(0 if ok else 1)
         raise typer.Exit(daemon.run_foreground())
-    _start_detached(ctx, settings, config, log_format, interval)
+    _start_detached(ctx, settings, config, log_format, interval, as_json)
+
+
+def _already_running(settings: Any, pid: int, as_json: bool) -> NoReturn:
+    """Like `systemctl start` of an active unit: nothing to do is success (exit 0)."""
+    socket_path = settings.socket_path
+    if as_json:
+        print_json({"running": True, "started": False, "pid": pid, "socket": str(socket_path)})
+    else:
+        typer.echo(f"crawler is already running (pid {pid}, socket {socket_path})")
+    raise typer.Exit(0)
 
 
 def _start_detached(
@@ -73,6 +84,7 @@ def _start_detached(
     config: Path | None,
     log_format: str | None,
     interval: int | None,
+    as_json: bool,
 ) -> None:
     from crawler.daemon.process import PIDFILE_NAME, last_log_line, read_pid, spawn_detached
 
@@ -83,7 +95,7 @@ def _start_detached(
         pass
     else:
         pid = health.get("pid", 0) if isinstance(health, dict) else 0
-        raise DaemonAlreadyRunningError(int(pid))
+        _already_running(settings, int(pid), as_json)
     data_dir = Path(settings.data_dir)
     args: list[str] = ["--debug"] if state_of(ctx).debug else []
     args += ["start", "--foreground"]
@@ -103,8 +115,8 @@ def _start_detached(
         if code is not None:
             line = last_log_line(log_path) or f"the daemon exited with status {code}"
             if code == 1 and "already running" in line:
-                pid = read_pid(data_dir / PIDFILE_NAME) or 0
-                raise DaemonAlreadyRunningError(pid)
+                # Another `start` won the race: the daemon we wanted runs.
+                _already_running(settings, read_pid(data_dir / PIDFILE_NAME) or 0, as_json)
             fail(f"the daemon did not start: {line} (log: {log_path})")
         try:
             status, health = client.get("/health")
@@ -113,20 +125,37 @@ def _start_detached(
             continue
         pid = health.get("pid") if isinstance(health, dict) else None
         if status == 200 and pid == child.pid:
-            typer.echo(f"crawler started (pid {pid}, socket {settings.socket_path})")
-            typer.echo(f"log: {log_path}")
+            if as_json:
+                print_json(
+                    {"running": True, "started": True, "pid": pid,
+                     "socket": str(settings.socket_path), "log": str(log_path)}
+                )  # fmt: skip
+            else:
+                typer.echo(f"crawler started (pid {pid}, socket {settings.socket_path})")
+                typer.echo(f"log: {log_path}")
             return
         time.sleep(_POLL_S)
     fail(f"the daemon did not answer within {START_DEADLINE_S:g} s (log: {log_path})")
 
 
-def stop(ctx: typer.Context) -> None:
-    """Stop the running daemon and wait for it to exit."""
+def stop(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Stop the running daemon and wait for it to exit; exit 0 if it was not running."""
     from crawler.daemon.process import wait_for_exit
 
     settings = load(ctx)
     client = client_for(settings, timeout_s=10.0)
-    answer = client.call("POST", "/stop")
+    try:
+        answer = client.call("POST", "/stop")
+    except DaemonNotRunningError:
+        # Like `systemctl stop` of an inactive unit: the wanted state holds, so exit 0.
+        if as_json:
+            print_json({"running": False, "stopped": False, "socket": str(settings.socket_path)})
+        else:
+            typer.echo(f"crawler is not running (no answer on {settings.socket_path})")
+        return
     pid = int(answer.get("pid", 0)) if isinstance(answer, dict) else 0
     if pid and not wait_for_exit(pid, STOP_DEADLINE_S):
         fail(f"the daemon (pid {pid}) has not exited after {STOP_DEADLINE_S:g} s")
@@ -134,7 +163,10 @@ def stop(ctx: typer.Context) -> None:
     deadline = time.monotonic() + STOP_DEADLINE_S
     while settings.socket_path.exists() and time.monotonic() < deadline:
         time.sleep(_POLL_S)
-    typer.echo(f"crawler stopped (pid {pid})")
+    if as_json:
+        print_json({"running": False, "stopped": True, "pid": pid})
+    else:
+        typer.echo(f"crawler stopped (pid {pid})")
 
 
 def status(

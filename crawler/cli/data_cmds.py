@@ -119,6 +119,7 @@ def symbols_add(
     ctx: typer.Context,
     symbols: Annotated[list[str], typer.Argument(help="Symbols to track.")],
     asset_class: AssetClassOpt = None,
+    as_json: AsJson = False,
 ) -> None:
     """Track symbols (persisted; the daemon picks them up at its next collection)."""
     _canonical(symbols)
@@ -134,7 +135,11 @@ def symbols_add(
     def local(ops: Operations) -> list[dict[str, Any]]:
         return [ops.add_symbol(s, asset_class) for s in symbols]
 
-    for result in _via_daemon_or_offline(settings, remote, local):
+    results = _via_daemon_or_offline(settings, remote, local)
+    if as_json:
+        print_json({"symbols": results})
+        return
+    for result in results:
         verb = "added" if result.get("added") else "already tracked:"
         typer.echo(f"{verb} {result.get('symbol')} ({result.get('asset_class')})")
 
@@ -143,6 +148,7 @@ def symbols_add(
 def symbols_remove(
     ctx: typer.Context,
     symbols: Annotated[list[str], typer.Argument(help="Symbols to stop tracking.")],
+    as_json: AsJson = False,
 ) -> None:
     """Stop tracking symbols; exit 1 if one was not tracked."""
     symbols = _canonical(symbols)
@@ -166,12 +172,15 @@ def symbols_remove(
     def local(ops: Operations) -> list[dict[str, Any]]:
         return [ops.remove_symbol(s) for s in symbols]
 
-    missing = 0
-    for result in _via_daemon_or_offline(settings, remote, local):
+    results = _via_daemon_or_offline(settings, remote, local)
+    missing = sum(1 for result in results if not result.get("removed"))
+    if as_json:
+        print_json({"symbols": results})
+        raise typer.Exit(1 if missing else 0)
+    for result in results:
         if result.get("removed"):
             typer.echo(f"removed {result.get('symbol')}")
         else:
-            missing += 1
             warn(f"{result.get('symbol')} is not tracked")
     raise typer.Exit(1 if missing else 0)
 
@@ -230,6 +239,25 @@ def _split_valid(
     return good, bad
 
 
+#: What `history` and `export` print; the first of each is the default.
+HISTORY_FORMATS = ("table", "json", "csv", "jsonl")
+STREAM_FORMATS = ("csv", "jsonl")
+
+
+def choose_format(fmt: str | None, shorthands: dict[str, bool], allowed: tuple[str, ...]) -> str:
+    """The output format from `--format X` or a shorthand flag (`--json`, `--csv`...), the same
+    way for every command; bad usage (exit 2) for an unknown one or two that disagree."""
+    chosen = {name for name, given in shorthands.items() if given}
+    if fmt is not None:
+        chosen.add(fmt.lower())
+    if len(chosen) > 1:
+        fail(f"choose one format, not {' and '.join(sorted(chosen))}", 2)
+    name = chosen.pop() if chosen else allowed[0]
+    if name not in allowed:
+        fail(f"--format {name!r} is not known; use {', '.join(allowed)}", 2)
+    return name
+
+
 def _query(**values: str | None) -> dict[str, str]:
     return {key: value for key, value in values.items() if value is not None}
 
@@ -249,16 +277,18 @@ def history(
     oldest_first: Annotated[
         bool, typer.Option("--oldest-first", help="The oldest rows, oldest first.")
     ] = False,
-    as_json: AsJson = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="table (default), json, csv or jsonl.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
 ) -> None:
     """The recorded quotes of one symbol: the newest 100, newest first, in every format.
 
-    A cut answer says so on stderr (and in --json: "truncated", "total"); for every row use
-    --csv --limit 0 or `crawler export --symbols SYMBOL`.
+    A cut answer says so on stderr (and in --format json: "truncated", "total"); for every row
+    use --format csv --limit 0 or `crawler export --symbols SYMBOL`.
     """
-    if as_json and as_csv:
-        fail("use --json or --csv, not both", 2)
+    fmt = choose_format(fmt, {"json": as_json, "csv": as_csv}, HISTORY_FORMATS)
     (symbol,) = _canonical([symbol])
     settings = load(ctx)
     order = "oldest" if oldest_first else "newest"
@@ -269,12 +299,12 @@ def history(
         limit=None if limit is None else str(limit),
         order=order,
     )
-    if as_csv:
+    if fmt in STREAM_FORMATS:
 
         def remote_csv() -> tuple[int, int]:
             headers: dict[str, str] = {}
             chunks = client_for(settings).stream(
-                "GET", "/history", {**query, "format": "csv"}, headers=headers
+                "GET", "/history", {**query, "format": fmt}, headers=headers
             )
             _write_chunks(chunks, sys.stdout.buffer)
             sent = int(headers.get("x-crawler-rows", "0") or 0)
@@ -282,7 +312,7 @@ def history(
 
         def local_csv(ops: Operations) -> tuple[int, int]:
             sent, total, chunks = ops.history_export(
-                "csv", symbol, since, until, limit, oldest_first
+                fmt, symbol, since, until, limit, oldest_first
             )
             _write_chunks(chunks, sys.stdout.buffer)
             return sent, total
@@ -297,7 +327,7 @@ def history(
         lambda ops: ops.history(symbol, since, until, limit, oldest_first),
     )
     quotes = result.get("quotes") or []
-    if as_json:
+    if fmt == "json":
         print_json(result)
     elif quotes:
         title = f"history of {result['symbol']}, {order} first"
@@ -328,17 +358,18 @@ def _write_chunks(chunks: Iterator[bytes], out: Any) -> int:
 
 def export(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    fmt: Annotated[str | None, typer.Option("--format", help="csv (default) or jsonl.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="2h, 7d, 2026-11-01...")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
     symbols: Annotated[
         str | None, typer.Option("--symbols", help="Comma-separated, e.g. AAPL:US,VOD:LN.")
     ] = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Same as --format jsonl.")] = False,
 ) -> None:
     """Export the quote history as CSV or JSON lines (stdout unless -o)."""
-    if fmt not in ("csv", "jsonl"):
-        fail(f"--format {fmt!r} is not known; use csv or jsonl", 2)
+    fmt = choose_format(fmt, {"csv": as_csv, "jsonl": as_jsonl}, STREAM_FORMATS)
     wanted = _canonical([s for s in symbols.split(",") if s.strip()]) if symbols else None
     if wanted is not None:
         symbols = ",".join(wanted)
