@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "resolve_log_format"]
+__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "resolve_log_format", "set_log_level"]
 
 #: What a secret's value is replaced with.
 REDACTED = "****"
@@ -93,6 +93,16 @@ def _add_logger_name(logger: WrappedLogger, method_name: str, event: EventDict) 
     return event
 
 
+def set_log_level(level: str) -> None:
+    """The root level (debug, info, ...; a reload changes it live); third-party chatter
+    (APScheduler's "Running job ...", urllib3) stays at warning unless debugging."""
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    logging.getLogger().setLevel(numeric_level)
+    quiet = logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
+    for name in ("apscheduler", "urllib3", "yfinance", "peewee", "curl_cffi"):
+        logging.getLogger(name).setLevel(quiet)
+
+
 def configure_logging(
     log_format: str = "auto",
     level: str = "info",
@@ -108,7 +118,6 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     rendered_as = resolve_log_format(log_format, out)
     redactor = SecretRedactor(secrets)
-    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -148,11 +157,7 @@ def configure_logging(
         if existing.get_name() == "crawler":
             root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(numeric_level)
-    # Third-party chatter (APScheduler's "Running job ...", urllib3) only when debugging.
-    quiet = logging.DEBUG if numeric_level <= logging.DEBUG else logging.WARNING
-    for name in ("apscheduler", "urllib3", "yfinance", "peewee", "curl_cffi"):
-        logging.getLogger(name).setLevel(quiet)
+    set_log_level(level)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

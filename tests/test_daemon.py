@@ -15,7 +15,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -315,6 +317,66 @@ def test_stale_socket_and_pidfile_after_kill_9_are_replaced(
         assert answers(sock_of(env))
     finally:
         finish(proc)
+        crawler(env, "stop")
+
+
+def _status(env: dict[str, str]) -> dict[str, Any]:
+    result = crawler(env, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
+def test_reload_and_sighup_apply_live_settings_and_name_the_rest(
+    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = crawler_env(market, tmp_path_factory.mktemp("h"))
+    config = Path(env["CRAWLER_CONFIG"])
+    assert crawler(env, "start").returncode == 0  # detached: its own log file
+    try:
+        before = _status(env)
+        assert before["scheduler"]["scheduler_state"]["update_interval_seconds"] == 3600
+        config.write_text(
+            CONFIG_TOML.replace("update_interval_seconds = 3600", "update_interval_seconds = 600")
+            + '[budget]\ntotal_usd = 1.25\n[sources]\norder = ["yfinance", "bright_data"]\n'
+            + '[daemon]\nlog_level = "debug"\nmetrics_port = 9\n'
+        )
+        reloaded = crawler(env, "reload", "--json")
+        assert reloaded.returncode == 0, reloaded.stderr
+        plan = json.loads(reloaded.stdout)
+        assert sorted(plan["applied"]) == [
+            "log_level", "sources_order", "total_budget", "update_interval_seconds"
+        ]  # fmt: skip
+        assert plan["restart_needed"] == ["metrics_port"]
+        assert "metrics_port" in plan["message"] and "restart" in plan["message"]
+        after = _status(env)
+        assert after["scheduler"]["scheduler_state"]["update_interval_seconds"] == 600
+        assert Decimal(after["budget"]["budget_total"]) == Decimal("1.25")
+        fetched = json.loads(crawler(env, "fetch", "MSFT:US", "--json").stdout)
+        assert fetched["quotes"][0]["source"] == "yfinance"  # the new order, without a restart
+        # A file that does not validate changes nothing: one line, exit 2, same settings.
+        config.write_text(CONFIG_TOML + "[budget]\ntotal_usd = -1\n")
+        refused = crawler(env, "reload")
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert Decimal(_status(env)["budget"]["budget_total"]) == Decimal("1.25")
+        # SIGHUP after logrotate moved the log away: reopened, and the file re-read.
+        config.write_text(CONFIG_TOML + "[budget]\ntotal_usd = 2.5\n")
+        log_file = data_of(env) / "crawler.log"
+        log_file.rename(data_of(env) / "crawler.log.1")
+        pid = int((data_of(env) / "crawler.pid").read_text())
+        os.kill(pid, signal.SIGHUP)
+        wait_until(
+            lambda: Decimal(_status(env)["budget"]["budget_total"]) == Decimal("2.5"),
+            20,
+            "the SIGHUP reload",
+        )
+        wait_until(
+            lambda: log_file.exists() and "configuration reloaded" in log_file.read_text(),
+            20,
+            "the reopened log file",
+        )
+        assert answers(sock_of(env))
+    finally:
         crawler(env, "stop")
 
 

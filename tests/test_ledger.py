@@ -526,3 +526,22 @@ def test_corrupt_day_record_is_a_storage_error_not_a_fresh_budget(tmp_path: Path
         ledger.reserve()
     with pytest.raises(StorageError, match="corrupt"):
         ledger.statistics()
+
+
+def test_set_limits_applies_from_the_next_reservation(tmp_path: Path) -> None:
+    """A reload's new budget: lowering it under today's spend stops new paid requests at once;
+    raising it lets them go on; the spend already counted stays."""
+    ledger = make_ledger(tmp_path, requests=5)
+    for _ in range(3):
+        ledger.settle(ledger.reserve())
+    ledger.set_limits(budget_for(2), COST)
+    assert not ledger.can_reserve()
+    with pytest.raises(BudgetExhaustedError):
+        ledger.reserve()
+    ledger.set_limits(budget_for(4), COST)
+    ledger.settle(ledger.reserve())
+    assert not ledger.can_reserve()
+    assert ledger.statistics()["requests_used"] == 4
+    with pytest.raises(ConfigError):
+        ledger.set_limits(budget_for(4), Decimal("0"))
+    assert ledger.statistics()["budget_total"] == budget_for(4)  # a refused change changes nothing

@@ -36,6 +36,7 @@ def test_unit_is_a_notify_service_with_a_watchdog() -> None:
     # SIGTERM stops it without starting Python; an allow list without a deny list does nothing.
     assert not re.search(r"^ExecStop=", text, re.M)
     assert not re.search(r"^IPAddressAllow=", text, re.M)
+    assert re.search(r"^ExecReload=\S+/crawler reload$", text, re.M)
 
 
 def test_security_exposure_is_at_most_2() -> None:

@@ -57,7 +57,15 @@ def start(
             "debug" if state_of(ctx).debug else settings.log_level,
             secrets=[key.get_secret_value()] if key is not None else [],
         )
-        daemon = Daemon(settings)
+        config_file = settings.config_file
+
+        def reread() -> Any:
+            # The same file and the same command-line flags: they still win over the file.
+            from crawler.config import load_settings
+
+            return load_settings(overrides, config_file=config_file)
+
+        daemon = Daemon(settings, reload_settings=reread)
         if once:
             report = daemon.run_once()
             print_json(report)
@@ -169,6 +177,27 @@ def stop(
         typer.echo(f"crawler stopped (pid {pid})")
 
 
+def reload(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Re-read the configuration in the running daemon (SIGHUP does the same)."""
+    settings = load(ctx)
+    plan = client_for(settings, timeout_s=30.0).call("POST", "/reload")
+    if as_json:
+        print_json(plan)
+        return
+    changed = plan.get("changed") or {}
+    applied = [
+        f"{name} {changed[name]['old']} -> {changed[name]['new']}"
+        for name in plan.get("applied") or []
+        if name in changed
+    ]
+    typer.echo("reloaded: " + ("; ".join(applied) if applied else "nothing to change live"))
+    if plan.get("message"):
+        typer.echo(f"note: {plan['message']}", err=True)
+
+
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -230,6 +259,7 @@ def register(app: typer.Typer) -> None:
     """Add these commands to `app`."""
     app.command()(start)
     app.command()(stop)
+    app.command()(reload)
     app.command()(status)
     app.command()(collect)
     app.add_typer(config_app, name="config")

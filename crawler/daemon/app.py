@@ -8,6 +8,10 @@ owns the process lifecycle.
 Start-up order: take the pidfile (refuse a second daemon), build everything, open the control
 socket, start the scheduler, and only then tell systemd READY=1 with a one-line STATUS.
 
+Reload (SIGHUP, `crawler reload`, `POST /v1/reload`) re-reads the configuration: the signal
+handler sets a flag, the main thread reopens the detached daemon's log file (logrotate) and
+applies what can change live (see `crawler.daemon.reload`).
+
 Shutdown has one path whatever asked for it (SIGTERM, SIGINT, POST /stop): the signal handler
 sets a flag, the route an Event (huey style); the main thread, polling both every 0.1 s, then
 sends STOPPING=1, closes the control socket, stops the scheduler (a running collection gets
@@ -24,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -36,6 +41,7 @@ from crawler.utils.exceptions import DaemonError
 if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.daemon.control_server import ControlServer
+    from crawler.daemon.reload import ReloadPlan
     from crawler.events import EventBus
     from crawler.markets.hours import MarketHours
     from crawler.metrics import MetricsHTTPServer, MetricsRecorder
@@ -65,8 +71,19 @@ _TICK_S = 0.1
 class Daemon:
     """One crawler daemon over `settings`. Build it, then `run_foreground()` or `run_once()`."""
 
-    def __init__(self, settings: Settings, *, notifier: SystemdNotifier | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        notifier: SystemdNotifier | None = None,
+        reload_settings: Callable[[], Settings] | None = None,
+    ) -> None:
+        """`reload_settings` reads the configuration again for a reload (the CLI passes one
+        that keeps its command-line flags); by default the same config file is re-read."""
         self.settings = settings
+        self._reload_settings = reload_settings or (lambda: _reread(settings))
+        self._reload_requested = False
+        self._reload_lock = threading.Lock()
         self.data_dir = ensure_data_dir(Path(settings.data_dir))
         self.socket_path: Path = settings.socket_path
         self.pidfile = PidFile(self.data_dir / PIDFILE_NAME)
@@ -202,6 +219,60 @@ class Daemon:
         """Whether a shutdown has been requested (by a signal, a route or a test)."""
         return self._stop.is_set() or self._signal_name is not None
 
+    def _on_hangup(self, signum: int, frame: FrameType | None) -> None:
+        # A plain assignment, like `_on_signal`: the main loop does the reload.
+        self._reload_requested = True
+
+    def reload(self) -> ReloadPlan:
+        """Re-read the configuration and apply what can change live; ConfigError (nothing
+        changed) when it does not validate. What needs a restart is named in one log line."""
+        from crawler.daemon.reload import plan_reload
+        from crawler.logging import set_log_level
+
+        with self._reload_lock:
+            new = self._reload_settings()
+            plan = plan_reload(self.settings, new)
+            if plan.live and self.hybrid is not None and self.scheduler is not None:
+                effective = self.settings.model_copy(
+                    update={name: getattr(new, name) for name in plan.live}
+                )
+                if {"total_budget", "cost_per_request"} & set(plan.live):
+                    self.hybrid.ledger.set_limits(
+                        Decimal(str(effective.total_budget)),
+                        Decimal(str(effective.cost_per_request)),
+                    )
+                self.hybrid.settings = effective  # the sources' order is read per quote
+                hours = self.market_hours if effective.market_hours_enabled else None
+                self.scheduler.apply_settings(effective, hours)
+                if self.operations is not None:
+                    self.operations.settings = effective
+                if "log_level" in plan.live:
+                    set_log_level(effective.log_level)
+                self.settings = effective
+            log.info(
+                "configuration reloaded: %s",
+                ", ".join(plan.live) if plan.live else "nothing to change live",
+            )
+            if plan.restart_line is not None:
+                log.warning("reload: %s", plan.restart_line)
+            return plan
+
+    def _reload_on_signal(self) -> None:
+        from crawler.daemon.process import reopen_log_file
+        from crawler.utils.exceptions import CrawlerError
+
+        try:
+            reopened = reopen_log_file()
+        except OSError as exc:
+            log.error("SIGHUP: cannot reopen the log file: %s", exc.strerror or exc)
+        else:
+            if reopened is not None:
+                log.info("SIGHUP: log file %s reopened", reopened)
+        try:
+            self.reload()
+        except CrawlerError as exc:
+            log.error("reload refused, still running on the previous settings: %s", exc.message)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only a plain assignment: Event.set() here could deadlock on the Event's own lock if
         # the signal lands while the main thread is inside Event.wait(). The loop polls it.
@@ -214,6 +285,7 @@ class Daemon:
         the socket, DaemonError / StorageError / ConfigError when start-up fails.
         """
         from crawler.daemon.control_server import ControlServer, socket_is_live
+        from crawler.daemon.reload import register_reload_route
         from crawler.daemon.routes import register_routes
         from crawler.daemon.sse import register_event_routes
 
@@ -222,6 +294,7 @@ class Daemon:
             previous = {
                 sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
             }
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
             try:
                 self._build(with_heartbeat=True)
                 assert self.operations is not None and self.scheduler is not None
@@ -229,6 +302,7 @@ class Daemon:
                 register_routes(self.server, self.operations, self.request_stop)
                 assert self.events is not None
                 register_event_routes(self.server, self.events)
+                register_reload_route(self.server, self.reload)
                 self.server.start()
                 self._start_metrics_port()
                 if self.settings.auto_update_enabled:
@@ -269,6 +343,9 @@ class Daemon:
             if self._signal_name is not None:
                 self._stop_reason = self._signal_name
                 return
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload_on_signal()
             now_s = time.monotonic()
             if main_pings_s is not None and now_s >= next_ping_s:
                 self.notifier.watchdog()
@@ -352,3 +429,10 @@ def _bounded(action: Any, timeout_s: float, what: str) -> None:
 
 def _log_breaker_change(name: str, old: str, new: str) -> None:
     log.warning("circuit breaker %s: %s -> %s", name, old, new)
+
+
+def _reread(settings: Settings) -> Settings:
+    """The configuration read again from the file `settings` came from (and the environment)."""
+    from crawler.config import load_settings
+
+    return load_settings(config_file=settings.config_file)

@@ -32,12 +32,15 @@ __all__ = [
     "last_log_line",
     "pid_alive",
     "read_pid",
+    "reopen_log_file",
     "spawn_detached",
     "wait_for_exit",
 ]
 
 #: The pidfile's name inside the data dir.
 PIDFILE_NAME = "crawler.pid"
+#: Set for a detached daemon: the log file its stdout and stderr go to (reopened on SIGHUP).
+LOG_FILE_ENV = "CRAWLER_LOG_FILE"
 _POLL_S = 0.05
 
 
@@ -119,6 +122,7 @@ def spawn_detached(args: Sequence[str], log_path: Path) -> subprocess.Popen[byte
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "crawler", *args],
+            env={**os.environ, LOG_FILE_ENV: str(log_path.absolute())},
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=fd,
@@ -129,6 +133,26 @@ def spawn_detached(args: Sequence[str], log_path: Path) -> subprocess.Popen[byte
         )
     finally:
         os.close(fd)
+
+
+def reopen_log_file() -> Path | None:
+    """Point stdout and stderr at `$CRAWLER_LOG_FILE` again (logrotate moved or truncated
+    it); the path, or None when this process has no log file of its own (journald, a
+    terminal)."""
+    path_text = os.environ.get(LOG_FILE_ENV)
+    if not path_text:
+        return None
+    path = Path(path_text)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)
+    return path
 
 
 def last_log_line(log_path: Path, max_bytes: int = 8192) -> str:

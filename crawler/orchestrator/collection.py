@@ -129,6 +129,10 @@ class Collector:
         #: symbol → whether its last successful fetch happened while its market was open.
         self.last_fetched_open_session: dict[str, bool] = {}
 
+
+    def set_market_hours(self, market_hours: MarketClock | None) -> None:
+        """Skip closed markets with `market_hours` from the next collection on (None: never)."""
+        self._market_hours = market_hours
     def _left_s(self, start_s: float, deadline_s: float | None) -> float | None:
         if deadline_s is None:
             return None

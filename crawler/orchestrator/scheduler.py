@@ -172,6 +172,29 @@ class DataScheduler:
         """The hybrid fetcher in use; None until a collection builds the scheduler's own."""
         return self._hybrid
 
+    def apply_settings(self, settings: Settings, market_hours: MarketClock | None) -> None:
+        """Take reloaded `settings`: the collection interval and jitter (the collection job is
+        rescheduled when they changed) and market-hours skipping (`market_hours` None: off)."""
+        interval_s = _interval_s(None, settings)
+        old_jitter = self._settings.collection_jitter_seconds
+        reschedule = (interval_s, settings.collection_jitter_seconds) != (
+            self.update_interval_s,
+            old_jitter,
+        )
+        self._settings = settings
+        self.update_interval_s = interval_s
+        self._collector.set_market_hours(market_hours)
+        with self._lifecycle_lock:
+            scheduler = self._scheduler
+            if reschedule and scheduler is not None and scheduler.running:
+                jitter_s = float(settings.collection_jitter_seconds or 0)
+                scheduler.reschedule_job(
+                    "collection",
+                    trigger=IntervalTrigger(
+                        seconds=interval_s, jitter=jitter_s or None, timezone=UTC
+                    ),
+                )
+
     def start(self) -> None:
         """Start the background scheduler and its jobs. A no-op when already running."""
         with self._lifecycle_lock:

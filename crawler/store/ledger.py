@@ -431,6 +431,15 @@ class BudgetLedger:
         """Requests a full day's budget buys at the current cost."""
         return self._budget_micro // self._cost_micro
 
+    def set_limits(self, total_budget_usd: Decimal, cost_per_request_usd: Decimal) -> None:
+        """New limits from a reloaded configuration, applied from the next reservation on.
+        Spend already counted stays counted: a lower budget only stops new paid requests."""
+        budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
+        cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
+        if cost_micro <= 0:
+            raise ConfigError(f"COST_PER_REQUEST {cost_per_request_usd} must be above 0 USD")
+        self._budget_micro, self._cost_micro = budget_micro, cost_micro
+
     def statistics(self) -> dict[str, Any]:
         """Today's spend. Money fields are Decimal USD (``str()`` them for JSON).
 
