@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "socket": "bench_socket.py",
     "export": "bench_export.py",
     "market_hours": "bench_market_hours.py",
+    "stream": "bench_stream.py",
 }
 
 #: Quick-mode arguments for scripts that do not take --quick themselves.

@@ -81,10 +81,15 @@ class FakeMarketProcess:
     in this process's CPU time. `latency_s` is added to every answer of both fakes.
     """
 
-    def __init__(self, latency_s: float = 0.0, api_key: str = FAKE_API_KEY) -> None:
+    def __init__(
+        self, latency_s: float = 0.0, api_key: str = FAKE_API_KEY, stream_tick_rate: float = 0.0
+    ) -> None:
         from fakemarket import DEFAULT_ZONE, free_port
 
         self.latency_s = latency_s
+        # 0: the streamer keeps subscriptions but sends nothing (benches that measure polling).
+        self.stream_tick_rate = stream_tick_rate
+        self.stream_port = free_port()
         self.api_key = api_key
         self.zone = DEFAULT_ZONE
         self.bright_data_port = free_port()
@@ -99,6 +104,10 @@ class FakeMarketProcess:
     def yahoo_url(self) -> str:
         return f"http://127.0.0.1:{self.yahoo_port}"
 
+    @property
+    def stream_url(self) -> str:
+        return f"ws://127.0.0.1:{self.stream_port}/"
+
     def environment(self) -> dict[str, str]:
         """The variables that point crawler at this market (as `FakeMarket.environment`)."""
         return {
@@ -106,6 +115,7 @@ class FakeMarketProcess:
             "BRIGHT_DATA_ZONE": self.zone,
             "BRIGHT_DATA_API_KEY": self.api_key,
             "YFINANCE_ENDPOINT": self.yahoo_url,
+            "YFINANCE_STREAM_ENDPOINT": self.stream_url,
         }
 
     def start(self, timeout_s: float = 30.0) -> FakeMarketProcess:
@@ -121,6 +131,10 @@ class FakeMarketProcess:
             self.api_key,
             "--latency-ms",
             str(self.latency_s * 1000),
+            "--stream-port",
+            str(self.stream_port),
+            "--stream-tick-rate",
+            str(self.stream_tick_rate),
         ]
         self.process = subprocess.Popen(
             command,
@@ -130,7 +144,7 @@ class FakeMarketProcess:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout_s
-        for port in (self.bright_data_port, self.yahoo_port):
+        for port in (self.bright_data_port, self.yahoo_port, self.stream_port):
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"the fake market exited with {self.process.returncode}")
@@ -162,9 +176,12 @@ class FakeMarketProcess:
 
 
 @contextlib.contextmanager
-def fake_market(latency_s: float = 0.0) -> Iterator[FakeMarketProcess]:
-    """A started fake market in its own process, `latency_s` added to every answer."""
-    with FakeMarketProcess(latency_s) as market:
+def fake_market(
+    latency_s: float = 0.0, stream_tick_rate: float = 0.0
+) -> Iterator[FakeMarketProcess]:
+    """A started fake market in its own process, `latency_s` added to every answer, its
+    streamer sending `stream_tick_rate` ticks per second per subscribed symbol."""
+    with FakeMarketProcess(latency_s, stream_tick_rate=stream_tick_rate) as market:
         yield market
 
 
@@ -186,6 +203,7 @@ def bench_settings(data_dir: Path, market: FakeMarketProcess, **overrides: Any) 
         "bright_data_api_key": market.api_key,
         "bright_data_zone": market.zone,
         "yfinance_endpoint": market.yahoo_url,
+        "yfinance_stream_endpoint": market.stream_url,
         "total_budget": HUGE_BUDGET_USD,
         "auto_update_enabled": False,
         "market_hours_enabled": False,
@@ -246,6 +264,9 @@ _CRAWLER_ENV = frozenset(
         "LOG_FORMAT",
         "LOG_LEVEL",
         "METRICS_PORT",
+        "STREAM_ENABLED",
+        "YFINANCE_STREAM_ENDPOINT",
+        "STREAM_HISTORY_INTERVAL_SECONDS",
         "CREDENTIALS_DIRECTORY",
         "STATE_DIRECTORY",
         "RUNTIME_DIRECTORY",

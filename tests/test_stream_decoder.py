@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import struct
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from crawler.normalizer.yahoo_stream import (
     STREAM_SOURCE,
     decode_frame,
     decode_pricing,
+    frame_payload,
+    pricing_id,
     pricing_to_quote,
 )
 from crawler.utils.exceptions import ParseError
@@ -142,3 +145,20 @@ def test_any_bytes_decode_or_raise_parse_error_only(payload: bytes) -> None:
     except ParseError:
         return
     assert pricing.id
+
+
+def test_the_id_alone_is_read_cheaply_and_agrees_with_the_full_decode(capture: str) -> None:
+    payload = frame_payload(capture)
+    assert pricing_id(payload) == decode_frame(capture).id == "BTC-USD"
+    # Field 1 not first: the whole message is decoded to find it.
+    reordered = key(27, 0) + b"\x04" + key(1, 2) + b"\x04AAPL"
+    assert pricing_id(reordered) == "AAPL"
+    with pytest.raises(ParseError):
+        pricing_id(b"\x00\x01\x02")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_give_an_id_or_a_parse_error_only(payload: bytes) -> None:
+    with contextlib.suppress(ParseError):
+        assert pricing_id(payload)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from crawler.store.history import HistoryStore
     from crawler.store.watchlist import Watchlist
 
-__all__ = ["CLEANUP_STOP_S", "SCHEDULER_STOP_S", "Daemon"]
+__all__ = ["CLEANUP_STOP_S", "SCHEDULER_STOP_S", "STREAM_FIRST_TICKS_S", "Daemon"]
 
 log = logging.getLogger("crawler.daemon")
 
@@ -62,6 +62,8 @@ SCHEDULER_STOP_S = 5.0
 CLEANUP_STOP_S = 2.0
 _CONTROL_STOP_S = 2.0
 _STREAM_STOP_S = 2.0
+#: With the stream on, how long after start the first collection waits for streamed ticks.
+STREAM_FIRST_TICKS_S = 10.0
 #: How often STATUS= is refreshed while running.
 _STATUS_REFRESH_S = 30.0
 #: How often the main loop looks at the signal flag: the latency of a SIGTERM.
@@ -149,6 +151,9 @@ class Daemon:
             on_job_run=metrics.record_job_run,
             events=events,
             on_job_problem=metrics.record_job_problem,
+            # With the stream on, the first collection waits for its first ticks: a symbol
+            # that has ticked is not fetched (and not paid for) again.
+            first_collection_delay_s=STREAM_FIRST_TICKS_S if self.live else None,
         )
         self.operations = Operations(
             settings,

@@ -34,7 +34,15 @@ from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol
 from crawler.utils.exceptions import ParseError
 
-__all__ = ["STREAM_SOURCE", "PricingData", "decode_frame", "decode_pricing", "pricing_to_quote"]
+__all__ = [
+    "STREAM_SOURCE",
+    "PricingData",
+    "decode_frame",
+    "decode_pricing",
+    "frame_payload",
+    "pricing_id",
+    "pricing_to_quote",
+]
 
 #: The `source` of quotes that came from the stream.
 STREAM_SOURCE = "yahoo_stream"
@@ -97,6 +105,11 @@ class PricingData:
 
 def decode_frame(frame: str | bytes) -> PricingData:
     """One websocket text frame (JSON-wrapped or bare base64) → PricingData; ParseError."""
+    return decode_pricing(frame_payload(frame))
+
+
+def frame_payload(frame: str | bytes) -> bytes:
+    """The protobuf bytes of one frame (JSON-wrapped or bare base64); ParseError."""
     text = frame.decode("ascii", "replace") if isinstance(frame, bytes) else frame
     text = text.strip()
     if len(text) > _MAX_FRAME_CHARS:
@@ -112,10 +125,28 @@ def decode_frame(frame: str | bytes) -> PricingData:
             raise ParseError(f"stream frame of type {str(wrapper.get('type'))[:40]!r}")
         text = wrapper["message"]
     try:
-        payload = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ParseError("stream frame is not base64") from None
-    return decode_pricing(payload)
+
+
+def pricing_id(payload: bytes) -> str:
+    """Just the symbol id of a `PricingData` message, cheaply; ParseError.
+
+    Yahoo writes field 1 (the id) first, so the usual case reads a few bytes; otherwise the
+    whole message is decoded. A stream keeps only the newest tick per symbol and decodes that
+    one in full when it flushes, so most ticks cost only this.
+    """
+    if len(payload) > 2 and payload[0] == 0x0A and payload[1] < 0x80:
+        end = 2 + payload[1]
+        if end <= len(payload):
+            try:
+                identity = payload[2:end].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ParseError("stream frame's id is not UTF-8") from None
+            if identity:
+                return identity
+    return decode_pricing(payload).id
 
 
 def decode_pricing(payload: bytes) -> PricingData:
@@ -189,7 +220,9 @@ def _shortest_decimal(number: float) -> Decimal | None:
     if number != number or number in (float("inf"), float("-inf")):
         return None
     packed = struct.pack("<f", number)
-    for digits in range(1, 10):
+    # From 6: a float32 holds 6 to 9 significant digits, and %.6g already drops trailing zeros,
+    # so a shorter decimal (272, 1.05) comes out of the first try anyway.
+    for digits in range(6, 10):
         text = f"{number:.{digits}g}"
         if struct.pack("<f", float(text)) == packed:
             return Decimal(text)

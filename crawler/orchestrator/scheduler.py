@@ -117,6 +117,7 @@ class DataScheduler:
         on_job_run: Callable[[str], None] | None = None,
         events: EventBus | None = None,
         on_job_problem: Callable[[str, str], None] | None = None,
+        first_collection_delay_s: float | None = None,
     ) -> None:
         if settings is None:
             from crawler.config import get_settings
@@ -128,6 +129,11 @@ class DataScheduler:
             raise ConfigError(f"heartbeat interval {heartbeat_interval_s!r} s must be above 0")
         self._heartbeat = heartbeat
         self._on_job_run = on_job_run
+        # None: the usual short delay (the control socket comes up first).
+        self._first_collection_delay_s = (
+            _FIRST_COLLECTION_DELAY_S if first_collection_delay_s is None
+            else first_collection_delay_s
+        )  # fmt: skip
         # (job id, "error" | "missed"): the per-job counters of crawler.metrics.
         self._on_job_problem = on_job_problem
         self._heartbeat_interval_s = float(heartbeat_interval_s)
@@ -218,7 +224,8 @@ class DataScheduler:
                 misfire_grace_time=max(1, int(interval_s // 2)),
                 # The first collection runs at start, not one interval later: a freshly
                 # started collector should have quotes to show.
-                next_run_time=datetime.now(UTC) + timedelta(seconds=_FIRST_COLLECTION_DELAY_S),
+                next_run_time=datetime.now(UTC)
+                + timedelta(seconds=self._first_collection_delay_s),
             )
             scheduler.add_job(
                 self._budget_rollover,

@@ -38,8 +38,9 @@ from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol
 from crawler.normalizer.yahoo_stream import (
     STREAM_SOURCE,
-    PricingData,
-    decode_frame,
+    decode_pricing,
+    frame_payload,
+    pricing_id,
     pricing_to_quote,
 )
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
@@ -108,7 +109,8 @@ class YahooStream:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._by_id: dict[str, Symbol] = {}
-        self._pending: dict[str, PricingData] = {}
+        # Yahoo id → the newest undecoded message since the last flush.
+        self._pending: dict[str, bytes] = {}
         self._last: dict[str, tuple[Quote, float]] = {}
         self.state = StreamState.IDLE
         self.subscribed: frozenset[str] = frozenset()
@@ -301,16 +303,21 @@ class YahooStream:
         self.subscribed = frozenset(wanted)
 
     def _on_frame(self, message: str | bytes) -> None:
+        # Only the id now: a tick superseded before the flush is never decoded in full.
         try:
-            pricing = decode_frame(message)
+            payload = frame_payload(message)
+            yahoo_id = pricing_id(payload)
         except ParseError as exc:
-            self.bad_frames += 1
-            if self.bad_frames <= 3 or self.bad_frames % 1000 == 0:
-                log.warning("stream: skipped a bad frame (%d so far): %s", self.bad_frames, exc)
+            self._bad_frame(exc)
             return
         self.ticks += 1
-        if pricing.id in self.subscribed:
-            self._pending[pricing.id] = pricing
+        if yahoo_id in self.subscribed:
+            self._pending[yahoo_id] = payload
+
+    def _bad_frame(self, exc: ParseError) -> None:
+        self.bad_frames += 1
+        if self.bad_frames <= 3 or self.bad_frames % 1000 == 0:
+            log.warning("stream: skipped a bad frame (%d so far): %s", self.bad_frames, exc)
 
     def _flush(self) -> None:
         if not self._pending:
@@ -321,14 +328,14 @@ class YahooStream:
         quotes: list[Quote] = []
         with self._lock:
             by_id = self._by_id
-        for yahoo_id, pricing in pending.items():
+        for yahoo_id, payload in pending.items():
             symbol = by_id.get(yahoo_id)
             if symbol is None:
                 continue
             try:
-                quote = pricing_to_quote(pricing, symbol, fetched_at=fetched_at)
-            except ParseError:
-                self.bad_frames += 1
+                quote = pricing_to_quote(decode_pricing(payload), symbol, fetched_at=fetched_at)
+            except ParseError as exc:
+                self._bad_frame(exc)
                 continue
             quotes.append(quote)
             self._last[symbol.canonical] = (quote, received_s)
