@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         stream_cpu_start_s = cpu_s(streaming.pid)
         rows: list[dict[str, float]] = []
-        peak_rss = rss_kib(streaming.pid)
+        peak_rss = first_rss = rss_kib(streaming.pid)
         for number in range(1, rounds + 1):
             before = streaming.client.call("GET", "/status")["stream"]["ticks"]
             cpu_before = cpu_s(streaming.pid)
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "forced_collection_sources": report.get("sources"),
         "bad_frames": bad_frames,
         "rss_peak_mb": round(peak_rss / 1024, 1),
+        "rss_growth_mb": round((peak_rss - first_rss) / 1024, 1),
     }
     print(
         f"median quote age: streamed {stream_med:.2f}s vs polled every {POLL_INTERVAL_S}s "

@@ -36,9 +36,17 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "cli": {"python_pass_ms", "help_ms", "status_ms", "status_vs_python", "heavy_imports"},
     "memory": {"rss_start_mb", "rss_after_3_mb", "rss_final_mb", "rss_peak_mb", "growth_mb"},
     "socket": {"idle_rps", "busy_rps", "busy_vs_idle", "idle_p50_ms", "busy_p50_ms"},
+    "stream": {
+        "stream_age_s_median",
+        "poll_age_s_median",
+        "poll_vs_stream_age",
+        "cpu_ms_per_tick_median",
+        "paid_requests_streamed",
+        "rss_peak_mb",
+    },
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
-NEEDS_DAEMON = {"cli", "memory", "socket"}
+NEEDS_DAEMON = {"cli", "memory", "socket", "stream"}
 
 
 def _daemon_available() -> bool:
