@@ -12,6 +12,7 @@ control socket or for `--json`. Bad input raises SymbolError / ConfigError (exit
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -27,7 +28,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from crawler import __version__
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
-from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
+from crawler.utils.exceptions import (
+    ConfigError,
+    CrawlerError,
+    DaemonError,
+    StorageError,
+    SymbolError,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -48,6 +55,8 @@ __all__ = [
     "jsonable",
     "parse_asset_class",
 ]
+
+log = logging.getLogger("crawler.operations")
 
 #: Formats `export` writes.
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -231,9 +240,7 @@ class Operations:
         except StorageError:
             # The quotes were fetched and are answered; losing their history row is logged,
             # not turned into a failed fetch.
-            import logging
-
-            logging.getLogger("crawler.operations").warning(
+            log.warning(
                 "could not record %d quotes in the history", len(quotes), exc_info=True
             )
 
@@ -305,11 +312,27 @@ class Operations:
             else:
                 leader = False
         if not leader:
-            return building.result()
+            failure = building.exception()  # waits for the leader's build
+            if failure is None:
+                return building.result()
+            # A fresh copy per waiter: re-raising the shared object from many threads grew its
+            # traceback with every waiter (one log entry reached 477 KB).
+            raise _fresh_copy(failure) from None
         try:
             document = self._build_status()
             building.set_result(document)
             return document
+        except CrawlerError as exc:
+            building.set_exception(_fresh_copy(exc))
+            raise
+        except Exception as exc:
+            # Logged here once, with its traceback; the leader and every waiter get one line.
+            log.error("building the status failed", exc_info=True)
+            failure = DaemonError(
+                f"building the status failed ({type(exc).__name__}: {exc}); see the daemon log"
+            )
+            building.set_exception(failure)
+            raise _fresh_copy(failure) from None
         except BaseException as exc:
             building.set_exception(exc)
             raise
@@ -546,3 +569,13 @@ def _chunks(spool: Any) -> Iterator[bytes]:
             yield chunk
     finally:
         spool.close()
+
+
+def _fresh_copy(exc: BaseException) -> BaseException:
+    """The same error without the original's traceback, cause or context: safe to raise in
+    another thread (its own traceback starts empty). __init__ is not re-run, so subclasses
+    with their own signatures (BudgetExhaustedError) copy as they are."""
+    fresh = type(exc).__new__(type(exc))
+    fresh.args = exc.args
+    fresh.__dict__.update(exc.__dict__)
+    return fresh

@@ -4,6 +4,8 @@ that are not already proven through the CLI and the daemon."""
 from __future__ import annotations
 
 import threading
+import time
+import traceback
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from crawler.config import load_settings
 from crawler.normalizer.schemas import AssetClass
 from crawler.operations import Operations
+from crawler.utils.exceptions import DaemonError
 from fakemarket.brightdata import BrightDataFake
 
 
@@ -83,3 +86,45 @@ def test_concurrent_status_requests_share_one_build(ops: Operations) -> None:
     assert len(documents) == 8
     assert len({id(document) for document in documents}) < 8  # some shared a build
     assert all(len(document["symbols"]) == 300 for document in documents)  # type: ignore[arg-type]
+
+
+def test_a_failed_status_build_is_logged_once_and_each_caller_gets_a_short_error(
+    ops: Operations, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 13 item 8: every waiter re-raised the shared exception, whose traceback grew with
+    each (one log entry reached 477 KB). The build's clock here fails (slowly, so callers
+    pile up behind the build): one traceback in the log, one line per caller."""
+    builds: list[int] = []
+    started = threading.Event()
+
+    def failing_now() -> datetime:
+        builds.append(1)
+        started.set()
+        time.sleep(0.3)  # a slow failure: the other callers arrive and wait on this build
+        raise OSError(24, "Too many open files")
+
+    shared = Operations(ops.settings, hybrid=ops.hybrid, watchlist=ops.watchlist,
+                        now=failing_now)  # fmt: skip
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            shared.status()
+        except BaseException as exc:  # collected and checked below
+            errors.append(exc)
+
+    first = threading.Thread(target=ask)
+    first.start()
+    assert started.wait(10)
+    threads = [threading.Thread(target=ask) for _ in range(15)]
+    for thread in threads:
+        thread.start()
+    for thread in [first, *threads]:
+        thread.join(30)
+    assert len(errors) == 16
+    assert len(builds) < 16  # callers shared builds
+    assert all(isinstance(exc, DaemonError) for exc in errors)
+    assert all("Too many open files" in str(exc) and "\n" not in str(exc) for exc in errors)
+    assert all(len(traceback.extract_tb(exc.__traceback__)) < 10 for exc in errors)
+    logged = [r for r in caplog.records if r.getMessage() == "building the status failed"]
+    assert len(logged) == len(builds)  # once per failed build, not once per caller
