@@ -484,6 +484,9 @@ class _CappedServer(ThreadingWSGIServer):
     next one is closed at once instead of getting a thread (a scraper never needs many)."""
 
     allow_reuse_address = True
+    # Connections waiting to be accepted (and refused, when full) queue in the kernel, not in
+    # our descriptors; socketserver's 5 made a flood drop SYNs, so a real scraper waited too.
+    request_queue_size = 128
 
     def __init__(
         self, address: tuple[str, int], handler: type[_Handler], max_connections: int
