@@ -34,7 +34,7 @@ CONVERSIONS = [
     ("BT/A:LN", "BT-A.L"),
     ("SAP:GR", "SAP.DE"),
     ("SAP:GY", "SAP.DE"),
-    ("SIE:GF", "SIE.DE"),
+    ("SIE:GF", "SIE.F"),  # Frankfurt; Xetra (GY) is .DE
     ("MC:FP", "MC.PA"),
     ("ASML:NA", "ASML.AS"),
     ("ABI:BB", "ABI.BR"),

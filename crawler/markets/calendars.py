@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from crawler.normalizer.exchanges import EXCHANGES, asset_class_of_suffix
 from crawler.normalizer.schemas import AssetClass
+from crawler.normalizer.symbols import infer_asset_class
 
 __all__ = [
     "BONDS",
@@ -38,54 +40,10 @@ UNKNOWN = "UNKNOWN"
 #: The exchange_calendars name used for CME Globex holidays and early closes.
 CME_CALENDAR = "CMES"
 
-# Bloomberg exchange suffix -> exchange_calendars code. Composite and venue codes of one country
-# share the home exchange's hours (Nasdaq trades NYSE hours, Shenzhen trades Shanghai hours).
+# Bloomberg exchange suffix -> exchange_calendars code, from the one exchange table
+# (crawler.normalizer.exchanges). Venues of one country share the home exchange's hours.
 SUFFIX_MARKETS: dict[str, str] = {
-    **dict.fromkeys(("US", "UN", "UW", "UQ", "UA", "UR", "UP", "UF", "UV"), "XNYS"),
-    **dict.fromkeys(("LN", "LI"), "XLON"),
-    **dict.fromkeys(("JP", "JT"), "XTKS"),
-    **dict.fromkeys(("GR", "GY", "GF", "GD"), "XETR"),
-    "FP": "XPAR",
-    "NA": "XAMS",
-    "HK": "XHKG",
-    **dict.fromkeys(("AU", "AT"), "XASX"),
-    **dict.fromkeys(("CN", "CT"), "XTSE"),
-    "CV": "XTSX",
-    **dict.fromkeys(("SW", "SE", "VX"), "XSWX"),
-    "IM": "XMIL",
-    "SM": "XMAD",
-    **dict.fromkeys(("KS", "KP", "KQ"), "XKRX"),
-    "TT": "XTAI",
-    # exchange_calendars has no NSE calendar; BSE keeps the same hours and holidays.
-    **dict.fromkeys(("IN", "IB", "IS"), "XBOM"),
-    **dict.fromkeys(("BZ", "BS"), "BVMF"),
-    **dict.fromkeys(("CH", "CG", "CS"), "XSHG"),
-    "SP": "XSES",
-    "NZ": "XNZE",
-    "SS": "XSTO",
-    "DC": "XCSE",
-    "FH": "XHEL",
-    "NO": "XOSL",
-    "BB": "XBRU",
-    "PL": "XLIS",
-    "ID": "XDUB",
-    "AV": "XWBO",
-    "PW": "XWAR",
-    "TI": "XIST",
-    "SJ": "XJSE",
-    "MM": "XMEX",
-    "TB": "XBKK",
-    "MK": "XKLS",
-    "IJ": "XIDX",
-    "PM": "XPHS",
-    "CI": "XSGO",
-    "AR": "XBUE",
-    "AB": "XSAU",
-    "IT": "XTAE",
-    "CP": "XPRA",
-    "HB": "XBUD",
-    "GA": "ASEX",
-    "LX": "XLUX",
+    code: exchange.calendar for code, exchange in EXCHANGES.items() if exchange.calendar
 }
 
 # Index ticker -> the market whose session the index is computed in.
@@ -111,43 +69,20 @@ INDEX_MARKETS: dict[str, str] = {
     "OMX": "XSTO",
 }
 
-# Bloomberg files crypto under "Curncy" (XBTUSD:CUR): these codes make a pair trade 24/7.
-_CRYPTO_CODES = frozenset(("XBT", "BTC", "ETH", "XET", "SOL", "XRP", "LTC", "ADA", "DOT", "BNB"))
-_CRYPTO_CODES_4 = frozenset(("DOGE", "USDT", "USDC"))
-# Used when no asset class is given: Bloomberg's yellow-key suffixes.
-_SUFFIX_CLASSES = {
-    "CUR": AssetClass.FOREX,
-    "CURNCY": AssetClass.FOREX,
-    "COM": AssetClass.COMMODITIES,
-    "COMDTY": AssetClass.COMMODITIES,
-    "IND": AssetClass.INDICES,
-    "INDEX": AssetClass.INDICES,
-    "GOV": AssetClass.BONDS,
-    "GOVT": AssetClass.BONDS,
-    "CORP": AssetClass.BONDS,
-}
-
-
-def _is_crypto_pair(ticker: str) -> bool:
-    if ticker[:3] in _CRYPTO_CODES or ticker[-3:] in _CRYPTO_CODES:
-        return True
-    # Only off the 6-letter shape: "USDTRY" is the Turkish lira, not Tether.
-    return len(ticker) != 6 and (ticker[:4] in _CRYPTO_CODES_4 or ticker[-4:] in _CRYPTO_CODES_4)
-
-
 def market_of(symbol: str, asset_class: AssetClass | None) -> str:
     """The market code of a canonical "TICKER:SUFFIX" symbol; "UNKNOWN" when we cannot tell."""
     ticker, _, suffix = symbol.strip().upper().rpartition(":")
     if not ticker:  # no ":" at all: the whole text is the ticker
         ticker, suffix = suffix, ""
     if asset_class is None:
-        asset_class = _SUFFIX_CLASSES.get(suffix)
+        asset_class = asset_class_of_suffix(suffix)
         if asset_class is None:
             asset_class = AssetClass.INDICES if ticker in INDEX_MARKETS else AssetClass.STOCKS
     if asset_class is AssetClass.CRYPTO:
         return CRYPTO
     if asset_class is AssetClass.FOREX:
-        return CRYPTO if _is_crypto_pair(ticker) else FX
+        # The same rule parse_symbol classes a pair by: BNBUSD is crypto in both.
+        return CRYPTO if infer_asset_class("CUR", ticker) is AssetClass.CRYPTO else FX
     if asset_class is AssetClass.COMMODITIES:
         return CME
     if asset_class is AssetClass.BONDS:

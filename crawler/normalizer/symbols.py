@@ -19,13 +19,12 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from crawler.normalizer.exchanges import ASSET_SUFFIXES, EXCHANGES
 from crawler.normalizer.schemas import AssetClass
 from crawler.normalizer.yahoo_map import (
     COMMODITY_FUTURES,
-    COMPOSITE_EXCHANGE,
     CRYPTO_BASES,
     CURRENCY_SPECIALS,
-    EXCHANGE_SUFFIXES,
     INDEX_TICKERS,
     TREASURY_TICKERS,
 )
@@ -45,14 +44,7 @@ __all__ = [
 MAX_SYMBOL_CHARS: Final = 32
 """Longest accepted `TICKER:SUFFIX`; real Bloomberg symbols stay well under it."""
 
-_ASSET_SUFFIXES: Final[dict[str, AssetClass]] = {
-    "CUR": AssetClass.FOREX,
-    "COM": AssetClass.COMMODITIES,
-    "IND": AssetClass.INDICES,
-    "GOV": AssetClass.BONDS,
-}
-
-KNOWN_SUFFIXES: Final[frozenset[str]] = frozenset(EXCHANGE_SUFFIXES) | frozenset(_ASSET_SUFFIXES)
+KNOWN_SUFFIXES: Final[frozenset[str]] = frozenset(EXCHANGES) | frozenset(ASSET_SUFFIXES)
 """Every suffix `parse_symbol` accepts: the exchange codes plus CUR, COM, IND and GOV."""
 
 _SUFFIX_EXAMPLES: Final = "US, LN, GR, JP, HK, CN, AU, CUR, COM, IND, GOV"
@@ -158,9 +150,9 @@ def infer_asset_class(suffix: str, ticker: str = "") -> AssetClass:
     code = suffix.strip(_WHITESPACE).upper()
     if code == "CUR" and _crypto_pair(ticker.strip(_WHITESPACE).upper()) is not None:
         return AssetClass.CRYPTO
-    if code in _ASSET_SUFFIXES:
-        return _ASSET_SUFFIXES[code]
-    if code in EXCHANGE_SUFFIXES:
+    if code in ASSET_SUFFIXES:
+        return ASSET_SUFFIXES[code]
+    if code in EXCHANGES:
         return AssetClass.STOCKS
     raise SymbolError(f"unknown suffix {_show(suffix)}; use one of {_SUFFIX_EXAMPLES}, ...")
 
@@ -197,9 +189,8 @@ def exchange_of(symbol: Symbol) -> str | None:
     one market share its hours. None for currencies, commodities, indices and bonds. The
     suffix decides, not the asset class, so an ETF tracked as an index still has an exchange.
     """
-    if symbol.suffix not in EXCHANGE_SUFFIXES:
-        return None
-    return COMPOSITE_EXCHANGE.get(symbol.suffix, symbol.suffix)
+    exchange = EXCHANGES.get(symbol.suffix)
+    return None if exchange is None else exchange.composite
 
 
 def _yahoo_currency(symbol: Symbol) -> str:
@@ -224,7 +215,10 @@ def _yahoo_listing(symbol: Symbol) -> str:
         return (symbol.ticker.lstrip("0") or "0").zfill(4) + ".HK"
     if symbol.suffix == "CH":
         return symbol.ticker + _china_suffix(symbol)
-    return local + EXCHANGE_SUFFIXES[symbol.suffix]
+    suffix = EXCHANGES[symbol.suffix].yahoo
+    if suffix is None:
+        raise _unmappable(symbol, f"Yahoo has no data for the {symbol.suffix} exchange")
+    return local + suffix
 
 
 def _china_suffix(symbol: Symbol) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from crawler.normalizer.exchanges import EXCHANGES, US_EXCHANGES
+
 __all__ = [
     "COMMODITY_FUTURES",
     "COMPOSITE_EXCHANGE",
@@ -20,76 +22,16 @@ __all__ = [
     "US_EXCHANGES",
 ]
 
-# Bloomberg exchange code → Yahoo ticker suffix. "" means no suffix (US listings).
-# Hong Kong and mainland China are listed too; their tickers get extra rules in symbols.py.
+# Derived from the one exchange table (crawler.normalizer.exchanges); kept here under their
+# old names for the code that maps symbols. Bloomberg exchange code → Yahoo ticker suffix, for
+# the venues Yahoo has data for ("" means no suffix: US listings).
 EXCHANGE_SUFFIXES: Final[dict[str, str]] = {
-    # United States: the composite and the single-venue codes all quote without a suffix.
-    "US": "", "UN": "", "UW": "", "UQ": "", "UR": "", "UA": "", "UP": "", "UV": "",
-    # Europe
-    "LN": ".L",
-    "GR": ".DE", "GY": ".DE", "GF": ".DE",
-    "FP": ".PA",
-    "NA": ".AS",
-    "BB": ".BR",
-    "SW": ".SW", "SE": ".SW", "VX": ".SW",
-    "IM": ".MI",
-    "SM": ".MC",
-    "SS": ".ST",
-    "NO": ".OL",
-    "DC": ".CO",
-    "FH": ".HE",
-    "ID": ".IR",
-    "PL": ".LS",
-    "AV": ".VI",
-    "PW": ".WA",
-    "GA": ".AT",
-    "HB": ".BD",
-    "CP": ".PR",
-    "TI": ".IS",
-    "RM": ".ME",
-    # Asia-Pacific
-    "JP": ".T", "JT": ".T",
-    "HK": ".HK",
-    "CH": "", "CG": ".SS", "CS": ".SZ",  # CH picks .SS or .SZ from the code
-    "KS": ".KS",
-    "KQ": ".KQ",
-    "TT": ".TW",
-    "IN": ".NS", "IS": ".NS", "IB": ".BO",
-    "AU": ".AX",
-    "NZ": ".NZ",
-    "SP": ".SI",
-    "MK": ".KL",
-    "TB": ".BK",
-    "IJ": ".JK",
-    "PM": ".PS",
-    # Americas
-    "CN": ".TO", "CT": ".TO", "CV": ".V",
-    "BZ": ".SA",
-    "MM": ".MX",
-    "AR": ".BA",
-    "CI": ".SN",
-    # Middle East and Africa
-    "SJ": ".JO",
-    "AB": ".SR",
-    "QD": ".QA",
-    "IT": ".TA",
-    "EY": ".CA",
-}  # fmt: skip
-
-# The US composite and its venues (NYSE, Nasdaq tiers, NYSE American, Arca, OTC).
-US_EXCHANGES: Final[frozenset[str]] = frozenset({"US", "UN", "UW", "UQ", "UR", "UA", "UP", "UV"})
-
-# Single-venue code → the composite code of its market. Venues of one market share its
-# trading hours, so `exchange_of` reports the composite and market hours need one table.
+    code: exchange.yahoo for code, exchange in EXCHANGES.items() if exchange.yahoo is not None
+}
+# Single-venue code → the composite code of its market (venues of one market share its hours).
 COMPOSITE_EXCHANGE: Final[dict[str, str]] = {
-    **{code: "US" for code in US_EXCHANGES},
-    "GY": "GR", "GF": "GR",
-    "SE": "SW", "VX": "SW",
-    "JT": "JP",
-    "CG": "CH", "CS": "CH",
-    "IS": "IN", "IB": "IN",
-    "CT": "CN",
-}  # fmt: skip
+    code: exchange.composite for code, exchange in EXCHANGES.items() if exchange.composite != code
+}
 
 # Bloomberg `:IND` ticker → Yahoo symbol.
 INDEX_TICKERS: Final[dict[str, str]] = {
@@ -205,4 +147,8 @@ CRYPTO_BASES: Final[dict[str, str]] = {
     "DOGE": "DOGE",
     "LINK": "LINK",
     "AVAX": "AVAX",
+    "BNB": "BNB",
+    # Four letters: a six-letter FX pair (USDCAD, USDTRY) can never match them.
+    "USDT": "USDT",
+    "USDC": "USDC",
 }
