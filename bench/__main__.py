@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "export": "bench_export.py",
     "market_hours": "bench_market_hours.py",
     "stream": "bench_stream.py",
+    "yahoo": "bench_yahoo.py",
 }
 
 #: Quick-mode arguments for scripts that do not take --quick themselves.

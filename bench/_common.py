@@ -94,6 +94,9 @@ class FakeMarketProcess:
         self.zone = DEFAULT_ZONE
         self.bright_data_port = free_port()
         self.yahoo_port = free_port()
+        # The fake also serves Yahoo's stream; left to its default port (8803) it would fail
+        # to start whenever another fake market already holds it.
+        self.stream_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -127,6 +130,8 @@ class FakeMarketProcess:
             str(self.bright_data_port),
             "--yahoo-port",
             str(self.yahoo_port),
+            "--stream-port",
+            str(self.stream_port),
             "--api-key",
             self.api_key,
             "--latency-ms",
@@ -398,13 +403,14 @@ class DaemonProcess:
 # -- measuring -------------------------------------------------------------------------------
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of process `pid` in KiB (VmRSS in /proc/PID/status)."""
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of process `pid` in KiB (VmRSS in /proc/PID/status); `field="VmHWM"`
+    gives its peak since it started, which samples taken now and then can miss."""
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def median(values: Sequence[float]) -> float:

@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             sources = report.get("sources", {})
             fetched.append(sum(count for name, count in sources.items() if name != "cache"))
             errors += len(report.get("errors", {}))
+            for _ in range(2):
+                daemon.client.get("/status")
             samples.append(rss_kib(pid))
             if number == WARMUP_COLLECTIONS:
                 rss["after_3"] = samples[-1]
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             # Every quote must be older than the TTL when the next collection reads it.
             time.sleep(CACHE_TTL_S + 0.05)
         rss["final"] = samples[-1]
+        rss["hwm"] = rss_kib(pid, "VmHWM")
         # What grew on disk (a store whose file grows also grows its SQLite page cache).
         store_mb = {
             path.name: round(
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     growth_mb = round((rss["final"] - rss["after_3"]) / 1024, 2)
-    peak_mb = _mb(max([rss["start"], rss["watchlist"], *samples]))
+    peak_mb = _mb(max([rss["hwm"], rss["start"], rss["watchlist"], *samples]))
     print(
         f"  growth from collection {WARMUP_COLLECTIONS} to {collections}: {growth_mb:+.2f} MB; "
         f"peak {peak_mb:.1f} MB; median collection {median(durations):.2f} s"
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_after_3_mb": _mb(rss["after_3"]),
         "rss_final_mb": _mb(rss["final"]),
         "rss_peak_mb": peak_mb,
+        "rss_hwm_mb": _mb(rss["hwm"]),
         "growth_mb": growth_mb,
         "collection_median_s": round(median(durations), 3),
         "fetched_min": min(fetched),

@@ -44,6 +44,16 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "paid_requests_streamed",
         "rss_peak_mb",
     },
+    "yahoo": {
+        "chart_cpu_ratio_median",
+        "chart_cpu_bare_ms_median",
+        "chart_cpu_ours_ms_median",
+        "pool_s_median",
+        "batched_default_vs_pool_median",
+        "batched_open_vs_pool_median",
+        "per_symbol_vs_pool_median",
+        "batched_default_data_requests",
+    },
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
 NEEDS_DAEMON = {"cli", "memory", "socket", "stream"}

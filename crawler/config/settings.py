@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         50, ge=1, le=200, description="Symbols per Yahoo batch quote request."
     )
     yfinance_max_rps: float = Field(
-        2.0, gt=0, le=100, allow_inf_nan=False, json_schema_extra=_unit("requests per second"),
+        2.0, gt=0, le=1000, allow_inf_nan=False, json_schema_extra=_unit("requests per second"),
         description="All Yahoo requests of the process, at most this many per second.",
     )  # fmt: skip
     sources_order: Annotated[tuple[str, ...], NoDecode] = Field(

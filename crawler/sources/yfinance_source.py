@@ -130,6 +130,7 @@ class YFinanceSource:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="yfinance")
         self._lock = threading.Lock()
         self._session: RedirectingSession | None = None
+        self._crumb_value: str | None = None
         self._closed = False
         self._outcomes: Counter[str] = Counter()
         self._batch: Counter[str] = Counter()
@@ -288,14 +289,12 @@ class YFinanceSource:
         Every third-party error is translated here."""
         session: RedirectingSession | None = None
         try:
-            yf = _load_yfinance(self.cache_dir)
-            # After the import: importing yfinance puts its own "default" filter in front.
-            _quiet_yfinance_warnings()
-            session = self._session_for(yf)
-            data = yf.data.YfData(session=session)
+            session = self._session or self._session_for(_load_yfinance(self.cache_dir))
             left_s = None if deadline_at_s is None else max(0.0, deadline_at_s - self._clock())
             with session.time_limit(left_s):
-                crumb = self._crumb(data, refresh=False)
+                # The crumb is kept here: asking yfinance for it on every request costs more
+                # CPU (its logging decorators, its lock) than the request itself.
+                crumb = self._crumb_value or self._crumb(session, refresh=False)
                 for attempt in (1, 2):
                     query = {**params, "crumb": crumb} if crumb else params
                     response = session.get(url, params=query, timeout=self.timeout_s)
@@ -303,7 +302,7 @@ class YFinanceSource:
                     if attempt == 1 and is_invalid_crumb(status, body):
                         with self._lock:
                             self._outcomes["crumb_refresh"] += 1
-                        crumb = self._crumb(data, refresh=True)
+                        crumb = self._crumb(session, refresh=True)
                         continue
                     return status, body
         except CrawlerError:
@@ -313,8 +312,12 @@ class YFinanceSource:
             raise _translate(exc, status_seen, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _crumb(self, data: Any, *, refresh: bool) -> str | None:
-        """yfinance's crumb for this session (fetched once; `refresh` forgets the old one)."""
+    def _crumb(self, session: RedirectingSession, *, refresh: bool) -> str | None:
+        """yfinance's cookie and crumb for this session (`refresh` forgets the old ones)."""
+        yf = _load_yfinance(self.cache_dir)
+        # After the import: importing yfinance puts its own "default" filter in front.
+        _quiet_yfinance_warnings()
+        data = yf.data.YfData(session=session)
         lock = getattr(data, "_cookie_lock", None)
         if refresh and lock is not None:
             with lock:
@@ -322,7 +325,9 @@ class YFinanceSource:
                 data._crumb = None
                 data._cookie = None
         crumb, _strategy = data._get_cookie_and_crumb(timeout=self.timeout_s)
-        return str(crumb) if crumb else None
+        value = str(crumb) if crumb else None
+        self._crumb_value = value
+        return value
 
     def _session_for(self, yf: ModuleType) -> RedirectingSession:
         """This source's session, made on first use and handed to yfinance's singleton."""
