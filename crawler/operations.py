@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from crawler import __version__
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.normalizer.user_symbols import read_symbol
 from crawler.utils.exceptions import (
     ConfigError,
     CrawlerError,
@@ -181,18 +182,24 @@ class Operations:
         lands in `errors` (SymbolError) while the good ones are; only when none is good does the
         call raise SymbolError. Per-symbol failures land in `errors`: {symbol: {"type",
         "message"}}.
-        Quotes that came from a source (not the cache) are added to the history.
+        Quotes that came from a source (not the cache) are added to the history. Yahoo-form
+        input is translated (`notices` says so, one line each).
         """
         if not symbols:
             raise SymbolError("no symbols given; name at least one, e.g. AAPL:US")
         asset = parse_asset_class(asset_class)
         parsed: list[Symbol] = []
+        notices: list[str] = []
         errors: dict[str, dict[str, str]] = {}
         for text in symbols:
             try:
-                parsed.append(parse_symbol(text, asset))
+                read = read_symbol(text, asset)
             except SymbolError as exc:
                 errors[text] = _error_dict(exc)
+                continue
+            parsed.append(read.symbol)
+            if read.notice:
+                notices.append(read.notice)
         if not parsed:
             # Nothing to fetch: the request itself is bad (exit 2, HTTP 400), naming each one.
             raise SymbolError("; ".join(error["message"] for error in errors.values()))
@@ -205,10 +212,13 @@ class Operations:
                 errors[key] = _error_dict(outcome)
         self._record([q for q in quotes if not q.from_cache])
         now = self._now()
-        return {
+        answer: dict[str, Any] = {
             "quotes": [self._quote_dict(q, now) for q in quotes],
             "errors": errors,
         }
+        if notices:
+            answer["notices"] = notices
+        return answer
 
     def _quote_dict(self, quote: Quote, now: datetime) -> dict[str, Any]:
         """A quote for the caller, with `source_stale`: its own time is older than its
@@ -258,18 +268,23 @@ class Operations:
     def add_symbol(
         self, symbol: str, asset_class: str | AssetClass | None = None
     ) -> dict[str, Any]:
-        """Track `symbol`; `added` is False when it was already tracked."""
-        sym = parse_symbol(symbol, parse_asset_class(asset_class))
+        """Track `symbol`; `added` is False when it was already tracked (under any spelling:
+        VOD.L and VOD:LN are one entry). `notice` says what a Yahoo-form input became."""
+        read = read_symbol(symbol, parse_asset_class(asset_class))
+        sym = read.symbol
         added = self.watchlist.add(sym, sym.asset_class)
         if self.scheduler is not None:
             # The scheduler re-reads the watchlist, but keeps its own mirror in step too.
             self.scheduler.add_symbol(sym.canonical, sym.asset_class)
         self._refresh_stream()
-        return {"symbol": sym.canonical, "asset_class": sym.asset_class.value, "added": added}
+        answer = {"symbol": sym.canonical, "asset_class": sym.asset_class.value, "added": added}
+        if read.notice:
+            answer["notice"] = read.notice
+        return answer
 
     def remove_symbol(self, symbol: str) -> dict[str, Any]:
         """Stop tracking `symbol`; `removed` is False when it was not tracked."""
-        canonical = parse_symbol(symbol).canonical
+        canonical = read_symbol(symbol).symbol.canonical
         if self.scheduler is not None:
             removed = self.scheduler.remove_symbol(canonical)
         else:
@@ -448,7 +463,7 @@ class Operations:
         {"symbol", "quotes", "order": "newest_first"|"oldest_first", "limit", "total",
         "truncated"}: `total` counts every matching row, so a cut answer says so.
         """
-        canonical = parse_symbol(symbol).canonical
+        canonical = read_symbol(symbol).symbol.canonical
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         rows_wanted = _history_limit(limit, HISTORY_MAX_JSON_ROWS)
@@ -482,7 +497,7 @@ class Operations:
 
         `limit` 0 sends every matching row; None sends `HISTORY_DEFAULT_ROWS`.
         """
-        canonical = parse_symbol(symbol).canonical
+        canonical = read_symbol(symbol).symbol.canonical
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         rows_wanted = _history_limit(limit, None)

@@ -233,3 +233,34 @@ def test_status_and_help_import_nothing_heavy(env: dict[str, str], args: list[st
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=30
     )
     assert "HEAVY=\n" in result.stderr, result.stderr
+
+
+def test_yahoo_input_is_translated_with_a_note_and_kept_as_one_entry(
+    env: dict[str, str], market: FakeMarket
+) -> None:
+    added = crawler(env, "symbols", "add", "VOD.L")
+    assert added.returncode == 0, added.stderr
+    assert added.stderr == "note: VOD.L is how Yahoo writes it; using VOD:LN\n"
+    assert added.stdout == "added VOD:LN (stocks)\n"
+    again = crawler(env, "symbols", "add", "VOD:LN")
+    assert again.stdout == "already tracked: VOD:LN (stocks)\n"
+    listed = json.loads(crawler(env, "symbols", "list", "--json").stdout)
+    assert listed["symbols"] == [{"symbol": "VOD:LN", "asset_class": "stocks"}]
+    fetched = crawler(env, "fetch", "BTC-USD", "--json")
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads(fetched.stdout)["quotes"][0]["symbol"] == "XBTUSD:CUR"
+    assert "note: BTC-USD is how Yahoo writes it; using XBTUSD:CUR" in fetched.stderr
+    # Nothing was paid for a US stock named "VOD.L".
+    assert not any("VOD.L" in (r.symbol or "") for r in market.bright_data.log_requests())
+
+
+def test_a_contradicting_asset_class_is_refused_before_anything_is_paid(
+    env: dict[str, str], market: FakeMarket
+) -> None:
+    before = market.bright_data.billed_count
+    result = crawler(env, "symbols", "add", "XBTUSD:CUR", "--asset-class", "stocks")
+    assert result.returncode == 2
+    assert "contradicts XBTUSD:CUR" in one_error_line(result)
+    fetched = crawler(env, "fetch", "XBTUSD:CUR", "--asset-class", "stocks")
+    assert fetched.returncode == 2 and "contradicts" in one_error_line(fetched)
+    assert market.bright_data.billed_count == before

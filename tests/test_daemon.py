@@ -174,6 +174,23 @@ def test_start_detaches_and_reports_pid_and_socket(daemon_env: dict[str, str]) -
     assert "budget_remaining" in body["budget"]
 
 
+def test_once_beside_a_running_daemon_is_refused_and_pays_nothing(
+    daemon_env: dict[str, str], market: FakeMarket
+) -> None:
+    assert crawler(daemon_env, "symbols", "add", "MSFT:US").returncode == 0
+    before = market.bright_data.billed_count
+    result = crawler(daemon_env, "start", "--once")
+    pid = int((data_of(daemon_env) / "crawler.pid").read_text())
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"pid {pid}" in lines[0] and str(sock_of(daemon_env)) in lines[0]
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert market.bright_data.billed_count == before
+    assert answers(sock_of(daemon_env))  # the daemon is untouched
+    assert crawler(daemon_env, "symbols", "remove", "MSFT:US").returncode == 0
+
+
 def test_status_table(daemon_env: dict[str, str]) -> None:
     result = crawler(daemon_env, "status")
     assert result.returncode == 0, result.stderr

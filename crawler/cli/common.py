@@ -17,7 +17,7 @@ from crawler.daemon.client import ControlClient
 if TYPE_CHECKING:
     from crawler.config import Settings
 
-__all__ = ["CliState", "client_for", "fail", "load", "state_of", "warn"]
+__all__ = ["CliState", "client_for", "fail", "load", "note", "state_of", "warn"]
 
 #: Control requests that may run a fetch or a collection get this long before giving up.
 SLOW_REQUEST_S = 300.0
@@ -58,6 +58,12 @@ def client_for(settings: Settings, timeout_s: float = SLOW_REQUEST_S) -> Control
 def warn(message: str) -> None:
     """One line on stderr, prefixed "error: "."""
     sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
+def note(message: str) -> None:
+    """One line on stderr, prefixed "note: " (something the user should know, not an error)."""
+    sys.stderr.write(f"note: {message}\n")
     sys.stderr.flush()
 
 

@@ -15,7 +15,7 @@ from urllib.parse import quote as url_quote
 
 import typer
 
-from crawler.cli.common import client_for, fail, load, warn
+from crawler.cli.common import client_for, fail, load, note, warn
 from crawler.cli.render import console, print_json, quotes_table, symbols_table
 from crawler.utils.exceptions import DaemonNotRunningError
 
@@ -102,6 +102,8 @@ def fetch(
             return ops.fetch(symbols, fresh, asset_class, on_done=on_done)
 
     result = _via_daemon_or_offline(settings, remote, local)
+    for notice in result.get("notices") or []:
+        note(str(notice))
     quotes = result.get("quotes") or []
     errors = {**bad, **(result.get("errors") or {})}
     result["errors"] = errors
@@ -122,7 +124,7 @@ def symbols_add(
     as_json: AsJson = False,
 ) -> None:
     """Track symbols (persisted; the daemon picks them up at its next collection)."""
-    _canonical(symbols)
+    _canonical(symbols, asset_class)
     settings = load(ctx)
 
     def remote() -> list[dict[str, Any]]:
@@ -136,6 +138,9 @@ def symbols_add(
         return [ops.add_symbol(s, asset_class) for s in symbols]
 
     results = _via_daemon_or_offline(settings, remote, local)
+    for result in results:
+        if result.get("notice"):
+            note(str(result["notice"]))
     if as_json:
         print_json({"symbols": results})
         return
@@ -207,12 +212,15 @@ def symbols_list(ctx: typer.Context, as_json: AsJson = False) -> None:
         typer.echo("no symbols tracked; add one with `crawler symbols add AAPL:US`")
 
 
-def _canonical(symbols: list[str]) -> list[str]:
-    """The symbols in canonical form; SymbolError (exit 2) for a bad one, before anything is
-    sent or fetched, so a typo costs nothing and odd bytes never reach a URL."""
-    from crawler.normalizer.symbols import parse_symbol
+def _canonical(symbols: list[str], asset_class: str | None = None) -> list[str]:
+    """The symbols in canonical form (Yahoo's spellings translated); SymbolError (exit 2) for
+    a bad one or a contradicting --asset-class, before anything is sent or fetched, so a typo
+    costs nothing and odd bytes never reach a URL."""
+    from crawler.normalizer.user_symbols import read_symbol
+    from crawler.operations import parse_asset_class
 
-    return [parse_symbol(text).canonical for text in symbols]
+    asset = parse_asset_class(asset_class)
+    return [read_symbol(text, asset).symbol.canonical for text in symbols]
 
 
 def _split_valid(
@@ -220,7 +228,7 @@ def _split_valid(
 ) -> tuple[list[str], dict[str, dict[str, str]]]:
     """The well-formed symbols (as given) and an error per malformed one, so one typo does not
     cost the others their quotes; SymbolError (exit 2) when none is well-formed."""
-    from crawler.normalizer.symbols import parse_symbol
+    from crawler.normalizer.user_symbols import read_symbol
     from crawler.operations import parse_asset_class
     from crawler.utils.exceptions import SymbolError
 
@@ -229,7 +237,7 @@ def _split_valid(
     bad: dict[str, dict[str, str]] = {}
     for text in symbols:
         try:
-            parse_symbol(text, asset)
+            read_symbol(text, asset)
         except SymbolError as exc:
             bad[text] = {"type": "SymbolError", "message": exc.message}
         else:

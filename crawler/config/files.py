@@ -33,6 +33,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "total_usd": "total_budget",
         "cost_per_request_usd": "cost_per_request",
         "timezone": "budget_timezone",
+        "pacing": "budget_pacing",
     },
     "cache": {"ttl_seconds": "cache_ttl_seconds"},
     "scheduler": {

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         description="What one Bright Data request costs.",
     )  # fmt: skip
     budget_timezone: str = Field("UTC", description="IANA zone whose midnight resets the budget.")
+    budget_pacing: Literal["even", "off"] = Field(
+        "even",
+        description="even = spread the day's budget over its collections; off = first come.",
+    )
     cache_ttl_seconds: int = Field(
         900, gt=0, json_schema_extra=_unit("seconds"), description="How long a quote is fresh."
     )
@@ -207,7 +211,7 @@ class Settings(BaseSettings):
             ) from None
         return name
 
-    @field_validator("log_format", "log_level", mode="before")
+    @field_validator("log_format", "log_level", "budget_pacing", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from crawler.daemon.notify import SystemdNotifier
 from crawler.daemon.process import PIDFILE_NAME, PidFile
 from crawler.store.datadir import WATCHLIST_SUBDIR, ensure_data_dir
-from crawler.utils.exceptions import DaemonError
+from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from crawler.orchestrator.live import LiveFeed
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.history import HistoryStore
+    from crawler.store.quote_times import QuoteTimes
     from crawler.store.watchlist import Watchlist
 
 __all__ = ["CLEANUP_STOP_S", "SCHEDULER_STOP_S", "STREAM_FIRST_TICKS_S", "Daemon"]
@@ -97,6 +98,7 @@ class Daemon:
         self.hybrid: HybridDataSource | None = None
         self.watchlist: Watchlist | None = None
         self.history: HistoryStore | None = None
+        self.quote_times: QuoteTimes | None = None
         self.market_hours: MarketHours | None = None
         self.scheduler: DataScheduler | None = None
         self.operations: Operations | None = None
@@ -116,6 +118,7 @@ class Daemon:
         from crawler.orchestrator.hybrid_source import HybridDataSource
         from crawler.orchestrator.scheduler import DataScheduler
         from crawler.store.history import HistoryStore
+        from crawler.store.quote_times import QUOTE_TIMES_SUBDIR, QuoteTimes
         from crawler.store.watchlist import Watchlist
 
         settings = self.settings
@@ -139,6 +142,7 @@ class Daemon:
         self.market_hours = MarketHours()
         if settings.stream_enabled:
             self._build_live(on_breaker_change)
+        self.quote_times = QuoteTimes(self.data_dir / QUOTE_TIMES_SUBDIR)
         heartbeat_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
         self.scheduler = DataScheduler(
             settings=settings,
@@ -154,6 +158,7 @@ class Daemon:
             # With the stream on, the first collection waits for its first ticks: a symbol
             # that has ticked is not fetched (and not paid for) again.
             first_collection_delay_s=STREAM_FIRST_TICKS_S if self.live else None,
+            quote_times=self.quote_times,
         )
         self.operations = Operations(
             settings,
@@ -382,7 +387,7 @@ class Daemon:
             self.scheduler.stop(timeout_s=SCHEDULER_STOP_S)
         if self.hybrid is not None:
             _bounded(self.hybrid.cleanup, CLEANUP_STOP_S, "releasing the sources")
-        for store in (self.watchlist, self.history):
+        for store in (self.watchlist, self.history, self.quote_times):
             if store is not None:
                 try:
                     store.close()
@@ -390,13 +395,28 @@ class Daemon:
                     log.exception("closing a store failed")
 
     def run_once(self) -> dict[str, Any]:
-        """Burst mode: each scheduler job once, in this thread; returns {job: report}."""
-        self._build(with_heartbeat=False)
-        assert self.scheduler is not None
+        """Burst mode: each scheduler job once, in this thread; returns {job: report}.
+
+        Refused (DaemonAlreadyRunningError, exit 1) while a daemon runs on the same data dir:
+        its collection would be paid a second time beside the daemon's own.
+        """
         try:
-            return self.scheduler.run_once()
+            self.pidfile.acquire()
+        except DaemonAlreadyRunningError as exc:
+            raise DaemonAlreadyRunningError(
+                exc.pid,
+                f"crawler is already running on {self.data_dir} (pid {exc.pid}, socket "
+                f"{self.socket_path}); use `crawler collect` instead of a second --once run",
+            ) from None
+        try:
+            self._build(with_heartbeat=False)
+            assert self.scheduler is not None
+            try:
+                return self.scheduler.run_once()
+            finally:
+                self._shutdown()
         finally:
-            self._shutdown()
+            self.pidfile.release()
 
     # -- reporting ---------------------------------------------------------------------------
 

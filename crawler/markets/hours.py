@@ -184,6 +184,22 @@ class MarketHours:
         j = bisect_right(intervals.ends, at_us)
         return _from_us(intervals.starts[j - 1]) if j > 0 else None
 
+    def last_close(
+        self, symbol: str, asset_class: AssetClass | None, at: datetime | None = None
+    ) -> datetime | None:
+        """The latest close (lunch breaks included) at or before `at`; None when the market
+        never closes (crypto, unknown) or the time is beyond our knowledge."""
+        market = _market_of(symbol, asset_class)
+        when = self._at(at)
+        if market in (CRYPTO, UNKNOWN):
+            return None
+        intervals = self._intervals(market, when)
+        at_us = _to_us(when)
+        if intervals is None or not intervals.covers(at_us):
+            return None
+        j = bisect_right(intervals.ends, at_us)
+        return _from_us(intervals.ends[j - 1]) if j > 0 else None
+
     def preload(self, markets: list[str]) -> None:
         """Build the named calendars now (the daemon calls this at start, off the hot path)."""
         for market in markets:

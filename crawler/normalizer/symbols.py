@@ -51,7 +51,8 @@ _SUFFIX_EXAMPLES: Final = "US, LN, GR, JP, HK, CN, AU, CUR, COM, IND, GOV"
 _TICKER_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./-&")
 # Punctuation only between letters/digits (M&M, BRK/B, TA-35): this keeps "../", "//" and a
 # trailing "-" out of the Bloomberg URL path and the cache keys built from the canonical form.
-_TICKER_SHAPE: Final = re.compile(r"[A-Z0-9](?:[./&-]?[A-Z0-9])*\Z")
+# One trailing "/" is Bloomberg's own spelling of some London lines (BP/:LN, RR/:LN).
+_TICKER_SHAPE: Final = re.compile(r"[A-Z0-9](?:[./&-]?[A-Z0-9])*/?\Z")
 _CRYPTO_QUOTE: Final = re.compile(r"[A-Z]{3}\Z")
 _FX_PAIR: Final = re.compile(r"[A-Z]{6}\Z")
 # Only ASCII whitespace is stripped: str.strip() would also eat control characters such as
@@ -207,7 +208,8 @@ def _yahoo_currency(symbol: Symbol) -> str:
 def _yahoo_listing(symbol: Symbol) -> str:
     # Yahoo writes share classes with a hyphen (BRK-B, BT-A.L) and keeps the dot for its
     # own exchange suffix, so both separators Bloomberg may use become "-".
-    local = symbol.ticker.replace("/", "-").replace(".", "-")
+    # BP/:LN is plain BP.L at Yahoo: the trailing slash is Bloomberg's alone.
+    local = symbol.ticker.rstrip("/").replace("/", "-").replace(".", "-")
     if symbol.suffix == "HK":
         if not symbol.ticker.isdigit():
             raise _unmappable(symbol, "Hong Kong tickers are numeric, e.g. 5:HK")

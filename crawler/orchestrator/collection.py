@@ -11,8 +11,13 @@ The scheduler owns *when* a collection runs; this module owns *what* one does:
 
 Market hours, per symbol: while its market is open, it is fetched every collection. Once the
 market is closed, it is fetched one more time (fresh, past the cache, so the history gets the
-closing price) and then skipped until the market reopens. `last_fetched_open_session` remembers,
-per symbol, whether the last successful fetch happened while the market was open.
+closing price) and then skipped until the market reopens. With a `QuoteTimes` store (the
+daemon's), "already fetched since the close" is judged from the persisted time of the symbol's
+last quote against the market's last close, so neither a forced collection nor a restart pays
+for it again. Without one, `last_fetched_open_session` remembers it in memory.
+
+Money, per collection: with a `SpendingPolicy`, only the symbols it picks may use Bright Data
+(see `crawler.orchestrator.spending`); the rest go cache -> yfinance -> stale.
 """
 
 from __future__ import annotations
@@ -28,20 +33,25 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.store.quote_times import SymbolTimes
 from crawler.utils.clock import MonotonicClock, WallClock, utc_now
 from crawler.utils.exceptions import CrawlerError
 
 if TYPE_CHECKING:
     from crawler.events import EventBus
     from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.spending import SpendingPolicy
     from crawler.store.history import HistoryStore
+    from crawler.store.quote_times import QuoteTimes
 
-__all__ = ["CACHE_SOURCE", "CollectionReport", "Collector", "MarketClock"]
+__all__ = ["BRIGHT_DATA", "CACHE_SOURCE", "CollectionReport", "Collector", "MarketClock"]
 
 log = logging.getLogger("crawler.scheduler")
 
 #: The `sources` key for quotes served from the cache (fresh or stale) rather than a source.
 CACHE_SOURCE = "cache"
+#: The paid source's name (as in `crawler.orchestrator.hybrid_source`).
+BRIGHT_DATA = "bright_data"
 
 
 class MarketClock(Protocol):
@@ -49,6 +59,16 @@ class MarketClock(Protocol):
 
     def is_open(self, symbol: str, asset_class: AssetClass, at: datetime | None = None) -> bool:
         """Whether `symbol`'s market is open at `at` (default: now)."""
+        ...
+
+    def market_of(self, symbol: str, asset_class: AssetClass | None) -> str:
+        """The market code of `symbol`."""
+        ...
+
+    def last_close(
+        self, symbol: str, asset_class: AssetClass | None, at: datetime | None = None
+    ) -> datetime | None:
+        """The latest close at or before `at`; None when the market never closes."""
         ...
 
 
@@ -67,6 +87,7 @@ class CollectionReport:
     sources: dict[str, int] = field(default_factory=dict)
     stale: int = 0
     recorded: int | None = None
+    paid_allowance: int | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -86,6 +107,7 @@ class CollectionReport:
             "sources": dict(self.sources),
             "stale": self.stale,
             "recorded": self.recorded,
+            "paid_allowance": self.paid_allowance,
             "succeeded": self.succeeded,
         }
 
@@ -103,6 +125,8 @@ class CollectionReport:
         )
         if self.stale:
             text += f", {self.stale} stale"
+        if self.paid_allowance is not None:
+            text += f", paid allowance {self.paid_allowance}"
         return text + f", {self.duration_s:.2f}s"
 
 
@@ -120,14 +144,20 @@ class Collector:
         now: WallClock = utc_now,
         clock: MonotonicClock = time.monotonic,
         events: EventBus | None = None,
+        quote_times: QuoteTimes | None = None,
+        spending: SpendingPolicy | None = None,
     ) -> None:
         self._market_hours = market_hours
         self._events = events
         self._now = now
         self._clock = clock
+        self._quote_times = quote_times
+        self._spending = spending
         self._lock = threading.Lock()
         #: symbol → whether its last successful fetch happened while its market was open.
         self.last_fetched_open_session: dict[str, bool] = {}
+        #: symbol → its last paid quote's time, when there is no QuoteTimes store.
+        self._last_paid: dict[str, datetime] = {}
 
 
     def set_market_hours(self, market_hours: MarketClock | None) -> None:
@@ -142,6 +172,12 @@ class Collector:
         """Drop the market-hours state of a symbol no longer tracked."""
         with self._lock:
             self.last_fetched_open_session.pop(symbol, None)
+            self._last_paid.pop(symbol, None)
+        if self._quote_times is not None:
+            try:
+                self._quote_times.forget(symbol)
+            except CrawlerError as exc:  # a leftover entry costs nothing
+                log.warning("could not forget %s's quote times: %s", symbol, exc.message)
 
     def collect(
         self,
@@ -164,25 +200,26 @@ class Collector:
         skipped: list[str] = []
         regular: list[Symbol] = []
         closing: list[Symbol] = []
+        every: list[Symbol] = []
         open_now: dict[str, bool] = {}
+        times = self._read_times()
         for canonical, asset_class in tracked:
             try:
                 sym = parse_symbol(canonical, asset_class)
             except CrawlerError as exc:  # a bad entry written to the watchlist by hand
                 errors[canonical] = exc.message
                 continue
+            every.append(sym)
             is_open = self._is_open(sym, started_at)
             open_now[sym.canonical] = is_open
             if is_open:
                 regular.append(sym)
-                continue
-            with self._lock:
-                last_open = self.last_fetched_open_session.get(sym.canonical, True)
-            if last_open:
-                closing.append(sym)  # not fetched since the close (or never): fetch once more
-            else:
+            elif self._closed_and_quoted(sym, started_at, times):
                 skipped.append(sym.canonical)
+            else:
+                closing.append(sym)  # not fetched since the close (or never): fetch once more
 
+        unpaid, allowance = self._ration(hybrid, regular + closing, every, started_at, times)
         events = self._events
         total = len(regular) + len(closing)
         progress = None
@@ -207,7 +244,10 @@ class Collector:
         if regular:
             results.update(
                 hybrid.fetch_many(
-                    regular, on_done=progress, deadline_s=self._left_s(start_s, deadline_s)
+                    regular,
+                    on_done=progress,
+                    deadline_s=self._left_s(start_s, deadline_s),
+                    unpaid=unpaid,
                 )
             )
         if closing:
@@ -219,6 +259,7 @@ class Collector:
                     force_fresh=True,
                     on_done=progress,
                     deadline_s=self._left_s(start_s, deadline_s),
+                    unpaid=unpaid,
                 )
             )
 
@@ -233,6 +274,7 @@ class Collector:
                     self.last_fetched_open_session[key] = open_now[key]
 
         fetched = [q for q in quotes if not q.from_cache]
+        self._note_times(fetched, started_at)
         recorded = history.record(fetched) if history is not None and fetched else None
         if history is not None and recorded is None:
             recorded = 0
@@ -247,11 +289,84 @@ class Collector:
             sources=dict(sorted(sources.items())),
             stale=sum(1 for q in quotes if q.stale),
             recorded=recorded,
+            paid_allowance=allowance,
         )
         log.info("%s", report.summary())
         if events is not None:
             events.publish("collection_end", **report.as_dict())
         return report
+
+    # -- memory of quotes and money -----------------------------------------------------------
+
+    def _read_times(self) -> dict[str, SymbolTimes]:
+        if self._quote_times is None:
+            with self._lock:
+                return {name: SymbolTimes(None, at) for name, at in self._last_paid.items()}
+        try:
+            return self._quote_times.snapshot()
+        except CrawlerError as exc:  # unreadable: fall back to fetching, never to skipping
+            log.warning("quote times unreadable: %s", exc.message)
+            return {}
+
+    def _closed_and_quoted(
+        self, sym: Symbol, at: datetime, times: dict[str, SymbolTimes]
+    ) -> bool:
+        """Whether `sym`'s market is closed and it already has a quote from after the close."""
+        if self._quote_times is None or self._market_hours is None:
+            with self._lock:
+                return not self.last_fetched_open_session.get(sym.canonical, True)
+        last_quote = times.get(sym.canonical, SymbolTimes()).last_quote_at
+        if last_quote is None:
+            return False
+        try:
+            closed_at = self._market_hours.last_close(sym.canonical, sym.asset_class, at=at)
+        except Exception:  # cannot judge: fetching once more beats never fetching
+            log.warning("last close unknown for %s", sym.canonical, exc_info=True)
+            return False
+        return closed_at is not None and last_quote >= closed_at
+
+    def _ration(
+        self,
+        hybrid: HybridDataSource,
+        due: list[Symbol],
+        every: list[Symbol],
+        at: datetime,
+        times: dict[str, SymbolTimes],
+    ) -> tuple[set[str], int | None]:
+        """(symbols that may not use Bright Data, the allowance) for this collection."""
+        if self._spending is None or not due or BRIGHT_DATA not in hybrid.sources:
+            return set(), None
+        try:
+            stats = hybrid.ledger.statistics()
+            remaining = max(0, int(stats["requests_allowed"]) - int(stats["requests_used"]))
+        except CrawlerError as exc:  # the ledger still guards every reserve
+            log.warning("budget unreadable for pacing: %s", exc.message)
+            return set(), None
+        plan = self._spending.plan(
+            due,
+            every,
+            remaining,
+            at,
+            unservable=hybrid.free_source_unservable,
+            last_paid={name: t.last_paid_at for name, t in times.items()},
+        )
+        return {sym.canonical for sym in plan.free}, plan.allowance
+
+    def _note_times(self, fetched: list[Quote], at: datetime) -> None:
+        """Remember when each symbol got a quote from a source, and which ones were paid."""
+        good = [q for q in fetched if not q.stale]
+        if not good:
+            return
+        paid = [q.symbol for q in good if q.source == BRIGHT_DATA]
+        if self._quote_times is None:
+            with self._lock:
+                for name in paid:
+                    self._last_paid[name] = at
+            return
+        try:
+            self._quote_times.record({q.symbol: at for q in good}, paid=paid)
+        except CrawlerError as exc:  # losing it costs at most one more fetch per symbol
+            log.warning("could not record quote times: %s", exc.message)
 
     def _is_open(self, sym: Symbol, at: datetime) -> bool:
         if self._market_hours is None:

@@ -23,7 +23,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -179,15 +179,23 @@ class HybridDataSource:
         self._usage_lock = threading.Lock()
         self._stale_served = 0
         self._coalesced = 0
+        # Symbols whose last yfinance attempt failed: first in line for paid requests.
+        self._free_failing: set[str] = set()
         self._closed = False
 
     # -- the seed's API ---------------------------------------------------------------------
     def get_quote(
-        self, symbol: str | Symbol, asset_class: AssetClass | None = None, force_fresh: bool = False
+        self,
+        symbol: str | Symbol,
+        asset_class: AssetClass | None = None,
+        force_fresh: bool = False,
+        paid: bool = True,
     ) -> Quote:
         """One quote: cached if fresh (unless `force_fresh`), else from the first source that
         serves it, else the last known quote marked stale. Raises SymbolError for a bad
-        symbol, BudgetExhaustedError or NoSourceAvailableError when nothing could serve it."""
+        symbol, BudgetExhaustedError or NoSourceAvailableError when nothing could serve it.
+        `paid=False` leaves Bright Data out (the collection's pacing gave this symbol no paid
+        request)."""
         sym = symbol if isinstance(symbol, Symbol) else parse_symbol(symbol, asset_class)
         # Read before the cache: a leader that finishes after this point bumps it, telling
         # `_coalesced_fetch` that our miss may be out of date.
@@ -203,7 +211,7 @@ class HybridDataSource:
             cached = self.cache.get(sym.canonical)
             if cached is not None:
                 return cached
-        return self._coalesced_fetch(sym, force_fresh, generation)
+        return self._coalesced_fetch(sym, force_fresh, generation, paid)
 
     def get_quotes(
         self, symbols: Iterable[str | Symbol], asset_class: AssetClass | None = None
@@ -219,9 +227,12 @@ class HybridDataSource:
         force_fresh: bool = False,
         on_done: Callable[[str, Quote | CrawlerError], None] | None = None,
         deadline_s: float | None = None,
+        unpaid: Collection[str] = (),
     ) -> dict[str, Quote | CrawlerError]:
         """Fetch concurrently on a bounded pool; one bad symbol or source never stops the rest.
         Returns canonical symbol (or the raw text, for a malformed one) → quote or error.
+        Symbols whose canonical form is in `unpaid` do not use Bright Data (pacing): for them
+        yfinance comes first, so they take the batch path when it exists.
 
         With `deadline_s`, the whole batch returns by then: quotes not yet fetched become
         TransientSourceError and those not yet started are cancelled (they cost nothing).
@@ -231,8 +242,8 @@ class HybridDataSource:
         results: dict[str, Quote | CrawlerError] = {}
         pool = self._executor()
         deadline_at_s = None if deadline_s is None else time.monotonic() + deadline_s
-        batch_source = self._batch_source()
-        leaders: list[tuple[Symbol, Future[Quote]]] = []
+        batches = {True: self._batch_source(), False: self._batch_source(paid=False)}
+        leaders: dict[bool, list[tuple[Symbol, Future[Quote]]]] = {True: [], False: []}
         batched: set[str] = set()
         for item in symbols:
             try:
@@ -244,19 +255,23 @@ class HybridDataSource:
                 continue
             if sym.canonical in pending:
                 continue
-            if batch_source is not None and _has_yahoo_form(sym):
+            paid = sym.canonical not in unpaid
+            if batches[paid] is not None and _has_yahoo_form(sym):
                 future, leader = self._claim(sym, force_fresh)
                 pending[sym.canonical] = future
                 batched.add(sym.canonical)
                 if leader:
-                    leaders.append((sym, future))
+                    leaders[paid].append((sym, future))
                 continue
-            pending[sym.canonical] = pool.submit(self.get_quote, sym, None, force_fresh)
-        if batch_source is not None and leaders:
+            pending[sym.canonical] = pool.submit(self.get_quote, sym, None, force_fresh, paid)
+        for paid, batch_source in batches.items():
+            if batch_source is None or not leaders[paid]:
+                continue
             size = max(1, int(batch_source.batch_size))
-            for start in range(0, len(leaders), size):
-                pool.submit(self._run_batch, batch_source, leaders[start : start + size],
-                            deadline_at_s)  # fmt: skip
+            chunks = leaders[paid]
+            for start in range(0, len(chunks), size):
+                pool.submit(self._run_batch, batch_source, chunks[start : start + size],
+                            deadline_at_s, paid)  # fmt: skip
         for key, future in pending.items():
             outcome = self._outcome_of(
                 key, future, deadline_at_s, deadline_s, cancel=key not in batched
@@ -264,8 +279,10 @@ class HybridDataSource:
             results[key] = outcome
             if on_done:
                 on_done(key, outcome)
-        if leaders:
-            self._report_missed_deadline(batch_source, results, len(leaders))
+        if leaders[True] or leaders[False]:
+            self._report_missed_deadline(
+                batches[True] or batches[False], results, len(leaders[True]) + len(leaders[False])
+            )
         return results
 
     def _outcome_of(
@@ -370,7 +387,25 @@ class HybridDataSource:
                 )
             return self._pool
 
-    def _coalesced_fetch(self, sym: Symbol, force_fresh: bool, generation: int) -> Quote:
+    def free_source_unservable(self, sym: Symbol) -> bool:
+        """Whether yfinance cannot serve `sym` now: absent, misconfigured, its breaker open, no
+        Yahoo equivalent, or its last attempt for this symbol failed. Such symbols come first
+        when paid requests are rationed."""
+        breaker = self.breakers.get(YFINANCE)
+        if YFINANCE not in self.sources or YFINANCE in self.config_errors:
+            return True
+        if breaker is not None and not breaker.is_available():
+            return True
+        try:
+            to_yahoo(sym)
+        except UnmappableSymbolError:
+            return True
+        with self._usage_lock:
+            return sym.canonical in self._free_failing
+
+    def _coalesced_fetch(
+        self, sym: Symbol, force_fresh: bool, generation: int, paid: bool = True
+    ) -> Quote:
         key = sym.canonical
         with self._lock:
             future = self._inflight.get(key)
@@ -390,7 +425,7 @@ class HybridDataSource:
             if not force_fresh and self._finished.get(key, 0) != generation:
                 quote = self.cache.get(key)
             if quote is None:
-                quote = self._fetch_upstream(sym)
+                quote = self._fetch_upstream(sym, paid=paid)
             future.set_result(quote)
             return quote
         except BaseException as exc:
@@ -404,13 +439,16 @@ class HybridDataSource:
                 self._finished[key] = self._finished.get(key, 0) + 1
 
     # -- the batch path (yfinance's batch quotes) -----------------------------------------
-    def _batch_source(self) -> BatchQuoteSource | None:
+    def _batch_source(self, paid: bool = True) -> BatchQuoteSource | None:
         """The batch-capable source when it is the first one a miss would be asked now
-        (every source before it skipped: no key, breaker open, budget spent), else None."""
+        (every source before it skipped: no key, breaker open, budget spent, or `paid` False
+        and the source is Bright Data), else None."""
         source = self.sources.get(YFINANCE)
         if not isinstance(source, BatchQuoteSource) or source.batch_size < 2:
             return None
         for name in self._order():
+            if name == BRIGHT_DATA and not paid:
+                continue
             if self._skip_reason(name, self.breakers[name]) is None:
                 return source if name == YFINANCE else None
         return None
@@ -462,6 +500,7 @@ class HybridDataSource:
         source: BatchQuoteSource,
         chunk: list[tuple[Symbol, Future[Quote]]],
         deadline_at_s: float | None,
+        paid: bool = True,
     ) -> None:
         """One batch request for `chunk`, then the per-symbol path for what it left open.
         Runs on the pool; every future of the chunk is settled, whatever happens."""
@@ -491,15 +530,17 @@ class HybridDataSource:
                 if quote is not None:
                     self._report_fetch(name, "success", started_s)
                     self._count_success(name, usage)
+                    self._note_free(name, sym, failed=False)
                     self.cache.put(quote)
                     self._settle(key, future, quote)
                 elif answer is not None and key in answer.errors:
+                    self._note_free(name, sym, failed=True)
                     rest.append((sym, future, {name: answer.errors[key].message}))
                 else:  # left out or partial: the per-symbol chart, under the same rules
                     rest.append((sym, future, tried))
             pool = self._executor()
             for sym, future, reasons in rest:
-                pool.submit(self._finish_one, sym, future, reasons, deadline_at_s)
+                pool.submit(self._finish_one, sym, future, reasons, deadline_at_s, paid)
         except BaseException as exc:
             for sym, future in live:
                 if not future.done():
@@ -515,13 +556,14 @@ class HybridDataSource:
         future: Future[Quote],
         tried: Mapping[str, str],
         deadline_at_s: float | None,
+        paid: bool = True,
     ) -> None:
         """The per-symbol path for one symbol the batch did not serve (on the pool)."""
         if deadline_at_s is not None and time.monotonic() >= deadline_at_s:
             self._settle(sym.canonical, future, _missed(sym.canonical))
             return
         try:
-            outcome: Quote | BaseException = self._fetch_upstream(sym, tried)
+            outcome: Quote | BaseException = self._fetch_upstream(sym, tried, paid)
         except BaseException as exc:
             outcome = exc
         self._settle(sym.canonical, future, outcome)
@@ -555,9 +597,12 @@ class HybridDataSource:
             name for name in self.sources if name not in order
         ]
 
-    def _fetch_upstream(self, sym: Symbol, tried: Mapping[str, str] | None = None) -> Quote:
+    def _fetch_upstream(
+        self, sym: Symbol, tried: Mapping[str, str] | None = None, paid: bool = True
+    ) -> Quote:
         """The sources in order, then the stale quote. `tried`: sources already asked for
-        this symbol (by a batch), with why they did not serve it: not asked again."""
+        this symbol (by a batch), with why they did not serve it: not asked again. `paid`
+        False skips Bright Data (pacing)."""
         reasons: dict[str, str] = {}
         budget_error: BudgetExhaustedError | None = None
         for name in self._order():
@@ -566,6 +611,8 @@ class HybridDataSource:
                 reasons[name] = tried[name]
                 continue
             skip = self._skip_reason(name, breaker)
+            if skip is None and name == BRIGHT_DATA and not paid:
+                skip = "paced: no paid request for it in this collection"
             if skip is not None:
                 reasons[name] = skip
                 self._count_skip(usage)
@@ -591,6 +638,7 @@ class HybridDataSource:
                 self._report_fetch(name, "failure", started_s)
                 reasons[name] = exc.message
                 self._count_failure(name, usage, exc)
+                self._note_free(name, sym, failed=True)
                 if name == BRIGHT_DATA and self.events is not None:
                     self._publish_budget()  # a billed failure costs money too
                 if isinstance(exc, SourceConfigError):
@@ -599,6 +647,7 @@ class HybridDataSource:
                 continue
             self._report_fetch(name, "success", started_s)
             self._count_success(name, usage)
+            self._note_free(name, sym, failed=False)
             self.cache.put(quote)
             if self.events is not None:
                 self.events.publish_quote(quote)
@@ -608,11 +657,22 @@ class HybridDataSource:
         last = self.cache.get_last_known(sym.canonical)
         if last is not None:
             self._stale_served += 1
-            log.warning("serving stale %s: %s", sym.canonical, "; ".join(reasons.values()))
+            # Pacing leaves many symbols without a paid request by design: not worth a warning.
+            level = logging.INFO if not paid else logging.WARNING
+            log.log(level, "serving stale %s: %s", sym.canonical, "; ".join(reasons.values()))
             return last.with_flags(from_cache=True, stale=True)
         if budget_error is not None:
             raise budget_error
         raise NoSourceAvailableError(sym.canonical, reasons)
+
+    def _note_free(self, name: str, sym: Symbol, *, failed: bool) -> None:
+        if name != YFINANCE:
+            return
+        with self._usage_lock:
+            if failed:
+                self._free_failing.add(sym.canonical)
+            else:
+                self._free_failing.discard(sym.canonical)
 
     def _report_fetch(self, name: str, outcome: str, started_s: float) -> None:
         if self._on_fetch is None:

@@ -45,6 +45,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from crawler.normalizer.schemas import AssetClass
 from crawler.normalizer.symbols import parse_symbol
 from crawler.orchestrator.collection import CollectionReport, Collector, MarketClock
+from crawler.orchestrator.spending import SpendingPolicy
 from crawler.utils.clock import WallClock, utc_now
 from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from crawler.events import EventBus
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.store.history import HistoryStore
+    from crawler.store.quote_times import QuoteTimes
     from crawler.store.watchlist import Watchlist
 
 __all__ = ["JOB_NAMES", "MIN_INTERVAL_S", "DataScheduler"]
@@ -118,6 +120,7 @@ class DataScheduler:
         events: EventBus | None = None,
         on_job_problem: Callable[[str, str], None] | None = None,
         first_collection_delay_s: float | None = None,
+        quote_times: QuoteTimes | None = None,
     ) -> None:
         if settings is None:
             from crawler.config import get_settings
@@ -143,7 +146,20 @@ class DataScheduler:
         self._history = history
         self._now = now
         use_hours = market_hours if settings.market_hours_enabled else None
-        self._collector = Collector(market_hours=use_hours, now=now, events=events)
+        #: Who may spend money in a collection (pacing and priority); see spending.py.
+        self.spending = SpendingPolicy(
+            pacing=settings.budget_pacing,
+            interval_s=self.update_interval_s,
+            timezone=settings.budget_timezone,
+            market_hours=use_hours,
+        )
+        self._collector = Collector(
+            market_hours=use_hours,
+            now=now,
+            events=events,
+            quote_times=quote_times,
+            spending=self.spending,
+        )
 
         self._symbols_lock = threading.Lock()
         self._tracked: dict[str, AssetClass] = {}  # insertion-ordered mirror of the watchlist
