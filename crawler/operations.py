@@ -157,8 +157,16 @@ class Operations:
         data_dir = ensure_data_dir(Path(settings.data_dir))
         watchlist = Watchlist(data_dir / WATCHLIST_SUBDIR)
         history = HistoryStore(data_dir / "history", settings.history_retention_days)
+        from crawler.markets.hours import MarketHours
+
         hybrid = HybridDataSource(settings)
-        return cls(settings, hybrid=hybrid, watchlist=watchlist, history=history)
+        return cls(
+            settings,
+            hybrid=hybrid,
+            watchlist=watchlist,
+            history=history,
+            market_hours=MarketHours(),
+        )
 
     def close(self) -> None:
         """Release the fetcher's threads and the stores' connections (offline use)."""
@@ -381,6 +389,7 @@ class Operations:
             "events": self._events_statistics(),
             "yahoo": stats.get("yahoo"),
             "metrics": self.metrics.snapshot() if self.metrics else None,
+            "spending": self._spending_summary(stats),
             "symbols": [self._symbol_status(name, asset, now) for name, asset in
                         self.watchlist.items()],
         }  # fmt: skip
@@ -388,6 +397,19 @@ class Operations:
     def _events_statistics(self) -> dict[str, Any] | None:
         events = getattr(self.hybrid, "events", None)
         return None if events is None else dict(events.statistics())
+
+    def _spending_summary(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """`budget` without its breakdown, plus the one line `crawler status` prints."""
+        from crawler.orchestrator.budget_report import summary_line
+
+        try:
+            report = self.budget(with_breakdown=False, stats=stats)
+        except Exception as exc:  # the money line must never break status
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        report.pop("paid_by_hour", None)
+        report.pop("top_symbols", None)
+        report["line"] = summary_line(report)
+        return report
 
     def _is_stale(self, source_age_s: float, fetched_age_s: float) -> bool:
         """Stale: we fetched it longer ago than the cache keeps a quote fresh, or the source's
@@ -422,6 +444,62 @@ class Operations:
             except Exception as exc:  # a calendar problem must not break status
                 entry["market"] = {"error": f"{type(exc).__name__}: {exc}"}
         return entry
+
+    # -- the money -------------------------------------------------------------------------
+
+    def budget(
+        self, *, with_breakdown: bool = True, stats: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Today's spend, the allowance per collection now, when the budget runs out at this
+        pace, paid requests per hour, the top paid symbols and the seed's three targets (see
+        `crawler.orchestrator.budget_report`). Without the breakdown (for `status`) the
+        ledger's per-hour and per-symbol counts are not read."""
+        from crawler.orchestrator.budget_report import budget_report
+        from crawler.orchestrator.pacing import budget_day_end
+
+        now = self._now()
+        stats = stats if stats is not None else self.hybrid.get_statistics()
+        ledger = stats.get("cost_tracking", {})
+        breakdown = self.hybrid.ledger.breakdown() if with_breakdown else {}
+        remaining = max(0, int(ledger["requests_allowed"]) - int(ledger["requests_used"]))
+        return dict(
+            jsonable(
+                budget_report(
+                    ledger,
+                    breakdown,
+                    stats.get("source_usage", {}),
+                    stats.get("cache_statistics", {}),
+                    allowance=self._allowance_now(remaining, now),
+                    now=now,
+                    day_end=budget_day_end(now, self.settings.budget_timezone),
+                    pacing=self.settings.budget_pacing,
+                )
+            )
+        )
+
+    def _allowance_now(self, remaining: int, now: datetime) -> int | None:
+        """What a collection starting now could spend (None: unpaced, or no Bright Data)."""
+        if "bright_data" not in self.hybrid.sources:
+            return None
+        from crawler.orchestrator.spending import SpendingPolicy
+
+        policy = self.scheduler.spending if self.scheduler is not None else None
+        if policy is None:
+            policy = SpendingPolicy(
+                pacing=self.settings.budget_pacing,
+                interval_s=float(self.settings.update_interval_seconds),
+                timezone=self.settings.budget_timezone,
+                market_hours=self.market_hours if self.settings.market_hours_enabled else None,
+            )
+        tracked = []
+        for name, asset in self.watchlist.items():
+            try:
+                tracked.append(parse_symbol(name, asset))
+            except SymbolError:
+                continue
+        hours = self.market_hours if self.settings.market_hours_enabled else None
+        due = len(tracked) if hours is None else sum(1 for s in tracked if _open(hours, s, now))
+        return policy.preview(due, tracked, remaining, now)
 
     def config(self) -> dict[str, Any]:
         """The effective configuration, secrets masked."""
@@ -576,6 +654,13 @@ def _history_limit(limit: int | None, most: int | None) -> int | None:
             + (" (--csv or `crawler export` stream more)" if most is not None else "")
         )
     return limit
+
+
+def _open(hours: MarketHours, sym: Symbol, at: datetime) -> bool:
+    try:
+        return hours.is_open(sym.canonical, sym.asset_class, at=at)
+    except Exception:  # a calendar problem: counted open, as the collector would fetch it
+        return True
 
 
 def _chunks(spool: Any) -> Iterator[bytes]:

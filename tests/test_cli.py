@@ -264,3 +264,19 @@ def test_a_contradicting_asset_class_is_refused_before_anything_is_paid(
     fetched = crawler(env, "fetch", "XBTUSD:CUR", "--asset-class", "stocks")
     assert fetched.returncode == 2 and "contradicts" in one_error_line(fetched)
     assert market.bright_data.billed_count == before
+
+
+def test_budget_offline_reads_the_ledger_of_the_data_dir(
+    env: dict[str, str], market: FakeMarket
+) -> None:
+    assert crawler(env, "fetch", "AAPL:US").returncode == 0
+    assert json.loads(crawler(env, "budget", "--json").stdout)["allowance_per_collection"] == 0
+    assert crawler(env, "symbols", "add", "AAPL:US").returncode == 0  # now one is due
+    result = crawler(env, "budget", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["requests_used"] == 1 and report["requests_allowed"] == 3666
+    assert report["top_symbols"] == [{"symbol": "AAPL:US", "requests": 1}]
+    assert report["paused_until"] is None and report["allowance_per_collection"] >= 1
+    text = crawler(env, "budget")
+    assert text.returncode == 0 and "lasts the day" in text.stdout

@@ -177,6 +177,13 @@ def test_start_detaches_and_reports_pid_and_socket(daemon_env: dict[str, str]) -
 def test_once_beside_a_running_daemon_is_refused_and_pays_nothing(
     daemon_env: dict[str, str], market: FakeMarket
 ) -> None:
+    def collected() -> bool:
+        status = json.loads(crawler(daemon_env, "status", "--json").stdout)
+        return bool(status["scheduler"]["collection_metrics"]["total_collections"])
+
+    wait_until(collected, 30, "the daemon's first collection")
+    # Added after it, so only a second (--once) collection would pay for it: the next
+    # scheduled one is an hour away.
     assert crawler(daemon_env, "symbols", "add", "MSFT:US").returncode == 0
     before = market.bright_data.billed_count
     result = crawler(daemon_env, "start", "--once")
@@ -189,6 +196,29 @@ def test_once_beside_a_running_daemon_is_refused_and_pays_nothing(
     assert market.bright_data.billed_count == before
     assert answers(sock_of(daemon_env))  # the daemon is untouched
     assert crawler(daemon_env, "symbols", "remove", "MSFT:US").returncode == 0
+
+
+def test_budget_through_the_daemon_and_its_line_in_status(
+    daemon_env: dict[str, str], market: FakeMarket
+) -> None:
+    assert crawler(daemon_env, "fetch", "NVDA:US", "--fresh").returncode == 0
+    result = crawler(daemon_env, "budget", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["requests_used"] == market.bright_data.billed_count >= 1
+    assert {"symbol": "NVDA:US", "requests": 1} in report["top_symbols"]
+    assert sum(report["paid_by_hour"].values()) == report["requests_used"]
+    assert report["pacing"] == "even" and report["lasts_the_day"] is True
+    assert set(report["targets"]) == {
+        "cache_hit_rate_pct", "yfinance_success_pct", "bright_data_share_pct",
+    }  # fmt: skip
+    text = crawler(daemon_env, "budget")
+    assert "paid requests per hour:" in text.stdout and "NVDA:US" in text.stdout
+    status = crawler(daemon_env, "status")
+    line = next(x for x in status.stdout.splitlines() if x.startswith("budget: $"))
+    assert f"({report['requests_used']}/3666 requests)" in line and "lasts the day" in line
+    body = json.loads(crawler(daemon_env, "status", "--json").stdout)
+    assert body["spending"]["line"] == line
 
 
 def test_status_table(daemon_env: dict[str, str]) -> None:

@@ -172,6 +172,9 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
         f" today ({budget.get('requests_used', 0)}/{budget.get('requests_allowed', '?')} "
         f"requests, {budget.get('budget_used_pct', 0)}% used)"
     )
+    spending = status.get("spending") or {}
+    if spending.get("line"):
+        out.print(str(spending["line"]), markup=False)
     sources = Table(title="sources")
     for name in ("source", "breaker", "requests", "ok", "failed", "skipped", "last error"):
         sources.add_column(name)

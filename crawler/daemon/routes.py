@@ -147,6 +147,9 @@ def register_routes(
     def config(request: Request) -> Response:
         return Response(body=ops.config())
 
+    def budget(request: Request) -> Response:
+        return Response(body=ops.budget())
+
     def metrics(request: Request) -> Response:
         return Response(text=ops.metrics_text(), content_type=_METRICS_TYPE)
 
@@ -190,6 +193,7 @@ def register_routes(
         ("POST", "/collect", collect),
         ("POST", "/stop", stop),
         ("GET", "/config", config),
+        ("GET", "/budget", budget),
         ("GET", "/metrics", metrics),
         ("GET", "/history", history),
         ("GET", "/export", export),

@@ -229,7 +229,8 @@ class BrightDataSource:
 
     # -- one attempt ----------------------------------------------------------------------------
     def _attempt(self, symbol: Symbol, remaining_s: float, deadline: float) -> Quote:
-        reservation = self._ledger.reserve()  # BudgetExhaustedError: nothing is sent
+        # BudgetExhaustedError: nothing is sent. The label feeds `crawler budget`'s top symbols.
+        reservation = self._ledger.reserve(label=symbol.canonical)
         billing = _Billing()
         try:
             return self._send(symbol, remaining_s, deadline, billing)

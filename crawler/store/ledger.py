@@ -40,7 +40,7 @@ import os
 import time as _time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -137,6 +137,10 @@ class _DayRecord:
     billed_micro: int
     billed_count: int
     open: dict[str, dict[str, Any]]
+    # Billed requests per hour of the day ("00".."23", budget time zone) and per label (the
+    # symbol): what `crawler budget` draws. Absent in records written before they existed.
+    by_hour: dict[str, int] = field(default_factory=dict)
+    by_label: dict[str, int] = field(default_factory=dict)
 
     @property
     def reserved_micro(self) -> int:
@@ -155,6 +159,8 @@ class _DayRecord:
             "billed_micro": self.billed_micro,
             "billed_count": self.billed_count,
             "open": self.open,
+            "by_hour": self.by_hour,
+            "by_label": self.by_label,
         }
 
 
@@ -307,10 +313,11 @@ class BudgetLedger:
 
     # -- reserve / settle / release -------------------------------------------------------
 
-    def reserve(self) -> Reservation:
+    def reserve(self, label: str | None = None) -> Reservation:
         """Hold one request's cost on today's budget, or raise BudgetExhaustedError.
 
         The hold counts as spent until `settle()` (billed) or `release()` (not billed).
+        `label` (the symbol) is counted in `breakdown()` once the request is billed.
         """
         with storage_errors(_WHAT, self._directory), self._cache.transact():
             clock, real = self._resolve(self._load_clock())
@@ -347,6 +354,8 @@ class BudgetLedger:
                 "minute": minute,
             }
             window[str(minute)] = window.get(str(minute), 0) + reservation.amount_micro
+            if label is not None:
+                record.open[reservation.id]["label"] = str(label)[:64]
             self._store_day(today, record)
             self._cache.set(_WINDOW_KEY, window)
             self._cache.set(_CLOCK_KEY, clock.to_json())
@@ -380,6 +389,13 @@ class BudgetLedger:
                 # The stored amount is what was held, even if the config changed since.
                 record.billed_micro += int(entry["amount_micro"])
                 record.billed_count += 1
+                # Counted in the hour the request was made (the budget's zone).
+                made = datetime.fromisoformat(str(entry["created"])).astimezone(self._zone)
+                hour = f"{made.hour:02d}"
+                record.by_hour[hour] = record.by_hour.get(hour, 0) + 1
+                label = entry.get("label")
+                if isinstance(label, str):
+                    record.by_label[label] = record.by_label.get(label, 0) + 1
             else:
                 self._unwindow(entry)
             self._store_day(reservation.day, record)
@@ -481,6 +497,11 @@ class BudgetLedger:
             "last_rollover_day": rollover.get("day") if isinstance(rollover, dict) else None,
         }
 
+    def breakdown(self) -> dict[str, dict[str, int]]:
+        """Today's billed requests by hour ("00".."23", budget time zone) and by label."""
+        record, _ = self._read_day(self.day())
+        return {"by_hour": dict(record.by_hour), "by_label": dict(record.by_label)}
+
     def days(self) -> list[str]:
         """The days with a record, oldest first (at most about DAYS_KEPT + 1)."""
         with storage_errors(_WHAT, self._directory):
@@ -511,6 +532,8 @@ class BudgetLedger:
                 billed_micro=int(raw["billed_micro"]),
                 billed_count=int(raw["billed_count"]),
                 open=dict(raw["open"]),
+                by_hour={str(k): int(v) for k, v in dict(raw.get("by_hour") or {}).items()},
+                by_label={str(k): int(v) for k, v in dict(raw.get("by_label") or {}).items()},
             )
             _ = record.reserved_micro  # validates every open entry
         except (KeyError, TypeError, ValueError) as exc:

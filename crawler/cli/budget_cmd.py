@@ -1,0 +1,102 @@
+"""`crawler budget [--json]`: where today's money went and whether it lasts the day.
+
+Asks the daemon (GET /budget) when one runs, else reads the data dir's ledger directly; the
+answer is `Operations.budget()` either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import typer
+
+from crawler.cli.common import client_for, load
+from crawler.cli.render import print_json
+from crawler.utils.exceptions import DaemonNotRunningError
+
+__all__ = ["bar_chart", "register", "render_budget"]
+
+#: Width of the longest bar of the per-hour chart, in characters.
+BAR_WIDTH = 40
+_TARGET_NAMES = {
+    "cache_hit_rate_pct": "cache hit rate",
+    "yfinance_success_pct": "yfinance success",
+    "bright_data_share_pct": "Bright Data share of requests",
+}
+
+
+def budget(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Today's paid requests: spend, pace, per-hour chart, top symbols, the seed's targets."""
+    settings = load(ctx)
+    try:
+        report = dict(client_for(settings, timeout_s=30.0).call("GET", "/budget"))
+    except DaemonNotRunningError:
+        from crawler.operations import Operations
+
+        ops = Operations.offline(settings)
+        try:
+            report = ops.budget()
+        finally:
+            ops.close()
+    if as_json:
+        print_json(report)
+    else:
+        typer.echo(render_budget(report))
+
+
+def bar_chart(by_hour: Mapping[str, int], width: int = BAR_WIDTH) -> list[str]:
+    """One line per hour that had paid requests (and the hours between them): "09 ████ 12"."""
+    hours = [h for h, n in sorted(by_hour.items()) if n > 0]
+    if not hours:
+        return ["(no paid requests yet today)"]
+    peak = max(by_hour.values())
+    lines = []
+    for hour in range(int(hours[0]), int(hours[-1]) + 1):
+        count = int(by_hour.get(f"{hour:02d}", 0))
+        bar = "█" * max(1 if count else 0, round(count * width / peak))
+        lines.append(f"{hour:02d} {bar} {count}" if bar else f"{hour:02d} {count}")
+    return lines
+
+
+def render_budget(report: Mapping[str, Any]) -> str:
+    """The report as text for a terminal."""
+    lines = [
+        f"budget {report.get('day')} ({report.get('timezone')}): ${report.get('spent_usd')} of "
+        f"${report.get('budget_usd')} spent, ${report.get('remaining_usd')} left "
+        f"({report.get('requests_used')}/{report.get('requests_allowed')} requests)"
+    ]
+    allowance = report.get("allowance_per_collection")
+    if report.get("pacing") == "off":
+        lines.append("pacing: off (first come, first served)")
+    elif allowance is not None:
+        lines.append(f"pacing: even; a collection now may make {allowance} paid requests")
+    if report.get("paused_until"):
+        lines.append(f"Bright Data paused until {report['paused_until']}: today's budget is spent")
+    elif report.get("runs_out_at"):
+        lines.append(f"at the current pace the budget runs out at {report['runs_out_at']}")
+    else:
+        lines.append("at the current pace the budget lasts the day")
+    lines.append("paid requests per hour:")
+    lines += ["  " + line for line in bar_chart(report.get("paid_by_hour") or {})]
+    top = report.get("top_symbols") or []
+    if top:
+        lines.append("top paid symbols today:")
+        lines += [f"  {item['symbol']:<16} {item['requests']}" for item in top]
+    lines.append("targets (this daemon's counters):")
+    for name, target in (report.get("targets") or {}).items():
+        value = target.get("value")
+        mark = {True: "✓", False: "✗", None: "-"}[target.get("met")]
+        shown = "no data yet" if value is None else f"{value}%"
+        lines.append(
+            f"  {mark} {_TARGET_NAMES.get(name, name)}: {shown} (target {target['target']})"
+        )
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `budget` to `app`."""
+    app.command()(budget)
