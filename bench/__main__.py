@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "market_hours": "bench_market_hours.py",
     "stream": "bench_stream.py",
     "yahoo": "bench_yahoo.py",
+    "pacing": "bench_pacing.py",
 }
 
 #: Quick-mode arguments for scripts that do not take --quick themselves.

@@ -54,6 +54,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "per_symbol_vs_pool_median",
         "batched_default_data_requests",
     },
+    "pacing": {"symbols", "paced", "unpaced", "cpu_paced_vs_unpaced"},
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
 NEEDS_DAEMON = {"cli", "memory", "socket", "stream"}

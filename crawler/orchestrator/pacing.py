@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo
 
 __all__ = ["PACING_MODES", "Allowance", "budget_day_end", "collection_times", "paced_allowance"]
 
+#: Credit is a fraction of one request, never a whole one.
+_MAX_CREDIT = 0.999999
 #: `[budget] pacing` values: "even" spreads the budget over the day, "off" spends it first come.
 PACING_MODES = ("even", "off")
 
@@ -76,7 +78,7 @@ def paced_allowance(
     never spends more than `remaining` in total. `credit` (0 <= credit < 1) is the fraction
     carried from the previous collection; the returned one is carried to the next.
     """
-    carried = min(max(credit, 0.0), 1.0) if math.isfinite(credit) else 0.0
+    carried = min(max(credit, 0.0), _MAX_CREDIT) if math.isfinite(credit) else 0.0
     if remaining <= 0 or due_now <= 0:
         return Allowance(0, carried if remaining > 0 else 0.0)
     later = sum(max(0, n) for n in future_open)
@@ -86,4 +88,4 @@ def paced_allowance(
     # Only a fraction is carried: a cap (remaining or due_now) leaves the rest in the ledger,
     # where the next collection finds it anyway.
     left = exact - requests if requests == whole else 0.0
-    return Allowance(requests, min(max(left, 0.0), 0.999999))
+    return Allowance(requests, min(max(left, 0.0), _MAX_CREDIT))
