@@ -455,13 +455,13 @@ class Operations:
         `crawler.orchestrator.budget_report`). Without the breakdown (for `status`) the
         ledger's per-hour and per-symbol counts are not read."""
         from crawler.orchestrator.budget_report import budget_report
-        from crawler.orchestrator.pacing import budget_day_end
+        from crawler.orchestrator.pacing import budget_day_end, requests_left
 
         now = self._now()
         stats = stats if stats is not None else self.hybrid.get_statistics()
         ledger = stats.get("cost_tracking", {})
         breakdown = self.hybrid.ledger.breakdown() if with_breakdown else {}
-        remaining = max(0, int(ledger["requests_allowed"]) - int(ledger["requests_used"]))
+        remaining = requests_left(ledger)
         return dict(
             jsonable(
                 budget_report(

@@ -13,6 +13,7 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
     POST   /collect                     a collection now; its report
     POST   /stop                        202; the daemon stops as on SIGTERM
     GET    /config                      effective settings, secrets masked
+    GET    /budget                      today's spend, pace, paid per hour, top symbols, targets
     GET    /metrics                     Prometheus text exposition (format 0.0.4)
     GET    /history?symbol=&since=&until=&limit=&order=newest|oldest&format=json|csv|jsonl
                                         newest first; limit 100 by default, 0 = all (csv)

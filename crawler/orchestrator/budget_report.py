@@ -19,6 +19,8 @@ from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from crawler.orchestrator.pacing import requests_left
+
 __all__ = ["PACE_WINDOW_H", "TARGETS", "budget_report", "summary_line"]
 
 #: Hours of recent spend that define "the current pace".
@@ -48,7 +50,7 @@ def budget_report(
     used = int(ledger.get("requests_used", 0))
     allowed = int(ledger.get("requests_allowed", 0))
     cost = Decimal(str(ledger.get("cost_per_request", "0")))
-    remaining = max(0, allowed - used)
+    remaining = requests_left(ledger)
     by_hour = {f"{h:02d}": int(breakdown.get("by_hour", {}).get(f"{h:02d}", 0)) for h in range(24)}
     top = sorted(breakdown.get("by_label", {}).items(), key=lambda kv: (-kv[1], kv[0]))
     paused = remaining == 0 and cost > 0

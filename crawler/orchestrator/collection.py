@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.orchestrator.pacing import requests_left
 from crawler.store.quote_times import SymbolTimes
 from crawler.utils.clock import MonotonicClock, WallClock, utc_now
 from crawler.utils.exceptions import CrawlerError
@@ -337,8 +338,7 @@ class Collector:
         if self._spending is None or not due or BRIGHT_DATA not in hybrid.sources:
             return set(), None
         try:
-            stats = hybrid.ledger.statistics()
-            remaining = max(0, int(stats["requests_allowed"]) - int(stats["requests_used"]))
+            remaining = requests_left(hybrid.ledger.statistics())
         except CrawlerError as exc:  # the ledger still guards every reserve
             log.warning("budget unreadable for pacing: %s", exc.message)
             return set(), None

@@ -23,12 +23,21 @@ smaller than the number of collections is spread out instead of being held back 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
-__all__ = ["PACING_MODES", "Allowance", "budget_day_end", "collection_times", "paced_allowance"]
+__all__ = [
+    "PACING_MODES",
+    "Allowance",
+    "budget_day_end",
+    "collection_times",
+    "paced_allowance",
+    "requests_left",
+]
 
 #: Credit is a fraction of one request, never a whole one.
 _MAX_CREDIT = 0.999999
@@ -42,6 +51,16 @@ class Allowance:
 
     requests: int
     credit: float
+
+
+def requests_left(ledger_stats: Mapping[str, Any]) -> int:
+    """Paid requests the ledger would still accept: its `budget_remaining` (the smaller of what
+    is left today and in the last 24 hours) over `cost_per_request`, rounded down."""
+    cost = Decimal(str(ledger_stats.get("cost_per_request", "0")))
+    left = Decimal(str(ledger_stats.get("budget_remaining", "0")))
+    if cost <= 0 or left <= 0:
+        return 0
+    return int(left // cost)
 
 
 def budget_day_end(now: datetime, timezone: str) -> datetime:

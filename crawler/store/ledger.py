@@ -499,7 +499,9 @@ class BudgetLedger:
 
     def breakdown(self) -> dict[str, dict[str, int]]:
         """Today's billed requests by hour ("00".."23", budget time zone) and by label."""
-        record, _ = self._read_day(self.day())
+        with storage_errors(_WHAT, self._directory):
+            clock, _ = self._resolve(self._load_clock())
+            record, _ = self._load_day(clock.day)
         return {"by_hour": dict(record.by_hour), "by_label": dict(record.by_label)}
 
     def days(self) -> list[str]:
