@@ -206,6 +206,7 @@ class DataScheduler:
         self._settings = settings
         self.update_interval_s = interval_s
         self._collector.set_market_hours(market_hours)
+        self.spending.retune(interval_s=interval_s, market_hours=market_hours)
         with self._lifecycle_lock:
             scheduler = self._scheduler
             if reschedule and scheduler is not None and scheduler.running:

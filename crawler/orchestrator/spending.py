@@ -84,6 +84,12 @@ class SpendingPolicy:
         self._credit = 0.0
         self._last: dict[str, Any] | None = None
 
+    def retune(self, *, interval_s: float, market_hours: TradingHours | None) -> None:
+        """Follow a reloaded collection interval and market-hours setting."""
+        with self._lock:
+            self.interval_s = float(interval_s)
+            self._market_hours = market_hours
+
     # -- the allowance ----------------------------------------------------------------------
 
     def future_open(self, tracked: Sequence[Symbol], at: datetime) -> list[int]:
