@@ -7,6 +7,7 @@
     fake.framing = "base64"                    # bare base64 frames instead of JSON-wrapped
     fake.garbage_rate = 0.1                    # that share of frames is garbage
     fake.disconnect_all()                      # drop every connection now (client reconnects)
+    fake.disconnect_after_frames = 100         # ...or cut each connection after 100 frames
     fake.refuse = True                         # refuse new connections (an outage)
     fake.stop()
 
@@ -123,6 +124,7 @@ class YahooStreamFake:
         self.framing: Framing = framing
         self.garbage_rate = 0.0
         self.refuse = False
+        self.disconnect_after_frames: int | None = None
         self.frames_sent = 0
         self.subscribe_messages: list[dict[str, list[str]]] = []
         self.connections_total = 0
@@ -159,6 +161,7 @@ class YahooStreamFake:
         """Knobs back to their defaults; records cleared (connections stay)."""
         with self._lock:
             self.tick_rate, self.framing, self.garbage_rate, self.refuse = 0.0, "json", 0.0, False
+            self.disconnect_after_frames = None
             self.frames_sent = 0
             self.subscribe_messages.clear()
 
@@ -250,6 +253,7 @@ class YahooStreamFake:
     def _send_ticks(self, conn: ServerConnection) -> None:
         owed = 0.0
         cursor = 0
+        sent = 0
         last_s = time.monotonic()
         while True:
             time.sleep(_PERIOD_S)
@@ -280,3 +284,8 @@ class YahooStreamFake:
                 return
             with self._lock:
                 self.frames_sent += len(frames)
+            sent += len(frames)
+            limit = self.disconnect_after_frames
+            if limit is not None and sent >= limit:
+                conn.socket.close()  # a cut, not a close handshake
+                return

@@ -173,3 +173,14 @@ def test_stop_is_prompt_with_a_live_connection(fake: YahooStreamFake, harness: H
     harness.stream.stop(timeout_s=5)
     assert harness.stream._thread is not None and not harness.stream._thread.is_alive()
     assert harness.stream.state == StreamState.STOPPED
+
+
+def test_periodic_cuts_are_survived(fake: YahooStreamFake, harness: Harness) -> None:
+    fake.disconnect_after_frames = 20
+    harness.want("AAPL:US")
+    wait_until(lambda: fake.connections_total >= 3, "three connections")
+    wait_until(lambda: harness.stream.disconnects >= 2, "the cuts to be seen")
+    fake.disconnect_after_frames = None
+    harness.landed.clear()
+    wait_until(lambda: harness.symbols_landed() == {"AAPL:US"}, "ticks after the cuts")
+    assert harness.stream.breaker.state == "closed"  # each reconnect succeeded

@@ -133,6 +133,24 @@ def yahoo_line(yahoo: Mapping[str, Any] | None) -> str | None:
     return text
 
 
+def _stream_line(stream: Any) -> str | None:
+    """"live stream connected: 262 subscribed, 1,234 ticks, last 0s ago" (None when off)."""
+    if not isinstance(stream, Mapping):
+        return None
+    text = (
+        f"live stream {stream.get('state')}: {stream.get('subscribed', 0)} subscribed, "
+        f"{stream.get('ticks', 0):,} ticks"
+    )
+    last = _age_of({"as_of": stream.get("last_tick_at")}, datetime.now(UTC))
+    if last is not None:
+        text += f", last {format_age(last)} ago"
+    if stream.get("bad_frames"):
+        text += f", {stream.get('bad_frames')} bad frames skipped"
+    if stream.get("last_error") and stream.get("state") != "connected":
+        text += f" ({stream.get('last_error')})"
+    return text
+
+
 def symbols_table(symbols: Iterable[Mapping[str, Any]]) -> Table:
     """The watchlist: symbol and asset class."""
     table = Table()
@@ -175,6 +193,9 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
     spending = status.get("spending") or {}
     if spending.get("line"):
         out.print(str(spending["line"]), markup=False)
+    stream_line = _stream_line(status.get("stream"))
+    if stream_line:
+        out.print(stream_line)
     sources = Table(title="sources")
     for name in ("source", "breaker", "requests", "ok", "failed", "skipped", "last error"):
         sources.add_column(name)
