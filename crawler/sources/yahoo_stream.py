@@ -136,8 +136,9 @@ class YahooStream:
         """Close the connection and end the thread (bounded by `timeout_s`)."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        if self._thread is None:
+            return  # never started (the daemon failed before it): nothing to report
+        self._thread.join(timeout_s)
         self._set_state(StreamState.STOPPED, "stopped")
 
     close = stop
