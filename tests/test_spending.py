@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crawler.markets.hours import MarketHours
-from crawler.normalizer.schemas import AssetClass
+from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.orchestrator.collection import Collector
 from crawler.orchestrator.hybrid_source import HybridDataSource
@@ -179,5 +179,36 @@ def test_a_closed_market_quoted_after_its_close_is_not_paid_again_after_a_restar
         closing = collector_for(tmp_path, now, hours).collect(hybrid, tracked(["AAPL:US"]))
         assert closing.quotes == 1 and closing.skipped_closed == []
         assert market.bright_data.billed_count == 2
+    finally:
+        hybrid.cleanup()
+
+
+def test_a_quote_another_process_fetched_after_the_close_is_not_paid_for_again(
+    market: FakeMarket, tmp_path: Path
+) -> None:
+    # Saturday: `crawler fetch VOD:LN` (another process) left a quote from after Friday's
+    # close in the shared cache; the collection has no record of it, and still pays nothing.
+    now = Now(datetime(2026, 3, 7, 17, 0, tzinfo=UTC))
+    hybrid = build_hybrid(market, tmp_path, 1_000, now)
+    try:
+        fetched = now.at - timedelta(hours=1)
+        hybrid.cache.put(
+            Quote(symbol="VOD:LN", price=Decimal("72.5"), source="bright_data", fetched_at=fetched)
+        )
+        # A quote stamped in the future (a clock stepped back) is not trusted.
+        hybrid.cache.put(
+            Quote(
+                symbol="AAPL:US",
+                price=Decimal("1"),
+                source="yfinance",
+                fetched_at=now.at + timedelta(days=1),
+            )
+        )
+        report = collector_for(tmp_path, now, MarketHours(now=now)).collect(
+            hybrid, tracked(["VOD:LN", "AAPL:US"])
+        )
+        assert report.skipped_closed == ["VOD:LN"]
+        assert report.sources == {"bright_data": 1}  # AAPL:US's close, fetched once
+        assert market.bright_data.billed_count == 1
     finally:
         hybrid.cleanup()

@@ -215,7 +215,7 @@ class Collector:
             open_now[sym.canonical] = is_open
             if is_open:
                 regular.append(sym)
-            elif self._closed_and_quoted(sym, started_at, times):
+            elif self._closed_and_quoted(sym, started_at, times, hybrid):
                 skipped.append(sym.canonical)
             else:
                 closing.append(sym)  # not fetched since the close (or never): fetch once more
@@ -310,21 +310,33 @@ class Collector:
             return {}
 
     def _closed_and_quoted(
-        self, sym: Symbol, at: datetime, times: dict[str, SymbolTimes]
+        self,
+        sym: Symbol,
+        at: datetime,
+        times: dict[str, SymbolTimes],
+        hybrid: HybridDataSource,
     ) -> bool:
-        """Whether `sym`'s market is closed and it already has a quote from after the close."""
+        """Whether `sym`'s market is closed and it already has a quote from after the close:
+        one a collection recorded, or one any process (`crawler fetch`) left in the cache."""
         if self._quote_times is None or self._market_hours is None:
             with self._lock:
                 return not self.last_fetched_open_session.get(sym.canonical, True)
-        last_quote = times.get(sym.canonical, SymbolTimes()).last_quote_at
-        if last_quote is None:
-            return False
         try:
             closed_at = self._market_hours.last_close(sym.canonical, sym.asset_class, at=at)
         except Exception:  # cannot judge: fetching once more beats never fetching
             log.warning("last close unknown for %s", sym.canonical, exc_info=True)
             return False
-        return closed_at is not None and last_quote >= closed_at
+        if closed_at is None:
+            return False
+        last_quote = times.get(sym.canonical, SymbolTimes()).last_quote_at
+        if last_quote is not None and last_quote >= closed_at:
+            return True
+        try:
+            known = hybrid.cache.get_last_known(sym.canonical)
+        except CrawlerError:
+            return False
+        # A time after `at` is not trusted (a clock stepped back, or a simulated day).
+        return known is not None and closed_at <= known.fetched_at <= at
 
     def _ration(
         self,
