@@ -295,3 +295,33 @@ def test_daemon_streams_quotes_and_collection_events(tmp_path: Path) -> None:
     # Bright Data was paid: the watcher saw the budget move.
     budgets = [event for event in seen if event["type"] == "budget"]
     assert budgets and budgets[-1]["requests_used"] == 2
+
+
+def test_budget_events_and_one_exhaustion_per_day(tmp_path: Path) -> None:
+    from fakemarket import FakeMarket
+    from tests.faults.daemon_harness import DaemonHarness
+
+    with FakeMarket() as market:
+        daemon = DaemonHarness(market, tmp_path, TOTAL_BUDGET="0.003")  # two requests a day
+        daemon.start()
+        try:
+            reader = SSEReader(daemon.socket_path, "/v1/events?types=budget,budget_exhausted")
+            try:
+                fetched = daemon.cli("fetch", "AAPL:US", "MSFT:US", "IBM:US", "VOD:LN")
+                assert fetched.returncode == 0, fetched.stderr
+                more = daemon.cli("fetch", "--fresh", "AAPL:US", "ORCL:US")
+                assert more.returncode == 0, more.stderr
+                events = [reader.event() for _ in range(3)]
+                # Skipping Bright Data for the rest of the day announces nothing more.
+                reader.sock.settimeout(1.0)
+                with pytest.raises(TimeoutError):
+                    reader.event()
+            finally:
+                reader.close()
+        finally:
+            assert daemon.stop() == 0
+    # Two paid requests settle concurrently: their events may interleave with the exhaustion.
+    assert sorted(e["type"] for e in events) == ["budget", "budget", "budget_exhausted"]
+    exhausted = next(e for e in events if e["type"] == "budget_exhausted")
+    assert exhausted["requests_used"] == 2
+    assert any(e["type"] == "budget" and e["remaining_usd"] == "0" for e in events)

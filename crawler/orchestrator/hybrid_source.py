@@ -618,6 +618,7 @@ class HybridDataSource:
                 self._count_skip(usage)
                 if skip.startswith("budget"):
                     budget_error = self._budget_error()
+                    self._announce_exhausted()
                 continue
             started_s = time.perf_counter()
             try:
@@ -720,6 +721,24 @@ class HybridDataSource:
         billed = int(stats_of().get("billed", 0))
         # Through micro-dollars, as the ledger does, so both print alike ("0.003", not "0.0030").
         return usd_from_micro(billed * micro_from_usd(self.ledger.cost_per_request_usd))
+
+    def _announce_exhausted(self) -> None:
+        """A `budget_exhausted` event for a day that ran out before we spent anything (a
+        restart after the money was gone): once per day, not once per skipped symbol."""
+        events = self.events
+        if events is None or not events.watched:
+            return
+        day = self.ledger.day()
+        if self._exhausted_day == day:
+            return
+        self._exhausted_day = day
+        stats = self.ledger.statistics()
+        events.publish(
+            "budget_exhausted",
+            spent_usd=str(stats["total_cost"]),
+            requests_used=stats["requests_used"],
+            day=day,
+        )
 
     def _publish_budget(self) -> None:
         """A `budget` event after a paid request; `budget_exhausted` once per day at the end."""
