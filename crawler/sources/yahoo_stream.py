@@ -133,7 +133,8 @@ class YahooStream:
         self._thread.start()
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Close the connection and end the thread (bounded by `timeout_s`)."""
+        """Close the connection and end the thread (bounded by `timeout_s`). A stream never
+        started stays silent (a daemon that failed to start says one line, not two)."""
         self._stop.set()
         self._wake.set()
         if self._thread is None:
