@@ -59,6 +59,8 @@ log = logging.getLogger("crawler.daemon")
 
 #: How long a running collection may take to finish once a stop is requested.
 SCHEDULER_STOP_S = 5.0
+#: Signals that mean nothing to the daemon: ignored on purpose (logged), never fatal.
+_IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 #: How long releasing the fetcher (its worker threads, HTTP sessions) may take.
 CLEANUP_STOP_S = 2.0
 _CONTROL_STOP_S = 2.0
@@ -94,6 +96,7 @@ class Daemon:
         self._stop = threading.Event()
         self._stop_reason = ""
         self._signal_name: str | None = None
+        self._ignored_signal: str | None = None
         self.started_at: datetime | None = None
         self.hybrid: HybridDataSource | None = None
         self.watchlist: Watchlist | None = None
@@ -283,6 +286,10 @@ class Daemon:
         except CrawlerError as exc:
             log.error("reload refused, still running on the previous settings: %s", exc.message)
 
+    def _on_ignored_signal(self, signum: int, frame: FrameType | None) -> None:
+        # A plain assignment, like `_on_signal`: the main loop logs it.
+        self._ignored_signal = signal.Signals(signum).name
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Only a plain assignment: Event.set() here could deadlock on the Event's own lock if
         # the signal lands while the main thread is inside Event.wait(). The loop polls it.
@@ -305,6 +312,12 @@ class Daemon:
                 sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
             }
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
+            # SIGQUIT stops cleanly like SIGTERM; SIGUSR1/2 and SIGALRM mean nothing to us and
+            # are ignored on purpose (logged): by default each killed the daemon without its
+            # clean-up (socket and pidfile left behind, reservations held).
+            previous[signal.SIGQUIT] = signal.signal(signal.SIGQUIT, self._on_signal)
+            for ignored in _IGNORED_SIGNALS:
+                previous[ignored] = signal.signal(ignored, self._on_ignored_signal)
             try:
                 self._build(with_heartbeat=True)
                 assert self.operations is not None and self.scheduler is not None
@@ -356,6 +369,9 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload_on_signal()
+            if self._ignored_signal is not None:
+                log.info("%s received and ignored (SIGTERM or SIGINT stops)", self._ignored_signal)
+                self._ignored_signal = None
             now_s = time.monotonic()
             if main_pings_s is not None and now_s >= next_ping_s:
                 self.notifier.watchdog()
@@ -375,6 +391,10 @@ class Daemon:
         self.metrics_server.start()
 
     def _shutdown(self) -> None:
+        if self.hybrid is not None:
+            # First: a collection in progress stops fetching now and records what landed
+            # (a /collect handler too, which the control server's stop would wait for).
+            self.hybrid.abort()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         if self.events is not None:
@@ -384,7 +404,12 @@ class Daemon:
         if self.live is not None:
             self.live.stop(_STREAM_STOP_S)
         if self.scheduler is not None:
-            self.scheduler.stop(timeout_s=SCHEDULER_STOP_S)
+            idle = self.scheduler.stop(timeout_s=SCHEDULER_STOP_S, abort=True)
+            if not idle:
+                # Closing a store under a running collection crashed the process (SQLite,
+                # segfault): leave them open, the process exit releases them.
+                log.warning("a collection is still running: its stores stay open until exit")
+                return
         if self.hybrid is not None:
             _bounded(self.hybrid.cleanup, CLEANUP_STOP_S, "releasing the sources")
         for store in (self.watchlist, self.history, self.quote_times):

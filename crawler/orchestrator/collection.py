@@ -6,7 +6,8 @@ The scheduler owns *when* a collection runs; this module owns *what* one does:
 2. Fetch the chosen symbols through `HybridDataSource.fetch_many` (one bad symbol or source
    never stops the rest).
 3. Record the quotes that came from a source (not those served from the cache: they were
-   recorded when they were fetched) into the history, if there is one.
+   recorded when they were fetched) into the history, if there is one, as each one lands
+   (`HistoryRecorder`: batched commits, at most a second in memory).
 4. Return a `CollectionReport`; `summary()` is the one INFO line the scheduler logs.
 
 Market hours, per symbol: while its market is open, it is fetched every collection. Once the
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.orchestrator.pacing import requests_left
+from crawler.store.history_recorder import HistoryRecorder
 from crawler.store.quote_times import SymbolTimes
 from crawler.utils.clock import MonotonicClock, WallClock, utc_now
 from crawler.utils.exceptions import CrawlerError
@@ -242,27 +244,44 @@ class Collector:
                 )
 
         results: dict[str, Quote | CrawlerError] = {}
-        if regular:
-            results.update(
-                hybrid.fetch_many(
-                    regular,
-                    on_done=progress,
-                    deadline_s=self._left_s(start_s, deadline_s),
-                    unpaid=unpaid,
+        # Quotes go to the history as they land (batched), not when the collection ends: a
+        # crash in the middle keeps what was already paid for.
+        recorder = HistoryRecorder(history) if history is not None else None
+        on_quote = None
+        if recorder is not None:
+            keep = recorder
+
+            def on_quote(quote: Quote) -> None:
+                if not quote.from_cache:
+                    keep.add(quote)
+
+        try:
+            if regular:
+                results.update(
+                    hybrid.fetch_many(
+                        regular,
+                        on_done=progress,
+                        deadline_s=self._left_s(start_s, deadline_s),
+                        unpaid=unpaid,
+                        on_quote=on_quote,
+                    )
                 )
-            )
-        if closing:
-            # After the regular group, not beside it: closes are rare (once per market and day).
-            # Past the cache: a quote cached just before the close is not the closing price.
-            results.update(
-                hybrid.fetch_many(
-                    closing,
-                    force_fresh=True,
-                    on_done=progress,
-                    deadline_s=self._left_s(start_s, deadline_s),
-                    unpaid=unpaid,
+            if closing:
+                # After the regular group, not beside it: closes are rare (once per market and
+                # day). Past the cache: a quote cached just before the close is not the
+                # closing price.
+                results.update(
+                    hybrid.fetch_many(
+                        closing,
+                        force_fresh=True,
+                        on_done=progress,
+                        deadline_s=self._left_s(start_s, deadline_s),
+                        unpaid=unpaid,
+                        on_quote=on_quote,
+                    )
                 )
-            )
+        finally:
+            recorded = recorder.close() if recorder is not None else None
 
         quotes: list[Quote] = []
         for key, outcome in results.items():
@@ -276,9 +295,6 @@ class Collector:
 
         fetched = [q for q in quotes if not q.from_cache]
         self._note_times(fetched, started_at)
-        recorded = history.record(fetched) if history is not None and fetched else None
-        if history is not None and recorded is None:
-            recorded = 0
         sources = Counter(CACHE_SOURCE if q.from_cache else q.source for q in quotes)
         report = CollectionReport(
             started_at=started_at,

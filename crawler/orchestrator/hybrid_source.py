@@ -182,6 +182,8 @@ class HybridDataSource:
         # Symbols whose last yfinance attempt failed: first in line for paid requests.
         self._free_failing: set[str] = set()
         self._closed = False
+        # Set by `abort()` (the daemon is stopping): batches stop waiting and cancel the rest.
+        self._aborted = threading.Event()
 
     # -- the seed's API ---------------------------------------------------------------------
     def get_quote(
@@ -228,6 +230,7 @@ class HybridDataSource:
         on_done: Callable[[str, Quote | CrawlerError], None] | None = None,
         deadline_s: float | None = None,
         unpaid: Collection[str] = (),
+        on_quote: Callable[[Quote], None] | None = None,
     ) -> dict[str, Quote | CrawlerError]:
         """Fetch concurrently on a bounded pool; one bad symbol or source never stops the rest.
         Returns canonical symbol (or the raw text, for a malformed one) → quote or error.
@@ -237,6 +240,11 @@ class HybridDataSource:
         With `deadline_s`, the whole batch returns by then: quotes not yet fetched become
         TransientSourceError and those not yet started are cancelled (they cost nothing).
         Quotes already in flight finish in the background within their own deadline.
+
+        `on_quote` is called with each quote as soon as its fetch finishes (completion order,
+        on the thread that finished it), so a caller can keep it before the batch ends. After
+        `abort()` the batch returns at once: what has not finished becomes a
+        TransientSourceError and what has not started is cancelled.
         """
         pending: dict[str, Future[Quote]] = {}
         results: dict[str, Quote | CrawlerError] = {}
@@ -272,6 +280,9 @@ class HybridDataSource:
             for start in range(0, len(chunks), size):
                 pool.submit(self._run_batch, batch_source, chunks[start : start + size],
                             deadline_at_s, paid)  # fmt: skip
+        if on_quote is not None:
+            for future in pending.values():
+                future.add_done_callback(_quote_callback(on_quote))
         for key, future in pending.items():
             outcome = self._outcome_of(
                 key, future, deadline_at_s, deadline_s, cancel=key not in batched
@@ -294,9 +305,12 @@ class HybridDataSource:
         *,
         cancel: bool = True,
     ) -> Quote | CrawlerError:
-        timeout_s = None if deadline_at_s is None else max(0.0, deadline_at_s - time.monotonic())
         try:
-            return future.result(timeout=timeout_s)
+            return self._wait_for(future, deadline_at_s)
+        except _AbortedError:
+            if cancel:
+                future.cancel()
+            return TransientSourceError(f"{key}: not fetched, crawler is stopping")
         except FutureTimeout:
             # A batch leader's future is not a pool task: its worker sees the deadline itself
             # (and a cancelled leader future would break the requests coalesced onto it).
@@ -313,6 +327,25 @@ class HybridDataSource:
         except Exception as exc:  # a bug must not take the whole collection down
             log.exception("unexpected error fetching %s", key)
             return APIError(f"internal error fetching {key}: {type(exc).__name__}")
+
+    def _wait_for(self, future: Future[Quote], deadline_at_s: float | None) -> Quote:
+        """`future.result()` until the deadline, in short slices so `abort()` is seen."""
+        while True:
+            if self._aborted.is_set() and not future.done():
+                raise _AbortedError
+            slice_s = _ABORT_POLL_S
+            if deadline_at_s is not None:
+                slice_s = min(slice_s, max(0.0, deadline_at_s - time.monotonic()))
+            try:
+                return future.result(timeout=slice_s)
+            except FutureTimeout:
+                if deadline_at_s is not None and time.monotonic() >= deadline_at_s:
+                    raise
+
+    def abort(self) -> None:
+        """The daemon is stopping: running `fetch_many` batches return now, cancelling what
+        has not started (requests in flight finish in the background). Irreversible."""
+        self._aborted.set()
 
     def get_statistics(self) -> dict[str, Any]:
         """The seed's statistics: cache_statistics, source_usage, cost_tracking, plus breakers."""
@@ -538,7 +571,18 @@ class HybridDataSource:
                     rest.append((sym, future, {name: answer.errors[key].message}))
                 else:  # left out or partial: the per-symbol chart, under the same rules
                     rest.append((sym, future, tried))
-            pool = self._executor()
+            try:
+                if rest and self._aborted.is_set():
+                    raise APIError("stopping")
+                pool = self._executor()  # APIError once cleaned up (the daemon is stopping)
+            except APIError:
+                # Stopping: the rest is not fetched one by one (nothing is billed for it).
+                for sym, future, _ in rest:
+                    stopped = TransientSourceError(
+                        f"{sym.canonical}: not fetched, crawler is stopping"
+                    )
+                    self._settle(sym.canonical, future, stopped)
+                return
             for sym, future, reasons in rest:
                 pool.submit(self._finish_one, sym, future, reasons, deadline_at_s, paid)
         except BaseException as exc:
@@ -856,3 +900,23 @@ class AsyncHybridDataSource:
 
     async def cleanup(self) -> None:
         await asyncio.to_thread(self.hybrid.cleanup)
+
+
+#: How often a waiting batch looks for `abort()`.
+_ABORT_POLL_S = 0.1
+
+
+class _AbortedError(Exception):
+    """Internal: `abort()` was called while a batch waited."""
+
+
+def _quote_callback(on_quote: Callable[[Quote], None]) -> Callable[[Future[Quote]], None]:
+    def done(future: Future[Quote]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        try:
+            on_quote(future.result())
+        except Exception:  # the caller's hook must not break the worker that ran the fetch
+            log.exception("on_quote hook failed")
+
+    return done

@@ -278,15 +278,22 @@ class DataScheduler:
                 self._started_at = self._now()
             log.info("scheduler started: %d symbols, every %.0fs", len(self._tracked), interval_s)
 
-    def stop(self, timeout_s: float = 8.0) -> None:
+    def stop(self, timeout_s: float = 8.0, *, abort: bool = False) -> bool:
         """Stop scheduling, wait up to `timeout_s` for a running collection, then shut down
-        without waiting further. Cleans up a hybrid this scheduler built. Idempotent."""
+        without waiting further. Cleans up a hybrid this scheduler built. Idempotent.
+
+        `abort` (the daemon is exiting) makes a running collection stop fetching now: what has
+        not started is cancelled, what has landed is recorded. Returns whether no collection
+        is still running; when one is, the caller must not close the stores it uses.
+        """
         with self._lifecycle_lock:
             self._accepting = False
             scheduler, self._scheduler = self._scheduler, None
             if scheduler is not None and scheduler.running:
                 # Pause first so no new run is submitted while we wait for the current one.
                 scheduler.pause()
+            if abort and self._hybrid is not None:
+                self._hybrid.abort()
             finished = self._collect_lock.acquire(timeout=max(0.0, timeout_s))
             if finished:
                 self._collect_lock.release()
@@ -300,6 +307,7 @@ class DataScheduler:
                 self._release_hybrid()
             if scheduler is not None:
                 log.info("scheduler stopped")
+            return finished
 
     def __enter__(self) -> DataScheduler:
         self.start()
