@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import sqlite3
 import zlib
 from datetime import UTC, datetime
@@ -214,10 +213,22 @@ def test_undecodable_bytes_are_a_miss(tmp_path: Path) -> None:
     assert cache.get_last_known("AAPL:US") is None
 
 
-def test_a_corrupt_database_is_a_storage_error(tmp_path: Path) -> None:
-    (tmp_path / "cache.db").write_bytes(b"this is not an SQLite database" * 100)
-    with pytest.raises(StorageError, match=re.escape(str(tmp_path))):
-        make_cache(tmp_path, FakeClock())
+@pytest.mark.parametrize("content", [b"this is not an SQLite database" * 100, b""])
+def test_a_corrupt_or_empty_database_is_moved_aside_and_rebuilt(
+    tmp_path: Path, content: bytes
+) -> None:
+    """The cache is disposable: issue 13 wants it rebuilt, not a blocked start."""
+    directory = tmp_path / "cache"
+    directory.mkdir()
+    (directory / "cache.db").write_bytes(content)
+    cache = make_cache(directory, FakeClock())
+    try:
+        cache.put(quote())
+        assert cache.get_last_known("AAPL:US") is not None
+    finally:
+        cache.close()
+    (aside,) = tmp_path.glob("cache.corrupt-*")
+    assert (aside / "cache.db").read_bytes() == content
 
 
 def test_unwritable_directory_is_a_storage_error(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ class QuoteCache:
         # What the last cleanup() found expired, and when (statistics() reads no entries).
         self._expired_at_cleanup = 0
         self._cleanup_at: float | None = None
-        self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
+        # Disposable: an empty or corrupt cache is moved aside and rebuilt, never a refusal.
+        self._cache: diskcache.Cache = open_store(self._directory, _WHAT, disposable=True)
 
     @property
     def ttl_s(self) -> float:

@@ -18,9 +18,11 @@ planted in the data dir could run code. `JSONOnlyDisk` refuses such rows instead
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sqlite3
 import stat
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -35,6 +37,7 @@ from crawler.utils.exceptions import DataDirError, StorageError
 __all__ = [
     "CACHE_SUBDIR",
     "LEDGER_SUBDIR",
+    "STORE_DB_NAME",
     "STORE_ERRORS",
     "UNREADABLE_KEY",
     "WATCHLIST_SUBDIR",
@@ -42,6 +45,7 @@ __all__ = [
     "JSONOnlyDisk",
     "ensure_data_dir",
     "open_store",
+    "refuse_empty_file",
     "storage_error",
     "storage_errors",
 ]
@@ -181,14 +185,67 @@ def storage_error(what: str, directory: Path, exc: BaseException) -> StorageErro
     return StorageError(_describe(directory, exc))
 
 
-def open_store(directory: Path, what: str) -> diskcache.Cache:
+#: diskcache's database file inside a store's directory.
+STORE_DB_NAME: Final = "cache.db"
+
+
+def refuse_empty_file(path: Path, what: str) -> None:
+    """StorageError when `path` exists but is empty (0 bytes).
+
+    SQLite takes an empty file for a new database, so a truncated ledger, watchlist or history
+    would silently start from nothing (the budget used back to 0). Nothing is written to it.
+    """
+    try:
+        size = os.lstat(path).st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise storage_error(what, path.parent, exc) from exc
+    if size == 0:
+        raise StorageError(
+            f"{what} file {path} is empty (0 bytes); using it would silently start the {what} "
+            f"from nothing. Restore {path} from a backup, or move it aside to start a new "
+            f"{what} on purpose"
+        )
+
+
+def open_store(directory: Path, what: str, *, disposable: bool = False) -> diskcache.Cache:
     """Ensure `directory` (0700, writable) and open a JSON-only diskcache there.
 
     Eviction is off: the ledger and the last-known quotes must never be culled behind our back;
     the stores prune themselves. The returned Cache is safe to share between threads (diskcache
     keeps one SQLite connection per thread) and between processes (SQLite locking).
+
+    An empty database file is refused (StorageError naming it). A `disposable` store (the
+    quote cache) that is empty or not a database is instead moved aside (logged) and rebuilt.
     """
     ensure_data_dir(directory)
+    try:
+        refuse_empty_file(directory / STORE_DB_NAME, what)
+        return _open_diskcache(directory, what)
+    except StorageError:
+        if not disposable:
+            raise
+        aside = _move_aside(directory, what)
+        ensure_data_dir(directory)
+        store = _open_diskcache(directory, what)
+        logging.getLogger("crawler.store").warning(
+            "%s at %s was empty or corrupt: moved aside to %s and rebuilt", what, directory, aside
+        )
+        return store
+
+
+def _move_aside(directory: Path, what: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = directory.with_name(f"{directory.name}.corrupt-{stamp}-{os.getpid()}")
+    try:
+        directory.rename(aside)
+    except OSError as exc:
+        raise storage_error(what, directory, exc) from exc
+    return aside
+
+
+def _open_diskcache(directory: Path, what: str) -> diskcache.Cache:
     with storage_errors(what, directory):
         return diskcache.Cache(
             str(directory),

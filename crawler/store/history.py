@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 from crawler.normalizer.schemas import AssetClass, Quote, utc_now
+from crawler.store.datadir import refuse_empty_file
 from crawler.utils.exceptions import ConfigError, StorageError
 
 __all__ = ["CSV_COLUMNS", "HISTORY_FILENAME", "HistoryStore", "parse_time_spec"]
@@ -310,6 +311,7 @@ class HistoryStore:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create history directory {self.directory}: {exc}") from exc
+        refuse_empty_file(self.path, "quote history")
         self._create_schema()
 
     # -- connections -----------------------------------------------------------------------
