@@ -1,8 +1,15 @@
-"""Logging for the daemon and the CLI: structlog in front, stdlib logging routed through it.
+"""Logging for the daemon and the CLI: structlog loggers with key-value events, one format.
 
-    configure_logging("auto", "info", secrets=[api_key])
-    structlog.get_logger("crawler.daemon").info("started", pid=123)
-    logging.getLogger("crawler.hybrid").warning("serving stale %s", "AAPL:US")   # same format
+    log = get_logger("crawler.hybrid")                 # every crawler module, at import
+    log.warning("serving stale quote", symbol="AAPL:US", reasons="bright_data: 503")
+    configure_logging("auto", "info", secrets=[api_key])   # once, by the daemon or the CLI
+
+Every module logs through a structlog logger: an event (a short fixed phrase) and its data as
+keys, never values formatted into the text, so JSON lines can be filtered by key
+(`jq 'select(.symbol == "AAPL:US")'`). structlog hands each event to stdlib logging as a plain
+record (the event as the message, the keys as record attributes), so pytest's caplog, third-party
+records and ours all pass through the one formatter `configure_logging` installs, which puts
+the keys back into the line (ExtraAdder).
 
 `auto` renders for humans on a terminal and JSON lines otherwise (a log file, journald). Every
 line passes a redaction step twice: once on the event dict (before JSON escaping could hide a
@@ -20,7 +27,14 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-__all__ = ["REDACTED", "SecretRedactor", "configure_logging", "resolve_log_format", "set_log_level"]
+__all__ = [
+    "REDACTED",
+    "SecretRedactor",
+    "configure_logging",
+    "get_logger",
+    "resolve_log_format",
+    "set_log_level",
+]
 
 #: What a secret's value is replaced with.
 REDACTED = "****"
@@ -93,6 +107,27 @@ def _add_logger_name(logger: WrappedLogger, method_name: str, event: EventDict) 
     return event
 
 
+# structlog's loggers hand their events to stdlib logging from the first import on (before
+# configure_logging too, as in tests): the event becomes the record's message, the keys its
+# attributes. Keys must not be LogRecord attribute names (name, message, module, process...).
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        structlog.stdlib.render_to_log_kwargs,
+    ],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """The structlog logger of a crawler module ("crawler.hybrid", ...)."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger
+
+
 def set_log_level(level: str) -> None:
     """The root level (debug, info, ...; a reload changes it live); third-party chatter
     (APScheduler's "Running job ...", urllib3) stays at warning unless debugging."""
@@ -125,6 +160,8 @@ def configure_logging(
         _add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.PositionalArgumentsFormatter(),
+        # The keys of our events (and any `extra=` of a third-party record) back into the line.
+        structlog.stdlib.ExtraAdder(),
     ]
     renderer: Processor
     if rendered_as == "json":
@@ -158,10 +195,3 @@ def configure_logging(
             root.removeHandler(existing)
     root.addHandler(handler)
     set_log_level(level)
-
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )

@@ -46,7 +46,6 @@ Nothing here imports the fetchers or the stores; `crawler status` never imports 
 
 from __future__ import annotations
 
-import logging
 import math
 import platform
 import threading
@@ -69,6 +68,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from crawler import __version__
+from crawler.logging import get_logger
 from crawler.utils.exceptions import ConfigError, DaemonError
 
 __all__ = [
@@ -83,7 +83,7 @@ __all__ = [
     "render_metrics",
 ]
 
-log = logging.getLogger("crawler.metrics")
+log = get_logger("crawler.metrics")
 
 # prometheus_client would add a `_created` sample to every counter and histogram; the scrape
 # already says when a series appeared, and they would double the exposition. (Process-wide:
@@ -476,7 +476,7 @@ class _Handler(WSGIRequestHandler):
     timeout = 10.0
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics %s: " + format, self.address_string(), *args)
+        log.debug("metrics request", peer=self.address_string(), request=format % args)
 
 
 class _CappedServer(ThreadingWSGIServer):
@@ -497,7 +497,7 @@ class _CappedServer(ThreadingWSGIServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
-            log.warning("metrics port busy (%d connections); closing one", self.max_connections)
+            log.warning("metrics port busy; closing a connection", connections=self.max_connections)
             self.shutdown_request(request)
             return
         try:
@@ -616,7 +616,7 @@ class MetricsHTTPServer:
             daemon=True,
         )  # fmt: skip
         self._thread.start()
-        log.info("metrics on %s", self.url)
+        log.info("metrics served", url=self.url)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop serving and close the socket. Idempotent."""

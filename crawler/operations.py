@@ -12,7 +12,6 @@ control socket or for `--json`. Bad input raises SymbolError / ConfigError (exit
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import threading
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from crawler import __version__
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.normalizer.user_symbols import read_symbol
@@ -57,7 +57,7 @@ __all__ = [
     "parse_asset_class",
 ]
 
-log = logging.getLogger("crawler.operations")
+log = get_logger("crawler.operations")
 
 #: Formats `export` writes.
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -258,9 +258,7 @@ class Operations:
         except StorageError:
             # The quotes were fetched and are answered; losing their history row is logged,
             # not turned into a failed fetch.
-            log.warning(
-                "could not record %d quotes in the history", len(quotes), exc_info=True
-            )
+            log.warning("could not record quotes in the history", quotes=len(quotes), exc_info=True)
 
     # -- the watchlist ---------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ the pidfile: well within systemd's stop timeout and our own 10 s promise.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from crawler.daemon.notify import SystemdNotifier
 from crawler.daemon.process import PIDFILE_NAME, PidFile
+from crawler.logging import get_logger
 from crawler.store.datadir import WATCHLIST_SUBDIR, ensure_data_dir
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CLEANUP_STOP_S", "SCHEDULER_STOP_S", "STREAM_FIRST_TICKS_S", "Daemon"]
 
-log = logging.getLogger("crawler.daemon")
+log = get_logger("crawler.daemon")
 
 #: How long a running collection may take to finish once a stop is requested.
 SCHEDULER_STOP_S = 5.0
@@ -262,12 +262,9 @@ class Daemon:
                 if "log_level" in plan.live:
                     set_log_level(effective.log_level)
                 self.settings = effective
-            log.info(
-                "configuration reloaded: %s",
-                ", ".join(plan.live) if plan.live else "nothing to change live",
-            )
+            log.info("configuration reloaded", applied=plan.live, restart_needed=plan.restart)
             if plan.restart_line is not None:
-                log.warning("reload: %s", plan.restart_line)
+                log.warning(f"reload: {plan.restart_line}")  # the one line an operator reads
             return plan
 
     def _reload_on_signal(self) -> None:
@@ -277,14 +274,14 @@ class Daemon:
         try:
             reopened = reopen_log_file()
         except OSError as exc:
-            log.error("SIGHUP: cannot reopen the log file: %s", exc.strerror or exc)
+            log.error("SIGHUP: cannot reopen the log file", error=str(exc.strerror or exc))
         else:
             if reopened is not None:
-                log.info("SIGHUP: log file %s reopened", reopened)
+                log.info("SIGHUP: log file reopened", path=str(reopened))
         try:
             self.reload()
         except CrawlerError as exc:
-            log.error("reload refused, still running on the previous settings: %s", exc.message)
+            log.error("reload refused, still running on the previous settings", error=exc.message)
 
     def _on_ignored_signal(self, signum: int, frame: FrameType | None) -> None:
         # A plain assignment, like `_on_signal`: the main loop logs it.
@@ -338,13 +335,13 @@ class Daemon:
                 self.notifier.ready(summary)
                 self._preload_calendars()
                 log.info(
-                    "crawler started (pid %d, socket %s): %s",
-                    os.getpid(),
-                    self.socket_path,
-                    summary,
+                    "crawler started",
+                    pid=os.getpid(),
+                    socket=str(self.socket_path),
+                    summary=summary,
                 )
                 self._serve()
-                log.info("stopping (%s)", self._signal_name or self._stop_reason or "requested")
+                log.info("stopping", reason=self._signal_name or self._stop_reason or "requested")
             finally:
                 self.notifier.stopping()
                 self._shutdown()
@@ -474,11 +471,15 @@ def _bounded(action: Any, timeout_s: float, what: str) -> None:
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        log.warning("%s took over %.1fs; exiting without waiting for it", what, timeout_s)
+        log.warning(
+            "shutdown step took too long; exiting without waiting for it",
+            step=what,
+            timeout_s=timeout_s,
+        )
 
 
 def _log_breaker_change(name: str, old: str, new: str) -> None:
-    log.warning("circuit breaker %s: %s -> %s", name, old, new)
+    log.warning("circuit breaker changed state", breaker=name, old=old, new=new)
 
 
 def _reread(settings: Settings) -> Settings:

@@ -37,7 +37,6 @@ modes, stale sockets, the start-up lock, peer credentials). The names below are 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import socketserver
@@ -68,6 +67,7 @@ from crawler.daemon.socket_file import (
     socket_is_live,
     socket_umask,
 )
+from crawler.logging import get_logger
 from crawler.utils.exceptions import ConfigError, DaemonError
 
 __all__ = [
@@ -80,7 +80,7 @@ __all__ = [
     "status_for_error",
 ]
 
-logger = logging.getLogger("crawler.control")
+logger = get_logger("crawler.control")
 
 _MAX_REFUSAL_THREADS = 8
 
@@ -167,11 +167,11 @@ class _UnixServer(socketserver.UnixStreamServer):
             conn.close()
             return
         if creds.uid not in self.control.allowed_uids:
-            logger.warning("refused control connection: uid %d (pid %d)", creds.uid, creds.pid)
+            logger.warning("refused control connection", uid=creds.uid, pid=creds.pid)
             self._refuse(conn, 403, f"uid {creds.uid} may not use the control socket")
             return
         if self.stopping or not self._slots.acquire(blocking=False):
-            logger.warning("control socket busy (%d connections)", self.control.max_connections)
+            logger.warning("control socket busy", connections=self.control.max_connections)
             self._refuse(conn, 503, "too many connections to the control socket; try again")
             return
         thread = threading.Thread(
@@ -223,7 +223,7 @@ class _UnixServer(socketserver.UnixStreamServer):
         # A client that hangs up mid-answer is routine; anything else is our bug.
         error = sys.exc_info()[1]
         log = logger.debug if isinstance(error, OSError) else logger.error
-        log("control connection from %s ended with an error", client_address, exc_info=True)
+        log("control connection ended with an error", peer=str(client_address), exc_info=True)
 
     def close_connections(self, timeout_s: float) -> None:
         """Let in-flight requests finish (up to `timeout_s`), then cut what is left."""
@@ -349,7 +349,7 @@ class ControlServer:
         )
         thread.start()
         self._server, self._thread = server, thread
-        logger.info("control socket listening on %s", path)
+        logger.info("control socket listening", socket=str(path))
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop accepting, finish in-flight requests (up to `timeout_s`), unlink the socket."""
@@ -363,7 +363,7 @@ class ControlServer:
         thread.join(timeout_s)
         self._unlink_socket()
         server.close_connections(timeout_s)
-        logger.info("control socket on %s closed", self._socket_path)
+        logger.info("control socket closed", socket=str(self._socket_path))
 
     def _unlink_socket(self) -> None:
         # Only our own socket: a daemon started after us may already have replaced it.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import re
 import socket
 import time
@@ -39,6 +38,7 @@ from crawler.daemon.messages import (
     status_for_error,
 )
 from crawler.daemon.socket_file import PeerCredentials
+from crawler.logging import get_logger
 from crawler.utils.exceptions import CrawlerError
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ __all__ = [
     "raw_error_response",
 ]
 
-logger = logging.getLogger("crawler.control")
+logger = get_logger("crawler.control")
 
 SERVER_NAME = b"crawler-control/1"
 #: The request line and header block together; h11 answers 431 past it.
@@ -346,10 +346,13 @@ class ConnectionHandler:
         except CrawlerError as exc:
             status = status_for_error(exc)
             log = logger.warning if status >= 500 else logger.info
-            log("%s %s -> %d %s: %s", request.method, request.path, status, type(exc).__name__, exc)
+            log(
+                "control request failed", method=request.method, path=request.path,
+                status=status, error_type=type(exc).__name__, error=exc.message,
+            )  # fmt: skip
             return Response.error(status, type(exc).__name__, exc.message)
         except Exception:
-            logger.exception("control handler for %s %s failed", request.method, request.path)
+            logger.exception("control handler failed", method=request.method, path=request.path)
             return INTERNAL_ERROR
 
     # -- answers ------------------------------------------------------------------------------
@@ -364,8 +367,8 @@ class ConnectionHandler:
 
     def _send_problem(self, problem: Problem) -> None:
         logger.info(
-            "control client pid %d uid %d: %d %s",
-            self.peer.pid, self.peer.uid, problem.status, problem.message,
+            "control request refused", pid=self.peer.pid, uid=self.peer.uid,
+            status=problem.status, error=problem.message,
         )  # fmt: skip
         if problem.close:
             self._close = True
@@ -388,7 +391,7 @@ class ConnectionHandler:
             # Encode before the status line is written, so a body json cannot take is still a
             # clean 500 rather than a half-sent 200.
             logger.exception(
-                "control response for %s %s is not JSON-able", self._method, self._target
+                "control response is not JSON-able", method=self._method, path=self._target
             )
             response = INTERNAL_ERROR
             payload, content_type = self._encode(response)
@@ -432,12 +435,12 @@ class ConnectionHandler:
             self._send(h11.EndOfMessage())
         except _Gone:
             self._close = True
-            logger.debug("control client went away during a streamed answer to %s", self._target)
+            logger.debug("control client went away during a streamed answer", path=self._target)
         except Exception:
             # Too late for an error status: cut the connection without the last chunk so the
             # client sees an incomplete answer instead of a short file that looks complete.
             self._close = True
-            logger.exception("streamed answer to %s %s failed", self._method, self._target)
+            logger.exception("streamed answer failed", method=self._method, path=self._target)
         finally:
             close = getattr(iterator, "close", None)
             if callable(close):

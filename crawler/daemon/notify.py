@@ -14,14 +14,15 @@ opinion of us must not take the daemon down.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import Mapping
 
+from crawler.logging import get_logger
+
 __all__ = ["SystemdNotifier"]
 
-logger = logging.getLogger("crawler.notify")
+logger = get_logger("crawler.notify")
 
 
 class SystemdNotifier:
@@ -39,7 +40,7 @@ class SystemdNotifier:
             return "\0" + value[1:]  # Linux abstract namespace: a leading NUL, no file
         if value:
             # systemd also knows vsock: addresses; a VM guest daemon is not our case.
-            logger.debug("NOTIFY_SOCKET=%r is not a Unix socket address; not notifying", value)
+            logger.debug("NOTIFY_SOCKET is not a Unix socket address; not notifying", value=value)
         return None
 
     @property
@@ -59,7 +60,7 @@ class SystemdNotifier:
                 sock.settimeout(1.0)  # a datagram send does not block for long, but be sure
                 sock.sendto(message, self._address)
         except OSError as exc:
-            logger.debug("sd_notify %s failed: %s", ",".join(fields), exc)
+            logger.debug("sd_notify failed", fields=",".join(fields), error=str(exc))
             return False
         return True
 
@@ -95,6 +96,6 @@ class SystemdNotifier:
         if raw_pid and (not raw_pid.isdigit() or int(raw_pid) != os.getpid()):
             return None
         if not raw_usec.isdigit() or len(raw_usec) > 19 or int(raw_usec) == 0:
-            logger.debug("ignoring WATCHDOG_USEC=%r: not a positive integer", raw_usec)
+            logger.debug("ignoring WATCHDOG_USEC: not a positive integer", value=raw_usec)
             return None
         return int(raw_usec) / 1_000_000 / 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import socket
 import stat
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from crawler.logging import get_logger
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
     "socket_umask",
 ]
 
-logger = logging.getLogger("crawler.control")
+logger = get_logger("crawler.control")
 
 # os.umask is process-wide: hold this lock while it is changed so that two servers starting in
 # the same process do not restore each other's value. Threads that create files without taking
@@ -104,10 +104,10 @@ def secure_directory(directory: Path, socket_name: str) -> None:
         others = any(entry.name != socket_name for entry in entries)
     if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid() or others:
         logger.warning(
-            "control socket directory %s is shared (mode %o); leaving it as is, the socket "
-            "itself is 0600. Prefer a directory of its own (RuntimeDirectory=crawler).",
-            directory,
-            stat.S_IMODE(info.st_mode),
+            "control socket directory is shared; leaving it as is, the socket itself is 0600. "
+            "Prefer a directory of its own (RuntimeDirectory=crawler).",
+            directory=str(directory),
+            mode=oct(stat.S_IMODE(info.st_mode)),
         )
         return
     os.chmod(directory, 0o700)
@@ -141,7 +141,9 @@ def remove_stale_socket(path: Path) -> None:
         )
     if socket_is_live(path):
         raise DaemonAlreadyRunningError(pid=0, message=f"another crawler daemon answers on {path}")
-    logger.info("removing stale control socket %s (left by a daemon that did not stop)", path)
+    logger.info(
+        "removing a stale control socket left by a daemon that did not stop", socket=str(path)
+    )
     path.unlink(missing_ok=True)
 
 

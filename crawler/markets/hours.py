@@ -22,7 +22,6 @@ Times: ``at`` may be in any zone (naive means UTC); answers are UTC-aware dateti
 
 from __future__ import annotations
 
-import logging
 import threading
 import warnings
 from bisect import bisect_right
@@ -32,6 +31,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from crawler.logging import get_logger
 from crawler.markets.calendars import (
     CME,
     CME_CALENDAR,
@@ -46,7 +46,7 @@ from crawler.normalizer.schemas import AssetClass, utc_now
 
 __all__ = ["MarketHours"]
 
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 # Globex halts 16:00-17:00 Chicago daily; CMES sessions run 17:00 to 17:00 and omit it.
@@ -274,5 +274,9 @@ class MarketHours:
         # Any failure (library missing, unknown name, bad data) leaves the market unjudged, and
         # unjudged markets are fetched: log it loudly once, never stop the collection for it.
         except Exception as exc:
-            _log.warning("no calendar for market %s (%s); treating it as always open", name, exc)
+            _log.warning(
+                "no calendar for market; treating it as always open",
+                market=name,
+                error=str(exc),
+            )
             return None

@@ -30,7 +30,6 @@ logging and the `on_state_change` callback run after it is released, so a callba
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -39,11 +38,12 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, ParamSpec, TypeVar
 
+from crawler.logging import get_logger
 from crawler.utils.exceptions import CircuitBreakerError
 
 __all__ = ["BreakerState", "CircuitBreaker", "CircuitBreakerError"]
 
-log = logging.getLogger("crawler.breaker")
+log = get_logger("crawler.breaker")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -331,14 +331,14 @@ class CircuitBreaker:
         if transition is None:
             return
         log.warning(
-            "circuit %s: %s -> %s %s",
-            self.name,
-            transition.old.value,
-            transition.new.value,
-            transition.reason,
+            "circuit breaker changed state",
+            breaker=self.name,
+            old=transition.old.value,
+            new=transition.new.value,
+            reason=transition.reason,
         )
         if self._on_state_change is not None:
             try:
                 self._on_state_change(self.name, transition.old, transition.new)
             except Exception:
-                log.exception("on_state_change callback for circuit %s failed", self.name)
+                log.exception("on_state_change callback failed", breaker=self.name)

@@ -23,7 +23,6 @@ Money, per collection: with a `SpendingPolicy`, only the symbols it picks may us
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.orchestrator.pacing import requests_left
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BRIGHT_DATA", "CACHE_SOURCE", "CollectionReport", "Collector", "MarketClock"]
 
-log = logging.getLogger("crawler.scheduler")
+log = get_logger("crawler.scheduler")
 
 #: The `sources` key for quotes served from the cache (fresh or stale) rather than a source.
 CACHE_SOURCE = "cache"
@@ -198,7 +198,7 @@ class Collector:
         """
         started_at = self._now()
         start_s = self._clock()
-        log.debug("collection: starting, %d symbols", len(tracked))
+        log.debug("collection starting", symbols=len(tracked))
         errors: dict[str, str] = {}
         skipped: list[str] = []
         regular: list[Symbol] = []
@@ -308,7 +308,7 @@ class Collector:
             recorded=recorded,
             paid_allowance=allowance,
         )
-        log.info("%s", report.summary())
+        log.info("collection done", summary=report.summary())
         if events is not None:
             events.publish("collection_end", **report.as_dict())
         return report
@@ -402,5 +402,5 @@ class Collector:
         try:
             return bool(self._market_hours.is_open(sym.canonical, sym.asset_class, at=at))
         except Exception:  # unknown calendar etc.: fetching too often beats never fetching
-            log.warning("market hours unknown for %s; fetching it", sym.canonical, exc_info=True)
+            log.warning("market hours unknown; fetching it", symbol=sym.canonical, exc_info=True)
             return True

@@ -18,8 +18,9 @@ asking for AAPL:US at once cost one Bright Data request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+
+import asyncio
 import math
 import threading
 import time
@@ -31,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncHybridDataSource", "HybridDataSource", "SourceUsage"]
 
-log = logging.getLogger("crawler.hybrid")
+log = get_logger("crawler.hybrid")
 
 BRIGHT_DATA = "bright_data"
 YFINANCE = "yfinance"
@@ -322,10 +324,10 @@ class HybridDataSource:
         except CancelledError:
             return TransientSourceError(f"{key}: cancelled at the batch deadline")
         except CrawlerError as exc:
-            log.info("fetch %s failed: %s", key, exc.message)
+            log.info("fetch failed", symbol=key, error=exc.message)
             return exc
         except Exception as exc:  # a bug must not take the whole collection down
-            log.exception("unexpected error fetching %s", key)
+            log.exception("unexpected error fetching", symbol=key)
             return APIError(f"internal error fetching {key}: {type(exc).__name__}")
 
     def _wait_for(self, future: Future[Quote], deadline_at_s: float | None) -> Quote:
@@ -382,7 +384,7 @@ class HybridDataSource:
         try:
             stats: dict[str, Any] = stats_of()
         except Exception:  # statistics must never break status
-            log.exception("statistics of %s failed", name)
+            log.exception("source statistics failed", source=name)
             return None
         return stats
 
@@ -397,7 +399,7 @@ class HybridDataSource:
             try:
                 source.close()
             except Exception:  # closing must never mask the caller's own error
-                log.exception("closing source %s failed", source.name)
+                log.exception("closing a source failed", source=source.name)
         for store in self._owned_stores:
             store.close()
 
@@ -555,7 +557,7 @@ class HybridDataSource:
                 self._report_fetch(name, "failure", started_s)
                 self._count_failure(name, usage, exc)
                 tried[name] = exc.message
-                log.info("yfinance batch of %d failed: %s", len(live), exc.message)
+                log.info("yfinance batch failed", symbols=len(live), error=exc.message)
             rest: list[tuple[Symbol, Future[Quote], dict[str, str]]] = []
             for sym, future in live:
                 key = sym.canonical
@@ -628,11 +630,11 @@ class HybridDataSource:
         throttle = getattr(source, "throttle", None)
         rate = f"{throttle.rate_per_s:g} requests/s" if throttle is not None else "no limit"
         log.warning(
-            "yfinance: %d of %d batched symbols missed the deadline waiting for per-symbol "
-            "chart fallbacks (Yahoo rate limit: %s); raise YFINANCE_MAX_RPS or the interval",
-            missed,
-            batched,
-            rate,
+            "yfinance batched symbols missed the deadline waiting for per-symbol chart "
+            "fallbacks; raise YFINANCE_MAX_RPS or the interval",
+            missed=missed,
+            batched=batched,
+            yahoo_rate_limit=rate,
         )
 
     def _order(self) -> list[str]:
@@ -688,7 +690,7 @@ class HybridDataSource:
                     self._publish_budget()  # a billed failure costs money too
                 if isinstance(exc, SourceConfigError):
                     self.config_errors[name] = exc.message
-                    log.error("source %s is misconfigured: %s", name, exc.message)
+                    log.error("source misconfigured", source=name, error=exc.message)
                 continue
             self._report_fetch(name, "success", started_s)
             self._count_success(name, usage)
@@ -704,7 +706,10 @@ class HybridDataSource:
             self._stale_served += 1
             # Pacing leaves many symbols without a paid request by design: not worth a warning.
             level = logging.INFO if not paid else logging.WARNING
-            log.log(level, "serving stale %s: %s", sym.canonical, "; ".join(reasons.values()))
+            log.log(
+                level, "serving stale quote", symbol=sym.canonical,
+                reasons="; ".join(reasons.values()),
+            )  # fmt: skip
             return last.with_flags(from_cache=True, stale=True)
         if budget_error is not None:
             raise budget_error

@@ -22,12 +22,12 @@ What it decides (the stream itself, `crawler.sources.yahoo_stream`, knows none o
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.utils.exceptions import CrawlerError
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveFeed"]
 
-log = logging.getLogger("crawler.stream")
+log = get_logger("crawler.stream")
 
 
 class LiveFeed:
@@ -161,7 +161,7 @@ class LiveFeed:
             self.recorded += self._history.record(due)
 
     def _on_state(self, state: str, detail: str) -> None:
-        log.info("stream %s: %s", state, detail)
+        log.info("stream state", state=state, detail=detail)
         if self._events is not None:
             self._events.publish("stream", state=state, detail=detail)
 

@@ -21,7 +21,6 @@ midnight after a spring DST change, e.g. 2026-03-09 in America/New_York).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +41,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass
 from crawler.normalizer.symbols import parse_symbol
 from crawler.orchestrator.collection import CollectionReport, Collector, MarketClock
@@ -62,7 +62,7 @@ __all__ = ["JOB_NAMES", "MIN_INTERVAL_S", "DataScheduler"]
 #: Seconds after start before the first collection (lets the control socket come up first).
 _FIRST_COLLECTION_DELAY_S = 2.0
 
-log = logging.getLogger("crawler.scheduler")
+log = get_logger("crawler.scheduler")
 
 #: The shortest collection interval accepted (the seed's "minimum: 1 minute").
 MIN_INTERVAL_S = 60.0
@@ -276,7 +276,7 @@ class DataScheduler:
             self._scheduler = scheduler
             with self._stats_lock:
                 self._started_at = self._now()
-            log.info("scheduler started: %d symbols, every %.0fs", len(self._tracked), interval_s)
+            log.info("scheduler started", symbols=len(self._tracked), interval_s=interval_s)
 
     def stop(self, timeout_s: float = 8.0, *, abort: bool = False) -> bool:
         """Stop scheduling, wait up to `timeout_s` for a running collection, then shut down
@@ -298,7 +298,7 @@ class DataScheduler:
             if finished:
                 self._collect_lock.release()
             else:
-                log.warning("collection still running after %.1fs; stopping anyway", timeout_s)
+                log.warning("collection still running; stopping anyway", waited_s=timeout_s)
             if scheduler is not None and scheduler.running:
                 scheduler.shutdown(wait=False)
             with self._stats_lock:
@@ -410,7 +410,7 @@ class DataScheduler:
                     # Re-read: a CLI process may have changed the watchlist since.
                     self._tracked = dict(self._watchlist.items())
                 except StorageError as exc:
-                    log.warning("watchlist unreadable, using the last copy: %s", exc.message)
+                    log.warning("watchlist unreadable, using the last copy", error=exc.message)
             return list(self._tracked.items())
 
     def _hybrid_source(self) -> HybridDataSource:
@@ -468,19 +468,19 @@ class DataScheduler:
         ledger = self._hybrid_source().ledger
         ledger.record_rollover()
         day = ledger.day()
-        log.info("budget roll-over recorded for %s", day)
+        log.info("budget roll-over recorded", day=day)
         return {"day": day}
 
     def _cleanup_cache(self) -> dict[str, Any]:
         removed = self._hybrid_source().cache.cleanup()
-        log.info("cache cleanup: %d expired entries removed", removed)
+        log.info("cache cleanup", removed=removed)
         return {"removed": removed}
 
     def _prune_history(self) -> dict[str, Any]:
         if self._history is None:
             return {"removed": None}
         removed = self._history.prune()
-        log.info("history prune: %d rows removed", removed)
+        log.info("history prune", removed=removed)
         return {"removed": removed}
 
     def _maintenance(self) -> None:
@@ -499,7 +499,7 @@ class DataScheduler:
             return job()
         except Exception as exc:
             message = exc.message if isinstance(exc, CrawlerError) else repr(exc)
-            log.error("job failed: %s", message)
+            log.error("job failed", job=job_id, error=message)
             with self._stats_lock:
                 self._metrics.job_errors += 1
             self._report_problem(job_id, "error")
@@ -529,11 +529,11 @@ class DataScheduler:
                 self._metrics.missed_runs += 1
         self._report_problem(event.job_id, "error" if event.code == EVENT_JOB_ERROR else "missed")
         if event.code == EVENT_JOB_ERROR and isinstance(event, JobExecutionEvent):
-            log.error("job %s failed: %s", event.job_id, event.exception)
+            log.error("job failed", job=event.job_id, error=str(event.exception))
         elif event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("job %s skipped: the previous run is still going", event.job_id)
+            log.warning("job skipped: the previous run is still going", job=event.job_id)
         else:
-            log.warning("job %s missed its run time", event.job_id)
+            log.warning("job missed its run time", job=event.job_id)
 
     def _jobs(self) -> list[dict[str, Any]]:
         scheduler = self._scheduler

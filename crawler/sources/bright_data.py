@@ -29,7 +29,6 @@ repr (the tests grep for it).
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
@@ -40,6 +39,7 @@ from typing import Any
 import requests
 import urllib3
 
+from crawler.logging import get_logger
 from crawler.normalizer.bloomberg import (
     MAX_PAGE_BYTES,
     BotWallError,
@@ -60,7 +60,7 @@ from crawler.utils.exceptions import (
 
 __all__ = ["BrightDataSource"]
 
-logger = logging.getLogger("crawler.sources.bright_data")
+logger = get_logger("crawler.sources.bright_data")
 
 _CHUNK_BYTES = 64 * 1024
 _RATE_LIMIT_CODES = frozenset(("sr_rate_limit",))
@@ -205,11 +205,11 @@ class BrightDataSource:
             except TransientSourceError as exc:
                 last = exc
                 logger.warning(
-                    "bright_data attempt %d/%d for %s failed: %s",
-                    attempts,
-                    self._max_attempts,
-                    symbol.canonical,
-                    exc.message,
+                    "bright_data attempt failed",
+                    attempt=attempts,
+                    max_attempts=self._max_attempts,
+                    symbol=symbol.canonical,
+                    error=exc.message,
                 )
         if last is None:
             raise TransientSourceError(
@@ -403,11 +403,11 @@ class BrightDataSource:
         self._bump("billed_failures")
         message = f"paid for {symbol.canonical} but got no quote: {reason}"
         # Loud on purpose: every one of these is money spent for nothing.
-        logger.error("bright_data %s", message)
+        logger.error(f"bright_data {message}")
         return BilledFailureError(message)
 
     def _config_error(self, message: str) -> SourceConfigError:
-        logger.error("bright_data %s", message)
+        logger.error(f"bright_data {message}")
         return SourceConfigError(message)
 
     def _clean(self, text: str, limit: int = 200) -> str:

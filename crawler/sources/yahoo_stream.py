@@ -26,7 +26,6 @@ every reconnect resubscribes the whole set.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import threading
 import time
@@ -34,6 +33,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol
 from crawler.normalizer.yahoo_stream import (
@@ -54,7 +54,7 @@ from crawler.utils.exceptions import (
 
 __all__ = ["StreamState", "YahooStream"]
 
-log = logging.getLogger("crawler.stream")
+log = get_logger("crawler.stream")
 
 
 class StreamState:
@@ -285,7 +285,7 @@ class YahooStream:
         except (ConnectionClosed, OSError) as exc:
             self.disconnects += 1
             self.last_error = f"stream: connection lost ({type(exc).__name__})"
-            log.info("%s", self.last_error)
+            log.info("stream connection lost", error=self.last_error)
         finally:
             self._flush()
 
@@ -319,7 +319,7 @@ class YahooStream:
     def _bad_frame(self, exc: ParseError) -> None:
         self.bad_frames += 1
         if self.bad_frames <= 3 or self.bad_frames % 1000 == 0:
-            log.warning("stream: skipped a bad frame (%d so far): %s", self.bad_frames, exc)
+            log.warning("stream: skipped a bad frame", bad_frames=self.bad_frames, error=str(exc))
 
     def _flush(self) -> None:
         if not self._pending:
@@ -348,7 +348,7 @@ class YahooStream:
         try:
             self._sink(quotes)
         except Exception:  # a store problem must not end the stream; logged, tried next flush
-            log.exception("storing %d streamed quotes failed", len(quotes))
+            log.exception("storing streamed quotes failed", quotes=len(quotes))
 
     def _set_state(self, state: str, detail: str) -> None:
         if state == self.state:

@@ -20,13 +20,13 @@ both backends, so they cannot drift apart.
 from __future__ import annotations
 
 import hashlib
-import logging
 import socket
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.store.datadir import CACHE_SUBDIR, LEDGER_SUBDIR, WATCHLIST_SUBDIR, ensure_data_dir
 from crawler.store.leases import FetchLeases, LocalLeases, RedisLeases
@@ -49,7 +49,7 @@ __all__ = [
     "open_stores",
 ]
 
-log = logging.getLogger("crawler.store")
+log = get_logger("crawler.store")
 
 EMBEDDED: Final = "embedded"
 REDIS: Final = "redis"

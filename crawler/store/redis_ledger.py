@@ -29,7 +29,6 @@ Redis, counted as spent (the safe side). `statistics()` answers from the local r
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from datetime import datetime
@@ -40,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import diskcache
 
+from crawler.logging import get_logger
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
 from crawler.store.ledger import DAYS_KEPT, Reservation, micro_from_usd, usd_from_micro
 from crawler.store.redis_client import RedisConnection, text_map
@@ -48,7 +48,7 @@ from crawler.utils.exceptions import BudgetExhaustedError, ConfigError, StorageE
 
 __all__ = ["RedisLedger"]
 
-log = logging.getLogger("crawler.ledger")
+log = get_logger("crawler.ledger")
 
 _WHAT: Final = "budget ledger"
 _SEEN_KEY: Final = "seen"
@@ -213,7 +213,11 @@ class RedisLedger:
                 )
         except StorageError as exc:
             # The hold stays open in Redis and keeps counting as spent: the safe side.
-            log.warning("could not %s a reservation: %s", "settle" if billed else "release", exc)
+            log.warning(
+                "could not close a reservation",
+                action="settle" if billed else "release",
+                error=str(exc),
+            )
             return False
         if incarnation:
             self._remember(reservation.day, str(incarnation), int(used), int(count))
@@ -356,5 +360,5 @@ class RedisLedger:
         except StorageError:
             # The record only helps after a Redis restart; losing one update is not worth
             # failing a request that Redis already accepted.
-            log.warning("could not write the local ledger record under %s", self._local_dir)
+            log.warning("could not write the local ledger record", directory=str(self._local_dir))
 

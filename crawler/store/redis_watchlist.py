@@ -17,9 +17,9 @@ from the first node's local watchlist, so moving from one node to Redis keeps th
 
 from __future__ import annotations
 
-import logging
 from typing import Final
 
+from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass
 from crawler.store.redis_client import RedisConnection, text_map
 from crawler.store.watchlist import MAX_SYMBOLS, HasCanonical, Watchlist, canonical_symbol
@@ -27,7 +27,7 @@ from crawler.utils.exceptions import StorageError
 
 __all__ = ["RedisWatchlist"]
 
-log = logging.getLogger("crawler.watchlist")
+log = get_logger("crawler.watchlist")
 
 _WHAT: Final = "watchlist"
 
@@ -102,7 +102,7 @@ class RedisWatchlist:
             with self._redis.errors(_WHAT):
                 raw = text_map(self._redis.client.hgetall(self._hash))
         except StorageError as exc:
-            log.warning("watchlist: using the local copy: %s", exc.message)
+            log.warning("watchlist: using the local copy", error=exc.message)
             return self.local.items()
         items = _decode(raw, self._hash)
         if items != self._mirrored:
@@ -137,7 +137,7 @@ class RedisWatchlist:
             pairs += [name, asset.value]
         with self._redis.errors(_WHAT):
             if pairs and int(self._seed(keys=[self._hash, self._seq], args=pairs)):
-                log.info("watchlist: seeded the shared list with %d local symbols", len(pairs) // 2)
+                log.info("watchlist: seeded the shared list", symbols=len(pairs) // 2)
         self._seeded = True
 
     def _mirror(self, items: list[tuple[str, AssetClass]]) -> None:
@@ -154,7 +154,7 @@ class RedisWatchlist:
                     self.local.add(name, asset)
             self._mirrored = items
         except StorageError as exc:  # the copy is a convenience; the shared list is the truth
-            log.warning("watchlist: could not update the local copy: %s", exc.message)
+            log.warning("watchlist: could not update the local copy", error=exc.message)
 
 
 def _decode(raw: dict[str, str], key: str) -> list[tuple[str, AssetClass]]:
