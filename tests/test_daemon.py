@@ -493,7 +493,8 @@ def test_sigint_takes_the_same_path(
         assert not sock_of(env).exists()
     finally:
         output = finish(proc)
-    assert "stopping (SIGINT)" in output
+    stopping = [json.loads(line) for line in output.splitlines() if '"stopping"' in line]
+    assert [event["reason"] for event in stopping] == ["SIGINT"]
 
 
 def test_once_runs_each_job_and_exits(

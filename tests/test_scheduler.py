@@ -166,7 +166,11 @@ def test_force_collection_counts_and_serves_the_second_from_cache(
     assert metrics["total_quotes_collected"] == 4
     assert metrics["last_success_at"] == second["started_at"]
     assert metrics["last_duration_s"] == pytest.approx(second["duration_s"], abs=0.001)
-    summaries = [r.getMessage() for r in caplog.records if r.name == "crawler.scheduler"]
+    summaries = [
+        getattr(r, "summary", "")
+        for r in caplog.records
+        if r.name == "crawler.scheduler" and r.getMessage() == "collection done"
+    ]
     assert any(
         s.startswith("collection: 2 symbols, 2 quotes (cache 2), 0 errors, 0 skipped closed, ")
         for s in summaries
@@ -418,7 +422,7 @@ class _StartedHandler(logging.Handler):
         self.started = threading.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage().startswith("collection: starting"):
+        if record.getMessage() == "collection starting":
             self.started.set()
 
 

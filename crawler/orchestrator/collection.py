@@ -180,7 +180,9 @@ class Collector:
             try:
                 self._quote_times.forget(symbol)
             except CrawlerError as exc:  # a leftover entry costs nothing
-                log.warning("could not forget %s's quote times: %s", symbol, exc.message)
+                log.warning(
+                    "could not forget a symbol's quote times", symbol=symbol, error=exc.message
+                )
 
     def collect(
         self,
@@ -322,7 +324,7 @@ class Collector:
         try:
             return self._quote_times.snapshot()
         except CrawlerError as exc:  # unreadable: fall back to fetching, never to skipping
-            log.warning("quote times unreadable: %s", exc.message)
+            log.warning("quote times unreadable", error=exc.message)
             return {}
 
     def _closed_and_quoted(
@@ -340,7 +342,7 @@ class Collector:
         try:
             closed_at = self._market_hours.last_close(sym.canonical, sym.asset_class, at=at)
         except Exception:  # cannot judge: fetching once more beats never fetching
-            log.warning("last close unknown for %s", sym.canonical, exc_info=True)
+            log.warning("last close unknown", symbol=sym.canonical, exc_info=True)
             return False
         if closed_at is None:
             return False
@@ -368,7 +370,7 @@ class Collector:
         try:
             remaining = requests_left(hybrid.ledger.statistics())
         except CrawlerError as exc:  # the ledger still guards every reserve
-            log.warning("budget unreadable for pacing: %s", exc.message)
+            log.warning("budget unreadable for pacing", error=exc.message)
             return set(), None
         plan = self._spending.plan(
             due,
@@ -394,7 +396,7 @@ class Collector:
         try:
             self._quote_times.record({q.symbol: at for q in good}, paid=paid)
         except CrawlerError as exc:  # losing it costs at most one more fetch per symbol
-            log.warning("could not record quote times: %s", exc.message)
+            log.warning("could not record quote times", error=exc.message)
 
     def _is_open(self, sym: Symbol, at: datetime) -> bool:
         if self._market_hours is None:

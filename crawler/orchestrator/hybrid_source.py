@@ -18,9 +18,8 @@ asking for AAPL:US at once cost one Bright Data request.
 
 from __future__ import annotations
 
-import logging
-
 import asyncio
+import logging
 import math
 import threading
 import time

@@ -23,7 +23,6 @@ costs at most one extra fetch per symbol, never money beyond the ledger's budget
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +31,7 @@ from typing import Any, Final
 
 import diskcache
 
+from crawler.logging import get_logger
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
 
 __all__ = ["QUOTE_TIMES_SUBDIR", "QuoteTimes", "SymbolTimes"]
@@ -41,7 +41,7 @@ QUOTE_TIMES_SUBDIR: Final = "quote_times"
 _KEY: Final = "times"
 _WHAT: Final = "quote times"
 
-log = logging.getLogger("crawler.store")
+log = get_logger("crawler.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class QuoteTimes:
         try:
             raw = self._cache.get(_KEY)
         except CorruptRecordError:
-            log.warning("quote times at %s unreadable; starting afresh", self._directory)
+            log.warning("quote times unreadable; starting afresh", directory=str(self._directory))
             return {}
         return dict(raw) if isinstance(raw, dict) else {}
 
