@@ -426,3 +426,25 @@ def test_batch_answers_carry_the_source_time(
     expected = yahoo_fake.quote_for("AAPL")
     assert quote.as_of == datetime.fromtimestamp(expected.regular_market_time, UTC)
     assert [b for b in yahoo_fake.batch_symbols()][-1] == ["AAPL"]
+
+
+def test_cleanup_releases_callers_waiting_for_batches_that_never_ran(
+    yahoo_fake: YahooFake,
+    make_yf: Callable[..., YFinanceSource],
+    make_hybrid: Callable[..., HybridDataSource],
+) -> None:
+    hybrid = make_hybrid(make_yf(), max_workers=1)  # one worker: the 2nd and 3rd batch queue
+    hybrid.fetch_many(["WARM:US"])
+    yahoo_fake.faults.set(QUOTE_FAULT_KEY, latency_s=0.3)
+    results: dict[str, Quote | CrawlerError] = {}
+    runner = threading.Thread(target=lambda: results.update(hybrid.fetch_many(stocks(120))))
+    runner.start()
+    while yahoo_fake.count("quote") < 2:  # the warm-up's and the first of the three
+        threading.Event().wait(0.01)
+    hybrid.cleanup()
+    runner.join(timeout=10)
+    assert not runner.is_alive(), "fetch_many still waits for batches that will never run"
+    assert len(results) == 120
+    released = [r for r in results.values() if isinstance(r, APIError)]
+    assert released and all("cleaned up" in r.message or "internal" in r.message
+                            for r in released)  # fmt: skip

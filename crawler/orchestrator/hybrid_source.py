@@ -174,6 +174,8 @@ class HybridDataSource:
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._inflight: dict[str, Future[Quote]] = {}
+        # Batch leaders not settled yet (see `_claim`), so cleanup can release their waiters.
+        self._batch_leaders: dict[Future[Quote], str] = {}
         # Per symbol, how many leaders have finished (see `_coalesced_fetch`).
         self._finished: dict[str, int] = {}
         # Guards the SourceUsage counters: sources run on many threads at once.
@@ -394,6 +396,12 @@ class HybridDataSource:
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        # A batch whose task was cancelled above never settled its symbols: release whoever
+        # waits for them rather than leave them waiting forever.
+        with self._lock:
+            orphans = list(self._batch_leaders.items())
+        for future, key in orphans:
+            self._settle(key, future, APIError(f"{key}: the data source was cleaned up"))
         for source in self.sources.values():
             try:
                 source.close()
@@ -508,6 +516,7 @@ class HybridDataSource:
                 return existing, False
             future: Future[Quote] = Future()
             self._inflight[key] = future
+            self._batch_leaders[future] = key
         if not force_fresh and self._finished.get(key, 0) != generation:
             cached = self.cache.get(key)  # a leader finished between our miss and our claim
             if cached is not None:
@@ -525,6 +534,7 @@ class HybridDataSource:
             pass
         finally:
             with self._lock:
+                self._batch_leaders.pop(future, None)
                 if self._inflight.get(key) is future:
                     del self._inflight[key]
                     self._finished[key] = self._finished.get(key, 0) + 1
