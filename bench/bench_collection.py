@@ -54,6 +54,7 @@ __all__ = ["main"]
 
 TARGET_VS_POOL = 1.2
 TARGET_YF_BATCHED = 0.3
+_DOWNLOAD_WARMED: list[bool] = []
 
 
 class Timed:
@@ -221,7 +222,10 @@ def _yf_download_run(
         return int(close.notna().any().sum())
 
     try:
-        download()  # untimed: fills yfinance's timezone cache, as a second run would find it
+        if not _DOWNLOAD_WARMED:
+            # Untimed, once: fills yfinance's timezone cache, as any later run finds it.
+            download()
+            _DOWNLOAD_WARMED.append(True)
         return _timed(download)
     finally:
         session.close()
