@@ -367,7 +367,10 @@ class Daemon:
                 self._reload_requested = False
                 self._reload_on_signal()
             if self._ignored_signal is not None:
-                log.info("%s received and ignored (SIGTERM or SIGINT stops)", self._ignored_signal)
+                log.info(
+                    "signal received and ignored (SIGTERM or SIGINT stops)",
+                    signal=self._ignored_signal,
+                )
                 self._ignored_signal = None
             now_s = time.monotonic()
             if main_pings_s is not None and now_s >= next_ping_s:

@@ -18,7 +18,6 @@ planted in the data dir could run code. `JSONOnlyDisk` refuses such rows instead
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import sqlite3
 import stat
@@ -229,8 +228,13 @@ def open_store(directory: Path, what: str, *, disposable: bool = False) -> diskc
         aside = _move_aside(directory, what)
         ensure_data_dir(directory)
         store = _open_diskcache(directory, what)
-        logging.getLogger("crawler.store").warning(
-            "%s at %s was empty or corrupt: moved aside to %s and rebuilt", what, directory, aside
+        from crawler.logging import get_logger  # only here: datadir is on quick paths
+
+        get_logger("crawler.store").warning(
+            "store was empty or corrupt: moved aside and rebuilt",
+            store=what,
+            directory=str(directory),
+            moved_to=str(aside),
         )
         return store
 

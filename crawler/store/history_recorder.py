@@ -19,11 +19,11 @@ failed without blaming the sources.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Final
 
+from crawler.logging import get_logger
 from crawler.utils.clock import MonotonicClock
 from crawler.utils.exceptions import StorageError
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_MAX_DELAY_S", "HistoryRecorder"]
 
-log = logging.getLogger("crawler.history")
+log = get_logger("crawler.history")
 
 #: Quotes per commit: one fsync'd transaction per 50 quotes keeps SQLite's cost per quote small.
 DEFAULT_BATCH_SIZE: Final = 50
@@ -72,7 +72,7 @@ class HistoryRecorder:
         recorded: the history may already be closing."""
         with self._cond:
             if self._closing:
-                log.debug("history: %s landed after its collection ended", quote.symbol)
+                log.debug("history: a quote landed after its collection ended", symbol=quote.symbol)
                 return
             self._waiting.append(quote)
             if self._oldest_at_s is None:
@@ -138,7 +138,7 @@ class HistoryRecorder:
                 exc if isinstance(exc, StorageError)
                 else StorageError(f"history write failed: {type(exc).__name__}: {exc}")
             )  # fmt: skip
-            log.error("history: %d quote(s) not stored: %s", len(batch), error.message)
+            log.error("history: quotes not stored", quotes=len(batch), error=error.message)
             with self._cond:
                 self._not_stored += len(batch)
                 if self._error is None:
