@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "cli": "bench_cli.py",
     "memory": "bench_memory.py",
     "socket": "bench_socket.py",
+    "http": "bench_http.py",
     "export": "bench_export.py",
     "market_hours": "bench_market_hours.py",
     "stream": "bench_stream.py",

@@ -36,6 +36,13 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "cli": {"python_pass_ms", "help_ms", "status_ms", "status_vs_python", "heavy_imports"},
     "memory": {"rss_start_mb", "rss_after_3_mb", "rss_final_mb", "rss_peak_mb", "growth_mb"},
     "socket": {"idle_rps", "busy_rps", "busy_vs_idle", "idle_p50_ms", "busy_p50_ms"},
+    "http": {
+        "h11_rps_median",
+        "stdlib_rps_median",
+        "h11_vs_stdlib",
+        "h11_cpu_ms_per_request_median",
+        "cpu_h11_vs_stdlib",
+    },
     "stream": {
         "stream_age_s_median",
         "poll_age_s_median",

@@ -141,6 +141,7 @@ class ConnectionHandler:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
         self._head = bytearray()  # the raw bytes of the request head being read, for 414/413
         self._close = False
+        self._out: list[bytes] = []  # framed bytes held back until the next flush
         self._method = "-"
         self._target = "-"
 
@@ -357,11 +358,17 @@ class ConnectionHandler:
 
     # -- answers ------------------------------------------------------------------------------
 
-    def _send(self, event: Any) -> None:
+    def _send(self, event: Any, *, flush: bool = True) -> None:
+        """Frame `event`; with `flush`, write it and whatever was held back in one send (a
+        head and a small body in one segment: one wake-up of the client, not two)."""
         data = self._h11.send(event)
         if data:
+            self._out.append(data)
+        if flush and self._out:
+            payload = b"".join(self._out)
+            self._out.clear()
             try:
-                self.connection.sendall(data)
+                self.connection.sendall(payload)
             except OSError as exc:
                 raise _Gone from exc
 
@@ -405,14 +412,16 @@ class ConnectionHandler:
             headers.append(("Content-Length", str(len(payload))))
         if self._close:
             headers.append(("Connection", "close"))
-        self._send(h11.Response(
+        head = h11.Response(
             status_code=response.status, headers=headers, reason=_phrase(response.status)
-        ))  # fmt: skip
+        )
         if payload is None and response.stream is not None:
+            self._send(head)  # a stream's head goes at once: its first chunk may take a while
             self._send_stream(response.stream)
             return
+        self._send(head, flush=False)
         if payload and response.status not in (204, 304):
-            self._send(h11.Data(data=payload))
+            self._send(h11.Data(data=payload), flush=False)
         self._send(h11.EndOfMessage())
 
     @staticmethod
