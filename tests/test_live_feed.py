@@ -110,3 +110,60 @@ def test_polling_takes_over_when_the_stream_is_down(
     assert fetched.returncode == 0, fetched.stderr
     assert json.loads(fetched.stdout)["quotes"][0]["source"] == "bright_data"
     assert paid_requests(market) == 1
+
+
+# -- market opens and closes, on a clock we move ----------------------------------------------
+
+
+def test_subscriptions_follow_market_hours_and_the_close_is_kept(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from crawler.markets.hours import MarketHours
+    from crawler.normalizer.symbols import parse_symbol
+    from crawler.orchestrator.live import LiveFeed
+    from crawler.store.cache import QuoteCache
+    from crawler.store.watchlist import Watchlist
+    from fakemarket.stream import YahooStreamFake
+
+    # Tuesday 15:00 UTC: New York and London trade, Tokyo has closed; crypto never closes.
+    wall = [datetime(2026, 1, 6, 15, 0, tzinfo=UTC)]
+    offset_s = [0.0]
+    watchlist = Watchlist(tmp_path / "watchlist")
+    for name in ("AAPL:US", "VOD:LN", "7203:JP", "XBTUSD:CUR"):
+        symbol = parse_symbol(name)
+        watchlist.add(symbol, symbol.asset_class)
+    cache = QuoteCache(tmp_path / "cache", ttl_s=900)
+    fake = YahooStreamFake(tick_rate=20.0).start()
+    feed = LiveFeed(
+        fake.url,
+        watchlist=watchlist,
+        cache=cache,
+        market_hours=MarketHours(now=lambda: wall[0]),
+        fresh_s=900,
+        closed_grace_s=900,
+        clock=lambda: time.monotonic() + offset_s[0],
+    )
+    feed.stream.refresh_s = feed.stream.flush_interval_s = 0.05
+    feed.start()
+    try:
+        wait_until(lambda: fake.subscribed() == {"AAPL", "VOD.L", "BTC-USD"}, "open markets")
+        wait_until(lambda: feed.live_quote("AAPL:US") is not None, "a streamed AAPL")
+        # 22:00 UTC: New York and London have closed.
+        wall[0] = datetime(2026, 1, 6, 22, 0, tzinfo=UTC)
+        feed.stream.refresh()
+        wait_until(lambda: fake.subscribed() == {"BTC-USD"}, "closed markets unsubscribed")
+        closing = feed.live_quote("AAPL:US")
+        assert closing is not None and closing.source == "yahoo_stream"  # the close, kept
+        offset_s[0] += 1000  # past the TTL, within TTL + one collection interval
+        assert feed.live_quote("AAPL:US") is not None
+        # Still ticking: the next flush makes it fresh on the moved clock too.
+        wait_until(lambda: feed.live_quote("XBTUSD:CUR") is not None, "a fresh XBTUSD tick")
+        offset_s[0] += 1000  # past the grace: polling's turn
+        assert feed.live_quote("AAPL:US") is None
+        last = cache.get_last_known("AAPL:US")
+        assert last is not None and last.source == "yahoo_stream"
+    finally:
+        feed.stop()
+        fake.stop()
+        cache.close()
+        watchlist.close()
