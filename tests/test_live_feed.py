@@ -162,6 +162,10 @@ def test_subscriptions_follow_market_hours_and_the_close_is_kept(tmp_path: Path)
         assert feed.live_quote("AAPL:US") is None
         last = cache.get_last_known("AAPL:US")
         assert last is not None and last.source == "yahoo_stream"
+        # Market-hours skipping switched off (a configuration reload): everything streams.
+        feed.set_market_hours(None)
+        wanted = {"AAPL", "VOD.L", "7203.T", "BTC-USD"}
+        wait_until(lambda: fake.subscribed() == wanted, "every symbol subscribed")
     finally:
         feed.stop()
         fake.stop()

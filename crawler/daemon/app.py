@@ -257,6 +257,8 @@ class Daemon:
                 self.hybrid.settings = effective  # the sources' order is read per quote
                 hours = self.market_hours if effective.market_hours_enabled else None
                 self.scheduler.apply_settings(effective, hours)
+                if self.live is not None:
+                    self.live.set_market_hours(hours)  # what is streamed follows too
                 if self.operations is not None:
                     self.operations.settings = effective
                 if "log_level" in plan.live:

@@ -122,6 +122,12 @@ class LiveFeed:
             self._closed = closed
         return wanted
 
+    def set_market_hours(self, market_hours: MarketHours | None) -> None:
+        """Skip closed markets with `market_hours`, or stream every symbol (None); applied at
+        once (a configuration reload)."""
+        self._hours = market_hours
+        self.stream.refresh()
+
     def _is_open(self, symbol: Symbol, memo: dict[str, bool]) -> bool:
         hours = self._hours
         if hours is None:
