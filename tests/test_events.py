@@ -325,3 +325,24 @@ def test_budget_events_and_one_exhaustion_per_day(tmp_path: Path) -> None:
     exhausted = next(e for e in events if e["type"] == "budget_exhausted")
     assert exhausted["requests_used"] == 2
     assert any(e["type"] == "budget" and e["remaining_usd"] == "0" for e in events)
+
+
+def test_quotes_from_yahoos_batch_path_reach_watchers_too(tmp_path: Path) -> None:
+    from fakemarket import FakeMarket
+    from tests.faults.daemon_harness import DaemonHarness
+
+    with FakeMarket() as market:
+        daemon = DaemonHarness(market, tmp_path, SOURCES_ORDER="yfinance")
+        daemon.start()
+        try:
+            reader = SSEReader(daemon.socket_path, "/v1/events?types=quote")
+            try:
+                fetched = daemon.cli("fetch", "AAPL:US", "MSFT:US", "VOD:LN")
+                assert fetched.returncode == 0, fetched.stderr
+                events = [reader.event() for _ in range(3)]
+            finally:
+                reader.close()
+        finally:
+            assert daemon.stop() == 0
+    assert {e["symbol"] for e in events} == {"AAPL:US", "MSFT:US", "VOD:LN"}
+    assert {e["source"] for e in events} == {"yfinance"}

@@ -576,6 +576,8 @@ class HybridDataSource:
                     self._count_success(name, usage)
                     self._note_free(name, sym, failed=False)
                     self.cache.put(quote)
+                    if self.events is not None:
+                        self.events.publish_quote(quote)  # watchers see batch quotes too
                     self._settle(key, future, quote)
                 elif answer is not None and key in answer.errors:
                     self._note_free(name, sym, failed=True)
