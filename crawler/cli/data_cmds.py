@@ -7,17 +7,18 @@ directly on the data dir otherwise, through the same `crawler.operations.Operati
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 from urllib.parse import quote as url_quote
 
 import typer
 
 from crawler.cli.common import client_for, fail, load, note, warn
 from crawler.cli.render import console, print_json, quotes_table, symbols_table
-from crawler.utils.exceptions import DaemonNotRunningError
+from crawler.utils.exceptions import DaemonNotRunningError, UsageError
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -382,7 +383,7 @@ def export(
     if wanted is not None:
         symbols = ",".join(wanted)
     settings = load(ctx)
-    target = output.open("wb") if output is not None else sys.stdout.buffer
+    target = _open_output(output) if output is not None else sys.stdout.buffer
     try:
 
         def remote() -> int:
@@ -400,6 +401,22 @@ def export(
             target.flush()
     if output is not None:
         typer.echo(f"wrote {written} bytes to {output}", err=True)
+
+
+def _open_output(path: Path) -> BinaryIO:
+    """`path` opened for writing, created 0600 whatever the umask (the history is the user's
+    data, like every file in the data dir); a path that cannot be written is one line naming it
+    and what to do, before anything is asked of the daemon."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except FileNotFoundError as exc:
+        raise UsageError(
+            f"-o {path}: the directory {path.parent} does not exist; create it or write elsewhere"
+        ) from exc
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UsageError(f"-o {path}: cannot write it ({reason}); choose another file") from exc
+    return os.fdopen(fd, "wb")
 
 
 def register(app: typer.Typer) -> None:

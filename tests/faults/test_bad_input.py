@@ -162,8 +162,16 @@ def test_unicode_output_path(
 ) -> None:
     missing = tmp_path / "нет-такой-папки" / "ü.csv"
     code, _out, err = run_cli(["export", "-o", str(missing)], capsys)
-    one_clean_line(err)
-    assert code in (1, 2)
+    line = one_clean_line(err)
+    assert code == 2, err  # a bad argument, named, not "unexpected FileNotFoundError"
+    assert line == (
+        f"error: -o {missing}: the directory {missing.parent} does not exist; "
+        "create it or write elsewhere"
+    )
+    code, _out, err = run_cli(["export", "-o", str(tmp_path)], capsys)
+    line = one_clean_line(err)
+    assert code == 2, err
+    assert line.startswith(f"error: -o {tmp_path}: cannot write it (Is a directory)"), line
     fine = tmp_path / "ß-ü-导出.csv"
     code, _out, err = run_cli(["export", "-o", str(fine)], capsys)
     assert code == 0, err
@@ -413,3 +421,14 @@ def test_bad_flags_without_a_daemon_exit_as_with_one(
         except AssertionError as exc:
             failures.append(f"{case}: {exc}\n{err}")
     assert not failures, "\n".join(failures)
+
+
+def test_export_file_is_private_whatever_the_umask(daemon: DaemonHarness, tmp_path: Path) -> None:
+    """`export -o` under umask 000 writes a 0600 file (the history is the user's data), through a
+    real CLI process."""
+    out = tmp_path / "history.csv"
+    result = daemon.cli("export", "-o", str(out), umask=0)
+    assert result.returncode == 0, result
+    assert out.read_text().startswith("symbol,")
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert_serving(daemon)
