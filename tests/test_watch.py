@@ -147,3 +147,60 @@ def test_the_board_folds_quotes_and_news_and_ages_tick() -> None:
     assert "breaker bright_data: closed → open" in text
     change_cell = table.columns[2]._cells[0]
     assert change_cell.style == "red"  # down is red (up is green)
+
+
+def test_a_board_taller_than_the_screen_puts_the_ticking_symbols_first() -> None:
+    """1,000 tracked symbols on a Sunday: the few that stream must be on screen, not a page of
+    closed stocks; rows keep their first-tick order (no jumping) and the caption counts the
+    rest."""
+    names = [f"S{i:03d}:US" for i in range(30)]
+    board = Board(names)
+    for at, symbol in enumerate(["S029:US", "S007:US", "S029:US", "S015:US"]):
+        board.apply({"type": "quote", "symbol": symbol, "price": "1", "currency": "USD"}, at)
+    assert board.shown(4) == (["S029:US", "S007:US", "S015:US", "S000:US"], 26)
+    assert board.shown(30) == (names, 0)  # all fit: the order asked for, untouched
+    assert board.shown(None) == (names, 0)
+    out = Console(width=200, record=True)
+    out.print(board.table(datetime(2026, 1, 6, tzinfo=UTC), now_s=10.0, max_rows=4))
+    text = out.export_text()
+    assert "26 more not shown" in text
+    assert "S029:US" in text and "S000:US" in text and "S001:US" not in text
+
+
+def test_on_a_small_terminal_the_board_fits_its_height(daemon: DaemonHarness) -> None:
+    """The real CLI in a pseudo-terminal of 8 lines (room for one row): the live board draws
+    what fits and says how many rows it left out, instead of rich's bare "..."."""
+    import fcntl
+    import os
+    import pty
+    import re
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 8, 100, 0, 0))
+    env = {k: v for k, v in daemon.env.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crawler", "watch"],
+        env={**env, "TERM": "xterm"},
+        cwd=daemon.base,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"more not shown" not in seen and time.monotonic() < deadline:
+            try:
+                seen += os.read(master, 65536)
+            except OSError:  # the child is gone and the pty closed
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+        os.close(master)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", seen).decode("utf-8", "replace")
+    assert "1 more not shown" in text, text
+    assert proc.returncode == 0

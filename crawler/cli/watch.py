@@ -6,7 +6,11 @@
 
 The board starts from the last quotes `/status` knows, then applies `quote` events as they land
 (any source: the stream, a collection, a fetch); the age column ticks between events. Breaker,
-stream and collection events show in the line under the table. Ctrl-C exits 0. The daemon
+stream and collection events show in the line under the table. When the watchlist is taller
+than the terminal, the symbols that have ticked since the watch began come first (in the order
+they first ticked, so rows do not jump about) and the caption says how many rows are hidden:
+otherwise a 1,000-symbol watchlist on a Sunday shows a screen of closed stocks and none of the
+crypto that is moving. Ctrl-C exits 0. The daemon
 must run (exit 3 otherwise); if it stops, the watch ends with exit 3; if it drops us for being
 too slow, exit 1.
 """
@@ -34,6 +38,9 @@ __all__ = ["Board", "iter_sse", "register", "watch"]
 _READ_TIMEOUT_S = 60.0
 _REFRESH_PER_S = 4
 _EVENT_TYPES = "quote,breaker,stream,budget_exhausted,collection_start,collection_end"
+#: Terminal lines the board needs besides its rows: borders, header, its rule, the caption and
+#: a spare for a caption that wraps.
+_CHROME_LINES = 7
 
 
 def iter_sse(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
@@ -58,6 +65,7 @@ class Board:
     def __init__(self, symbols: Iterable[str] = ()) -> None:
         self.rows: dict[str, dict[str, Any]] = {name: {} for name in symbols}
         self.flash: dict[str, float] = {}  # symbol → monotonic s of its last update
+        self.ticked: dict[str, None] = {}  # symbols updated during the watch, first-tick order
         self.news = "waiting for events"
         self.updates = 0
 
@@ -68,6 +76,7 @@ class Board:
             symbol = str(event.get("symbol"))
             self.rows[symbol] = dict(event)
             self.flash[symbol] = now_s
+            self.ticked.setdefault(symbol, None)
             self.updates += 1
         elif kind == "breaker":
             self.news = f"breaker {event.get('name')}: {event.get('old')} → {event.get('new')}"
@@ -83,20 +92,40 @@ class Board:
                 f"{len(event.get('errors') or {})} errors in {event.get('duration_s')}s"
             )
 
-    def table(self, now: datetime, now_s: float) -> Any:
-        """A rich Table of the board at `now` (ages computed at render, so they tick)."""
+    def shown(self, max_rows: int | None = None) -> tuple[list[str], int]:
+        """The symbols to draw, at most `max_rows`, and how many are left out. When they do not
+        all fit, those that ticked during the watch come first; otherwise the given order."""
+        names = list(self.rows)
+        if max_rows is None or len(names) <= max_rows:
+            return names, 0
+        quiet = [name for name in names if name not in self.ticked]
+        ordered = [name for name in self.ticked if name in self.rows] + quiet
+        keep = max(1, max_rows)
+        return ordered[:keep], len(ordered) - keep
+
+    def table(self, now: datetime, now_s: float, max_rows: int | None = None) -> Any:
+        """A rich Table of the board at `now` (ages computed at render, so they tick), of at
+        most `max_rows` rows (all when None)."""
         from rich.table import Table
         from rich.text import Text
 
         from crawler.cli.render import format_age
 
-        table = Table(caption=self.news, caption_justify="left")
+        names, hidden = self.shown(max_rows)
+        caption = self.news
+        if hidden:
+            caption += (
+                f"; {hidden} more not shown (quiet since the watch began): "
+                "`crawler watch SYMBOL...` picks them"
+            )
+        table = Table(caption=caption, caption_justify="left")
         for name, justify in (
             ("symbol", "left"), ("price", "right"), ("change", "right"), ("change %", "right"),
             ("source", "left"), ("age", "right"),
         ):  # fmt: skip
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for symbol, quote in self.rows.items():
+        for symbol in names:
+            quote = self.rows[symbol]
             if not quote:
                 table.add_row(symbol, "-", "-", "-", "no quote yet", "-")
                 continue
@@ -236,9 +265,16 @@ def _watch_table(client: ControlClient, wanted: list[str]) -> None:
 
     threading.Thread(target=read, name="crawler-watch", daemon=True).start()
     last: dict[str, Any] | None = None
+    screen = console()
+
+    def max_rows() -> int | None:
+        # Off a terminal the board is printed once at exit, whole; on one, what fits (read at
+        # each refresh, so a resized window follows).
+        return max(1, screen.height - _CHROME_LINES) if screen.is_terminal else None
+
     with Live(
-        board.table(datetime.now(UTC), time.monotonic()),
-        console=console(),
+        board.table(datetime.now(UTC), time.monotonic(), max_rows()),
+        console=screen,
         refresh_per_second=_REFRESH_PER_S,
     ) as live:
         while True:
@@ -258,7 +294,7 @@ def _watch_table(client: ControlClient, wanted: list[str]) -> None:
                     raise item
                 last = item
                 board.apply(item, time.monotonic())
-            live.update(board.table(datetime.now(UTC), time.monotonic()))
+            live.update(board.table(datetime.now(UTC), time.monotonic(), max_rows()))
             if ended:
                 break
     _end_of_stream(last)
