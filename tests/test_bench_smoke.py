@@ -119,6 +119,21 @@ def test_runner_writes_the_results_file(tmp_path: Path) -> None:
     assert set(report["results"]) == {"cache"}
     assert report["results"]["cache"]["bench"] == "cache"
     assert "hybrid_vs_raw" in report["results"]["cache"]
+    assert report["results"]["cache"]["symbols"] == 200  # --quick reached the script
+
+
+def test_every_benchmark_has_a_quick_form() -> None:
+    """`python -m bench --quick` passes --quick to every script but those with their own small
+    arguments; each script given --quick is one the smoke test above runs with --quick."""
+    from bench.__main__ import QUICK_FALLBACK, _arguments
+
+    for name, script in BENCHMARKS.items():
+        arguments = _arguments(name, REPO / "bench" / script, quick=True)
+        if name in QUICK_FALLBACK:
+            assert arguments == QUICK_FALLBACK[name], name
+        else:
+            assert arguments == ["--quick"], name
+            assert name in EXPECTED_KEYS, f"{name} takes --quick but the smoke test skips it"
 
 
 def test_runner_refuses_an_unknown_benchmark() -> None:
