@@ -279,11 +279,15 @@ def test_second_start_says_already_running_and_succeeds(daemon_env: dict[str, st
     # Like `systemctl start` of an active unit: the wanted state holds, exit 0.
     result = crawler(daemon_env, "start")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"crawler is already running (pid {pid}, socket {sock})\n"
+    data = data_of(daemon_env)
+    assert result.stdout == (
+        f"crawler is already running (pid {pid}, socket {sock}, data dir {data})\n"
+    )
     as_json = crawler(daemon_env, "start", "--json")
     assert as_json.returncode == 0
     assert json.loads(as_json.stdout) == {
-        "running": True, "started": False, "pid": int(pid), "socket": str(sock)
+        "running": True, "started": False, "pid": int(pid), "socket": str(sock),
+        "data_dir": str(data),
     }
     # A second foreground daemon cannot run: refused with the holder's pid (exit 1).
     foreground = crawler(daemon_env, "start", "--foreground")

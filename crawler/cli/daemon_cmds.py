@@ -76,13 +76,17 @@ def start(
     _start_detached(ctx, settings, config, log_format, interval, as_json)
 
 
-def _already_running(settings: Any, pid: int, as_json: bool) -> NoReturn:
+def _already_running(settings: Any, pid: int, as_json: bool, data_dir: str = "") -> NoReturn:
     """Like `systemctl start` of an active unit: nothing to do is success (exit 0)."""
     socket_path = settings.socket_path
+    data_dir = data_dir or str(settings.data_dir)
     if as_json:
-        print_json({"running": True, "started": False, "pid": pid, "socket": str(socket_path)})
+        print_json({"running": True, "started": False, "pid": pid, "socket": str(socket_path),
+                    "data_dir": data_dir})  # fmt: skip
     else:
-        typer.echo(f"crawler is already running (pid {pid}, socket {socket_path})")
+        typer.echo(
+            f"crawler is already running (pid {pid}, socket {socket_path}, data dir {data_dir})"
+        )
     raise typer.Exit(0)
 
 
@@ -103,7 +107,8 @@ def _start_detached(
         pass
     else:
         pid = health.get("pid", 0) if isinstance(health, dict) else 0
-        _already_running(settings, int(pid), as_json)
+        running_dir = str(health.get("data_dir") or "") if isinstance(health, dict) else ""
+        _already_running(settings, int(pid), as_json, running_dir)
     data_dir = Path(settings.data_dir)
     args: list[str] = ["--debug"] if state_of(ctx).debug else []
     args += ["start", "--foreground"]

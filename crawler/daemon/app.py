@@ -21,6 +21,7 @@ the pidfile: well within systemd's stop timeout and our own 10 s promise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -53,12 +54,20 @@ if TYPE_CHECKING:
     from crawler.store.quote_times import QuoteTimes
     from crawler.store.watchlist import Watchlist
 
-__all__ = ["CLEANUP_STOP_S", "SCHEDULER_STOP_S", "STREAM_FIRST_TICKS_S", "Daemon"]
+__all__ = [
+    "CLEANUP_STOP_S",
+    "GROUND_CHECK_S",
+    "SCHEDULER_STOP_S",
+    "STREAM_FIRST_TICKS_S",
+    "Daemon",
+]
 
 log = get_logger("crawler.daemon")
 
 #: How long a running collection may take to finish once a stop is requested.
 SCHEDULER_STOP_S = 5.0
+#: Seconds between checks that the data dir, pidfile and socket are still ours.
+GROUND_CHECK_S = 2.0
 #: Signals that mean nothing to the daemon: ignored on purpose (logged), never fatal.
 _IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 #: How long releasing the fetcher (its worker threads, HTTP sessions) may take.
@@ -97,6 +106,8 @@ class Daemon:
         self._stop_reason = ""
         self._signal_name: str | None = None
         self._ignored_signal: str | None = None
+        self._exit_code = 0
+        self._ground: dict[str, tuple[int, int]] = {}
         self.started_at: datetime | None = None
         self.hybrid: HybridDataSource | None = None
         self.watchlist: Watchlist | None = None
@@ -305,7 +316,10 @@ class Daemon:
         from crawler.daemon.routes import register_routes
         from crawler.daemon.sse import register_event_routes
 
-        self.pidfile.acquire()
+        try:
+            self.pidfile.acquire()
+        except DaemonAlreadyRunningError as exc:
+            raise self._already_running(exc.pid) from None
         try:
             previous = {
                 sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
@@ -322,10 +336,15 @@ class Daemon:
                 assert self.operations is not None and self.scheduler is not None
                 self.server = ControlServer(self.socket_path)
                 register_routes(self.server, self.operations, self.request_stop)
+                self._ground = self._ground_marks()
                 assert self.events is not None
                 register_event_routes(self.server, self.events)
                 register_reload_route(self.server, self.reload)
-                self.server.start()
+                try:
+                    self.server.start()
+                except DaemonAlreadyRunningError:
+                    raise self._already_running(0) from None
+                self._ground = self._ground_marks()
                 self._start_metrics_port()
                 if self.settings.auto_update_enabled:
                     self.scheduler.start()
@@ -352,7 +371,53 @@ class Daemon:
         finally:
             self.pidfile.release()
         log.info("crawler stopped")
-        return 0
+        return self._exit_code
+
+    def _already_running(self, pid: int) -> DaemonAlreadyRunningError:
+        """The refusal to start, naming the running daemon's pid, socket and data dir."""
+        from crawler.daemon.client import ControlClient
+
+        socket_text = f"socket {self.socket_path} not answering"
+        data_dir = self.data_dir
+        try:
+            status, body = ControlClient(self.socket_path, timeout_s=2).get("/health")
+        except Exception:  # only detail for the message; the refusal stands either way
+            status, body = 0, None
+        if status == 200 and isinstance(body, dict):
+            pid = int(body.get("pid") or pid)
+            socket_text = f"socket {self.socket_path}"
+            data_dir = Path(str(body.get("data_dir") or data_dir))
+        return DaemonAlreadyRunningError(
+            pid,
+            f"crawler is already running (pid {pid or '?'}, {socket_text}, data dir {data_dir});"
+            " stop it first with `crawler stop`",
+        )
+
+    def _ground_marks(self) -> dict[str, tuple[int, int]]:
+        """The identity (device, inode) of the data dir and the control socket now."""
+        marks: dict[str, tuple[int, int]] = {}
+        for name, path in (("data dir", self.data_dir), ("control socket", self.socket_path)):
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                marks[name] = (info.st_dev, info.st_ino)
+        return marks
+
+    def _lost_ground(self) -> str | None:
+        """Why the daemon can no longer be found or kept single (its data dir, pidfile or
+        socket removed or replaced under it), or None. With any of them gone, `status` says
+        "not running", `stop` cannot reach it and a second daemon would start beside it with
+        a ledger of its own: both would spend."""
+        paths = {"data dir": self.data_dir, "control socket": self.socket_path}
+        for name, mark in self._ground.items():
+            try:
+                info = os.stat(paths[name])
+            except FileNotFoundError:
+                return f"{name} {paths[name]} was removed"
+            except OSError as exc:
+                return f"{name} {paths[name]} cannot be reached ({exc.strerror or exc})"
+            if (info.st_dev, info.st_ino) != mark:
+                return f"{name} {paths[name]} was replaced"
+        return self.pidfile.lost()
 
     def _serve(self) -> None:
         # The scheduler pings the watchdog from its own thread (it proves the jobs run); when
@@ -361,10 +426,22 @@ class Daemon:
         main_pings_s = None if self.settings.auto_update_enabled else interval_s
         next_ping_s = next_status_s = time.monotonic()
         next_status_s += _STATUS_REFRESH_S
+        next_ground_s = time.monotonic() + GROUND_CHECK_S
         while not self._stop.wait(_TICK_S):
             if self._signal_name is not None:
                 self._stop_reason = self._signal_name
                 return
+            if time.monotonic() >= next_ground_s:
+                next_ground_s = time.monotonic() + GROUND_CHECK_S
+                lost = self._lost_ground()
+                if lost is not None:
+                    log.error(
+                        "%s under the running daemon; stopping (start it again to recreate it)",
+                        lost,
+                    )
+                    self._stop_reason = lost
+                    self._exit_code = 1
+                    return
             if self._reload_requested:
                 self._reload_requested = False
                 self._reload_on_signal()

@@ -92,14 +92,35 @@ class PidFile:
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd
 
+    def lost(self) -> str | None:
+        """Why the pidfile we hold is no longer at its path (removed, or replaced by another
+        file), or None while it is. A pidfile that is gone no longer keeps a second daemon
+        out, so a running daemon checks this at every heartbeat."""
+        fd = self._fd
+        if fd is None:
+            return None
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            return f"pidfile {self.path} was removed"
+        except OSError as exc:
+            return f"pidfile {self.path} cannot be read ({exc.strerror or exc})"
+        held = os.fstat(fd)
+        if (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
+            return f"pidfile {self.path} was replaced by another file"
+        return None
+
     def release(self) -> None:
         """Remove the pidfile and drop the lock. Idempotent."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        # Unlink while still holding the lock, so a new daemon never sees our half-removed file.
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        # Unlink while still holding the lock, so a new daemon never sees our half-removed file
+        # (and only our own file: one that replaced it belongs to someone else).
+        with contextlib.suppress(OSError):
+            here, held = os.stat(self.path), os.fstat(fd)
+            if (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+                self.path.unlink()
         os.close(fd)
 
     def __enter__(self) -> PidFile:

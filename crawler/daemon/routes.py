@@ -110,7 +110,13 @@ def register_routes(
         return Response(body=ops.status())
 
     def health(request: Request) -> Response:
-        return Response(body={"status": "ok", "pid": os.getpid()})
+        return Response(
+            body={
+                "status": "ok",
+                "pid": os.getpid(),
+                "data_dir": str(ops.settings.data_dir),
+            }
+        )
 
     def fetch(request: Request) -> Response:
         body = _body(request)

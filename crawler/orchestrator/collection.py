@@ -91,6 +91,10 @@ class CollectionReport:
     stale: int = 0
     recorded: int | None = None
     paid_allowance: int | None = None
+    #: Our own disk failing during the collection (a full data dir): how often, and the last
+    #: message. Those quotes were served stale or not cached, never blamed on a source.
+    storage_errors: int = 0
+    storage_error: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -111,6 +115,8 @@ class CollectionReport:
             "stale": self.stale,
             "recorded": self.recorded,
             "paid_allowance": self.paid_allowance,
+            "storage_errors": self.storage_errors,
+            "storage_error": self.storage_error,
             "succeeded": self.succeeded,
         }
 
@@ -130,6 +136,8 @@ class CollectionReport:
             text += f", {self.stale} stale"
         if self.paid_allowance is not None:
             text += f", paid allowance {self.paid_allowance}"
+        if self.storage_errors:
+            text += f", {self.storage_errors} not stored or fetched ({self.storage_error})"
         return text + f", {self.duration_s:.2f}s"
 
 
@@ -245,6 +253,7 @@ class Collector:
                     ok=isinstance(outcome, Quote),
                 )
 
+        storage_before = hybrid.storage_errors()[0]
         results: dict[str, Quote | CrawlerError] = {}
         # Quotes go to the history as they land (batched), not when the collection ends: a
         # crash in the middle keeps what was already paid for.
@@ -297,6 +306,7 @@ class Collector:
 
         fetched = [q for q in quotes if not q.from_cache]
         self._note_times(fetched, started_at)
+        storage_count, storage_last = hybrid.storage_errors()
         sources = Counter(CACHE_SOURCE if q.from_cache else q.source for q in quotes)
         report = CollectionReport(
             started_at=started_at,
@@ -309,6 +319,10 @@ class Collector:
             stale=sum(1 for q in quotes if q.stale),
             recorded=recorded,
             paid_allowance=allowance,
+            storage_errors=storage_count - storage_before,
+            storage_error=(
+                f"storage: {storage_last}" if storage_count > storage_before else None
+            ),
         )
         log.info("collection done", summary=report.summary())
         if events is not None:

@@ -45,6 +45,7 @@ from crawler.utils.exceptions import (
     CrawlerError,
     NoSourceAvailableError,
     SourceConfigError,
+    StorageError,
     SymbolError,
     TransientSourceError,
     UnknownSymbolError,
@@ -71,6 +72,9 @@ NEUTRAL_ERRORS: tuple[type[BaseException], ...] = (
     UnmappableSymbolError,
     BudgetExhaustedError,
     SourceConfigError,
+    # Our disk (full, read-only, locked): a healthy source must not be blamed for it. A full
+    # data dir once opened both breakers and kept them open for minutes after space returned.
+    StorageError,
 )
 
 
@@ -184,6 +188,9 @@ class HybridDataSource:
         self._coalesced = 0
         # Symbols whose last yfinance attempt failed: first in line for paid requests.
         self._free_failing: set[str] = set()
+        # Errors of our own disk (StorageError) met while fetching: not the sources' fault.
+        self._storage_errors = 0
+        self._last_storage_error: str | None = None
         self._closed = False
         # Set by `abort()` (the daemon is stopping): batches stop waiting and cancel the rest.
         self._aborted = threading.Event()
@@ -373,6 +380,8 @@ class HybridDataSource:
             "config_errors": dict(self.config_errors),
             "stale_served": self._stale_served,
             "coalesced_requests": self._coalesced,
+            "storage_errors": self._storage_errors,
+            "last_storage_error": self._last_storage_error,
             "stream": live.statistics() if live is not None else None,
             # yfinance's own view: batches, crumb refreshes, and whether Yahoo throttles us.
             "yahoo": self._source_statistics(YFINANCE),
@@ -575,7 +584,7 @@ class HybridDataSource:
                     self._report_fetch(name, "success", started_s)
                     self._count_success(name, usage)
                     self._note_free(name, sym, failed=False)
-                    self.cache.put(quote)
+                    self._keep_in_cache(quote)
                     if self.events is not None:
                         self.events.publish_quote(quote)  # watchers see batch quotes too
                     self._settle(key, future, quote)
@@ -684,6 +693,12 @@ class HybridDataSource:
                 reasons[name] = exc.message
                 self._count_skip(usage)
                 continue
+            except StorageError as exc:  # our disk, not the source: the breaker ignored it
+                self._report_fetch(name, "excluded", started_s)
+                reasons[name] = f"not asked: {exc.message}"
+                self._count_skip(usage)
+                self._note_storage_error(exc)
+                continue
             except (BudgetExhaustedError, UnmappableSymbolError) as exc:
                 self._report_fetch(name, "excluded", started_s)
                 reasons[name] = exc.message
@@ -706,7 +721,7 @@ class HybridDataSource:
             self._report_fetch(name, "success", started_s)
             self._count_success(name, usage)
             self._note_free(name, sym, failed=False)
-            self.cache.put(quote)
+            self._keep_in_cache(quote)
             if self.events is not None:
                 self.events.publish_quote(quote)
                 if name == BRIGHT_DATA:
@@ -725,6 +740,30 @@ class HybridDataSource:
         if budget_error is not None:
             raise budget_error
         raise NoSourceAvailableError(sym.canonical, reasons)
+
+    def storage_errors(self) -> tuple[int, str | None]:
+        """Storage errors met while fetching since start, and the last one's message."""
+        with self._usage_lock:
+            return self._storage_errors, self._last_storage_error
+
+    def _keep_in_cache(self, quote: Quote) -> None:
+        """Cache a fetched quote; a storage error loses only the cached copy (logged, counted),
+        never the quote itself: the caller still gets it, and the sources are not blamed."""
+        try:
+            self.cache.put(quote)
+        except StorageError as exc:
+            self._note_storage_error(exc, f"{quote.symbol} fetched but not cached")
+
+    def _note_storage_error(self, exc: StorageError, what: str = "") -> None:
+        """Count a storage error; log the first and every hundredth (a full disk repeats)."""
+        with self._usage_lock:
+            self._storage_errors += 1
+            count = self._storage_errors
+            self._last_storage_error = exc.message
+        if count == 1 or count % 100 == 0:
+            log.error(
+                "storage error #%d%s: %s", count, f" ({what})" if what else "", exc.message
+            )
 
     def _note_free(self, name: str, sym: Symbol, *, failed: bool) -> None:
         if name != YFINANCE:

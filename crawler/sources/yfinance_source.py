@@ -33,7 +33,9 @@ curl_cffi: both load on the first fetch.
 
 from __future__ import annotations
 
+import errno
 import re
+import sqlite3
 import threading
 import time
 import warnings
@@ -58,6 +60,7 @@ from crawler.utils.exceptions import (
     ParseError,
     RateLimitedError,
     SourceConfigError,
+    StorageError,
     TransientSourceError,
     UnknownSymbolError,
 )
@@ -404,14 +407,27 @@ def _status_error(status: int, what: str) -> APIError:
     return APIError(f"yfinance: Yahoo answered {status} for {what}")
 
 
+_DISK_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EROFS))
+
+
 def _after_colon(message: str) -> str:
     return message.split(": ", 1)[1] if ": " in message else message
 
 
-def _translate(exc: Exception, chart_status: int | None, what: str) -> APIError:
+def _translate(exc: Exception, chart_status: int | None, what: str) -> APIError | StorageError:
     """Our error for whatever yfinance/curl_cffi raised (`chart_status`: the last chart
     answer's HTTP status on this thread, when there was one)."""
     detail = _one_line(exc)
+    # yfinance keeps its caches in SQLite through peewee, whose errors are not sqlite3's.
+    peewee = type(exc).__module__.split(".")[0] == "peewee"
+    if (
+        isinstance(exc, sqlite3.Error)
+        or (peewee and type(exc).__name__ in ("OperationalError", "DatabaseError"))
+        or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS)
+    ):
+        # yfinance's own caches (time zones, cookies) live on our disk: a full or read-only
+        # disk is our storage failing, not Yahoo, and must not count against yfinance.
+        return StorageError(f"yfinance's cache could not be written ({what}): {detail}")
     # An HTTPError names the answer that failed; prefer its status to the last chart's.
     response_status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(response_status, int) and response_status >= 400:

@@ -177,9 +177,19 @@ def storage_error(what: str, directory: Path, exc: BaseException) -> StorageErro
             f"{_SQLITE_TIMEOUT_S:g} s; retry, or stop the other crawler process"
         )
     if isinstance(exc, sqlite3.Error):
-        return StorageError(
-            f"{what} at {directory} failed ({exc}); if it is corrupt, move it aside"
-        )
+        text = str(exc)
+        if "full" in text:
+            return StorageError(
+                f"{what} at {directory} is on a full disk ({text}); free some space"
+            )
+        if "malformed" in text or "not a database" in text:
+            return StorageError(
+                f"{what} at {directory} is corrupt ({text}); restore it from a backup, or "
+                "move it aside to start a new one"
+            )
+        # Not corruption (too many open files, permissions, locks): moving it aside would
+        # only throw its state away (for the ledger: reset the budget used).
+        return StorageError(f"{what} at {directory} failed ({text}); nothing was changed")
     assert isinstance(exc, OSError)
     return StorageError(_describe(directory, exc))
 
