@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -61,6 +62,10 @@ def test_the_daemon_stops_when_its_ground_is_removed(
     daemon = DaemonHarness(market, tmp_path)
     try:
         proc = daemon.start()
+        deadline = time.monotonic() + 30  # its start-up checks done, it serves
+        while '"crawler started' not in daemon.log_tail(100_000):
+            assert time.monotonic() < deadline, daemon.log_tail()
+            time.sleep(0.05)
         expected = remove(daemon)
         code = proc.wait(STOP_BOUND_S)
     finally:
