@@ -14,7 +14,7 @@ give that round's median quote age. Figures: min and median over rounds of the m
 each daemon and their ratio; CPU per streamed tick (the streaming daemon's CPU time over the
 window / ticks it decoded) beside the polling daemon's CPU per polled quote; Bright Data
 requests the streaming daemon made (after a forced collection at the end, which must be served
-by the stream); the streaming daemon's peak RSS.
+by the stream); the peak RSS of both daemons.
 Target: median streamed age <= 2 s, CPU per tick <= 0.2 ms, no paid request for streamed
 symbols, peak RSS <= 150 MB.
 
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         stream_cpu_start_s = cpu_s(streaming.pid)
         rows: list[dict[str, float]] = []
         peak_rss = first_rss = rss_kib(streaming.pid)
+        poll_peak_rss = rss_kib(polling.pid)
         for number in range(1, rounds + 1):
             before = streaming.client.call("GET", "/status")["stream"]["ticks"]
             cpu_before = cpu_s(streaming.pid)
@@ -122,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             ticks = int(stream_status["stream"]["ticks"]) - int(before)
             s_age, s_fetched, _ = ages(stream_status)
             p_age, p_fetched, _ = ages(poll_status)
-            peak_rss = max(peak_rss, rss_kib(streaming.pid))
+            rss_now = rss_kib(streaming.pid)
+            peak_rss = max(peak_rss, rss_now)
+            poll_peak_rss = max(poll_peak_rss, rss_kib(polling.pid))
             row = {
                 "ticks_per_s": ticks / quiet_s,
                 "cpu_ms_per_tick": 1000 * (cpu_after - cpu_before) / max(1, ticks),
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"round {number}: {row['ticks_per_s']:.0f} ticks/s, "
                 f"{row['cpu_ms_per_tick']:.3f} ms CPU/tick; median age streamed "
                 f"{row['stream_age_s']:.1f}s (fetched {row['stream_fetched_age_s']:.1f}s), "
-                f"polled {row['poll_age_s']:.1f}s (fetched {row['poll_fetched_age_s']:.1f}s)"
+                f"polled {row['poll_age_s']:.1f}s (fetched {row['poll_fetched_age_s']:.1f}s); "
+                f"RSS {rss_now / 1024:.1f} MB"
             )
         # Everything tracked is streamed: a collection now must not pay for any of it.
         report = streaming.collect()
@@ -178,12 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         "bad_frames": bad_frames,
         "rss_peak_mb": round(peak_rss / 1024, 1),
         "rss_growth_mb": round((peak_rss - first_rss) / 1024, 1),
+        "poll_rss_peak_mb": round(poll_peak_rss / 1024, 1),
     }
     print(
         f"median quote age: streamed {stream_med:.2f}s vs polled every {POLL_INTERVAL_S}s "
         f"{poll_med:.2f}s (x{figures['poll_vs_stream_age']}); CPU {cpu_med:.3f} ms/tick "
         f"(polling: {figures['poll_cpu_ms_per_quote']} ms/quote); paid requests for streamed "
-        f"symbols: {paid_streamed}; peak RSS {figures['rss_peak_mb']} MB"
+        f"symbols: {paid_streamed}; peak RSS {figures['rss_peak_mb']} MB "
+        f"(polling daemon: {figures['poll_rss_peak_mb']} MB)"
     )
     met = (
         stream_med <= TARGET_AGE_S
