@@ -448,3 +448,18 @@ def test_cleanup_releases_callers_waiting_for_batches_that_never_ran(
     released = [r for r in results.values() if isinstance(r, APIError)]
     assert released and all("cleaned up" in r.message or "internal" in r.message
                             for r in released)  # fmt: skip
+
+
+def test_a_chart_refused_by_the_bucket_during_a_pause_sends_nothing_and_is_no_timeout(
+    yahoo_fake: YahooFake, make_yf: Callable[..., YFinanceSource], throttle: YahooThrottle
+) -> None:
+    source = make_yf()
+    source.fetch(parse_symbol("AAPL:US"))  # warm: cookie and crumb
+    throttle.on_rate_limited("60")  # longer than the 10 s deadline
+    yahoo_fake.reset()
+    with pytest.raises(TransientSourceError, match="asked us to pause"):
+        source.fetch(parse_symbol("MSFT:US"))
+    assert yahoo_fake.log_requests() == []
+    stats = source.statistics()
+    assert stats["timeouts"] == 0
+    assert stats["errors"] == {"TransientSourceError": 1}

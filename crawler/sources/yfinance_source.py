@@ -150,8 +150,10 @@ class YFinanceSource:
         try:
             quote = self._run(self._fetch_chart, symbol, yahoo_symbol, what=what)
         except TransientSourceError as exc:
-            self._record("timeout" if "deadline" in exc.message else type(exc).__name__,
-                         started_s, exc)  # fmt: skip
+            # Our own deadline ("no answer ... within the N s deadline") is a timeout; the
+            # token bucket refusing to wait past it is not (it sent nothing).
+            timed_out = "within the" in exc.message and "deadline" in exc.message
+            self._record("timeout" if timed_out else type(exc).__name__, started_s, exc)
             raise
         except CrawlerError as exc:
             self._record(type(exc).__name__, started_s, exc)
