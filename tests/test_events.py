@@ -346,3 +346,24 @@ def test_quotes_from_yahoos_batch_path_reach_watchers_too(tmp_path: Path) -> Non
             assert daemon.stop() == 0
     assert {e["symbol"] for e in events} == {"AAPL:US", "MSFT:US", "VOD:LN"}
     assert {e["source"] for e in events} == {"yfinance"}
+
+
+def test_a_breaker_opening_is_an_event(tmp_path: Path) -> None:
+    from fakemarket import FakeMarket
+    from tests.faults.daemon_harness import DaemonHarness
+
+    with FakeMarket() as market:
+        market.bright_data.faults.set("*", status=503)  # every Bright Data call fails
+        daemon = DaemonHarness(market, tmp_path)
+        daemon.start()
+        try:
+            reader = SSEReader(daemon.socket_path, "/v1/events?types=breaker")
+            try:
+                fetched = daemon.cli("fetch", "AAPL:US", "MSFT:US", "IBM:US", "ORCL:US")
+                assert fetched.returncode == 0, fetched.stderr  # yfinance served them
+                event = reader.event()
+            finally:
+                reader.close()
+        finally:
+            assert daemon.stop() == 0
+    assert (event["name"], event["old"], event["new"]) == ("bright_data", "closed", "open")

@@ -184,3 +184,16 @@ def test_periodic_cuts_are_survived(fake: YahooStreamFake, harness: Harness) -> 
     harness.landed.clear()
     wait_until(lambda: harness.symbols_landed() == {"AAPL:US"}, "ticks after the cuts")
     assert harness.stream.breaker.state == "closed"  # each reconnect succeeded
+
+
+def test_a_server_that_hangs_up_at_once_is_retried_with_backoff(
+    fake: YahooStreamFake, harness: Harness
+) -> None:
+    fake.refuse = True  # accepts the handshake, then closes (1013 try again later)
+    harness.want("AAPL:US")
+    wait_until(lambda: harness.stream.disconnects >= 2, "two hang-ups")
+    assert fake.connections_total == 0  # refused before it counted as a connection
+    assert harness.stream.quotes_flushed == 0
+    assert StreamState.BACKING_OFF in harness.states
+    fake.refuse = False
+    wait_until(lambda: "AAPL:US" in harness.symbols_landed(), "quotes once it accepts again")
