@@ -193,6 +193,31 @@ class Operations:
         Quotes that came from a source (not the cache) are added to the history. Yahoo-form
         input is translated (`notices` says so, one line each).
         """
+        parsed, errors, notices = self.parse_symbols(symbols, asset_class)
+        results = self.hybrid.fetch_many(parsed, force_fresh=fresh, on_done=on_done)
+        quotes: list[Quote] = []
+        for key, outcome in results.items():
+            if isinstance(outcome, Quote):
+                quotes.append(outcome)
+            else:
+                errors[key] = _error_dict(outcome)
+        self._record([q for q in quotes if not q.from_cache])
+        now = self._now()
+        answer: dict[str, Any] = {
+            "quotes": [self._quote_dict(q, now) for q in quotes],
+            "errors": errors,
+        }
+        if notices:
+            answer["notices"] = notices
+        return answer
+
+    @staticmethod
+    def parse_symbols(
+        symbols: Sequence[str], asset_class: str | AssetClass | None = None
+    ) -> tuple[list[Symbol], dict[str, dict[str, str]], list[str]]:
+        """The well-formed symbols, an error per malformed one, and a notice per Yahoo-form
+        one translated; SymbolError when none is well-formed (the request itself is bad: exit
+        2, HTTP 400), naming each."""
         if not symbols:
             raise SymbolError("no symbols given; name at least one, e.g. AAPL:US")
         asset = parse_asset_class(asset_class)
@@ -211,22 +236,7 @@ class Operations:
         if not parsed:
             # Nothing to fetch: the request itself is bad (exit 2, HTTP 400), naming each one.
             raise SymbolError("; ".join(error["message"] for error in errors.values()))
-        results = self.hybrid.fetch_many(parsed, force_fresh=fresh, on_done=on_done)
-        quotes: list[Quote] = []
-        for key, outcome in results.items():
-            if isinstance(outcome, Quote):
-                quotes.append(outcome)
-            else:
-                errors[key] = _error_dict(outcome)
-        self._record([q for q in quotes if not q.from_cache])
-        now = self._now()
-        answer: dict[str, Any] = {
-            "quotes": [self._quote_dict(q, now) for q in quotes],
-            "errors": errors,
-        }
-        if notices:
-            answer["notices"] = notices
-        return answer
+        return parsed, errors, notices
 
     def _quote_dict(self, quote: Quote, now: datetime) -> dict[str, Any]:
         """A quote for the caller, with `source_stale`: its own time is older than its
@@ -578,8 +588,7 @@ class Operations:
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         rows_wanted = _history_limit(limit, None)
         total = self._history().count(canonical, start, end)
-        sent = total if rows_wanted is None else min(total, rows_wanted)
-        stream = self._spool(
+        sent, stream = self._spool(
             fmt, start, end, [canonical], limit=rows_wanted, newest_first=not oldest_first
         )
         return sent, total, stream
@@ -590,11 +599,12 @@ class Operations:
         since: str | None = None,
         until: str | None = None,
         symbols: Iterable[str] | None = None,
-    ) -> Iterator[bytes]:
-        """The history as CSV or JSONL bytes, in chunks, oldest first.
+    ) -> tuple[int, Iterator[bytes]]:
+        """(rows, the history as CSV or JSONL bytes in chunks, oldest first).
 
         The export is written to a temporary file first, so a bad argument or a storage error
-        is raised here, before the first byte is sent; memory stays constant either way.
+        is raised here, before the first byte is sent, and the row count is known up front;
+        memory stays constant either way.
         """
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
@@ -609,18 +619,18 @@ class Operations:
         symbols: list[str] | None,
         limit: int | None = None,
         newest_first: bool = False,
-    ) -> Iterator[bytes]:
+    ) -> tuple[int, Iterator[bytes]]:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl")
         checked: Literal["csv", "jsonl"] = "csv" if fmt == "csv" else "jsonl"
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
         try:
-            self._history().export(checked, spool, start, end, symbols, limit, newest_first)
+            rows = self._history().export(checked, spool, start, end, symbols, limit, newest_first)
             spool.seek(0)
         except BaseException:
             spool.close()
             raise
-        return _chunks(spool)
+        return rows, _chunks(spool)
 
     def export_to(
         self,
@@ -629,13 +639,14 @@ class Operations:
         since: str | None = None,
         until: str | None = None,
         symbols: Iterable[str] | None = None,
-    ) -> int:
-        """Like `export`, written straight to the binary file `out`; returns bytes written."""
+    ) -> tuple[int, int]:
+        """Like `export`, written straight to the binary file `out`; returns (rows, bytes)."""
         written = 0
-        for chunk in self.export(fmt, since, until, symbols):
+        rows, chunks = self.export(fmt, since, until, symbols)
+        for chunk in chunks:
             out.write(chunk)
             written += len(chunk)
-        return written
+        return rows, written
 
 
 def _history_limit(limit: int | None, most: int | None) -> int | None:

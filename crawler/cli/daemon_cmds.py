@@ -9,7 +9,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from crawler.cli.common import client_for, fail, load, state_of
-from crawler.cli.render import console, print_json
+from crawler.cli.render import console, plural, print_json
 from crawler.cli.status_view import show_status
 from crawler.utils.exceptions import DaemonNotRunningError
 
@@ -218,8 +218,23 @@ def collect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Run a collection of the watchlist now, in the daemon."""
+    from crawler.cli.progress import CollectionWatch
+
     settings = load(ctx)
-    report = client_for(settings).call("POST", "/collect")
+    client = client_for(settings)
+    watch = CollectionWatch(client)
+    try:
+        with watch:
+            report = client.call("POST", "/collect")
+    except KeyboardInterrupt:
+        # The daemon runs the collection; closing our request does not stop it.
+        where = f" ({watch.last[0]}/{watch.last[1]} symbols done)" if watch.last else ""
+        typer.echo(
+            f"interrupted{where}: the collection goes on in the daemon; "
+            "`crawler status` shows its progress",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if as_json:
         print_json(report)
     else:
@@ -228,7 +243,8 @@ def collect(
         typer.echo(
             f"collected {report.get('quotes', 0)} quotes for {report.get('symbols', 0)} symbols"
             + (f" ({sources})" if sources else "")
-            + f", {len(errors)} errors, {len(report.get('skipped_closed') or [])} skipped closed"
+            + f", {plural(len(errors), 'error')}, "
+            f"{len(report.get('skipped_closed') or [])} skipped closed"
         )
         for symbol, message in errors.items():
             typer.echo(f"error: {symbol}: {message}", err=True)
@@ -260,6 +276,38 @@ def config_show(
     console().print(table)
 
 
+def logs(
+    ctx: typer.Context,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", min=0, help="Show the last N lines (0: all).")
+    ] = 50,
+    follow_log: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+) -> None:
+    """The detached daemon's log (<data_dir>/crawler.log, JSON lines) as text.
+
+    Under systemd the log is in the journal instead: journalctl -u crawler.
+    """
+    from crawler.cli.log_view import follow, render_line, tail
+
+    settings = load(ctx)
+    path = Path(settings.data_dir) / "crawler.log"
+    if not path.exists() and not follow_log:
+        fail(
+            f"no log at {path}: a daemon started with `crawler start` writes one there "
+            "(under systemd: journalctl -u crawler; in the foreground it logs to the terminal)"
+        )
+    if path.exists():
+        for line in tail(path, lines):
+            typer.echo(render_line(line))
+    if follow_log:
+        try:
+            follow(path, typer.echo)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+
+
 def register(app: typer.Typer) -> None:
     """Add these commands to `app`."""
     app.command()(start)
@@ -267,4 +315,5 @@ def register(app: typer.Typer) -> None:
     app.command()(reload)
     app.command()(status)
     app.command()(collect)
+    app.command()(logs)
     app.add_typer(config_app, name="config")

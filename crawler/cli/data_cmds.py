@@ -17,8 +17,9 @@ from urllib.parse import quote as url_quote
 import typer
 
 from crawler.cli.common import client_for, fail, load, note, warn
-from crawler.cli.render import console, print_json, quotes_table, symbols_table
-from crawler.utils.exceptions import DaemonNotRunningError, UsageError
+from crawler.cli.progress import Bar, json_lines, progress_bar
+from crawler.cli.render import console, plural, print_json, quotes_table, symbols_table
+from crawler.utils.exceptions import DaemonError, DaemonNotRunningError, UsageError
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -63,16 +64,13 @@ def _via_daemon_or_offline(
 
 
 @contextlib.contextmanager
-def _progress(total: int) -> Iterator[Callable[[], None] | None]:
-    """A progress bar on a terminal for many symbols; yields its `advance`, or None."""
-    if total <= _PROGRESS_MIN_SYMBOLS or not sys.stdout.isatty():
+def _progress(total: int) -> Iterator[Bar | None]:
+    """A progress bar (stderr, on a terminal) for more than a few symbols, or None."""
+    if total <= _PROGRESS_MIN_SYMBOLS:
         yield None
         return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("fetching", total=total)
-        yield lambda: progress.advance(task)
+    with progress_bar("fetching", total) as bar:
+        yield bar
 
 
 def fetch(
@@ -87,19 +85,26 @@ def fetch(
     settings = load(ctx)
 
     def remote() -> dict[str, Any]:
-        body = {"symbols": symbols, "fresh": fresh, "asset_class": asset_class}
-        with _progress(len(symbols)) as advance:
-            if advance is None:
+        body: dict[str, Any] = {"symbols": symbols, "fresh": fresh, "asset_class": asset_class}
+        with _progress(len(symbols)) as bar:
+            if bar is None:
                 return dict(client_for(settings).call("POST", "/fetch", body))
-            # One request answers all: the bar fills when it returns.
-            result = dict(client_for(settings).call("POST", "/fetch", body))
-            for _ in symbols:
-                advance()
-            return result
+            # The daemon streams a line as each symbol is served, then the result.
+            chunks = client_for(settings).stream("POST", "/fetch", body={**body, "progress": True})
+            for line in json_lines(chunks):
+                if line.get("type") == "progress":
+                    bar.update(done=int(line["done"]), total=int(line["total"]))
+                elif line.get("type") == "result":
+                    return {key: value for key, value in line.items() if key != "type"}
+                elif line.get("type") == "error":
+                    from crawler.daemon.client import error_from_response
+
+                    raise error_from_response(500, line)
+            raise DaemonError("the daemon's fetch answer ended early; run it again")
 
     def local(ops: Operations) -> dict[str, Any]:
-        with _progress(len(symbols)) as advance:
-            on_done = (lambda _key, _outcome: advance()) if advance else None
+        with _progress(len(symbols)) as bar:
+            on_done = (lambda _key, _outcome: bar.advance()) if bar else None
             return ops.fetch(symbols, fresh, asset_class, on_done=on_done)
 
     result = _via_daemon_or_offline(settings, remote, local)
@@ -384,23 +389,59 @@ def export(
         symbols = ",".join(wanted)
     settings = load(ctx)
     target = _open_output(output) if output is not None else sys.stdout.buffer
-    try:
+    # A bar only when writing a file: on stdout the rows themselves are the output.
+    with progress_bar("exporting", None) if output is not None else _no_bar() as bar:
+        try:
 
-        def remote() -> int:
-            query = _query(format=fmt, since=since, until=until, symbols=symbols)
-            return _write_chunks(client_for(settings).stream("GET", "/export", query), target)
+            def remote() -> tuple[int, int]:
+                query = _query(format=fmt, since=since, until=until, symbols=symbols)
+                headers: dict[str, str] = {}
+                chunks = client_for(settings).stream("GET", "/export", query, headers=headers)
+                rows = int(headers.get("x-crawler-rows", "0") or 0)
+                return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
-        def local(ops: Operations) -> int:
-            return ops.export_to(fmt, target, since, until, wanted)
+            def local(ops: Operations) -> tuple[int, int]:
+                rows, chunks = ops.export(fmt, since, until, wanted)
+                return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
-        written = _via_daemon_or_offline(settings, remote, local)
-    finally:
-        if output is not None:
-            target.close()
-        else:
-            target.flush()
+            rows, written = _via_daemon_or_offline(settings, remote, local)
+        finally:
+            if output is not None:
+                target.close()
+            else:
+                target.flush()
     if output is not None:
-        typer.echo(f"wrote {written} bytes to {output}", err=True)
+        typer.echo(f"wrote {plural(rows, 'row')} ({_size(written)}) to {output}", err=True)
+
+
+@contextlib.contextmanager
+def _no_bar() -> Iterator[Bar | None]:
+    yield None
+
+
+def _copy_rows(chunks: Iterator[bytes], out: Any, rows: int, fmt: str, bar: Bar | None) -> int:
+    """Write `chunks` to `out`, moving `bar` by the rows seen (lines, less CSV's header)."""
+    if bar is None:
+        return _write_chunks(chunks, out)
+    bar.update(done=0, total=rows)
+    written = lines = 0
+    header = 1 if fmt == "csv" else 0
+    for chunk in chunks:
+        out.write(chunk)
+        written += len(chunk)
+        lines += chunk.count(b"\n")
+        bar.update(done=max(0, min(rows, lines - header)))
+    return written
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 812 B, 48.2 kB, 172.2 MB, 1.3 GB."""
+    size = float(count)
+    for unit in ("B", "kB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
 
 
 def _open_output(path: Path) -> BinaryIO:

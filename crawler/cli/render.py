@@ -18,6 +18,7 @@ from rich.table import Table
 __all__ = [
     "console",
     "format_age",
+    "plural",
     "print_json",
     "quotes_table",
     "render_status",
@@ -33,6 +34,12 @@ def console() -> Console:
 def print_json(data: Any) -> None:
     """`data` as indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """ "1 collection", "2 collections", "1,000 symbols" (`plural_noun` for irregular ones)."""
+    word = noun if count == 1 else (plural_noun or noun + "s")
+    return f"{count:,} {word}"
 
 
 def format_age(age_s: float | None) -> str:
@@ -185,6 +192,13 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
         f"{metrics.get('total_collections', 0)} collections "
         f"({metrics.get('failed_collections', 0)} failed), next {_short_time(next_run)}"
     )
+    running = state.get("collection_in_progress")
+    if running:
+        now = datetime.now(UTC)
+        out.print(
+            f"collecting now: {running.get('done', 0):,}/{running.get('total', 0):,} symbols, "
+            f"started {format_age(_age_of({'as_of': running.get('started_at')}, now))} ago"
+        )
     out.print(
         f"budget ${budget.get('budget_remaining', '?')} left of ${budget.get('budget_total', '?')}"
         f" today ({budget.get('requests_used', 0)}/{budget.get('requests_allowed', '?')} "

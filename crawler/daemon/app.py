@@ -141,7 +141,7 @@ class Daemon:
         events = self.events = EventBus()
 
         def on_breaker_change(name: str, old: str, new: str) -> None:
-            _log_breaker_change(name, old, new)
+            # The breaker logs its own change, with the reason: logging it here too said it twice.
             metrics.record_breaker_transition(name, old, new)
             events.publish("breaker", name=name, old=old, new=new)
 
@@ -558,10 +558,6 @@ def _bounded(action: Any, timeout_s: float, what: str) -> None:
             step=what,
             timeout_s=timeout_s,
         )
-
-
-def _log_breaker_change(name: str, old: str, new: str) -> None:
-    log.warning("circuit breaker changed state", breaker=name, old=old, new=new)
 
 
 def _reread(settings: Settings) -> Settings:

@@ -14,6 +14,7 @@ Paths are relative to the API version: "/status" is sent as "/v1/status".
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -80,6 +81,29 @@ def error_from_response(status: int, body: Any) -> CrawlerError:
     return DaemonError(f"control request failed ({status} {error_type or 'error'}): {message}")
 
 
+class _Stream:
+    """The chunks of a streamed answer; `close()` may be called from another thread (it shuts
+    the socket down, which ends a read blocked there)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, chunks: Iterator[bytes]) -> None:
+        self._conn = conn
+        self._chunks = chunks
+
+    def __iter__(self) -> _Stream:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """End the stream now: the connection is shut down and closed."""
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already gone
+                sock.shutdown(socket.SHUT_RDWR)
+        self._conn.close()
+
+
 class ControlClient:
     """Talks to the daemon's control socket.
 
@@ -133,15 +157,16 @@ class ControlClient:
         path: str,
         query: Mapping[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        body: Any = None,
     ) -> Iterator[bytes]:
         """Send one request and iterate over the answer's body as it arrives.
 
         The request is made now (so DaemonNotRunningError is raised here, not on the first
         `next()`); an error status raises `error_from_response`. A stream that ends early
         raises DaemonError: the export is incomplete. `headers`, if given, receives the
-        answer's headers (names lower-cased).
+        answer's headers (names lower-cased). `body` is sent as JSON.
         """
-        conn = self._open(method, path, None, query)
+        conn = self._open(method, path, body, query)
         try:
             response = conn.getresponse()
             if response.status >= 400:
@@ -156,7 +181,7 @@ class ControlClient:
         except BaseException:
             conn.close()
             raise
-        return self._iterate(conn, response)
+        return _Stream(conn, self._iterate(conn, response))
 
     def _iterate(
         self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse

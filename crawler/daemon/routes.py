@@ -6,7 +6,8 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
 
     GET    /status                      everything `crawler status` shows
     GET    /health                      {"status": "ok", "pid": ...}: cheap, for probes
-    POST   /fetch      {"symbols": [...], "fresh": false, "asset_class": null}
+    POST   /fetch      {"symbols": [...], "fresh": false, "asset_class": null, "progress": false}
+                                        "progress": true streams JSON lines as symbols finish
     GET    /symbols
     POST   /symbols    {"symbol": "TSLA:US", "asset_class": null}   201 added, 200 already there
     DELETE /symbols/{symbol}            404 NotTracked when it was not tracked
@@ -17,7 +18,7 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
     GET    /metrics                     Prometheus text exposition (format 0.0.4)
     GET    /history?symbol=&since=&until=&limit=&order=newest|oldest&format=json|csv|jsonl
                                         newest first; limit 100 by default, 0 = all (csv)
-    GET    /export?format=csv|jsonl&since=&until=&symbols=a,b     streamed
+    GET    /export?format=csv|jsonl&since=&until=&symbols=a,b     streamed; X-Crawler-Rows
 
 A body field of the wrong type is a 400 BadRequest naming the field; errors raised by the
 operations map to statuses through `crawler.daemon.control_server.ERROR_STATUS`.
@@ -25,17 +26,25 @@ operations map to statuses through `crawler.daemon.control_server.ERROR_STATUS`.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from crawler.daemon.control_server import ControlServer, Handler, Request, Response
 from crawler.operations import Operations
+from crawler.utils.exceptions import CrawlerError
 
 __all__ = ["register_routes"]
 
+log = logging.getLogger("crawler.daemon.routes")
+
 _CSV_TYPE = "text/csv; charset=utf-8"
 _JSONL_TYPE = "application/jsonl; charset=utf-8"
+_NDJSON_TYPE = "application/x-ndjson"
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_FETCH_SYMBOLS = 1000
 #: A streamed history says how many rows it holds and how many matched (it may be cut).
@@ -101,6 +110,44 @@ def _int_query(request: Request, name: str) -> int | None:
     return int(text)
 
 
+def _fetch_with_progress(
+    ops: Operations, symbols: list[str], fresh: bool, asset_class: str | None, total: int
+) -> Iterator[bytes]:
+    """`ops.fetch` as JSON lines: {"type": "progress", "done", "total", "symbol", "ok"} as each
+    symbol is served, then {"type": "result", "quotes", "errors"} (or {"type": "error",
+    "error": {...}}). The fetch runs on its own thread: a client that goes away stops only
+    its progress, never the fetch (whose quotes still reach the cache and the history)."""
+    lines: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def on_done(key: str, outcome: object) -> None:
+        lines.put(("progress", (key, not isinstance(outcome, CrawlerError))))
+
+    def work() -> None:
+        try:
+            lines.put(("result", ops.fetch(symbols, fresh, asset_class, on_done=on_done)))
+        except CrawlerError as exc:
+            lines.put(("error", {"type": type(exc).__name__, "message": exc.message}))
+        except BaseException:
+            log.exception("fetch with progress failed")
+            lines.put(("error", {"type": "InternalError", "message": "see the daemon log"}))
+
+    threading.Thread(target=work, name="fetch-progress", daemon=True).start()
+    done = 0
+    while True:
+        kind, value = lines.get()
+        if kind == "progress":
+            done += 1
+            key, ok = value
+            line = {"type": "progress", "done": done, "total": total, "symbol": key, "ok": ok}
+        elif kind == "result":
+            line = {"type": "result", **value}
+        else:
+            line = {"type": "error", "error": value}
+        yield json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n"
+        if kind != "progress":
+            return
+
+
 def register_routes(
     server: ControlServer, ops: Operations, request_stop: Callable[[str], None]
 ) -> None:
@@ -120,14 +167,19 @@ def register_routes(
 
     def fetch(request: Request) -> Response:
         body = _body(request)
-        _unknown_fields(body, {"symbols", "fresh", "asset_class"})
+        _unknown_fields(body, {"symbols", "fresh", "asset_class", "progress"})
         symbols = body.get("symbols")
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             raise _BadRequest("'symbols' must be a list of strings, e.g. [\"AAPL:US\"]")
         if not symbols or len(symbols) > _MAX_FETCH_SYMBOLS:
             raise _BadRequest(f"'symbols' must hold 1 to {_MAX_FETCH_SYMBOLS} symbols")
-        result = ops.fetch(symbols, _bool(body, "fresh"), _optional_str(body, "asset_class"))
-        return Response(body=result)
+        fresh, asset_class = _bool(body, "fresh"), _optional_str(body, "asset_class")
+        if _bool(body, "progress"):
+            parsed, _errors, _notices = ops.parse_symbols(symbols, asset_class)  # 400 first
+            total = len({sym.canonical for sym in parsed})
+            stream = _fetch_with_progress(ops, symbols, fresh, asset_class, total)
+            return Response(stream=stream, content_type=_NDJSON_TYPE)
+        return Response(body=ops.fetch(symbols, fresh, asset_class))
 
     def list_symbols(request: Request) -> Response:
         return Response(body=ops.list_symbols())
@@ -187,8 +239,12 @@ def register_routes(
         fmt = query.get("format", "csv")
         raw = query.get("symbols")
         symbols = [s for s in raw.split(",") if s.strip()] if raw else None
-        stream = ops.export(fmt, query.get("since"), query.get("until"), symbols)
-        return Response(stream=stream, content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE)
+        rows, stream = ops.export(fmt, query.get("since"), query.get("until"), symbols)
+        return Response(
+            stream=stream,
+            content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE,
+            headers={_ROWS_HEADER: str(rows)},
+        )
 
     table: list[tuple[str, str, Callable[[Request], Response]]] = [
         ("GET", "/status", status),

@@ -201,8 +201,14 @@ class MarketHours:
         return _from_us(intervals.ends[j - 1]) if j > 0 else None
 
     def preload(self, markets: list[str]) -> None:
-        """Build the named calendars now (the daemon calls this at start, off the hot path)."""
+        """Build the named calendars now (the daemon calls this at start, off the hot path).
+
+        Markets answered by a rule (FX, BONDS) or always open (CRYPTO, UNKNOWN) have no
+        exchange calendar to build: asking for one would only log a false "no calendar".
+        """
         for market in markets:
+            if market in (CRYPTO, UNKNOWN) or (market in WEEKLY_RULES and market != CME):
+                continue
             self._calendar(market)
 
     # -- internals -------------------------------------------------------------------------

@@ -169,6 +169,7 @@ class Collector:
         self.last_fetched_open_session: dict[str, bool] = {}
         #: symbol → its last paid quote's time, when there is no QuoteTimes store.
         self._last_paid: dict[str, datetime] = {}
+        self._in_progress: dict[str, Any] | None = None
 
 
     def set_market_hours(self, market_hours: MarketClock | None) -> None:
@@ -204,8 +205,25 @@ class Collector:
         `deadline_s` bounds the whole collection (the scheduler passes its interval, so one
         collection never runs into the next). Per-symbol failures land in the report. A failing
         history write raises (StorageError): the quotes were fetched but not kept, which the
-        scheduler counts as a job error.
+        scheduler counts as a job error. While it runs, `in_progress` says how far it is.
         """
+        try:
+            return self._collect(hybrid, tracked, history, deadline_s)
+        finally:
+            self._in_progress = None
+
+    @property
+    def in_progress(self) -> dict[str, Any] | None:
+        """The running collection: {"started_at", "done", "total"}; None when none runs."""
+        return self._in_progress
+
+    def _collect(
+        self,
+        hybrid: HybridDataSource,
+        tracked: Sequence[tuple[str, AssetClass]],
+        history: HistoryStore | None,
+        deadline_s: float | None,
+    ) -> CollectionReport:
         started_at = self._now()
         start_s = self._clock()
         log.debug("collection starting", symbols=len(tracked))
@@ -235,16 +253,20 @@ class Collector:
         unpaid, allowance = self._ration(hybrid, regular + closing, every, started_at, times)
         events = self._events
         total = len(regular) + len(closing)
-        progress = None
         if events is not None:
             events.publish(
                 "collection_start", symbols=len(tracked), fetching=total, skipped=len(skipped)
             )
-            done = 0
+        done = 0
+        started = started_at.isoformat()
+        self._in_progress = {"started_at": started, "done": 0, "total": total}
 
-            def progress(key: str, outcome: Quote | CrawlerError) -> None:
-                nonlocal done  # on_done runs on the calling thread only, one at a time
-                done += 1
+        def progress(key: str, outcome: Quote | CrawlerError) -> None:
+            nonlocal done  # on_done runs on the calling thread only, one at a time
+            done += 1
+            # A new dict, never mutated: `in_progress` readers on other threads see a whole one.
+            self._in_progress = {"started_at": started, "done": done, "total": total}
+            if events is not None:
                 events.publish(
                     "collection_progress",
                     done=done,

@@ -903,6 +903,7 @@ def _sources_from_settings(
                     ledger=ledger,
                     read_timeout_s=float(settings.request_timeout_seconds),
                     deadline_s=float(settings.quote_deadline_seconds),
+                    pool_size=settings.max_workers,
                 )
             )
         elif name == YFINANCE:

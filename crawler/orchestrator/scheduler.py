@@ -395,6 +395,8 @@ class DataScheduler:
                 "symbols_tracked": tracked,
                 "update_interval_seconds": self.update_interval_s,
                 "started_at": started_at,
+                # {"started_at", "done", "total"} while a collection runs, else None.
+                "collection_in_progress": self._collector.in_progress,
             },
             "collection_metrics": metrics,
             "scheduled_jobs": self._jobs(),

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+import requests.adapters
 import urllib3
 
 from crawler.logging import get_logger
@@ -107,6 +108,7 @@ class BrightDataSource:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
+        pool_size: int = 10,
     ) -> None:
         if not api_key:
             raise ConfigError("Bright Data API key is empty; set it or disable Bright Data")
@@ -126,7 +128,7 @@ class BrightDataSource:
         self._zone = zone
         self._ledger = ledger
         self._own_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else _pooled_session(pool_size)
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._deadline_s = deadline_s
@@ -465,6 +467,17 @@ def _head_text(response: requests.Response, limit_bytes: int = 512) -> str:
     except Exception:  # only a hint for a message; a broken body must not mask the real error
         return ""
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
+
+
+def _pooled_session(pool_size: int) -> requests.Session:
+    """A Session keeping up to `pool_size` connections: as many as threads fetch at once, so
+    none is thrown away after each request ("Connection pool is full, discarding connection"
+    with requests' default of 10 under 16 workers)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def _connection_reason(exc: requests.ConnectionError) -> str:
