@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "bench_memory.py",
     "socket": "bench_socket.py",
     "http": "bench_http.py",
+    "status": "bench_status.py",
     "export": "bench_export.py",
     "market_hours": "bench_market_hours.py",
     "stream": "bench_stream.py",

@@ -142,7 +142,7 @@ class Operations:
         self._started_monotonic_s = time.monotonic()
         # Concurrent status requests share one build (see `status`).
         self._status_lock = threading.Lock()
-        self._status_building: Future[dict[str, Any]] | None = None
+        self._status_building: dict[int | None, Future[dict[str, Any]]] = {}
         self._metrics_registry: CollectorRegistry | None = None
         self._session_hours: MarketHours | None = None
 
@@ -327,18 +327,21 @@ class Operations:
 
     # -- status and configuration ----------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, rows: int | None = None) -> dict[str, Any]:
         """Everything `crawler status` shows: daemon, scheduler, sources, budget, breakers,
-        per-symbol last quote (age, stale, market open), config errors.
+        per-symbol last quote (age, stale or pending, market open), config errors.
+
+        `rows` keeps that many symbols (stale and pending first, then in watchlist order),
+        what a screen shows; `symbols_summary` counts them all either way.
 
         Requests that arrive while a status is being built wait for it and share it (as
-        concurrent fetches of one symbol share one request): building it for a thousand
-        symbols takes a while, and eight monitors polling at once should not multiply that.
+        concurrent fetches of one symbol share one request): eight monitors polling at once
+        should not multiply the work.
         """
         with self._status_lock:
-            building = self._status_building
+            building = self._status_building.get(rows)
             if building is None:
-                building = self._status_building = Future()
+                building = self._status_building[rows] = Future()
                 leader = True
             else:
                 leader = False
@@ -350,7 +353,7 @@ class Operations:
             # traceback with every waiter (one log entry reached 477 KB).
             raise _fresh_copy(failure) from None
         try:
-            document = self._build_status()
+            document = self._build_status(rows)
             building.set_result(document)
             return document
         except CrawlerError as exc:
@@ -369,13 +372,14 @@ class Operations:
             raise
         finally:
             with self._status_lock:
-                self._status_building = None
+                self._status_building.pop(rows, None)
 
-    def _build_status(self) -> dict[str, Any]:
+    def _build_status(self, rows: int | None) -> dict[str, Any]:
         now = self._now()
         stats = jsonable(self.hybrid.get_statistics())
         scheduler = jsonable(self.scheduler.get_statistics()) if self.scheduler else None
         uptime_s = round(time.monotonic() - self._started_monotonic_s, 1)
+        symbols, summary = self._symbols_status(now, rows)
         return {
             "daemon": {
                 "pid": os.getpid(),
@@ -398,9 +402,40 @@ class Operations:
             "yahoo": stats.get("yahoo"),
             "metrics": self.metrics.snapshot() if self.metrics else None,
             "spending": self._spending_summary(stats),
-            "symbols": [self._symbol_status(name, asset, now) for name, asset in
-                        self.watchlist.items()],
-        }  # fmt: skip
+            "symbols": symbols,
+            "symbols_summary": summary,
+        }
+
+    def _symbols_status(
+        self, now: datetime, rows: int | None
+    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        items = self.watchlist.items()
+        cache = self.hybrid.cache
+        many = getattr(cache, "last_known_many", None)
+        if callable(many):  # the embedded cache keeps them in memory
+            last: dict[str, Quote] = many(name for name, _ in items)
+        else:
+            last = {}
+            for name, _ in items:
+                quote = cache.get_last_known(name)
+                if quote is not None:
+                    last[name] = quote
+        entries = [self._symbol_status(name, asset, last.get(name), now) for name, asset in items]
+        summary = {
+            "tracked": len(entries),
+            "stale": sum(1 for entry in entries if entry["stale"]),
+            "pending": sum(1 for entry in entries if entry["pending"]),
+        }
+        if rows is not None:
+            # What needs a look first; sorted() is stable, so the watchlist order stays within.
+            entries = sorted(entries, key=lambda e: not (e["stale"] or e["pending"]))[:rows]
+        summary["shown"] = len(entries)
+        if self.market_hours is not None:
+            for entry in entries:
+                entry["market"] = self._market_status(
+                    entry["symbol"], AssetClass(entry["asset_class"]), now
+                )
+        return entries, summary
 
     def _events_statistics(self) -> dict[str, Any] | None:
         events = getattr(self.hybrid, "events", None)
@@ -427,8 +462,10 @@ class Operations:
         not_moving_s = ttl_s + self.settings.update_interval_seconds
         return fetched_age_s > ttl_s or source_age_s > not_moving_s
 
-    def _symbol_status(self, name: str, asset: AssetClass, now: datetime) -> dict[str, Any]:
-        quote = self.hybrid.cache.get_last_known(name)
+    def _symbol_status(
+        self, name: str, asset: AssetClass, quote: Quote | None, now: datetime
+    ) -> dict[str, Any]:
+        """One symbol's entry. Never fetched: `pending` (not stale: nothing has gone old)."""
         entry: dict[str, Any] = {"symbol": name, "asset_class": asset.value, "last_quote": None}
         if quote is not None:
             fetched_age_s = (now - quote.fetched_at).total_seconds()
@@ -439,18 +476,12 @@ class Operations:
             entry["fetched_age_s"] = round(fetched_age_s, 1)
             entry["stale"] = stale
             entry["source_stale"] = self._source_stale(quote, now)
+            entry["pending"] = False
         else:
             entry["age_s"] = entry["fetched_age_s"] = None
-            entry["stale"] = True
+            entry["stale"] = False
             entry["source_stale"] = False
-        if self.market_hours is not None:
-            try:
-                session = self.market_hours.session_status(name, asset, at=now)
-                entry["market"] = {
-                    key: session.get(key) for key in ("market", "open", "next_open", "next_close")
-                }
-            except Exception as exc:  # a calendar problem must not break status
-                entry["market"] = {"error": f"{type(exc).__name__}: {exc}"}
+            entry["pending"] = True
         return entry
 
     # -- the money -------------------------------------------------------------------------
@@ -508,6 +539,14 @@ class Operations:
         hours = self.market_hours if self.settings.market_hours_enabled else None
         due = len(tracked) if hours is None else sum(1 for s in tracked if _open(hours, s, now))
         return policy.preview(due, tracked, remaining, now)
+
+    def _market_status(self, name: str, asset: AssetClass, now: datetime) -> dict[str, Any]:
+        assert self.market_hours is not None
+        try:
+            session = self.market_hours.session_status(name, asset, at=now)
+            return {key: session.get(key) for key in ("market", "open", "next_open", "next_close")}
+        except Exception as exc:  # a calendar problem must not break status
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def config(self) -> dict[str, Any]:
         """The effective configuration, secrets masked."""

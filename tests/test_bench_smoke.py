@@ -62,9 +62,10 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "batched_default_data_requests",
     },
     "pacing": {"symbols", "paced", "unpaced", "cpu_paced_vs_unpaced"},
+    "status": {"status_vs_health", "cli_vs_python", "status_large_ms", "quotecache_vs_raw"},
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
-NEEDS_DAEMON = {"cli", "memory", "socket", "stream"}
+NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status"}
 
 
 def _daemon_available() -> bool:

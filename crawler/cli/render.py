@@ -15,7 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from crawler.cli.status_screen import STATUS_MAX_ROWS, format_age, plural, render_status
+
 __all__ = [
+    "STATUS_MAX_ROWS",
     "console",
     "format_age",
     "plural",
@@ -34,23 +37,6 @@ def console() -> Console:
 def print_json(data: Any) -> None:
     """`data` as indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
-    """ "1 collection", "2 collections", "1,000 symbols" (`plural_noun` for irregular ones)."""
-    word = noun if count == 1 else (plural_noun or noun + "s")
-    return f"{count:,} {word}"
-
-
-def format_age(age_s: float | None) -> str:
-    """12s, 5m, 3h, 2d (rounded down), or "-" when unknown."""
-    if age_s is None:
-        return "-"
-    seconds = max(0, int(age_s))
-    for unit_s, unit in ((86_400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= unit_s:
-            return f"{seconds // unit_s}{unit}"
-    return f"{seconds}s"
 
 
 def _age_of(quote: Mapping[str, Any], now: datetime) -> float | None:
@@ -166,101 +152,3 @@ def symbols_table(symbols: Iterable[Mapping[str, Any]]) -> Table:
     for entry in symbols:
         table.add_row(str(entry.get("symbol")), str(entry.get("asset_class")))
     return table
-
-
-#: Symbol rows `crawler status` draws at most.
-STATUS_MAX_ROWS = 50
-
-
-def render_status(status: Mapping[str, Any], out: Console) -> None:
-    """The daemon, its budget and sources, and one row per tracked symbol."""
-    daemon = status.get("daemon") or {}
-    scheduler = status.get("scheduler") or {}
-    state = scheduler.get("scheduler_state") or {}
-    metrics = scheduler.get("collection_metrics") or {}
-    budget = status.get("budget") or {}
-    out.print(
-        f"crawler {daemon.get('version', '?')} running (pid {daemon.get('pid')}, "
-        f"up {format_age(daemon.get('uptime_s'))}), socket {daemon.get('socket')}"
-    )
-    out.print(f"data dir {daemon.get('data_dir')}")
-    jobs = scheduler.get("scheduled_jobs") or []
-    next_run = next((j.get("next_run") for j in jobs if j.get("id") == "collection"), None)
-    out.print(
-        f"scheduler {'running' if state.get('is_running') else 'stopped'}: "
-        f"every {format_age(state.get('update_interval_seconds'))}, "
-        f"{metrics.get('total_collections', 0)} collections "
-        f"({metrics.get('failed_collections', 0)} failed), next {_short_time(next_run)}"
-    )
-    running = state.get("collection_in_progress")
-    if running:
-        now = datetime.now(UTC)
-        out.print(
-            f"collecting now: {running.get('done', 0):,}/{running.get('total', 0):,} symbols, "
-            f"started {format_age(_age_of({'as_of': running.get('started_at')}, now))} ago"
-        )
-    out.print(
-        f"budget ${budget.get('budget_remaining', '?')} left of ${budget.get('budget_total', '?')}"
-        f" today ({budget.get('requests_used', 0)}/{budget.get('requests_allowed', '?')} "
-        f"requests, {budget.get('budget_used_pct', 0)}% used)"
-    )
-    spending = status.get("spending") or {}
-    if spending.get("line"):
-        out.print(str(spending["line"]), markup=False)
-    stream_line = _stream_line(status.get("stream"))
-    if stream_line:
-        out.print(stream_line)
-    sources = Table(title="sources")
-    for name in ("source", "breaker", "requests", "ok", "failed", "skipped", "last error"):
-        sources.add_column(name)
-    breakers = status.get("breakers") or {}
-    for name, usage in (status.get("sources") or {}).items():
-        breaker = breakers.get(name) or {}
-        sources.add_row(
-            name,
-            str(breaker.get("state", "not configured")),
-            str(usage.get("total_requests", 0)),
-            str(usage.get("successes", 0)),
-            str(usage.get("failures", 0)),
-            str(usage.get("skipped", 0)),
-            str(usage.get("last_error") or "-"),
-        )
-    out.print(sources)
-    line = yahoo_line(status.get("yahoo"))
-    if line is not None:
-        out.print(line, markup=False)
-    for name, message in (status.get("config_errors") or {}).items():
-        out.print(f"[bold red]config error[/] {name}: {message}", markup=True)
-    entries = list(status.get("symbols") or [])
-    stale = sum(1 for entry in entries if entry.get("stale"))
-    # A terminal table of a thousand rows helps nobody (and takes seconds to draw): show the
-    # stale ones first, then the rest, up to a screenful; --json has them all.
-    shown = sorted(entries, key=lambda entry: not entry.get("stale"))[:STATUS_MAX_ROWS]
-    symbols = Table(title=f"symbols ({len(entries)} tracked, {stale} stale)")
-    for name in ("symbol", "price", "currency", "change %", "as of (UTC)", "source", "age"):
-        symbols.add_column(name)
-    symbols.add_column("stale")
-    symbols.add_column("market")
-    for entry in shown:
-        quote = entry.get("last_quote") or {}
-        market = entry.get("market") or {}
-        if "open" in market:
-            where = f"{market.get('market')} {'open' if market.get('open') else 'closed'}"
-            if not market.get("open") and market.get("next_open"):
-                where += f", opens {_short_time(market.get('next_open'))}"
-        else:
-            where = "-"
-        symbols.add_row(
-            str(entry.get("symbol")),
-            str(quote.get("price", "-")),
-            str(quote.get("currency") or "-"),
-            _pct(quote.get("change_pct")),
-            _short_time(quote.get("as_of")),
-            str(quote.get("source", "-")),
-            format_age(entry.get("age_s")),
-            _stale_text(entry.get("stale"), entry.get("source_stale")),
-            where,
-        )
-    out.print(symbols)
-    if len(entries) > len(shown):
-        out.print(f"… and {len(entries) - len(shown)} more: `crawler status --json` lists all")

@@ -16,9 +16,11 @@ from pathlib import Path
 from crawler.daemon.client import ControlClient
 from crawler.utils.exceptions import CrawlerError, DaemonNotRunningError
 
-__all__ = ["EXIT_NOT_RUNNING", "quick_status", "show_status"]
+__all__ = ["EXIT_NOT_RUNNING", "STATUS_MAX_ROWS", "quick_status", "show_status"]
 
 EXIT_NOT_RUNNING = 3
+#: Symbol rows `crawler status` draws at most, stale and pending first; --json has them all.
+STATUS_MAX_ROWS = 50
 _QUICK_FORMS = (["status"], ["status", "--json"])
 #: A status answer for a large watchlist takes the daemon a moment to build.
 _STATUS_TIMEOUT_S = 30.0
@@ -30,7 +32,10 @@ def show_status(socket_path: Path, as_json: bool) -> int:
     from crawler.cli.render import console, print_json, render_status
 
     try:
-        answer = ControlClient(socket_path, timeout_s=_STATUS_TIMEOUT_S).call("GET", "/status")
+        # A screen draws STATUS_MAX_ROWS symbols: ask for no more (--json gets them all).
+        query = None if as_json else {"rows": str(STATUS_MAX_ROWS)}
+        client = ControlClient(socket_path, timeout_s=_STATUS_TIMEOUT_S)
+        answer = client.call("GET", "/status", query=query)
     except DaemonNotRunningError:
         if as_json:
             print_json({"running": False, "socket": str(socket_path)})

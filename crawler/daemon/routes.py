@@ -4,7 +4,8 @@ Every path below is served under `/v1` (`GET /v1/status`); the unversioned paths
 deprecated aliases for one release. `GET /v1/ping` (built into the server) answers the API
 version, also sent with every answer in the `Crawler-Api-Version` header.
 
-    GET    /status                      everything `crawler status` shows
+    GET    /status?rows=N               everything `crawler status` shows (N symbol rows, stale
+                                        and pending first; all without rows)
     GET    /health                      {"status": "ok", "pid": ...}: cheap, for probes
     POST   /fetch      {"symbols": [...], "fresh": false, "asset_class": null, "progress": false}
                                         "progress": true streams JSON lines as symbols finish
@@ -154,7 +155,7 @@ def register_routes(
     """Register the control API on `server`; `request_stop(reason)` begins the shutdown."""
 
     def status(request: Request) -> Response:
-        return Response(body=ops.status())
+        return Response(body=ops.status(_int_query(request, "rows")))
 
     def health(request: Request) -> Response:
         return Response(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,6 +64,12 @@ class QuoteCache:
         # What the last cleanup() found expired, and when (statistics() reads no entries).
         self._expired_at_cleanup = 0
         self._cleanup_at: float | None = None
+        # The keys there are, and every last-known quote, kept in memory and updated on each
+        # write, so `statistics()` and `last_known_many()` (what every status request reads)
+        # touch no entry. Loaded from disk at first use; writes by other processes sharing
+        # the directory after that are not seen (the daemon is the one writer while it runs).
+        self._fresh_keys: set[str] | None = None
+        self._last_known: dict[str, Quote] | None = None
         # Disposable: an empty or corrupt cache is moved aside and rebuilt, never a refusal.
         self._cache: diskcache.Cache = open_store(self._directory, _WHAT, disposable=True)
 
@@ -91,6 +98,11 @@ class QuoteCache:
         with storage_errors(_WHAT, self._directory), self._cache.transact():
             self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
             self._cache.set(_LAST_PREFIX + quote.symbol, entry)
+        with self._counts_lock:
+            if self._fresh_keys is not None:
+                self._fresh_keys.add(quote.symbol)
+            if self._last_known is not None:
+                self._last_known[quote.symbol] = stored.with_flags(from_cache=True, stale=True)
 
     def put_many(self, quotes: list[Quote]) -> None:
         """`put` for a batch in one transaction (the live stream's flush: one commit, not N)."""
@@ -109,6 +121,25 @@ class QuoteCache:
         entry = self._read(_LAST_PREFIX + symbol, from_cache=True, stale=True)
         return None if entry is None else entry[1]
 
+    def last_known_many(self, symbols: Iterable[str]) -> dict[str, Quote]:
+        """The last-known quote of each of `symbols` that has one (as `get_last_known`), from
+        memory: the first call reads them all from disk, later ones read nothing."""
+        with self._counts_lock:
+            known = self._last_known
+        if known is None:
+            known = {}
+            for key in self._keys(_LAST_PREFIX):
+                entry = self._read(key, from_cache=True, stale=True)
+                if entry is not None:
+                    known[key[len(_LAST_PREFIX) :]] = entry[1]
+            with self._counts_lock:
+                # A put that raced the load is on disk and in `known` or newer than it:
+                # keep whichever the map already has.
+                if self._last_known is None:
+                    self._last_known = known
+                known = self._last_known
+        return {symbol: known[symbol] for symbol in symbols if symbol in known}
+
     def cleanup(self) -> int:
         """Delete expired fresh entries (last-known copies stay); returns how many went."""
         removed = 0
@@ -116,8 +147,9 @@ class QuoteCache:
             with storage_errors(_WHAT, self._directory), self._cache.transact():
                 # Re-read inside the transaction: another process may have just refreshed it.
                 entry = self._read(key)
-                if entry is not None and self._expired(entry[0]):
-                    removed += int(self._cache.delete(key))
+                if entry is not None and self._expired(entry[0]) and self._cache.delete(key):
+                    removed += 1
+                    self._forget_fresh(key)
         with self._counts_lock:
             self._expired_at_cleanup, self._cleanup_at = removed, self._clock()
         return removed
@@ -125,28 +157,35 @@ class QuoteCache:
     def clear(self) -> int:
         """Delete every entry, last-known copies included; returns how many went."""
         with storage_errors(_WHAT, self._directory):
-            return int(self._cache.clear())
+            removed = int(self._cache.clear())
+        with self._counts_lock:
+            self._fresh_keys = self._last_known = None  # reloaded (empty) at next use
+        return removed
 
     def statistics(self) -> dict[str, Any]:
         """hits, misses (this process), hit_rate_pct, size (fresh entries, expired or not),
         expired, last_known (symbols with a last-known quote), entries, volume_bytes, ttl_s.
 
-        Cheap enough for every status request: no entry is read. `size` and `last_known` come
-        from one pass over the keys only (no value is fetched or decoded; `entries`, every row,
-        is the store's own count). `expired` is not measured here, as it would mean reading
-        every entry: it is how many expired fresh entries the last `cleanup()` in this process
-        found (and removed), 0 before the first; `expired_checked_at` says when (epoch s, or
-        None).
+        Cheap enough for every status request: no entry is read. `size` and `last_known` are
+        kept in memory, updated on every write in this process (loaded from disk at first
+        use; `entries`, every row, is the store's own count). `expired` is not measured here,
+        as it would mean reading every entry: it is how many expired fresh entries the last
+        `cleanup()` in this process found (and removed), 0 before the first;
+        `expired_checked_at` says when (epoch s, or None).
         """
-        size = last_known = 0
-        for key in self._keys(""):
-            if key.startswith(_QUOTE_PREFIX):
-                size += 1
-            elif key.startswith(_LAST_PREFIX):
-                last_known += 1
+        with self._counts_lock:
+            loaded = self._fresh_keys is not None
+        if not loaded:
+            fresh = {key[len(_QUOTE_PREFIX) :] for key in self._keys(_QUOTE_PREFIX)}
+            with self._counts_lock:
+                if self._fresh_keys is None:
+                    self._fresh_keys = fresh
+        self.last_known_many(())  # loads the last-known map once
         with self._counts_lock:
             hits, misses = self._hits, self._misses
             expired, checked_at = self._expired_at_cleanup, self._cleanup_at
+            size = len(self._fresh_keys or ())
+            last_known = len(self._last_known or {})
         lookups = hits + misses
         with storage_errors(_WHAT, self._directory):
             entries = len(self._cache)
@@ -206,17 +245,31 @@ class QuoteCache:
             if memo is not None and memo[0] == version:
                 return float(stored_at), memo[1]
             quote = Quote.from_json_dict(payload, **flags)
-            if len(self._decoded) >= _DECODED_MAX:
-                self._decoded.clear()
+            if len(self._decoded) >= _DECODED_MAX and key not in self._decoded:
+                # Evict the oldest one, not all: clearing everything made a watchlist larger
+                # than the memo decode every quote again on every pass.
+                self._decoded.pop(next(iter(self._decoded)), None)
             self._decoded[key] = (version, quote)
             return float(stored_at), quote
         except (ParseError, KeyError):
             # Serving a miss beats failing the request; the next put rewrites the entry.
             with storage_errors(_WHAT, self._directory):
                 self._cache.delete(key)
+            if key.startswith(_QUOTE_PREFIX):
+                self._forget_fresh(key)
+            else:
+                with self._counts_lock:
+                    if self._last_known is not None:
+                        self._last_known.pop(key[len(_LAST_PREFIX) :], None)
             return None
+
+    def _forget_fresh(self, key: str) -> None:
+        with self._counts_lock:
+            if self._fresh_keys is not None:
+                self._fresh_keys.discard(key[len(_QUOTE_PREFIX) :])
 
 
 _CORRUPT: Final = object()
-#: Decoded quotes kept for reuse (one per key; a watchlist is far smaller).
-_DECODED_MAX: Final = 8192
+#: Decoded quotes kept for reuse, one per key: two keys per symbol of the largest watchlist
+#: (10,000 symbols), with room to spare.
+_DECODED_MAX: Final = 24_576

@@ -1,8 +1,17 @@
 """The watchlist: the symbols the daemon tracks, in the order they were added.
 
-One JSON record (`items`: a list of ``[canonical, asset_class]``) in a JSON-only diskcache,
-changed only inside a transaction (SQLite ``BEGIN IMMEDIATE``), so the daemon and a CLI adding
-symbols at the same moment both keep their additions.
+One JSON record per symbol in a JSON-only diskcache, so an edit writes one record whatever the
+watchlist's size (adding a thousand symbols one by one used to rewrite the whole list each
+time):
+
+    sym:AAPL:US   [seq, "stocks"]     seq orders the symbols as they were added
+    seq           the next seq
+    count         how many symbols there are (the limit is checked without reading them)
+    version       bumped by every edit: a reader whose copy has the same version reuses it
+
+Edits run inside a transaction (SQLite ``BEGIN IMMEDIATE``), so the daemon and a CLI adding
+symbols at the same moment both keep their additions. A watchlist written by an older crawler
+(one ``items`` record holding the whole list) is converted on open.
 
 Symbols are stored exactly as given, in canonical form ("AAPL:US"); parsing and normalising
 them is `crawler.normalizer.symbols`' job, not ours.
@@ -17,6 +26,7 @@ them is `crawler.normalizer.symbols`' job, not ours.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -31,7 +41,11 @@ __all__ = ["MAX_SYMBOLS", "HasCanonical", "Watchlist", "canonical_symbol"]
 #: The most symbols a watchlist holds; each costs a request per refresh.
 MAX_SYMBOLS: Final = 10_000
 _MAX_SYMBOL_CHARS: Final = 64
-_KEY: Final = "items"
+_LEGACY_KEY: Final = "items"
+_PREFIX: Final = "sym:"
+_SEQ: Final = "seq"
+_COUNT: Final = "count"
+_VERSION: Final = "version"
 _WHAT: Final = "watchlist"
 
 
@@ -63,6 +77,11 @@ class Watchlist:
         self._directory = Path(directory)
         self._max_symbols = max_symbols
         self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
+        self._memo_lock = threading.Lock()
+        self._memo: tuple[int, list[tuple[str, AssetClass]]] | None = None
+        with storage_errors(_WHAT, self._directory):
+            if self._get(_LEGACY_KEY) is not None:
+                self._convert_legacy()
 
     def add(self, symbol: HasCanonical | str, asset_class: AssetClass) -> bool:
         """Append `symbol`; False if it is already present (its asset class is kept).
@@ -73,33 +92,49 @@ class Watchlist:
         canonical = canonical_symbol(symbol)
         asset = AssetClass(asset_class)
         with storage_errors(_WHAT, self._directory), self._cache.transact():
-            items = self._load()
-            if any(name == canonical for name, _ in items):
+            if self._get(_PREFIX + canonical) is not None:
                 return False
-            if len(items) >= self._max_symbols:
+            count = self._int(_COUNT)
+            if count >= self._max_symbols:
                 raise StorageError(
                     f"watchlist is full ({self._max_symbols} symbols); remove some before adding "
                     f"{canonical}"
                 )
-            items.append((canonical, asset))
-            self._save(items)
+            seq = self._int(_SEQ)
+            self._cache.set(_PREFIX + canonical, [seq, asset.value])
+            self._cache.set(_SEQ, seq + 1)
+            self._cache.set(_COUNT, count + 1)
+            self._bump()
         return True
 
     def remove(self, symbol: HasCanonical | str) -> bool:
         """Drop `symbol`; False if it was not there."""
         canonical = canonical_symbol(symbol)
         with storage_errors(_WHAT, self._directory), self._cache.transact():
-            items = self._load()
-            kept = [item for item in items if item[0] != canonical]
-            if len(kept) == len(items):
+            if not self._cache.delete(_PREFIX + canonical):
                 return False
-            self._save(kept)
+            self._cache.set(_COUNT, max(0, self._int(_COUNT) - 1))
+            self._bump()
         return True
 
     def items(self) -> list[tuple[str, AssetClass]]:
-        """(symbol, asset class) pairs in insertion order."""
+        """(symbol, asset class) pairs in insertion order.
+
+        Reads one record when nothing changed since the last call (in any process); the
+        whole list only after an edit.
+        """
         with storage_errors(_WHAT, self._directory):
-            return self._load()
+            version = self._int(_VERSION)
+            with self._memo_lock:
+                memo = self._memo
+            if memo is not None and memo[0] == version:
+                return list(memo[1])
+            with self._cache.transact():  # the records and their version, read together
+                version = self._int(_VERSION)
+                items = self._load()
+            with self._memo_lock:
+                self._memo = (version, items)
+            return list(items)
 
     def symbols(self) -> list[str]:
         """The symbols in insertion order."""
@@ -110,29 +145,76 @@ class Watchlist:
             symbol = getattr(symbol, "canonical", None)
             if not isinstance(symbol, str):
                 return False
-        return symbol.strip() in self.symbols()
+        with storage_errors(_WHAT, self._directory):
+            return self._get(_PREFIX + symbol.strip()) is not None
 
     def __len__(self) -> int:
-        return len(self.items())
+        with storage_errors(_WHAT, self._directory):
+            return self._int(_COUNT)
 
     def close(self) -> None:
         """Close this thread's database connection."""
         self._cache.close()
 
-    def _load(self) -> list[tuple[str, AssetClass]]:
+    # -- records ------------------------------------------------------------------------------
+
+    def _get(self, key: str) -> object:
         try:
-            raw = self._cache.get(_KEY)
+            return self._cache.get(key)
         except CorruptRecordError as exc:
             raise self._corrupt(exc) from exc
-        if raw is None:
-            return []
-        try:
-            return [(str(name), AssetClass(asset)) for name, asset in raw]
-        except (TypeError, ValueError) as exc:
-            raise self._corrupt(exc) from exc
 
-    def _save(self, items: list[tuple[str, AssetClass]]) -> None:
-        self._cache.set(_KEY, [[name, asset.value] for name, asset in items])
+    def _int(self, key: str) -> int:
+        value = self._get(key)
+        if value is None:
+            return 0
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._corrupt(ValueError(f"{key} is {value!r}, not a whole number"))
+        return value
+
+    def _bump(self) -> None:
+        self._cache.set(_VERSION, self._int(_VERSION) + 1)
+
+    def _load(self) -> list[tuple[str, AssetClass]]:
+        entries: list[tuple[int, str, AssetClass]] = []
+        for key in list(self._cache.iterkeys()):
+            if not isinstance(key, str) or not key.startswith(_PREFIX):
+                continue
+            raw = self._get(key)
+            if raw is None:  # removed between the listing and the read
+                continue
+            try:
+                if not isinstance(raw, list) or len(raw) != 2:
+                    raise ValueError(f"{key} is {raw!r}, not [seq, asset_class]")
+                entries.append((int(raw[0]), key[len(_PREFIX) :], AssetClass(raw[1])))
+            except (TypeError, ValueError) as exc:
+                raise self._corrupt(exc) from exc
+        entries.sort(key=lambda entry: entry[0])
+        return [(name, asset) for _, name, asset in entries]
+
+    def _convert_legacy(self) -> None:
+        """One `items` record (crawler before per-symbol records) becomes one record each."""
+        with self._cache.transact():
+            raw = self._get(_LEGACY_KEY)
+            if raw is None:  # another process converted it first
+                return
+            try:
+                if not isinstance(raw, list):
+                    raise ValueError(f"items is {type(raw).__name__}, not a list")
+                legacy = [(str(name), AssetClass(asset)) for name, asset in raw]
+            except (TypeError, ValueError) as exc:
+                raise self._corrupt(exc) from exc
+            seq = self._int(_SEQ)
+            count = self._int(_COUNT)
+            for name, asset in legacy:
+                if self._get(_PREFIX + name) is None:
+                    self._cache.set(_PREFIX + name, [seq, asset.value])
+                    seq += 1
+                    count += 1
+            self._cache.set(_SEQ, seq)
+            self._cache.set(_COUNT, count)
+            self._cache.delete(_LEGACY_KEY)
+            self._bump()
 
     def _corrupt(self, exc: Exception) -> StorageError:
         # Unlike the cache, silently emptying the watchlist would lose the user's data.

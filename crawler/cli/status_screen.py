@@ -1,0 +1,351 @@
+"""`crawler status` as a screen: a few summary lines, the sources, and the symbols, fitted to
+the terminal's width like `docker ps` (columns are dropped or shortened, rows never wrap).
+
+    render_status(status, Console())      # status: the daemon's /status answer
+
+What it shows, and how:
+
+- Money in one format everywhere: `$5.50`, `$5.4985`, `$0.0015` (2 to 4 decimals, as many as
+  the amount needs).
+- Times with their zone, in the viewer's local zone (`TZ`), e.g. `Mon 09:30 EST`; ages as
+  `12s`, `5m`, `3h`, `2d`.
+- Counts with the right plural ("1 collection", "2 collections") and thousands separators.
+- A symbol never fetched is `pending`, not `stale`; stale is yellow, pending dim, a change
+  green or red, a breaker open red and half-open yellow (colour only on a terminal).
+
+Imports only rich and the standard library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from crawler.cli.status_view import STATUS_MAX_ROWS
+
+__all__ = ["STATUS_MAX_ROWS", "format_age", "money", "plural", "render_status"]
+
+_GAP = 2  # spaces between columns
+
+
+def plural(count: int, noun: str, plural_noun: str | None = None) -> str:
+    """ "1 collection", "2 collections", "1,000 symbols" (`plural_noun` for irregular ones)."""
+    word = noun if count == 1 else (plural_noun or noun + "s")
+    return f"{count:,} {word}"
+
+
+def format_age(age_s: float | None) -> str:
+    """12s, 5m, 3h, 2d (rounded down), or "-" when unknown."""
+    if age_s is None:
+        return "-"
+    seconds = max(0, int(age_s))
+    for unit_s, unit in ((86_400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= unit_s:
+            return f"{seconds // unit_s}{unit}"
+    return f"{seconds}s"
+
+
+def money(value: Any) -> str:
+    """US dollars in the one format: "$5.50", "$5.4985", "$0.0015"; "-" when unknown."""
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return "-"
+    if not amount.is_finite():
+        return "-"
+    text = f"{amount.quantize(Decimal('0.0001')):,.4f}"
+    whole, _, cents = text.partition(".")
+    cents = cents.rstrip("0").ljust(2, "0")
+    return f"${whole}.{cents}"
+
+
+def _when(stamp: Any, now: datetime, with_day: bool = True) -> str:
+    """An ISO time in the viewer's zone with its name: "14:32 UTC", "Mon 09:30 EST"."""
+    if not isinstance(stamp, str):
+        return "-"
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    local = moment.astimezone()
+    same_day = local.date() == now.astimezone().date()
+    fmt = "%H:%M %Z" if same_day or not with_day else "%a %H:%M %Z"
+    if abs((local - now).total_seconds()) > 6 * 86_400:
+        fmt = "%Y-%m-%d %H:%M %Z"
+    return local.strftime(fmt)
+
+
+def _age_since(stamp: Any, now: datetime) -> float | None:
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return (now - datetime.fromisoformat(stamp)).total_seconds()
+    except (ValueError, TypeError):
+        return None
+
+
+# -- fitting columns to the width -----------------------------------------------------------
+
+
+@dataclass
+class _Column:
+    """One column: its header, how to render a row (full and, optionally, short), its
+    alignment, and how readily it goes when the width is short (higher goes first)."""
+
+    header: str
+    cell: Callable[[Mapping[str, Any]], Text]
+    short: Callable[[Mapping[str, Any]], Text] | None = None
+    justify: str = "left"
+    drop_rank: int = 0  # 0: never dropped
+
+
+def _fit(columns: list[_Column], rows: Sequence[Mapping[str, Any]], width: int) -> Table:
+    """A borderless table of `rows` no wider than `width`: the widest columns' short forms
+    first, then columns by `drop_rank`, until it fits (the symbol and price always stay)."""
+    chosen = [(column, column.cell) for column in columns]
+
+    def cells(render: Callable[[Mapping[str, Any]], Text]) -> list[Text]:
+        return [render(row) for row in rows]
+
+    rendered = {column.header: cells(render) for column, render in chosen}
+
+    def total() -> int:
+        widths = [
+            max([len(column.header)] + [t.cell_len for t in rendered[column.header]])
+            for column, _ in chosen
+        ]
+        return sum(widths) + _GAP * (len(widths) - 1)
+
+    # Shorten before dropping, in the order columns would be dropped.
+    order = sorted((c for c in columns if c.drop_rank), key=lambda c: -c.drop_rank)
+    for column in order:
+        if total() <= width:
+            break
+        if column.short is not None:
+            index = next(i for i, (c, _) in enumerate(chosen) if c is column)
+            chosen[index] = (column, column.short)
+            rendered[column.header] = cells(column.short)
+    for column in order:
+        if total() <= width:
+            break
+        chosen = [(c, r) for c, r in chosen if c is not column]
+    table = Table(box=None, pad_edge=False, padding=(0, _GAP, 0, 0), show_edge=False)
+    for column, _ in chosen:
+        table.add_column(
+            column.header.upper(),
+            justify=column.justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            header_style="bold",
+        )
+    for index in range(len(rows)):
+        table.add_row(*(rendered[column.header][index] for column, _ in chosen))
+    return table
+
+
+# -- the symbols ----------------------------------------------------------------------------
+
+
+def _state(entry: Mapping[str, Any]) -> Text:
+    if entry.get("pending") or (entry.get("last_quote") is None and "pending" not in entry):
+        return Text("pending", style="dim")
+    if entry.get("source_stale"):  # the source's own time predates the market's last session
+        return Text("suspended?", style="magenta")
+    if entry.get("stale"):
+        return Text("stale", style="yellow")
+    return Text("ok", style="green")
+
+
+def _price(entry: Mapping[str, Any]) -> Text:
+    quote = entry.get("last_quote") or {}
+    price = quote.get("price")
+    if price is None:
+        return Text("-")
+    currency = quote.get("currency")
+    return Text(f"{price} {currency}" if currency else str(price))
+
+
+def _change(entry: Mapping[str, Any]) -> Text:
+    value = (entry.get("last_quote") or {}).get("change_pct")
+    if value is None:
+        return Text("-")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return Text(str(value))
+    style = "green" if number > 0 else "red" if number < 0 else ""
+    return Text(f"{number:+.2f}%", style=style)
+
+
+def _market(now: datetime, short: bool) -> Callable[[Mapping[str, Any]], Text]:
+    def cell(entry: Mapping[str, Any]) -> Text:
+        market = entry.get("market") or {}
+        if "open" not in market:
+            return Text("-")
+        name = str(market.get("market") or "")
+        if market.get("open"):
+            return Text(f"{name} open" if not short else "open")
+        if short:
+            return Text("closed", style="dim")
+        text = f"{name} closed"
+        if market.get("next_open"):
+            text += f", opens {_when(market.get('next_open'), now)}"
+        return Text(text, style="dim")
+
+    return cell
+
+
+def _symbol_columns(now: datetime) -> list[_Column]:
+    def quote_field(name: str) -> Callable[[Mapping[str, Any]], Text]:
+        return lambda entry: Text(str((entry.get("last_quote") or {}).get(name) or "-"))
+
+    return [
+        _Column("symbol", lambda e: Text(str(e.get("symbol")))),
+        _Column("price", _price, justify="right"),
+        _Column("change", _change, justify="right", drop_rank=4),
+        _Column("age", lambda e: Text(format_age(e.get("age_s"))), justify="right", drop_rank=3),
+        _Column("state", _state),
+        _Column("market", _market(now, short=False), short=_market(now, short=True), drop_rank=5),
+        _Column("source", quote_field("source"), drop_rank=6),
+        _Column(
+            "as of",
+            lambda e: Text(_when((e.get("last_quote") or {}).get("as_of"), now)),
+            drop_rank=7,
+        ),
+    ]
+
+
+# -- the screen -----------------------------------------------------------------------------
+
+
+def _breaker_text(state: str) -> Text:
+    style = {"open": "red", "half_open": "yellow", "closed": "green"}.get(state, "dim")
+    return Text(state.replace("_", "-"), style=style)
+
+
+def _sources_table(status: Mapping[str, Any], width: int) -> Table:
+    breakers = status.get("breakers") or {}
+    rows = [
+        {"name": name, "usage": usage, "breaker": breakers.get(name) or {}}
+        for name, usage in (status.get("sources") or {}).items()
+    ]
+
+    def count(key: str) -> Callable[[Mapping[str, Any]], Text]:
+        return lambda row: Text(f"{int(row['usage'].get(key, 0) or 0):,}")
+
+    fixed = [
+        _Column("source", lambda row: Text(str(row["name"]))),
+        _Column(
+            "breaker",
+            lambda row: _breaker_text(str(row["breaker"].get("state", "not configured"))),
+        ),
+        _Column("requests", count("total_requests"), justify="right"),
+        _Column("ok", count("successes"), justify="right", drop_rank=2),
+        _Column("failed", count("failures"), justify="right", drop_rank=3),
+        _Column("skipped", count("skipped"), justify="right", drop_rank=4),
+    ]
+    used = sum(max([len(c.header)] + [c.cell(r).cell_len for r in rows]) + _GAP for c in fixed)
+    room = max(12, width - used)
+
+    def last_error(row: Mapping[str, Any]) -> Text:
+        text = str(row["usage"].get("last_error") or "-")
+        return Text(text if len(text) <= room else text[: room - 1] + "…")
+
+    return _fit([*fixed, _Column("last error", last_error, drop_rank=1)], rows, width)
+
+
+def render_status(status: Mapping[str, Any], out: Console) -> None:
+    """The daemon, its budget and sources, and a row per tracked symbol (stale and pending
+    first, at most STATUS_MAX_ROWS), fitted to `out`'s width."""
+    now = datetime.now(UTC)
+    width = out.width
+    daemon = status.get("daemon") or {}
+    scheduler = status.get("scheduler") or {}
+    state = scheduler.get("scheduler_state") or {}
+    metrics = scheduler.get("collection_metrics") or {}
+    budget = status.get("budget") or {}
+
+    out.print(
+        f"crawler {daemon.get('version', '?')} running (pid {daemon.get('pid')}, "
+        f"up {format_age(daemon.get('uptime_s'))})",
+        highlight=False,
+    )
+    out.print(f"socket {daemon.get('socket')}", highlight=False, overflow="fold")
+    out.print(f"data   {daemon.get('data_dir')}", highlight=False, overflow="fold")
+    jobs = scheduler.get("scheduled_jobs") or []
+    next_run = next((j.get("next_run") for j in jobs if j.get("id") == "collection"), None)
+    total = int(metrics.get("total_collections", 0) or 0)
+    failed = int(metrics.get("failed_collections", 0) or 0)
+    scheduler_line = Text(
+        f"scheduler {'running' if state.get('is_running') else 'stopped'}: "
+        f"every {format_age(state.get('update_interval_seconds'))}, "
+        f"{plural(total, 'collection')} ({failed:,} failed), next {_when(next_run, now)}"
+    )
+    out.print(scheduler_line)
+    running = state.get("collection_in_progress")
+    if running:
+        out.print(
+            Text(
+                f"collecting now: {int(running.get('done', 0)):,}/"
+                f"{int(running.get('total', 0)):,} symbols, started "
+                f"{format_age(_age_since(running.get('started_at'), now))} ago",
+                style="cyan",
+            )
+        )
+    used = int(budget.get("requests_used", 0) or 0)
+    allowed = budget.get("requests_allowed")
+    allowed_text = f"{int(allowed):,}" if isinstance(allowed, int | float) else "?"
+    out.print(
+        Text(
+            f"budget {money(budget.get('budget_remaining'))} left of "
+            f"{money(budget.get('budget_total'))} today, {money(budget.get('total_cost'))} "
+            f"spent ({used:,}/{allowed_text} requests, {budget.get('budget_used_pct', 0)}%)"
+        )
+    )
+    from crawler.cli.render import _stream_line, yahoo_line  # render imports this module
+
+    spending = status.get("spending") or {}
+    if spending.get("line"):
+        out.print(str(spending["line"]), markup=False, highlight=False, overflow="fold")
+    stream_line = _stream_line(status.get("stream"))
+    if stream_line:
+        out.print(stream_line, markup=False, highlight=False, overflow="fold")
+    for name, message in (status.get("config_errors") or {}).items():
+        out.print(Text(f"config error {name}: {message}", style="bold red"), overflow="fold")
+
+    out.print()
+    out.print(_sources_table(status, width))
+    line = yahoo_line(status.get("yahoo"))
+    if line is not None:
+        out.print(line, markup=False, highlight=False, overflow="fold")
+
+    entries = list(status.get("symbols") or [])
+    summary = status.get("symbols_summary") or {}
+    tracked = int(summary.get("tracked", len(entries)))
+    stale = int(summary.get("stale", sum(1 for e in entries if e.get("stale"))))
+    pending = int(summary.get("pending", sum(1 for e in entries if _state(e).plain == "pending")))
+    # Stale and pending first: they are what needs a look. The daemon sorted them already
+    # when it cut the list; sorting again keeps an uncut list (older daemons) the same.
+    shown = sorted(entries, key=lambda e: _state(e).plain == "ok")[:STATUS_MAX_ROWS]
+    out.print()
+    heading = f"symbols: {tracked:,} tracked, {stale:,} stale"
+    if pending:
+        heading += f", {pending:,} pending"
+    out.print(Text(heading, style="bold"))
+    if shown:
+        out.print(_fit(_symbol_columns(now), shown, width))
+    elif not tracked:
+        out.print("no symbols tracked; add one with `crawler symbols add AAPL:US`")
+    if tracked > len(shown):
+        out.print(
+            f"… and {tracked - len(shown):,} more: `crawler status --json` lists all",
+            highlight=False,
+        )
