@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
@@ -107,8 +108,13 @@ def test_mutated_quote_fields(fields: dict[str, object]) -> None:
     page = quote_page(with_values(generated_quote("AAPL:US"), extra=fields))
     result = _parse_or_parse_error(page)
     if isinstance(result, Quote) and "price" in fields:
-        # Whatever the price field said, the parsed price is what the number parser makes of it.
-        assert result.price == parse_bloomberg_number(_reloaded(fields["price"]))
+        # Worked out here, not by the parser's own number function: a JSON number is taken
+        # exactly as written, and so is a string holding a plain decimal number.
+        given = _reloaded(fields["price"])
+        if isinstance(given, Decimal):
+            assert result.price == given
+        elif isinstance(given, str) and _PLAIN_NUMBER.fullmatch(given.strip()):
+            assert result.price == Decimal(given.strip())
 
 
 @FUZZ
@@ -119,6 +125,9 @@ def test_number_parser_never_raises_anything_else(raw: object) -> None:
     except ParseError:
         return
     assert parsed is None or (isinstance(parsed, Decimal) and parsed.is_finite())
+
+
+_PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def _reloaded(value: object) -> object:

@@ -457,6 +457,11 @@ def test_sd_notify_ready_watchdog_stopping_and_sigterm(
             if "READY=1" in lines:
                 # Right now, before anything else: the control socket must already answer.
                 assert answers(sock_of(env)), "READY=1 arrived before the control socket answered"
+                # ...and the scheduler already runs, its collection job scheduled.
+                now = ControlClient(sock_of(env), timeout_s=10).call("GET", "/status")
+                assert now["scheduler"]["scheduler_state"]["is_running"] is True, now["scheduler"]
+                jobs = {job["id"]: job for job in now["scheduler"]["scheduled_jobs"]}
+                assert jobs["collection"]["next_run"] is not None, jobs
                 ready = lines
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert ready, "no READY=1 within 20 s"

@@ -10,10 +10,13 @@ reports problems properly.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
-from crawler.daemon.client import ControlClient
 from crawler.utils.exceptions import CrawlerError, DaemonNotRunningError
 
 __all__ = ["EXIT_NOT_RUNNING", "STATUS_MAX_ROWS", "quick_status", "show_status"]
@@ -24,6 +27,7 @@ STATUS_MAX_ROWS = 50
 _QUICK_FORMS = (["status"], ["status", "--json"])
 #: A status answer for a large watchlist takes the daemon a moment to build.
 _STATUS_TIMEOUT_S = 30.0
+_RECV_BYTES = 256 * 1024
 
 
 def show_status(socket_path: Path, as_json: bool) -> int:
@@ -33,9 +37,13 @@ def show_status(socket_path: Path, as_json: bool) -> int:
 
     try:
         # A screen draws STATUS_MAX_ROWS symbols: ask for no more (--json gets them all).
-        query = None if as_json else {"rows": str(STATUS_MAX_ROWS)}
-        client = ControlClient(socket_path, timeout_s=_STATUS_TIMEOUT_S)
-        answer = client.call("GET", "/status", query=query)
+        target = "/v1/status" if as_json else f"/v1/status?rows={STATUS_MAX_ROWS}"
+        answer = _get_json(socket_path, target)
+        if answer is None:  # not a plain answer: the full client says what went wrong
+            from crawler.daemon.client import ControlClient
+
+            client = ControlClient(socket_path, timeout_s=_STATUS_TIMEOUT_S)
+            answer = client.call("GET", target)
     except DaemonNotRunningError:
         if as_json:
             print_json({"running": False, "socket": str(socket_path)})
@@ -60,3 +68,62 @@ def quick_status(args: list[str]) -> int | None:
         return show_status(socket_path, as_json="--json" in args)
     except CrawlerError:
         return None  # the full CLI says what is wrong, in its own words and exit code
+
+
+def _get_json(socket_path: Path, target: str) -> Any:
+    """GET `target` over the socket by hand, the JSON answer; None when the answer is not a
+    plain 200 JSON one (the caller then asks through ControlClient, which words the error).
+
+    http.client, and the email parser it imports, cost more to load than the request takes;
+    this is the one request `crawler status` makes.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(_STATUS_TIMEOUT_S)
+        try:
+            sock.connect(os.fspath(socket_path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonNotRunningError(
+                f"crawler is not running (no answer on {socket_path})"
+            ) from exc
+        except OSError:
+            return None
+        sock.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+            "Connection: close\r\n\r\n".encode("ascii")
+        )
+        parts: list[bytes] = []
+        while data := sock.recv(_RECV_BYTES):
+            parts.append(data)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    head, found, body = b"".join(parts).partition(b"\r\n\r\n")
+    if not found:
+        return None
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = status_line.split(" ", 2)
+    if len(fields) < 2 or fields[1] != "200":
+        return None
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+    if not headers.get("content-type", "").startswith("application/json"):
+        return None
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _unchunked(body)
+    elif headers.get("content-length", "").isdigit():
+        body = body[: int(headers["content-length"])]
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _unchunked(data: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            return out
+        out, data = out + data[:size], data[size + 2 :]

@@ -212,18 +212,27 @@ class Daemon:
         self.hybrid.live = self.live
 
     def _preload_calendars(self) -> None:
-        """Build the watchlist's exchange calendars off the main thread, so the first
-        `status` and the first collection do not pay for it."""
+        """Build the watchlist's exchange calendars and load the last-known quotes off the
+        main thread, so the first `status` and the first collection do not pay for them."""
         hours, watchlist = self.market_hours, self.watchlist
         if hours is None or watchlist is None:
             return
         markets = sorted({hours.market_of(name, asset) for name, asset in watchlist.items()})
+
+        cache = self.hybrid.cache if self.hybrid is not None else None
 
         def preload() -> None:
             try:
                 hours.preload(markets)
             except Exception:  # a calendar problem shows up per symbol in status instead
                 log.exception("preloading market calendars failed")
+            # The last-known quotes status draws from memory: read them from disk now.
+            warm = getattr(cache, "last_known_many", None)
+            if callable(warm):
+                try:
+                    warm(())
+                except Exception:  # status reads them itself, and reports a storage error
+                    log.exception("loading the last-known quotes failed")
 
         threading.Thread(target=preload, name="crawler-calendars", daemon=True).start()
 

@@ -69,6 +69,7 @@ class QuoteCache:
         # touch no entry. Loaded from disk at first use; writes by other processes sharing
         # the directory after that are not seen (the daemon is the one writer while it runs).
         self._fresh_keys: set[str] | None = None
+        self._last_keys: set[str] | None = None
         self._last_known: dict[str, Quote] | None = None
         # Disposable: an empty or corrupt cache is moved aside and rebuilt, never a refusal.
         self._cache: diskcache.Cache = open_store(self._directory, _WHAT, disposable=True)
@@ -99,8 +100,9 @@ class QuoteCache:
             self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
             self._cache.set(_LAST_PREFIX + quote.symbol, entry)
         with self._counts_lock:
-            if self._fresh_keys is not None:
+            if self._fresh_keys is not None and self._last_keys is not None:
                 self._fresh_keys.add(quote.symbol)
+                self._last_keys.add(quote.symbol)
             if self._last_known is not None:
                 self._last_known[quote.symbol] = stored.with_flags(from_cache=True, stale=True)
 
@@ -159,7 +161,9 @@ class QuoteCache:
         with storage_errors(_WHAT, self._directory):
             removed = int(self._cache.clear())
         with self._counts_lock:
-            self._fresh_keys = self._last_known = None  # reloaded (empty) at next use
+            # Reloaded (empty) at next use.
+            self._fresh_keys = self._last_keys = None
+            self._last_known = None
         return removed
 
     def statistics(self) -> dict[str, Any]:
@@ -174,18 +178,19 @@ class QuoteCache:
         `expired_checked_at` says when (epoch s, or None).
         """
         with self._counts_lock:
-            loaded = self._fresh_keys is not None
-        if not loaded:
-            fresh = {key[len(_QUOTE_PREFIX) :] for key in self._keys(_QUOTE_PREFIX)}
+            loaded = self._fresh_keys is not None and self._last_keys is not None
+        if not loaded:  # one pass over the keys, the first time only
+            keys = self._keys("")
+            fresh = {key[len(_QUOTE_PREFIX) :] for key in keys if key.startswith(_QUOTE_PREFIX)}
+            last = {key[len(_LAST_PREFIX) :] for key in keys if key.startswith(_LAST_PREFIX)}
             with self._counts_lock:
-                if self._fresh_keys is None:
-                    self._fresh_keys = fresh
-        self.last_known_many(())  # loads the last-known map once
+                if self._fresh_keys is None or self._last_keys is None:
+                    self._fresh_keys, self._last_keys = fresh, last
         with self._counts_lock:
             hits, misses = self._hits, self._misses
             expired, checked_at = self._expired_at_cleanup, self._cleanup_at
             size = len(self._fresh_keys or ())
-            last_known = len(self._last_known or {})
+            last_known = len(self._last_keys or ())
         lookups = hits + misses
         with storage_errors(_WHAT, self._directory):
             entries = len(self._cache)
@@ -261,6 +266,8 @@ class QuoteCache:
                 with self._counts_lock:
                     if self._last_known is not None:
                         self._last_known.pop(key[len(_LAST_PREFIX) :], None)
+                    if self._last_keys is not None:
+                        self._last_keys.discard(key[len(_LAST_PREFIX) :])
             return None
 
     def _forget_fresh(self, key: str) -> None:

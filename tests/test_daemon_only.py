@@ -1,0 +1,92 @@
+"""What only the real daemon does, checked on the real daemon (not on its parts in-process):
+market-hours skipping with market hours on, the modes of its own socket and files, and
+`/export` streamed in chunks as it is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+from collections.abc import Iterator
+
+import pytest
+
+from fakemarket import FakeMarket
+from tests.faults.daemon_harness import DaemonHarness
+
+# At every moment at least one of New York, London and Tokyo is closed (they never overlap all
+# three, and all are shut at weekends); crypto never closes.
+STOCKS = ["AAPL:US", "VOD:LN", "7203:JP"]
+ALWAYS_OPEN = "XBTUSD:CUR"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonHarness]:
+    with FakeMarket() as market:
+        harness = DaemonHarness(market, tmp_path_factory.mktemp("only"), CACHE_TTL_SECONDS="1")
+        harness.env["MARKET_HOURS_ENABLED"] = "true"
+        assert harness.cli("symbols", "add", *STOCKS, ALWAYS_OPEN).returncode == 0
+        harness.start()
+        try:
+            yield harness
+        finally:
+            assert harness.stop() == 0
+
+
+def test_closed_markets_are_fetched_once_then_skipped(daemon: DaemonHarness) -> None:
+    client = daemon.client()
+    first = client.call("POST", "/collect")
+    # Never fetched: every symbol is fetched once, a closed market's included (its close).
+    assert first["quotes"] == 4 and first["skipped_closed"] == []
+    second = client.call("POST", "/collect")
+    status = client.call("GET", "/status")
+    closed = {e["symbol"] for e in status["symbols"] if e["market"].get("open") is False}
+    assert closed and closed <= set(STOCKS)  # the clock of this run decides which
+    assert set(second["skipped_closed"]) == closed
+    assert ALWAYS_OPEN not in second["skipped_closed"]
+    assert second["quotes"] == 4 - len(closed)
+
+
+def test_the_daemon_keeps_its_socket_and_files_private(daemon: DaemonHarness) -> None:
+    mode = os.stat(daemon.socket_path).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert stat.S_IMODE(os.stat(daemon.socket_path.parent).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(daemon.data_dir / "crawler.pid").st_mode) == 0o600
+
+
+def _raw_get(path: str, target: str) -> tuple[dict[str, str], list[int], bytes]:
+    """GET over the socket by hand: (headers, the chunk sizes as sent, the body)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(path)
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    sizes: list[int] = []
+    body = b""
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        sizes.append(size)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    return headers, sizes, body
+
+
+def test_export_is_streamed_in_chunks(daemon: DaemonHarness) -> None:
+    symbols = [f"E{i:03d}:US" for i in range(400)]
+    fetched = daemon.client().call("POST", "/fetch", {"symbols": symbols, "fresh": True})
+    assert len(fetched["quotes"]) == 400
+    headers, sizes, body = _raw_get(str(daemon.socket_path), "/v1/export?format=jsonl")
+    assert headers["transfer-encoding"] == "chunked"
+    assert "content-length" not in headers
+    rows = [json.loads(line) for line in body.splitlines()]
+    assert int(headers["x-crawler-rows"]) == len(rows) >= 400
+    # Many chunks of bounded size, not one answer built in memory.
+    assert len(sizes) >= 3 and max(sizes) <= 64 * 1024, sizes
