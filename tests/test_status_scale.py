@@ -109,14 +109,18 @@ def test_counters_and_last_known_quotes_follow_every_write(tmp_path: Path) -> No
     cache.put(newer)
     stats = cache.statistics()
     assert (stats["size"], stats["last_known"]) == (4, 4)
+    cache.put_many([_quote(4), _quote(5)])  # the live stream's batches too
+    stats = cache.statistics()
+    assert (stats["size"], stats["last_known"]) == (6, 6)
+    assert cache.last_known_many(["C00005:US"])["C00005:US"].price == Decimal("5.5")
     known = cache.last_known_many(["C00000:US", "C00003:US", "NOPE:US"])
     assert set(known) == {"C00000:US", "C00003:US"}
     assert known["C00000:US"].price == Decimal("99") and known["C00000:US"].stale
     now[0] += 61
-    assert cache.cleanup() == 4
+    assert cache.cleanup() == 6
     stats = cache.statistics()
-    assert (stats["size"], stats["last_known"]) == (0, 4)  # last-known quotes stay
-    assert cache.clear() == 4
+    assert (stats["size"], stats["last_known"]) == (0, 6)  # last-known quotes stay
+    assert cache.clear() == 6
     stats = cache.statistics()
     assert (stats["size"], stats["last_known"]) == (0, 0)
     assert cache.last_known_many(["C00000:US"]) == {}

@@ -99,24 +99,31 @@ class QuoteCache:
         with storage_errors(_WHAT, self._directory), self._cache.transact():
             self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
             self._cache.set(_LAST_PREFIX + quote.symbol, entry)
-        with self._counts_lock:
-            if self._fresh_keys is not None and self._last_keys is not None:
-                self._fresh_keys.add(quote.symbol)
-                self._last_keys.add(quote.symbol)
-            if self._last_known is not None:
-                self._last_known[quote.symbol] = stored.with_flags(from_cache=True, stale=True)
+        self._remember([stored])
 
     def put_many(self, quotes: list[Quote]) -> None:
         """`put` for a batch in one transaction (the live stream's flush: one commit, not N)."""
         if not quotes:
             return
         stored_at = self._clock()
+        stored_all = [quote.with_flags(from_cache=False, stale=False) for quote in quotes]
         with storage_errors(_WHAT, self._directory), self._cache.transact():
-            for quote in quotes:
-                stored = quote.with_flags(from_cache=False, stale=False)
+            for stored in stored_all:
                 entry = {"stored_at": stored_at, "quote": stored.to_json_dict()}
-                self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
-                self._cache.set(_LAST_PREFIX + quote.symbol, entry)
+                self._cache.set(_QUOTE_PREFIX + stored.symbol, entry)
+                self._cache.set(_LAST_PREFIX + stored.symbol, entry)
+        self._remember(stored_all)
+
+    def _remember(self, stored: list[Quote]) -> None:
+        """Keep the in-memory keys and last-known quotes in step with what was just written."""
+        with self._counts_lock:
+            if self._fresh_keys is not None and self._last_keys is not None:
+                for quote in stored:
+                    self._fresh_keys.add(quote.symbol)
+                    self._last_keys.add(quote.symbol)
+            if self._last_known is not None:
+                for quote in stored:
+                    self._last_known[quote.symbol] = quote.with_flags(from_cache=True, stale=True)
 
     def get_last_known(self, symbol: str) -> Quote | None:
         """The last quote stored for `symbol`, however old (from_cache=True, stale=True)."""
