@@ -56,9 +56,10 @@ def test_a_collection_of_100_discards_no_pooled_connection(detached: DaemonHarne
     result = detached.cli("collect")
     assert result.returncode == 0, result.stderr
     assert "collected 100 quotes" in result.stdout
-    events = [str(r.get("event")) for r in _log_records(detached)]
-    assert [e for e in events if e.startswith("collection: 100 symbols, 100 quotes")], events
-    assert not [e for e in events if "Connection pool is full" in e]
+    records = _log_records(detached)
+    summaries = [str(r.get("summary")) for r in records if r.get("event") == "collection done"]
+    assert [s for s in summaries if s.startswith("collection: 100 symbols, 100 quotes")], summaries
+    assert not [r for r in records if "Connection pool is full" in json.dumps(r)]
 
 
 def test_a_breaker_opening_is_logged_once(detached: DaemonHarness, market: FakeMarket) -> None:
@@ -70,12 +71,15 @@ def test_a_breaker_opening_is_logged_once(detached: DaemonHarness, market: FakeM
     finally:
         market.bright_data.set_outage(None)
     opened = [
-        str(r["event"])
+        r
         for r in _log_records(detached)
-        if "bright_data" in str(r.get("event")) and "-> open" in str(r.get("event"))
+        if (r.get("breaker") == "bright_data"
+        and r.get("new") == "open")
+        or ("bright_data" in str(r.get("event")) and "open" in str(r.get("event")))
     ]
     assert len(opened) == 1, opened
-    assert opened[0].startswith("circuit bright_data: closed -> open after ")
+    assert opened[0]["event"] == "circuit breaker changed state"
+    assert str(opened[0]["reason"]).startswith("after "), opened[0]
 
 
 def test_crawler_logs_reads_the_json_log_as_text(detached: DaemonHarness) -> None:
@@ -103,7 +107,7 @@ def test_crawler_logs_follow_prints_new_lines_until_ctrl_c(detached: DaemonHarne
         follower.stdout.readline()  # the last line there was: it is following from here
         assert detached.cli("collect").returncode == 0
         seen = ""
-        while "collection: " not in seen:
+        while "collection done" not in seen:
             line = follower.stdout.readline()
             assert line, "the follower stopped"
             seen += line
