@@ -250,3 +250,30 @@ def test_short_lived_threads_leave_no_store_connections_open(tmp_path: Path) -> 
         assert _open_fds_to(database) < 100
     finally:
         store.close()
+
+
+def test_every_directory_a_real_fetch_makes_is_0700(tmp_path: Path) -> None:
+    """An offline `crawler fetch` through the real CLI (the fake market over HTTP, both sources)
+    under umask 022: every directory it makes in the data dir is 0700, the history's and
+    yfinance's caches too (they were 0755)."""
+    from fakemarket import FakeMarket
+    from tests.faults.daemon_harness import clean_env
+
+    data = tmp_path / "data"
+    with FakeMarket() as market:
+        env = clean_env(
+            tmp_path,
+            **market.environment(),
+            DATA_DIR=str(data),
+            CRAWLER_SOCKET=str(tmp_path / "run" / "crawler.sock"),
+            SOURCES_ORDER="yfinance,bright_data",
+            STREAM_ENABLED="false",
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "crawler", "fetch", "AAPL:US"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, umask=0o022,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    made = {p.relative_to(data).as_posix(): mode_of(p) for p in data.rglob("*") if p.is_dir()}
+    assert {"history", "yfinance"} <= set(made), made
+    assert {name: mode for name, mode in made.items() if mode != 0o700} == {}

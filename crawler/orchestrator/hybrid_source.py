@@ -909,11 +909,14 @@ def _sources_from_settings(
         elif name == YFINANCE:
             from crawler.sources.yahoo_throttle import shared_throttle
             from crawler.sources.yfinance_source import YFinanceSource
+            from crawler.store.datadir import ensure_data_dir
 
             sources.append(
                 YFinanceSource(
                     endpoint=settings.yfinance_endpoint,
-                    cache_dir=data_dir / "yfinance",
+                    # Made here, 0700 like the rest of the data dir: yfinance would make it
+                    # 0755 (its time-zone and cookie caches).
+                    cache_dir=ensure_data_dir(data_dir / "yfinance"),
                     timeout_s=float(settings.request_timeout_seconds),
                     deadline_s=float(settings.quote_deadline_seconds),
                     # As wide as the hybrid's own pool, or it would be the bottleneck.

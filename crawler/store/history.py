@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 from crawler.normalizer.schemas import AssetClass, Quote, utc_now
-from crawler.store.datadir import refuse_empty_file
+from crawler.store.datadir import ensure_data_dir, refuse_empty_file
 from crawler.utils.exceptions import ConfigError, StorageError
 
 __all__ = ["CSV_COLUMNS", "HISTORY_FILENAME", "HistoryStore", "parse_time_spec"]
@@ -307,10 +307,14 @@ class HistoryStore:
         self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._connections_lock = threading.Lock()
         self._closed = False
+        # 0700 like every other store of the data dir (a plain mkdir left it 0755 under the
+        # usual umask); also proves it writable, with the one-line error of the data dir.
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create history directory {self.directory}: {exc}") from exc
+            ensure_data_dir(self.directory)
+        except StorageError as exc:
+            raise StorageError(
+                f"cannot create history directory {self.directory}: {exc.message}"
+            ) from exc
         refuse_empty_file(self.path, "quote history")
         self._create_schema()
 
