@@ -39,6 +39,12 @@ Families (a sample is left out, never invented, when status does not know the fi
     crawler_quotes_collected_total                      counter
     crawler_collection_errors_total                     counter; symbols that failed
     crawler_job_runs_total{job} / _errors_total{job} / _missed_total{job}   counters
+    crawler_stream_connected                            gauge; 1 while Yahoo's price stream is
+                                                        connected, 0 otherwise (none: stream off)
+    crawler_stream_subscribed_symbols                   gauge; symbols subscribed on the stream
+    crawler_stream_ticks_total                          counter; frames decoded from the stream
+    crawler_stream_bad_frames_total                     counter; frames skipped as undecodable
+    crawler_event_watchers                              gauge; open `/v1/events` streams
     process_*                                           the daemon's memory, CPU, fds, start time
 
 Nothing here imports the fetchers or the stores; `crawler status` never imports this module.
@@ -291,6 +297,7 @@ def _families(status: Status) -> Iterator[Metric]:
     yield from _budget_families(_section(status, "budget"))
     yield from _cache_families(status)
     yield from _collection_families(status)
+    yield from _stream_families(status)
 
 
 def _source_families(status: Status) -> Iterator[Metric]:
@@ -385,6 +392,31 @@ def _cache_families(status: Status) -> Iterator[Metric]:
         "Last-known quotes served stale because no source could serve a fresh one.",
         status.get("stale_served"),
     )
+
+
+def _stream_families(status: Status) -> Iterator[Metric]:
+    stream = _section(status, "stream")
+    connected = GaugeMetricFamily(
+        "crawler_stream_connected", "1 while Yahoo's price stream is connected, 0 otherwise."
+    )
+    if stream:  # absent when the stream is off: no sample rather than a misleading 0
+        connected.add_metric([], 1.0 if stream.get("state") == "connected" else 0.0)
+    yield connected
+    yield _gauge(
+        "crawler_stream_subscribed_symbols", "Symbols subscribed on the price stream.",
+        stream.get("subscribed"),
+    )  # fmt: skip
+    yield _counter(
+        "crawler_stream_ticks", "Frames decoded from the price stream.", stream.get("ticks")
+    )
+    yield _counter(
+        "crawler_stream_bad_frames", "Price-stream frames skipped as undecodable.",
+        stream.get("bad_frames"),
+    )  # fmt: skip
+    yield _gauge(
+        "crawler_event_watchers", "Open /v1/events streams (crawler watch and others).",
+        _section(status, "events").get("watchers"),
+    )  # fmt: skip
 
 
 def _collection_families(status: Status) -> Iterator[Metric]:

@@ -83,6 +83,14 @@ def test_streamed_symbols_are_never_paid_for(market: FakeMarket, daemon: DaemonH
     ages = [row["age_s"] for row in body["symbols"]]
     assert all(0 <= age < 10 for age in ages), ages
 
+    code, text = daemon.client().get("/v1/metrics")
+    assert code == 200 and isinstance(text, str)
+    lines = text.splitlines()
+    assert "crawler_stream_connected 1.0" in lines
+    assert "crawler_stream_subscribed_symbols 3.0" in lines
+    ticks = next(line for line in lines if line.startswith("crawler_stream_ticks_total "))
+    assert float(ticks.split()[1]) > 0
+
     # Dozens of ticks, one history row per symbol: at most one per interval (3600 s here).
     code, history = daemon.client().get("/history?symbol=AAPL:US")
     assert code == 200

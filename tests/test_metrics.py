@@ -88,6 +88,11 @@ FAMILIES = {
     "crawler_job_runs_total": "counter",
     "crawler_job_errors_total": "counter",
     "crawler_job_missed_total": "counter",
+    "crawler_stream_connected": "gauge",
+    "crawler_stream_subscribed_symbols": "gauge",
+    "crawler_stream_ticks_total": "counter",
+    "crawler_stream_bad_frames_total": "counter",
+    "crawler_event_watchers": "gauge",
 }
 #: What prometheus_client's process collector adds in the daemon (Linux).
 PROCESS_FAMILIES = {
