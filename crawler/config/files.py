@@ -98,6 +98,15 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             raise ConfigError(f"{shown}: '{section}' must be a section; write [{section}] above it")
         known = TOML_KEYS[section]
         for key, value in table.items():
+            if (section, key) == ("bright_data", "api_key"):
+                # Documented as not read there: a config file is often readable by others or
+                # checked in. Refused (never echoed) rather than used behind the docs' back.
+                raise ConfigError(
+                    f"{shown}: bright_data.api_key is not read from the config file (it is "
+                    "often readable by others or checked in); remove the line and set "
+                    "BRIGHT_DATA_API_KEY in the environment or a systemd credential named "
+                    f"{CREDENTIAL_NAME}"
+                )
             if key not in known:
                 raise ConfigError(
                     f"{shown}: unknown key '{section}.{key}'; "

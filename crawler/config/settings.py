@@ -139,7 +139,12 @@ class Settings(BaseSettings):
         ("bright_data", "yfinance"), description="Sources tried after the cache, in order."
     )
     history_retention_days: int = Field(
-        365, ge=1, json_schema_extra=_unit("days"), description="Quote history kept this long."
+        365,
+        ge=1,
+        # 99999999 days reaches before year 1: the prune job failed every run.
+        le=36_500,
+        json_schema_extra=_unit("days"),
+        description="Quote history kept this long.",
     )
     crawler_socket: Path | None = Field(None, description="Control socket; None = computed.")
     log_format: Literal["auto", "console", "json"] = Field(

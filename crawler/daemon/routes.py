@@ -108,7 +108,18 @@ def _int_query(request: Request, name: str) -> int | None:
         return None
     if not text.isdigit():
         raise _BadRequest(f"'{name}' must be a whole number, not {text!r}")
-    return int(text)
+    if len(text) > _MAX_INT_DIGITS:
+        # 10**30 overflowed SQLite's 64-bit integers: a 500 instead of this 400.
+        raise _BadRequest(f"'{name}' must be at most {_MAX_INT_QUERY}, not {text}")
+    value = int(text)
+    if value > _MAX_INT_QUERY:
+        raise _BadRequest(f"'{name}' must be at most {_MAX_INT_QUERY}, not {text}")
+    return value
+
+
+#: The largest whole number a query parameter takes (SQLite's integers are 64-bit).
+_MAX_INT_QUERY = 2**63 - 1
+_MAX_INT_DIGITS = len(str(_MAX_INT_QUERY))
 
 
 def _fetch_with_progress(

@@ -36,9 +36,11 @@ Every ``sqlite3`` error is translated to :class:`~crawler.utils.exceptions.Stora
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -317,6 +319,19 @@ class HistoryStore:
             ) from exc
         refuse_empty_file(self.path, "quote history")
         self._create_schema()
+        self._private_files()
+
+    def _private_files(self) -> None:
+        """The database and its -wal and -shm files 0600 (SQLite creates them by the umask;
+        the -wal and -shm made later copy the database's mode). Inside a 0700 directory."""
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                path = Path(f"{self.path}{suffix}")
+                with contextlib.suppress(FileNotFoundError):
+                    if path.lstat().st_uid == os.geteuid():
+                        path.chmod(0o600)
+        except OSError as exc:
+            raise StorageError(f"cannot open history {self.path}: {exc.strerror or exc}") from exc
 
     # -- connections -----------------------------------------------------------------------
 
@@ -586,7 +601,13 @@ def parse_time_spec(text: str, now: datetime | None = None) -> datetime:
     match = _DURATION.match(text)
     if match:
         amount_s = int(match.group(1)) * _UNIT_S[match.group(2).lower()]
-        return (reference - timedelta(seconds=amount_s)).astimezone(UTC)
+        try:
+            return (reference - timedelta(seconds=amount_s)).astimezone(UTC)
+        except (OverflowError, ValueError):  # before year 1: no such time
+            raise ValueError(
+                f"invalid time {text!r}: {match.group(1)}{match.group(2)} ago is before year 1; "
+                "use a shorter duration, e.g. 365d"
+            ) from None
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
