@@ -277,3 +277,36 @@ def test_every_directory_a_real_fetch_makes_is_0700(tmp_path: Path) -> None:
     made = {p.relative_to(data).as_posix(): mode_of(p) for p in data.rglob("*") if p.is_dir()}
     assert {"history", "yfinance"} <= set(made), made
     assert {name: mode for name, mode in made.items() if mode != 0o700} == {}
+
+
+@pytest.mark.parametrize("disposable", [False, True], ids=["kept", "disposable"])
+def test_processes_creating_one_new_store_at_once_all_open_it(
+    tmp_path: Path, disposable: bool
+) -> None:
+    """SQLite creates a database file empty and writes its header a moment later: a second
+    opener in that moment once took the new file for a truncated one (a kept store refused to
+    open, a disposable one was moved aside under its creator). Seen with two processes adding
+    to a new watchlist at once."""
+    opener = (
+        "import sys; from pathlib import Path; from crawler.store.datadir import open_store; "
+        "sys.stdin.readline(); "  # imports done: every opener waits for the same go
+        f"open_store(Path(sys.argv[1]), 'test store', disposable={disposable}).close()"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for round_index in range(6):
+        directory = tmp_path / f"store-{round_index}"
+        openers = [
+            subprocess.Popen(
+                [sys.executable, "-c", opener, str(directory)],
+                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )
+            for _ in range(6)
+        ]
+        for process in openers:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        for process in openers:
+            _, err = process.communicate(timeout=60)
+            assert process.returncode == 0, err
+        assert not list(tmp_path.glob(f"store-{round_index}.corrupt-*"))

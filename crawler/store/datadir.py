@@ -18,6 +18,7 @@ planted in the data dir could run code. `JSONOnlyDisk` refuses such rows instead
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import sqlite3
 import stat
@@ -47,6 +48,7 @@ __all__ = [
     "refuse_empty_file",
     "storage_error",
     "storage_errors",
+    "store_open_lock",
 ]
 
 LEDGER_SUBDIR: Final = "ledger"
@@ -218,6 +220,43 @@ def refuse_empty_file(path: Path, what: str) -> None:
         )
 
 
+#: How long opening a store waits for another process that is creating the same store.
+_OPEN_LOCK_TIMEOUT_S: Final = 30.0
+
+
+@contextmanager
+def store_open_lock(directory: Path, what: str) -> Iterator[None]:
+    """Held while a store's file is checked and created, across threads and processes.
+
+    SQLite creates a database file empty and writes its header a moment later: without this
+    lock, a second process opening the same new store in that moment would take the file for a
+    truncated one (and refuse it, or move a disposable store aside under its creator). The lock
+    file sits beside the store's directory, so it outlives a move aside.
+    """
+    lock_path = directory.parent / f".{directory.name}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise storage_error(what, directory, exc) from exc
+    try:
+        deadline = time.monotonic() + _OPEN_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StorageError(
+                        f"{what} at {directory} has been held by another process opening it "
+                        f"for over {_OPEN_LOCK_TIMEOUT_S:.0f} s ({lock_path}); stop that "
+                        "process and try again"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)
+
+
 def open_store(directory: Path, what: str, *, disposable: bool = False) -> diskcache.Cache:
     """Ensure `directory` (0700, writable) and open a JSON-only diskcache there.
 
@@ -229,15 +268,16 @@ def open_store(directory: Path, what: str, *, disposable: bool = False) -> diskc
     quote cache) that is empty or not a database is instead moved aside (logged) and rebuilt.
     """
     ensure_data_dir(directory)
-    try:
-        refuse_empty_file(directory / STORE_DB_NAME, what)
-        return _open_diskcache(directory, what)
-    except StorageError:
-        if not disposable:
-            raise
-        aside = _move_aside(directory, what)
-        ensure_data_dir(directory)
-        store = _open_diskcache(directory, what)
+    with store_open_lock(directory, what):
+        try:
+            refuse_empty_file(directory / STORE_DB_NAME, what)
+            return _open_diskcache(directory, what)
+        except StorageError:
+            if not disposable:
+                raise
+            aside = _move_aside(directory, what)
+            ensure_data_dir(directory)
+            store = _open_diskcache(directory, what)
         from crawler.logging import get_logger  # only here: datadir is on quick paths
 
         get_logger("crawler.store").warning(

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 from crawler.normalizer.schemas import AssetClass, Quote, utc_now
-from crawler.store.datadir import ensure_data_dir, refuse_empty_file
+from crawler.store.datadir import ensure_data_dir, refuse_empty_file, store_open_lock
 from crawler.utils.exceptions import ConfigError, StorageError
 
 __all__ = ["CSV_COLUMNS", "HISTORY_FILENAME", "HistoryStore", "parse_time_spec"]
@@ -317,9 +317,10 @@ class HistoryStore:
             raise StorageError(
                 f"cannot create history directory {self.directory}: {exc.message}"
             ) from exc
-        refuse_empty_file(self.path, "quote history")
-        self._create_schema()
-        self._private_files()
+        with store_open_lock(self.directory, "quote history"):
+            refuse_empty_file(self.path, "quote history")
+            self._create_schema()
+            self._private_files()
 
     def _private_files(self) -> None:
         """The database and its -wal and -shm files 0600 (SQLite creates them by the umask;
