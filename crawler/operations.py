@@ -420,9 +420,11 @@ class Operations:
                 quote = cache.get_last_known(name)
                 if quote is not None:
                     last[name] = quote
+        closed_since = self._closes(now)
         if rows is None:
             entries = [
-                self._symbol_status(name, asset, last.get(name), now) for name, asset in items
+                self._symbol_status(name, asset, last.get(name), now, closed_since)
+                for name, asset in items
             ]
             summary = {
                 "tracked": len(entries),
@@ -433,8 +435,6 @@ class Operations:
             # Only the rows sent get an entry: at 10,000 symbols building them all for 50 rows
             # was most of the answer's time. What needs a look comes first (stale, pending),
             # then the rest, each in watchlist order.
-            ttl_s = self.settings.cache_ttl_seconds
-            not_moving_s = ttl_s + self.settings.update_interval_seconds
             flagged: list[tuple[str, AssetClass]] = []
             fine: list[tuple[str, AssetClass]] = []
             stale = pending = 0
@@ -443,16 +443,15 @@ class Operations:
                 if quote is None:
                     pending += 1
                     flagged.append((name, asset))
-                elif (now - quote.fetched_at).total_seconds() > ttl_s or (
-                    now - (quote.as_of or quote.fetched_at)
-                ).total_seconds() > not_moving_s:
+                elif self._stale(name, asset, quote, now, closed_since):
                     stale += 1
                     flagged.append((name, asset))
                 elif len(fine) < rows:
                     fine.append((name, asset))
             shown = (flagged + fine)[:rows]
             entries = [
-                self._symbol_status(name, asset, last.get(name), now) for name, asset in shown
+                self._symbol_status(name, asset, last.get(name), now, closed_since)
+                for name, asset in shown
             ]
             summary = {"tracked": len(items), "stale": stale, "pending": pending}
         summary["shown"] = len(entries)
@@ -488,14 +487,59 @@ class Operations:
         not_moving_s = ttl_s + self.settings.update_interval_seconds
         return fetched_age_s > ttl_s or source_age_s > not_moving_s
 
+    def _stale(
+        self,
+        name: str,
+        asset: AssetClass,
+        quote: Quote,
+        now: datetime,
+        closed_since: Callable[[str, AssetClass], datetime | None],
+    ) -> bool:
+        """`_is_stale`, except that a quote fetched after its market closed is not stale while
+        the market stays closed: it is the close, and the collector rightly does not pay for it
+        again (the collector's own rule, `Collector._closed_and_quoted`)."""
+        if not self._is_stale(quote.age_s(now), (now - quote.fetched_at).total_seconds()):
+            return False
+        closed_at = closed_since(name, asset)
+        return closed_at is None or not (closed_at <= quote.fetched_at <= now)
+
+    def _closes(self, now: datetime) -> Callable[[str, AssetClass], datetime | None]:
+        """`closed_since(symbol, asset_class)`: when its market last closed if it is closed now
+        (None: open, never closes, or unknown). Asked once per market, not per symbol; nothing
+        is closed when market hours are off (the collector then fetches closed markets too)."""
+        hours = self.market_hours if self.settings.market_hours_enabled else None
+        memo: dict[str, datetime | None] = {}
+
+        def closed_since(name: str, asset: AssetClass) -> datetime | None:
+            if hours is None:
+                return None
+            try:
+                market = hours.market_of(name, asset)
+                if market not in memo:
+                    is_open = hours.is_open(name, asset, at=now)
+                    memo[market] = None if is_open else hours.last_close(name, asset, at=now)
+                return memo[market]
+            except Exception:  # a calendar problem must not break status: judged open
+                return None
+
+        return closed_since
+
     def _symbol_status(
-        self, name: str, asset: AssetClass, quote: Quote | None, now: datetime
+        self,
+        name: str,
+        asset: AssetClass,
+        quote: Quote | None,
+        now: datetime,
+        closed_since: Callable[[str, AssetClass], datetime | None],
     ) -> dict[str, Any]:
-        """One symbol's entry. Never fetched: `pending` (not stale: nothing has gone old)."""
+        """One symbol's entry. Never fetched: `pending` (not stale: nothing has gone old).
+        A quote fetched after its market closed is not stale while the market stays closed:
+        it is the close, and the collector rightly does not pay for it again (a weekend
+        showed every stock and index as stale)."""
         entry: dict[str, Any] = {"symbol": name, "asset_class": asset.value, "last_quote": None}
         if quote is not None:
             fetched_age_s = (now - quote.fetched_at).total_seconds()
-            stale = self._is_stale(quote.age_s(now), fetched_age_s)
+            stale = self._stale(name, asset, quote, now, closed_since)
             entry["last_quote"] = _quote_json(quote, stale)
             # A streamed tick can be stamped a hair after `now` was read: never a negative age.
             entry["age_s"] = round(max(0.0, quote.age_s(now)), 1)

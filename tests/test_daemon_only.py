@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -90,3 +91,24 @@ def test_export_is_streamed_in_chunks(daemon: DaemonHarness) -> None:
     assert int(headers["x-crawler-rows"]) == len(rows) >= 400
     # Many chunks of bounded size, not one answer built in memory.
     assert len(sizes) >= 3 and max(sizes) <= 64 * 1024, sizes
+
+
+def test_a_closed_markets_close_is_not_stale(daemon: DaemonHarness) -> None:
+    """Past the cache TTL (1 s here) an open market's quote is stale, but a closed market's
+    quote fetched after its close is not: it is the close, which the collector rightly does not
+    pay for again. A weekend used to show every stock and index as stale."""
+    client = daemon.client()
+    client.call("POST", "/collect")
+    deadline_s = time.monotonic() + 30
+    while True:  # until every quote is past the TTL (no fixed sleep)
+        status = client.call("GET", "/status")
+        entries = {e["symbol"]: e for e in status["symbols"]}
+        if min(e["fetched_age_s"] for e in entries.values()) > 1.5:
+            break
+        assert time.monotonic() < deadline_s, "the quotes never aged past the 1 s TTL"
+        time.sleep(0.05)
+    closed = {name for name, e in entries.items() if e["market"].get("open") is False}
+    assert closed  # at every moment one of the three stock markets is shut
+    assert {name for name, e in entries.items() if e["stale"]} == set(entries) - closed
+    assert status["symbols_summary"]["stale"] == len(entries) - len(closed)
+    assert all(entries[name]["last_quote"]["stale"] is False for name in closed)
