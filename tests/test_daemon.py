@@ -225,7 +225,7 @@ def test_status_table(daemon_env: dict[str, str]) -> None:
     result = crawler(daemon_env, "status")
     assert result.returncode == 0, result.stderr
     assert "running (pid" in result.stdout
-    assert "bright_data" in result.stdout and "budget $" in result.stdout
+    assert "bright_data" in result.stdout and "budget: $" in result.stdout
 
 
 def test_fetch_through_daemon_uses_bright_data_then_cache(

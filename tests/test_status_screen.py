@@ -63,7 +63,9 @@ def test_status_fits_the_terminal_one_line_per_symbol(daemon: DaemonHarness, col
     assert "symbols: 33 tracked, 0 stale, 3 pending" in lines
     text = term.text()
     assert "1 collection (0 failed)" in text  # ours (no scheduled one: auto update is off)
-    assert re.search(r"budget \$\d+\.\d{2,4} left of \$5\.50 today, \$\d+\.\d{2,4} spent", text)
+    # One line about the money, in the one money format ($5.50, $0.0015).
+    assert re.search(r"\nbudget: \$\d+\.\d{2,4} of \$5\.50 spent today \(", text), text
+    assert "budget $" not in text
     if columns == 120:  # room for where and when the market opens, with its zone
         assert re.search(r"XNYS (open|closed, opens (\w{3} )?\d\d:\d\d UTC)", text), text
     # Colour on a terminal: the state column is coloured.

@@ -300,20 +300,21 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
                 style="cyan",
             )
         )
+    spending = status.get("spending") or {}
     used = int(budget.get("requests_used", 0) or 0)
     allowed = budget.get("requests_allowed")
     allowed_text = f"{int(allowed):,}" if isinstance(allowed, int | float) else "?"
-    out.print(
-        Text(
-            f"budget {money(budget.get('budget_remaining'))} left of "
-            f"{money(budget.get('budget_total'))} today, {money(budget.get('total_cost'))} "
-            f"spent ({used:,}/{allowed_text} requests, {budget.get('budget_used_pct', 0)}%)"
+    if not spending.get("line"):  # without the spending summary: the ledger's own figures
+        out.print(
+            Text(
+                f"budget {money(budget.get('budget_remaining'))} left of "
+                f"{money(budget.get('budget_total'))} today, {money(budget.get('total_cost'))} "
+                f"spent ({used:,}/{allowed_text} requests, {budget.get('budget_used_pct', 0)}%)"
+            )
         )
-    )
     from crawler.cli.render import _stream_line, yahoo_line  # render imports this module
 
-    spending = status.get("spending") or {}
-    if spending.get("line"):
+    if spending.get("line"):  # one line about the money, in the same money format
         out.print(str(spending["line"]), markup=False, highlight=False, overflow="fold")
     stream_line = _stream_line(status.get("stream"))
     if stream_line:

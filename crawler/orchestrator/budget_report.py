@@ -123,7 +123,7 @@ def _pct(part: int, whole: int) -> float | None:
 def summary_line(report: Mapping[str, Any]) -> str:
     """The one line `crawler status` shows about the money."""
     spent = (
-        f"budget: ${report.get('spent_usd')} of ${report.get('budget_usd')} spent today "
+        f"budget: {usd(report.get('spent_usd'))} of {usd(report.get('budget_usd'))} spent today "
         f"({report.get('requests_used')}/{report.get('requests_allowed')} requests)"
     )
     if report.get("paused_until"):
@@ -137,6 +137,17 @@ def summary_line(report: Mapping[str, Any]) -> str:
     runs_out = report.get("runs_out_at")
     parts.append(f"runs out {_short(runs_out)} at this pace" if runs_out else "lasts the day")
     return "; ".join(parts)
+
+
+def usd(value: Any) -> str:
+    """Dollars in the one format `crawler status` uses: "$5.50", "$5.4985", "$0.0015" (2 to
+    4 decimals, as many as the amount needs); the text as given when it is not a number."""
+    try:
+        amount = Decimal(str(value)).quantize(Decimal("0.0001"))
+    except ArithmeticError:
+        return f"${value}"
+    whole, _, cents = f"{amount:,.4f}".partition(".")
+    return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
 
 
 def _short(iso: str) -> str:
