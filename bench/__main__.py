@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "stream": "bench_stream.py",
     "yahoo": "bench_yahoo.py",
     "pacing": "bench_pacing.py",
+    "cluster": "bench_cluster.py",
 }
 
 #: Quick-mode arguments for the scripts that do not take --quick; every other one does (most

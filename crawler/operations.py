@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from crawler.metrics import MetricsRecorder
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
+    from crawler.store.backend import WatchlistStore
     from crawler.store.history import HistoryStore
-    from crawler.store.watchlist import Watchlist
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -120,7 +120,7 @@ class Operations:
         settings: Settings,
         *,
         hybrid: HybridDataSource,
-        watchlist: Watchlist,
+        watchlist: WatchlistStore,
         history: HistoryStore | None = None,
         scheduler: DataScheduler | None = None,
         market_hours: MarketHours | None = None,
@@ -150,20 +150,21 @@ class Operations:
     def offline(cls, settings: Settings) -> Operations:
         """Operations straight on the data dir, without a daemon (the CLI's fallback)."""
         from crawler.orchestrator.hybrid_source import HybridDataSource
-        from crawler.store.datadir import WATCHLIST_SUBDIR, ensure_data_dir
+        from crawler.store.datadir import ensure_data_dir
         from crawler.store.history import HistoryStore
-        from crawler.store.watchlist import Watchlist
 
         data_dir = ensure_data_dir(Path(settings.data_dir))
-        watchlist = Watchlist(data_dir / WATCHLIST_SUBDIR)
         history = HistoryStore(data_dir / "history", settings.history_retention_days)
         from crawler.markets.hours import MarketHours
 
+        # The same backend as the daemon's (a cluster's shared budget included), owned by the
+        # hybrid fetcher, which closes it.
         hybrid = HybridDataSource(settings)
+        assert hybrid.stores is not None
         return cls(
             settings,
             hybrid=hybrid,
-            watchlist=watchlist,
+            watchlist=hybrid.stores.watchlist,
             history=history,
             market_hours=MarketHours(),
         )
@@ -400,6 +401,7 @@ class Operations:
             "stream": stats.get("stream"),
             "events": self._events_statistics(),
             "yahoo": stats.get("yahoo"),
+            "store": self._store_status(stats.get("leases", {})),
             "metrics": self.metrics.snapshot() if self.metrics else None,
             "spending": self._spending_summary(stats),
             "symbols": symbols,
@@ -478,6 +480,20 @@ class Operations:
         report.pop("top_symbols", None)
         report["line"] = summary_line(report)
         return report
+
+    def _store_status(self, leases: dict[str, Any]) -> dict[str, Any]:
+        """The store backend, whether Redis answers, and the cluster's live nodes."""
+        stores = self.hybrid.stores
+        if stores is None:
+            return {"backend": "embedded", "node": None, "nodes": []}
+        out = stores.describe()
+        try:
+            out["nodes"] = jsonable(stores.nodes.nodes())
+        except StorageError as exc:
+            out["nodes"] = []
+            out["nodes_error"] = exc.message
+        out["leases"] = leases
+        return out
 
     def _is_stale(self, source_age_s: float, fetched_age_s: float) -> bool:
         """Stale: we fetched it longer ago than the cache keeps a quote fresh, or the source's

@@ -4,6 +4,7 @@ JSON line carrying its figures. No timing is asserted here, ever (`met` may be e
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,13 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     },
     "pacing": {"symbols", "paced", "unpaced", "cpu_paced_vs_unpaced"},
     "status": {"status_vs_health", "cli_vs_python", "status_large_ms", "quotecache_vs_raw"},
+    "cluster": {
+        "duplicates_per_interval",
+        "ledger",
+        "ledger_redis_vs_embedded",
+        "added_ms_per_fetched_quote",
+        "added_ms_per_cache_hit",
+    },
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
 NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status"}
@@ -91,6 +99,8 @@ def _run_quick(name: str) -> tuple[subprocess.CompletedProcess[str], dict[str, A
 def test_benchmark_prints_its_figures(name: str) -> None:
     if name in NEEDS_DAEMON and not _daemon_available():
         pytest.skip("the daemon (crawler/daemon/app.py, crawler/cli/app.py) is not there yet")
+    if name == "cluster" and shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed: apt-get install -y redis-server")
     done, result = _run_quick(name)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert result is not None, f"no final JSON line:\n{done.stdout[-2000:]}"

@@ -44,6 +44,8 @@ _CRAWLER_VARS = (
     "CRAWLER_CONFIG",
     "CRAWLER_SOCKET",
     "DATA_DIR",
+    "REDIS_URL",
+    "NODE_NAME",
 )
 
 #: Every stdout/stderr the CLI produced in this module, checked for the API key at the end.

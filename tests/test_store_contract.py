@@ -24,14 +24,17 @@ from typing import Any
 import pytest
 
 from crawler.normalizer.schemas import AssetClass, Quote
-from crawler.store.backend import CacheStore, LedgerStore, WatchlistStore
+from crawler.store.backend import CacheStore, LedgerStore, QuoteTimesStore, WatchlistStore
+from crawler.store.breaker_board import BreakerBoard, LocalBreakerBoard, RedisBreakerBoard
 from crawler.store.cache import QuoteCache
 from crawler.store.leases import FetchLeases, LocalLeases, RedisLeases
 from crawler.store.ledger import BudgetLedger
 from crawler.store.nodes import LocalNodes, NodeRegistry, RedisNodes
+from crawler.store.quote_times import QuoteTimes
 from crawler.store.redis_cache import RedisQuoteCache
 from crawler.store.redis_client import RedisConnection
 from crawler.store.redis_ledger import RedisLedger
+from crawler.store.redis_quote_times import RedisQuoteTimes
 from crawler.store.redis_watchlist import RedisWatchlist
 from crawler.store.watchlist import Watchlist
 from crawler.utils.exceptions import BudgetExhaustedError, StorageError
@@ -82,7 +85,8 @@ class Backend:
         out: LedgerStore
         if self.name == "redis":
             out = RedisLedger(self._redis(), self._dir("ledger-local", node), budget, COST,
-                              timezone=timezone, now=self.clocks.wall)  # fmt: skip
+                              timezone=timezone, now=self.clocks.wall, clock=self.clocks.epoch,
+                              boot_id=lambda: "boot-1")  # fmt: skip
         else:  # one directory for every "node": that is what embedded sharing means
             # Real time (the monotonic clock) moves with the test's clock: one simulated boot.
             out = BudgetLedger(self._dir("ledger"), budget, COST, timezone=timezone,
@@ -126,6 +130,24 @@ class Backend:
         local = LocalNodes(self._dir("nodes"), node, clock=self.clocks.epoch)
         self._closers.append(local.close)
         return local
+
+    def quote_times(self, node: str = "a") -> QuoteTimesStore:
+        out: QuoteTimesStore
+        if self.name == "redis":
+            out = RedisQuoteTimes(self._redis(), QuoteTimes(self._dir("times-local", node)))
+        else:
+            out = QuoteTimes(self._dir("times"))
+        self._closers.append(out.close)
+        return out
+
+    def breakers(self, node: str) -> BreakerBoard:
+        out: BreakerBoard
+        if self.name == "redis":
+            out = RedisBreakerBoard(self._redis(), node, clock=self.clocks.epoch)
+        else:
+            out = LocalBreakerBoard(self._dir("breakers"), node, clock=self.clocks.epoch)
+        self._closers.append(out.close)
+        return out
 
     def env(self) -> dict[str, str]:
         """The environment for tests/store_worker.py to use this backend."""
@@ -175,6 +197,17 @@ def test_ledger_settle_bills_once_and_release_gives_the_money_back(backend: Back
     assert stats["budget_remaining"] == COST * 9
 
 
+def test_ledger_breakdown_counts_billed_requests_by_hour_and_label(backend: Backend) -> None:
+    ledger = backend.ledger(requests=10)
+    ledger.settle(ledger.reserve(label="AAPL:US"))
+    ledger.settle(ledger.reserve(label="AAPL:US"))
+    ledger.release(ledger.reserve(label="VOD:LN"))  # not billed: not counted
+    ledger.settle(ledger.reserve())
+    breakdown = ledger.breakdown()
+    assert breakdown["by_label"] == {"AAPL:US": 2}
+    assert breakdown["by_hour"] == {"12": 3}
+
+
 def test_ledger_never_above_the_budget_and_an_open_hold_counts(backend: Backend) -> None:
     ledger = backend.ledger(requests=3)
     held = [ledger.reserve() for _ in range(3)]
@@ -201,29 +234,13 @@ def test_ledger_statistics_keep_the_seed_keys(backend: Backend) -> None:
     assert stats["day"] == "2026-03-02"
 
 
-#: Issue 13 (money under faults) changed the ledger's semantics after the Redis backend landed:
-#: issue 12 adopts them in RedisLedger and then drops this mark (strict: it fails once it holds).
-ISSUE_13_SEMANTICS = "RedisLedger has not adopted issue 13's 24 h window and day key yet"
-
-
-def issue_13(request: pytest.FixtureRequest, backend: Backend) -> None:
-    if backend.name == "redis":
-        request.node.add_marker(pytest.mark.xfail(reason=ISSUE_13_SEMANTICS, strict=True))
-
-
-def test_ledger_statistics_keys_match_the_embedded_ledger(
-    backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    issue_13(request, backend)
+def test_ledger_statistics_keys_match_the_embedded_ledger(backend: Backend) -> None:
     assert set(backend.ledger(requests=4).statistics()) >= set(
         BudgetLedger(backend.tmp / "keys", COST, COST).statistics()
     )
 
 
-def test_ledger_a_new_day_key_but_24_hours_hold_one_budget(
-    backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    issue_13(request, backend)
+def test_ledger_a_new_day_key_but_24_hours_hold_one_budget(backend: Backend) -> None:
     ledger = backend.ledger(requests=2)
     backend.clocks.advance(11 * 3600 + 59 * 60)  # 23:59 UTC
     ledger.settle(ledger.reserve())
@@ -240,10 +257,7 @@ def test_ledger_a_new_day_key_but_24_hours_hold_one_budget(
     assert "2026-03-02" in ledger.days() and "2026-03-04" in ledger.days()
 
 
-def test_ledger_clock_stepped_back_opens_no_fresh_budget(
-    backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    issue_13(request, backend)
+def test_ledger_clock_stepped_back_opens_no_fresh_budget(backend: Backend) -> None:
     ledger = backend.ledger(requests=2)
     ledger.settle(ledger.reserve())
     ledger.settle(ledger.reserve())
@@ -255,10 +269,7 @@ def test_ledger_clock_stepped_back_opens_no_fresh_budget(
         ledger.reserve()
 
 
-def test_ledger_time_zone_change_waits_for_the_day_end(
-    backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    issue_13(request, backend)
+def test_ledger_time_zone_change_waits_for_the_day_end(backend: Backend) -> None:
     ledger = backend.ledger(requests=2)
     ledger.settle(ledger.reserve())
     ledger.settle(ledger.reserve())
@@ -438,12 +449,29 @@ def test_lease_is_held_by_one_node_until_released(backend: Backend) -> None:
     a, b = backend.leases("node-a"), backend.leases("node-b")
     assert a.acquire("AAPL:US", ttl_s=60) is True
     assert b.acquire("AAPL:US", ttl_s=60) is False
-    assert a.acquire("AAPL:US", ttl_s=60) is False  # one fetch per lease, even for the holder
+    assert a.acquire("AAPL:US", ttl_s=60) is True  # the holder renews its own
     assert b.holder("AAPL:US") == "node-a"
     assert b.release("AAPL:US") is False  # not b's to give back
     assert b.acquire("VOD:LN", ttl_s=60) is True  # per symbol
     assert a.release("AAPL:US") is True
     assert b.holder("AAPL:US") is None
+    assert b.acquire("AAPL:US", ttl_s=60) is True
+
+
+def test_lease_marked_done_is_held_but_not_in_flight(backend: Backend) -> None:
+    a, b = backend.leases("node-a"), backend.leases("node-b")
+    assert b.in_flight("AAPL:US") is False
+    a.acquire("AAPL:US", ttl_s=60)
+    assert b.in_flight("AAPL:US") is True
+    assert b.mark_done("AAPL:US") is False  # not b's
+    assert a.mark_done("AAPL:US") is True
+    assert b.in_flight("AAPL:US") is False
+    assert b.holder("AAPL:US") == "node-a"
+    assert b.acquire("AAPL:US", ttl_s=60) is False  # done, but still this interval's
+    assert a.acquire("AAPL:US", ttl_s=60) is True
+    assert b.in_flight("AAPL:US") is True
+    a.mark_done("AAPL:US")
+    assert a.release("AAPL:US") is True
     assert b.acquire("AAPL:US", ttl_s=60) is True
 
 
@@ -491,3 +519,36 @@ def test_nodes_beat_list_and_forget(backend: Backend) -> None:
     assert listed[0]["beat_at"] == backend.clocks.epoch()
     a.forget()
     assert a.nodes() == []
+
+
+# -- the closed-market memory --------------------------------------------------------------
+
+
+def test_quote_times_never_move_back_and_are_shared(backend: Backend) -> None:
+    one, other = backend.quote_times("a"), backend.quote_times("b")
+    early, late = NOON, NOON + timedelta(hours=1)
+    one.record({"VOD:LN": late, "AAPL:US": early}, paid=["VOD:LN"])
+    other.record({"VOD:LN": early}, paid=["VOD:LN"])  # older: changes nothing
+    seen = other.snapshot()
+    assert seen["VOD:LN"].last_quote_at == late and seen["VOD:LN"].last_paid_at == late
+    assert seen["AAPL:US"].last_quote_at == early and seen["AAPL:US"].last_paid_at is None
+    other.forget("VOD:LN")
+    assert set(one.snapshot()) == {"AAPL:US"}
+
+
+# -- shared breaker state ------------------------------------------------------------------
+
+
+def test_breaker_open_on_one_node_is_seen_by_the_others_until_it_ends(backend: Backend) -> None:
+    a, b = backend.breakers("node-a"), backend.breakers("node-b")
+    assert b.open_elsewhere("bright_data") is None
+    a.post_open("bright_data", recovery_s=120)
+    assert a.open_elsewhere("bright_data") is None  # a's own breaker speaks for itself
+    seen = b.open_elsewhere("bright_data")
+    assert seen is not None and seen[0] == "node-a" and 0 < seen[1] <= 120
+    assert b.open_elsewhere("yfinance") is None  # per source
+    b.post_closed("bright_data")  # b's trial call succeeded: the outage is over
+    assert b.open_elsewhere("bright_data") is None
+    a.post_open("bright_data", recovery_s=120)
+    backend.clocks.advance(121)
+    assert b.open_elsewhere("bright_data") is None

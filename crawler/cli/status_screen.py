@@ -262,6 +262,38 @@ def _sources_table(status: Mapping[str, Any], width: int) -> Table:
     return _fit([*fixed, _Column("last error", last_error, drop_rank=1)], rows, width)
 
 
+def _render_store(store: Mapping[str, Any], out: Console) -> None:
+    """One line for the embedded store; for Redis, its state and a table of live nodes."""
+    if store.get("backend", "embedded") != "redis":
+        out.print("store embedded (this node only)")
+        return
+    reachable = store.get("reachable")
+    state = "reachable" if reachable else (
+        "[bold red]UNREACHABLE[/]: no paid requests; yfinance and local last-known quotes serve"
+    )  # fmt: skip
+    out.print(f"store redis {store.get('redis_url')} {state}; this node {store.get('node')}",
+              markup=True)  # fmt: skip
+    if store.get("nodes_error"):
+        out.print(f"nodes unknown: {store.get('nodes_error')}")
+        return
+    nodes = Table(title=f"nodes ({len(store.get('nodes') or [])} alive)")
+    for name in ("node", "host", "pid", "last collection", "quotes", "errors", "took"):
+        nodes.add_column(name)
+    for node in store.get("nodes") or []:
+        last = node.get("last_collection") or {}
+        nodes.add_row(
+            str(node.get("node")),
+            str(node.get("host", "-")),
+            str(node.get("pid", "-")),
+            _when(last.get("started_at"), datetime.now(UTC)),
+            f"{last.get('quotes', '-')}/{last.get('symbols', '-')}",
+            str(last.get("errors", "-")),
+            f"{last['duration_s']:.1f}s" if isinstance(last.get("duration_s"), int | float)
+            else "-",
+        )  # fmt: skip
+    out.print(nodes)
+
+
 def render_status(status: Mapping[str, Any], out: Console) -> None:
     """The daemon, its budget and sources, and a row per tracked symbol (stale and pending
     first, at most STATUS_MAX_ROWS), fitted to `out`'s width."""
@@ -319,6 +351,7 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
     stream_line = _stream_line(status.get("stream"))
     if stream_line:
         out.print(stream_line, markup=False, highlight=False, overflow="fold")
+    _render_store(status.get("store") or {}, out)
     for name, message in (status.get("config_errors") or {}).items():
         out.print(Text(f"config error {name}: {message}", style="bold red"), overflow="fold")
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 from crawler.daemon.notify import SystemdNotifier
 from crawler.daemon.process import PIDFILE_NAME, PidFile
 from crawler.logging import get_logger
-from crawler.store.datadir import WATCHLIST_SUBDIR, ensure_data_dir
+from crawler.store.datadir import ensure_data_dir
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
 
 if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.daemon.control_server import ControlServer
+    from crawler.daemon.heartbeat import Heartbeat
     from crawler.daemon.reload import ReloadPlan
     from crawler.events import EventBus
     from crawler.markets.hours import MarketHours
@@ -50,9 +52,8 @@ if TYPE_CHECKING:
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.orchestrator.live import LiveFeed
     from crawler.orchestrator.scheduler import DataScheduler
+    from crawler.store.backend import QuoteTimesStore, Stores, WatchlistStore
     from crawler.store.history import HistoryStore
-    from crawler.store.quote_times import QuoteTimes
-    from crawler.store.watchlist import Watchlist
 
 __all__ = [
     "CLEANUP_STOP_S",
@@ -110,9 +111,11 @@ class Daemon:
         self._ground: dict[str, tuple[int, int]] = {}
         self.started_at: datetime | None = None
         self.hybrid: HybridDataSource | None = None
-        self.watchlist: Watchlist | None = None
+        self.stores: Stores | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.watchlist: WatchlistStore | None = None
         self.history: HistoryStore | None = None
-        self.quote_times: QuoteTimes | None = None
+        self.quote_times: QuoteTimesStore | None = None
         self.market_hours: MarketHours | None = None
         self.scheduler: DataScheduler | None = None
         self.operations: Operations | None = None
@@ -131,9 +134,8 @@ class Daemon:
         from crawler.operations import Operations
         from crawler.orchestrator.hybrid_source import HybridDataSource
         from crawler.orchestrator.scheduler import DataScheduler
+        from crawler.store.backend import open_stores
         from crawler.store.history import HistoryStore
-        from crawler.store.quote_times import QUOTE_TIMES_SUBDIR, QuoteTimes
-        from crawler.store.watchlist import Watchlist
 
         settings = self.settings
         self.started_at = datetime.now(UTC)
@@ -145,18 +147,23 @@ class Daemon:
             metrics.record_breaker_transition(name, old, new)
             events.publish("breaker", name=name, old=old, new=new)
 
+        # One backend for the ledger, cache, watchlist, leases and heartbeats (embedded or
+        # Redis); history stays local either way.
+        stores = self.stores = open_stores(settings)
         self.hybrid = HybridDataSource(
             settings,
+            stores=stores,
             on_breaker_change=on_breaker_change,
             on_fetch=metrics.record_fetch,
             events=events,
         )
-        self.watchlist = Watchlist(self.data_dir / WATCHLIST_SUBDIR)
+        self.watchlist = stores.watchlist
         self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)
         self.market_hours = MarketHours()
         if settings.stream_enabled:
             self._build_live(on_breaker_change)
-        self.quote_times = QuoteTimes(self.data_dir / QUOTE_TIMES_SUBDIR)
+        # The closed-market memory is one of the stores: shared by a cluster on Redis.
+        self.quote_times = stores.quote_times
         heartbeat_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
         self.scheduler = DataScheduler(
             settings=settings,
@@ -235,6 +242,29 @@ class Daemon:
                     log.exception("loading the last-known quotes failed")
 
         threading.Thread(target=preload, name="crawler-calendars", daemon=True).start()
+
+    def _node_record(self) -> dict[str, Any]:
+        """What this node's heartbeat says about it (for `crawler status` on every node)."""
+        report = self.scheduler.last_report if self.scheduler is not None else None
+        last = report.as_dict() if report is not None else None
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "last_collection": _collection_summary(last),
+        }
+
+    def _start_heartbeat(self) -> None:
+        from crawler.daemon.heartbeat import Heartbeat
+
+        assert self.stores is not None
+        scheduler = self.scheduler
+        self.heartbeat = Heartbeat(
+            self.stores.nodes,
+            self._node_record,
+            version=lambda: scheduler.last_report if scheduler is not None else None,
+        )
+        self.heartbeat.start()
 
     def _watchdog(self) -> None:
         self.notifier.watchdog()
@@ -359,6 +389,7 @@ class Daemon:
                     self.scheduler.start()
                 if self.live is not None:
                     self.live.start()
+                self._start_heartbeat()
                 if not socket_is_live(self.socket_path):
                     raise DaemonError(f"the control socket {self.socket_path} does not answer")
                 summary = self.status_line()
@@ -497,10 +528,14 @@ class Daemon:
                 # Closing a store under a running collection crashed the process (SQLite,
                 # segfault): leave them open, the process exit releases them.
                 log.warning("a collection is still running: its stores stay open until exit")
+                if self.heartbeat is not None:
+                    self.heartbeat.stop()
                 return
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.hybrid is not None:
             _bounded(self.hybrid.cleanup, CLEANUP_STOP_S, "releasing the sources")
-        for store in (self.watchlist, self.history, self.quote_times):
+        for store in (self.stores, self.history):
             if store is not None:
                 try:
                     store.close()
@@ -567,6 +602,16 @@ def _bounded(action: Any, timeout_s: float, what: str) -> None:
             step=what,
             timeout_s=timeout_s,
         )
+
+
+def _collection_summary(report: Any) -> dict[str, Any] | None:
+    """The few fields of a collection report a heartbeat carries (not the per-symbol errors)."""
+    if not isinstance(report, dict):
+        return None
+    keys = ("started_at", "duration_s", "symbols", "quotes", "sources", "stale", "succeeded")
+    summary = {key: report.get(key) for key in keys}
+    summary["errors"] = len(report.get("errors") or {})
+    return summary
 
 
 def _reread(settings: Settings) -> Settings:

@@ -7,7 +7,8 @@ The scheduler owns *when* a collection runs; this module owns *what* one does:
    never stops the rest).
 3. Record the quotes that came from a source (not those served from the cache: they were
    recorded when they were fetched) into the history, if there is one, as each one lands
-   (`HistoryRecorder`: batched commits, at most a second in memory).
+   (`HistoryRecorder`: batched commits, at most a second in memory). With shared stores
+   (Redis) every fresh quote read is recorded, since another node may have fetched it.
 4. Return a `CollectionReport`; `summary()` is the one INFO line the scheduler logs.
 
 Market hours, per symbol: while its market is open, it is fetched every collection. Once the
@@ -44,8 +45,8 @@ if TYPE_CHECKING:
     from crawler.events import EventBus
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.orchestrator.spending import SpendingPolicy
+    from crawler.store.backend import QuoteTimesStore
     from crawler.store.history import HistoryStore
-    from crawler.store.quote_times import QuoteTimes
 
 __all__ = ["BRIGHT_DATA", "CACHE_SOURCE", "CollectionReport", "Collector", "MarketClock"]
 
@@ -155,7 +156,7 @@ class Collector:
         now: WallClock = utc_now,
         clock: MonotonicClock = time.monotonic,
         events: EventBus | None = None,
-        quote_times: QuoteTimes | None = None,
+        quote_times: QuoteTimesStore | None = None,
         spending: SpendingPolicy | None = None,
     ) -> None:
         self._market_hours = market_hours
@@ -280,12 +281,17 @@ class Collector:
         # Quotes go to the history as they land (batched), not when the collection ends: a
         # crash in the middle keeps what was already paid for.
         recorder = HistoryRecorder(history) if history is not None else None
+        stores = getattr(hybrid, "stores", None)
+        shared = stores is not None and stores.shared
         on_quote = None
         if recorder is not None:
             keep = recorder
 
             def on_quote(quote: Quote) -> None:
-                if not quote.from_cache:
+                # Alone, a cached quote was recorded when this node fetched it. In a cluster
+                # it may be another node's: every fresh quote read is recorded (history
+                # dedups repeats).
+                if not quote.from_cache or (shared and not quote.stale):
                     keep.add(quote)
 
         try:
@@ -408,6 +414,7 @@ class Collector:
         except CrawlerError as exc:  # the ledger still guards every reserve
             log.warning("budget unreadable for pacing", error=exc.message)
             return set(), None
+        remaining = _share_of(hybrid, remaining)
         plan = self._spending.plan(
             due,
             every,
@@ -442,3 +449,16 @@ class Collector:
         except Exception:  # unknown calendar etc.: fetching too often beats never fetching
             log.warning("market hours unknown; fetching it", symbol=sym.canonical, exc_info=True)
             return True
+
+
+def _share_of(hybrid: HybridDataSource, remaining: int) -> int:
+    """This node's share of the cluster's `remaining` paid requests: every live node paces
+    against the same shared ledger, so each takes 1/N of it (alone, all of it)."""
+    stores = getattr(hybrid, "stores", None)
+    if stores is None or not stores.shared:
+        return remaining
+    try:
+        live = max(1, len(stores.nodes.nodes()))
+    except CrawlerError:
+        return remaining  # unknown: the ledger still caps the day
+    return remaining // live

@@ -19,6 +19,8 @@ asking for AAPL:US at once cost one Bright Data request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import math
 import threading
@@ -36,8 +38,9 @@ from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
 from crawler.sources.base import BatchAnswer, BatchQuoteSource, QuoteSource
-from crawler.store.cache import QuoteCache
-from crawler.store.ledger import BudgetLedger, micro_from_usd, usd_from_micro
+from crawler.store.backend import CacheStore, LedgerStore, Stores
+from crawler.store.leases import FetchLeases
+from crawler.store.ledger import micro_from_usd, usd_from_micro
 from crawler.utils.exceptions import (
     APIError,
     BudgetExhaustedError,
@@ -76,6 +79,10 @@ NEUTRAL_ERRORS: tuple[type[BaseException], ...] = (
     # data dir once opened both breakers and kept them open for minutes after space returned.
     StorageError,
 )
+#: How long a node waits for a quote whose fetch lease another node holds, and how often it
+#: looks in the shared cache meanwhile.
+LEASE_WAIT_S = 3.0
+LEASE_POLL_S = 0.05
 
 
 @dataclass
@@ -113,8 +120,13 @@ class HybridDataSource:
         self,
         settings: Settings | None = None,
         *,
-        cache: QuoteCache | None = None,
-        ledger: BudgetLedger | None = None,
+        cache: CacheStore | None = None,
+        ledger: LedgerStore | None = None,
+        stores: Stores | None = None,
+        leases: FetchLeases | None = None,
+        lease_ttl_s: float | None = None,
+        lease_wait_s: float = LEASE_WAIT_S,
+        sleep: Callable[[float], None] = time.sleep,
         sources: Sequence[QuoteSource] | None = None,
         breakers: Mapping[str, CircuitBreaker] | None = None,
         max_workers: int | None = None,
@@ -128,28 +140,32 @@ class HybridDataSource:
 
             settings = get_settings()
         self.settings = settings
-        # The stores we build we also close; injected ones belong to the caller.
-        self._owned_stores: list[BudgetLedger | QuoteCache] = []
+        # The stores we open we also close; injected ones belong to the caller.
+        self._owned_stores: Stores | None = None
         data_dir = Path(".")
         if settings is not None:
             from crawler.store.datadir import ensure_data_dir
 
             data_dir = ensure_data_dir(Path(settings.data_dir))
-        if ledger is None:
+        if stores is None and (ledger is None or cache is None):
+            from crawler.store.backend import open_stores
+
             assert settings is not None
-            ledger = BudgetLedger(
-                data_dir / "ledger",
-                total_budget_usd=Decimal(str(settings.total_budget)),
-                cost_per_request_usd=Decimal(str(settings.cost_per_request)),
-                timezone=settings.budget_timezone,
-            )
-            self._owned_stores.append(ledger)
-        if cache is None:
-            assert settings is not None
-            cache = QuoteCache(data_dir / "cache", ttl_s=float(settings.cache_ttl_seconds))
-            self._owned_stores.append(cache)
-        self.ledger = ledger
-        self.cache = cache
+            stores = self._owned_stores = open_stores(settings)
+        #: The backend's stores when known (status lists its nodes); None if only parts given.
+        self.stores = stores
+        self.ledger: LedgerStore = ledger or _required(stores).ledger
+        self.cache: CacheStore = cache or _required(stores).cache
+        # Leases only matter when other nodes share the cache: one node coalesces in memory.
+        if leases is None and stores is not None and stores.shared:
+            leases = stores.leases
+        self.leases = leases
+        interval_s = float(settings.update_interval_seconds) if settings is not None else 900.0
+        self._lease_ttl_s = lease_ttl_s if lease_ttl_s is not None else interval_s
+        self._lease_wait_s = lease_wait_s
+        self._sleep = sleep
+        self._leases_waited = 0
+        self._leases_lost = 0
         self._on_fetch = on_fetch
         #: Told of every quote that lands and of paid requests (see `crawler.events`).
         self.events = events
@@ -161,6 +177,11 @@ class HybridDataSource:
             sources = _sources_from_settings(settings, self.ledger, data_dir)
         self.sources: dict[str, QuoteSource] = {s.name: s for s in sources}
         self.breakers: dict[str, CircuitBreaker] = dict(breakers or {})
+        #: Where breakers are shared between nodes (and processes): None when not known.
+        self.breaker_board = stores.breakers if stores is not None else None
+        state_change = on_breaker_change
+        if self.breaker_board is not None:
+            state_change = self._shared_breaker_change(on_breaker_change)
         for name in self.sources:
             if name not in self.breakers:
                 threshold, recovery_s = BREAKER_SETTINGS.get(name, (5, 60.0))
@@ -170,7 +191,7 @@ class HybridDataSource:
                     recovery_timeout=recovery_s,
                     clock=clock,
                     excluded=NEUTRAL_ERRORS,
-                    on_state_change=on_breaker_change,
+                    on_state_change=state_change,
                 )
         self.usage: dict[str, SourceUsage] = {name: SourceUsage() for name in self.sources}
         self.config_errors: dict[str, str] = {}
@@ -263,7 +284,10 @@ class HybridDataSource:
         batches = {True: self._batch_source(), False: self._batch_source(paid=False)}
         leaders: dict[bool, list[tuple[Symbol, Future[Quote]]]] = {True: [], False: []}
         batched: set[str] = set()
-        for item in symbols:
+        # Nodes sharing a cache start at different places (`_spread`); answers keep input order.
+        given = list(symbols)
+        rank: dict[str, int] = {}
+        for index, item in self._spread(list(enumerate(given))):
             try:
                 sym = item if isinstance(item, Symbol) else parse_symbol(item, asset_class)
             except SymbolError as exc:
@@ -271,6 +295,7 @@ class HybridDataSource:
                 if on_done:
                     on_done(str(item), exc)
                 continue
+            rank.setdefault(sym.canonical, index)
             if sym.canonical in pending:
                 continue
             paid = sym.canonical not in unpaid
@@ -304,6 +329,8 @@ class HybridDataSource:
             self._report_missed_deadline(
                 batches[True] or batches[False], results, len(leaders[True]) + len(leaders[False])
             )
+        if self.leases is not None:
+            results = dict(sorted(results.items(), key=lambda kv: rank.get(kv[0], -1)))
         return results
 
     def _outcome_of(
@@ -385,6 +412,12 @@ class HybridDataSource:
             "stream": live.statistics() if live is not None else None,
             # yfinance's own view: batches, crumb refreshes, and whether Yahoo throttles us.
             "yahoo": self._source_statistics(YFINANCE),
+            "leases": {
+                "enabled": self.leases is not None,
+                "ttl_s": self._lease_ttl_s,
+                "waited_for_other_node": self._leases_waited,
+                "not_ready_in_time": self._leases_lost,
+            },
         }
 
     def _source_statistics(self, name: str) -> dict[str, Any] | None:
@@ -416,8 +449,8 @@ class HybridDataSource:
                 source.close()
             except Exception:  # closing must never mask the caller's own error
                 log.exception("closing a source failed", source=source.name)
-        for store in self._owned_stores:
-            store.close()
+        if self._owned_stores is not None:
+            self._owned_stores.close()
 
     close = cleanup
 
@@ -476,7 +509,7 @@ class HybridDataSource:
             if not force_fresh and self._finished.get(key, 0) != generation:
                 quote = self.cache.get(key)
             if quote is None:
-                quote = self._fetch_upstream(sym, paid=paid)
+                quote = self._fetch_leased(sym, force_fresh, paid)
             future.set_result(quote)
             return quote
         except BaseException as exc:
@@ -657,6 +690,105 @@ class HybridDataSource:
             yahoo_rate_limit=rate,
         )
 
+    def _spread(self, items: list[tuple[int, str | Symbol]]) -> list[tuple[int, str | Symbol]]:
+        """Nodes sharing a watchlist start their collections at different places in it (by
+        node name), so they fetch different symbols at first instead of queueing on one
+        lease after another; each then finds the others' quotes in the shared cache."""
+        if self.leases is None or len(items) < 2:
+            return items
+        digest = hashlib.sha256(self.leases.node.encode()).digest()
+        start = int.from_bytes(digest[:4], "big") % len(items)
+        return items[start:] + items[:start]
+
+    def _fetch_leased(self, sym: Symbol, force_fresh: bool, paid: bool = True) -> Quote:
+        """Fetch upstream, unless another node holds the symbol's lease: then wait briefly
+        for its quote in the shared cache (one paid fetch per symbol per interval)."""
+        if self.leases is None:
+            return self._fetch_upstream(sym, paid=paid)
+        key = sym.canonical
+        asked_at = time.time()
+        try:
+            mine = self.leases.acquire(key, self._lease_ttl_s)
+        except StorageError as exc:
+            # Redis is away: the budget cannot be checked either, so only free sources run.
+            log.debug("lease not checked", symbol=key, error=exc.message)
+            return self._fetch_upstream(sym, paid=paid)
+        if not mine:
+            waited = self._wait_for_other_node(sym, asked_at, force_fresh)
+            if waited is not None:
+                return waited
+            # Forced, and nobody is fetching it now (the lease only marks this interval's
+            # fetch as done): fetch it ourselves. The ledger still guards the money.
+        try:
+            quote = self._fetch_upstream(sym, paid=paid)
+        except BaseException:
+            self._lease_over(key, fetched=False)
+            raise
+        self._lease_over(key, fetched=not quote.stale)
+        return quote
+
+    def _lease_over(self, key: str, *, fetched: bool) -> None:
+        """Mark our lease done (the quote is in the cache), or give it back when we got no
+        fresh quote, so another node (or our next collection) may try before it expires."""
+        assert self.leases is not None
+        with contextlib.suppress(StorageError):  # it expires by itself
+            if fetched:
+                self.leases.mark_done(key)
+            else:
+                self.leases.release(key)
+
+    def _wait_for_other_node(
+        self, sym: Symbol, asked_at: float, force_fresh: bool
+    ) -> Quote | None:
+        """Poll the shared cache for the lease holder's quote while its fetch is in flight.
+
+        None means: forced, and no fetch is in flight (the caller fetches itself). Otherwise
+        the holder's quote, or the last-known one marked stale, or TransientSourceError.
+        """
+        assert self.leases is not None
+        key = sym.canonical
+        with self._usage_lock:
+            self._leases_waited += 1
+        # A forced fetch wants the holder's new quote: one fetched at most `lease_wait_s` before
+        # we asked (the holder may have sent its request just before); otherwise any fresh one.
+        since = asked_at - (self._lease_wait_s if force_fresh else self.cache.ttl_s)
+        waited_s = 0.0
+        in_flight = True
+        if force_fresh:
+            # Only a fetch in flight now can answer a forced one; a done lease cannot.
+            with contextlib.suppress(StorageError):
+                in_flight = self.leases.in_flight(key)
+            if not in_flight:
+                return None
+        while True:
+            try:
+                found = self.cache.get_last_known(key)
+            except StorageError:
+                found = None
+            if found is not None and found.fetched_at.timestamp() >= since:
+                return found.with_flags(from_cache=True, stale=False)
+            if not in_flight or waited_s >= self._lease_wait_s:
+                break
+            with contextlib.suppress(StorageError):
+                in_flight = self.leases.in_flight(key)
+            if in_flight:
+                self._sleep(LEASE_POLL_S)
+                waited_s += LEASE_POLL_S
+        if force_fresh and not in_flight:
+            return None
+        with self._usage_lock:
+            self._leases_lost += 1
+        if found is not None:
+            self._stale_served += 1
+            return found.with_flags(from_cache=True, stale=True)
+        holder = None
+        with contextlib.suppress(StorageError):
+            holder = self.leases.holder(key)
+        raise TransientSourceError(
+            f"{key} is being fetched by node {holder or 'another node'}; its quote was not in "
+            f"the shared cache within {self._lease_wait_s:g}s"
+        )
+
     def _order(self) -> list[str]:
         order = list(self.settings.sources_order) if self.settings else [BRIGHT_DATA, YFINANCE]
         return [name for name in order if name in self.sources] + [
@@ -782,6 +914,27 @@ class HybridDataSource:
         except Exception:  # metrics must never change a fetch's result
             log.exception("fetch observer failed")
 
+    def _shared_breaker_change(
+        self, then: Callable[[str, str, str], None] | None
+    ) -> Callable[[str, str, str], None]:
+        """A state-change callback that posts opens and closes to the breaker board first."""
+
+        def changed(name: str, old: str, new: str) -> None:
+            board = self.breaker_board
+            try:
+                if board is not None and new == "open":
+                    board.post_open(name, self.breakers[name].recovery_timeout)
+                elif board is not None and new == "closed":
+                    board.post_closed(name)
+            except StorageError as exc:  # the local breaker still protects this node
+                log.warning(
+                    "could not share breaker", source=name, state=str(new), error=exc.message
+                )
+            if then is not None:
+                then(name, old, new)
+
+        return changed
+
     def _skip_reason(self, name: str, breaker: CircuitBreaker) -> str | None:
         if name in self.config_errors:
             return f"disabled: {self.config_errors[name]}"
@@ -790,8 +943,19 @@ class HybridDataSource:
             if remaining > 0:
                 return f"circuit open; retry in {math.ceil(remaining)}s"
             return f"circuit {breaker.state}; a trial call is in flight"
-        if name == BRIGHT_DATA and not self.ledger.can_reserve():
-            return "budget exhausted"
+        elsewhere = None
+        if self.breaker_board is not None:
+            with contextlib.suppress(StorageError):
+                elsewhere = self.breaker_board.open_elsewhere(name)
+        if elsewhere is not None:
+            return f"circuit open on node {elsewhere[0]}; retry in {math.ceil(elsewhere[1])}s"
+        if name == BRIGHT_DATA:
+            try:
+                if not self.ledger.can_reserve():
+                    return "budget exhausted"
+            except StorageError as exc:
+                # No paid request while the budget cannot be checked.
+                return f"budget store unreachable: {exc.message}"
         return None
 
     def _count_skip(self, usage: SourceUsage) -> None:
@@ -886,8 +1050,14 @@ def _missed(key: str) -> TransientSourceError:
     return TransientSourceError(f"{key}: the batch deadline passed before it was fetched")
 
 
+def _required(stores: Stores | None) -> Stores:
+    if stores is None:
+        raise ValueError("pass stores=, or both ledger= and cache=, or settings")
+    return stores
+
+
 def _sources_from_settings(
-    settings: Settings, ledger: BudgetLedger, data_dir: Path
+    settings: Settings, ledger: LedgerStore, data_dir: Path
 ) -> list[QuoteSource]:
     """The sources the settings ask for. Bright Data only with an API key."""
     sources: list[QuoteSource] = []

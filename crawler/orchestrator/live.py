@@ -37,9 +37,8 @@ if TYPE_CHECKING:
     from crawler.markets.hours import MarketHours
     from crawler.orchestrator.circuit_breaker import CircuitBreaker
     from crawler.sources.yahoo_stream import YahooStream
-    from crawler.store.cache import QuoteCache
+    from crawler.store.backend import CacheStore, WatchlistStore
     from crawler.store.history import HistoryStore
-    from crawler.store.watchlist import Watchlist
 
 __all__ = ["LiveFeed"]
 
@@ -53,8 +52,8 @@ class LiveFeed:
         self,
         endpoint: str,
         *,
-        watchlist: Watchlist,
-        cache: QuoteCache,
+        watchlist: WatchlistStore,
+        cache: CacheStore,
         history: HistoryStore | None = None,
         events: EventBus | None = None,
         market_hours: MarketHours | None = None,

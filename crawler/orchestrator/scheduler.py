@@ -53,9 +53,8 @@ if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.events import EventBus
     from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.store.backend import QuoteTimesStore, WatchlistStore
     from crawler.store.history import HistoryStore
-    from crawler.store.quote_times import QuoteTimes
-    from crawler.store.watchlist import Watchlist
 
 __all__ = ["JOB_NAMES", "MIN_INTERVAL_S", "DataScheduler"]
 
@@ -110,7 +109,7 @@ class DataScheduler:
         *,
         settings: Settings | None = None,
         hybrid: HybridDataSource | None = None,
-        watchlist: Watchlist | None = None,
+        watchlist: WatchlistStore | None = None,
         history: HistoryStore | None = None,
         market_hours: MarketClock | None = None,
         now: WallClock = utc_now,
@@ -120,7 +119,7 @@ class DataScheduler:
         events: EventBus | None = None,
         on_job_problem: Callable[[str, str], None] | None = None,
         first_collection_delay_s: float | None = None,
-        quote_times: QuoteTimes | None = None,
+        quote_times: QuoteTimesStore | None = None,
     ) -> None:
         if settings is None:
             from crawler.config import get_settings
@@ -402,6 +401,12 @@ class DataScheduler:
             "scheduled_jobs": self._jobs(),
             "last_collection": last,
         }
+
+    @property
+    def last_report(self) -> CollectionReport | None:
+        """The last collection's report, or None; cheap (reads no store), for heartbeats."""
+        with self._stats_lock:
+            return self._last_report
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from crawler.normalizer.bloomberg import (
 )
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol, bloomberg_url
-from crawler.store.ledger import BudgetLedger
+from crawler.store.backend import LedgerStore
 from crawler.utils.exceptions import (
     BilledFailureError,
     ConfigError,
@@ -97,7 +97,7 @@ class BrightDataSource:
         endpoint: str,
         api_key: str,
         zone: str,
-        ledger: BudgetLedger,
+        ledger: LedgerStore,
         *,
         session: requests.Session | None = None,
         connect_timeout_s: float = 5,

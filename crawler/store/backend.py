@@ -11,6 +11,8 @@
 | watchlist  | `Watchlist` (diskcache)                | `RedisWatchlist` (+ local copy)      |
 | leases     | `LocalLeases` (diskcache)              | `RedisLeases` (SET NX PX)            |
 | nodes      | `LocalNodes` (diskcache)               | `RedisNodes` (heartbeat keys)        |
+| quote times| `QuoteTimes` (closed-market memory)    | `RedisQuoteTimes` (+ local copy)     |
+| breakers   | `LocalBreakerBoard` (diskcache)        | `RedisBreakerBoard` (SET PX)         |
 
 History always stays in the node's own SQLite (`crawler.store.history`). The protocols below
 are what the rest of crawler may call; `tests/test_store_contract.py` runs one suite against
@@ -21,17 +23,21 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
+from crawler.store.breaker_board import BreakerBoard, LocalBreakerBoard, RedisBreakerBoard
 from crawler.store.datadir import CACHE_SUBDIR, LEDGER_SUBDIR, WATCHLIST_SUBDIR, ensure_data_dir
 from crawler.store.leases import FetchLeases, LocalLeases, RedisLeases
 from crawler.store.ledger import Reservation
 from crawler.store.nodes import LocalNodes, NodeRegistry, RedisNodes
+from crawler.store.quote_times import QUOTE_TIMES_SUBDIR, QuoteTimes, SymbolTimes
 from crawler.store.watchlist import HasCanonical
 
 if TYPE_CHECKING:
@@ -43,6 +49,7 @@ __all__ = [
     "REDIS",
     "CacheStore",
     "LedgerStore",
+    "QuoteTimesStore",
     "Stores",
     "WatchlistStore",
     "default_node_name",
@@ -55,6 +62,7 @@ EMBEDDED: Final = "embedded"
 REDIS: Final = "redis"
 LEASES_SUBDIR: Final = "leases"
 NODES_SUBDIR: Final = "nodes"
+BREAKERS_SUBDIR: Final = "breakers"
 #: The Redis backend's local copies (read when Redis is away) and local ledger record.
 LOCAL_SUBDIR: Final = "local"
 
@@ -63,7 +71,7 @@ class LedgerStore(Protocol):
     """The daily budget (`crawler.store.ledger.BudgetLedger`'s public surface)."""
 
     def day(self) -> str: ...
-    def reserve(self) -> Reservation: ...
+    def reserve(self, label: str | None = None) -> Reservation: ...
     def settle(self, reservation: Reservation) -> bool: ...
     def release(self, reservation: Reservation) -> bool: ...
     def can_reserve(self) -> bool: ...
@@ -74,6 +82,7 @@ class LedgerStore(Protocol):
     @property
     def requests_allowed(self) -> int: ...
     def statistics(self) -> dict[str, Any]: ...
+    def breakdown(self) -> dict[str, dict[str, int]]: ...
     def days(self) -> list[str]: ...
     def close(self) -> None: ...
 
@@ -104,6 +113,15 @@ class WatchlistStore(Protocol):
     def close(self) -> None: ...
 
 
+class QuoteTimesStore(Protocol):
+    """The closed-market memory (`crawler.store.quote_times.QuoteTimes`' public surface)."""
+
+    def snapshot(self) -> dict[str, SymbolTimes]: ...
+    def record(self, quoted: Mapping[str, datetime], paid: Iterable[str] = ()) -> None: ...
+    def forget(self, symbol: str) -> None: ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class Stores:
     """Everything one node keeps, from one backend. Close it once, when the node stops."""
@@ -115,6 +133,8 @@ class Stores:
     watchlist: WatchlistStore
     leases: FetchLeases
     nodes: NodeRegistry
+    quote_times: QuoteTimesStore
+    breakers: BreakerBoard
     redis: RedisConnection | None = None
     _closers: list[Any] = field(default_factory=list)
 
@@ -166,13 +186,19 @@ def open_stores(settings: Settings) -> Stores:
         watchlist = Watchlist(data_dir / WATCHLIST_SUBDIR)
         leases = LocalLeases(data_dir / LEASES_SUBDIR, node)
         nodes = LocalNodes(data_dir / NODES_SUBDIR, node)
-        stores = Stores(EMBEDDED, node, ledger, cache, watchlist, leases, nodes)
-        stores._closers = [ledger.close, cache.close, watchlist.close, leases.close, nodes.close]
+        times = QuoteTimes(data_dir / QUOTE_TIMES_SUBDIR)
+        board = LocalBreakerBoard(data_dir / BREAKERS_SUBDIR, node)
+        stores = Stores(EMBEDDED, node, ledger, cache, watchlist, leases, nodes, times, board)
+        stores._closers = [
+            ledger.close, cache.close, watchlist.close, leases.close, nodes.close, times.close,
+            board.close,
+        ]  # fmt: skip
         return stores
 
     from crawler.store.redis_cache import RedisQuoteCache
     from crawler.store.redis_client import RedisConnection
     from crawler.store.redis_ledger import RedisLedger
+    from crawler.store.redis_quote_times import RedisQuoteTimes
     from crawler.store.redis_watchlist import RedisWatchlist
 
     redis = RedisConnection(
@@ -184,6 +210,7 @@ def open_stores(settings: Settings) -> Stores:
     )
     r_cache = RedisQuoteCache(redis, ttl_s, QuoteCache(local / CACHE_SUBDIR, ttl_s=ttl_s))
     r_watchlist = RedisWatchlist(redis, Watchlist(data_dir / WATCHLIST_SUBDIR))
+    r_times = RedisQuoteTimes(redis, QuoteTimes(data_dir / QUOTE_TIMES_SUBDIR))
     stores = Stores(
         REDIS,
         node,
@@ -192,7 +219,11 @@ def open_stores(settings: Settings) -> Stores:
         r_watchlist,
         RedisLeases(redis, node),
         RedisNodes(redis, node),
+        r_times,
+        RedisBreakerBoard(redis, node),
         redis=redis,
     )
-    stores._closers = [r_ledger.close, r_cache.close, r_watchlist.close, redis.close]
+    stores._closers = [
+        r_ledger.close, r_cache.close, r_watchlist.close, r_times.close, redis.close
+    ]  # fmt: skip
     return stores

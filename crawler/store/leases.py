@@ -5,7 +5,12 @@ held elsewhere waits briefly for the holder's quote in the shared cache instead 
 the same quote again. No leader: a lease is one key with an expiry, so a node killed with -9
 holds its symbols only until its leases expire, and the next collection anywhere takes them.
 
-    crawler:lease:AAPL:US   holder's node name   (Redis: SET NX PX interval)
+    crawler:lease:AAPL:US   "NODE" while NODE fetches, "NODE|done" after (Redis: SET NX PX
+                            interval, then SET XX KEEPTTL)
+
+The holder marks its lease done once the quote is in the shared cache: a waiter then stops
+waiting, and a forced (`--fresh`) fetch elsewhere knows nobody is fetching the symbol right now.
+Taking a lease you already hold renews it (each node coalesces its own fetches in memory).
 
 Two backends with one contract (`tests/test_store_contract.py`):
 `LocalLeases` (diskcache, shared by the processes of one data dir; expiry by the injected clock)
@@ -34,9 +39,29 @@ __all__ = ["FetchLeases", "LocalLeases", "RedisLeases"]
 _WHAT: Final = "fetch leases"
 _PREFIX: Final = "lease:"
 
+_DONE: Final = "|done"
+
+# KEYS: lease. ARGV: holder, ttl_ms. Takes a free lease or renews our own.
+_ACQUIRE_LUA: Final = """
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] and v ~= ARGV[1] .. '|done' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
 # KEYS: lease. ARGV: holder. Deletes the lease only if we still hold it.
 _RELEASE_LUA: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or v == ARGV[1] .. '|done' then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: lease. ARGV: holder. Marks our lease done, keeping its expiry.
+_DONE_LUA: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1] .. '|done', 'KEEPTTL')
+  return 1
+end
 return 0
 """
 
@@ -47,7 +72,15 @@ class FetchLeases(Protocol):
     node: str
 
     def acquire(self, symbol: str, ttl_s: float) -> bool:
-        """Take `symbol`'s lease for `ttl_s` seconds; False if another holder has it."""
+        """Take (or renew our own) `symbol`'s lease for `ttl_s` s; False if another holds it."""
+        ...
+
+    def mark_done(self, symbol: str) -> bool:
+        """Say our fetch is over (the quote is in the cache); the lease keeps its expiry."""
+        ...
+
+    def in_flight(self, symbol: str) -> bool:
+        """Whether someone holds the lease and has not marked it done."""
         ...
 
     def release(self, symbol: str) -> bool:
@@ -77,10 +110,29 @@ class LocalLeases:
         now = self._clock()
         with storage_errors(_WHAT, self._directory), self._cache.transact():
             current = self._read(symbol)
-            if current is not None and current[1] > now:
-                return False  # held, even by us: one fetch per lease, as with SET NX
+            if current is not None and current[1] > now and current[0] != self.node:
+                return False
             self._cache.set(_PREFIX + symbol, {"holder": self.node, "until": now + ttl_s})
         return True
+
+    def mark_done(self, symbol: str) -> bool:
+        """Mark our unexpired lease done."""
+        with storage_errors(_WHAT, self._directory), self._cache.transact():
+            current = self._read(symbol)
+            if current is None or current[0] != self.node or current[1] <= self._clock():
+                return False
+            self._cache.set(
+                _PREFIX + symbol, {"holder": self.node, "until": current[1], "done": True}
+            )
+        return True
+
+    def in_flight(self, symbol: str) -> bool:
+        """An unexpired lease not marked done."""
+        with storage_errors(_WHAT, self._directory):
+            raw = self._cache.get(_PREFIX + symbol)
+            current = self._read(symbol)
+        done = isinstance(raw, dict) and bool(raw.get("done"))
+        return current is not None and current[1] > self._clock() and not done
 
     def release(self, symbol: str) -> bool:
         """Delete the lease if it is ours."""
@@ -119,15 +171,28 @@ class RedisLeases:
     def __init__(self, redis: RedisConnection, node: str) -> None:
         self.node = node
         self._redis = redis
+        self._acquire = redis.script("lease_acquire", _ACQUIRE_LUA)
         self._release = redis.script("lease_release", _RELEASE_LUA)
+        self._done = redis.script("lease_done", _DONE_LUA)
 
     def acquire(self, symbol: str, ttl_s: float) -> bool:
-        """SET NX PX: True only for the one caller that created the key."""
+        """SET NX PX in effect (ours may be renewed): True only for the one holder."""
         with self._redis.errors(_WHAT):
-            done = self._redis.client.set(
-                self._redis.key("lease", symbol), self.node, nx=True, px=max(1, int(ttl_s * 1000))
+            taken = self._acquire(
+                keys=[self._redis.key("lease", symbol)], args=[self.node, max(1, int(ttl_s * 1000))]
             )
-        return bool(done)
+        return bool(taken)
+
+    def mark_done(self, symbol: str) -> bool:
+        """SET NODE|done XX KEEPTTL, only if the lease is still ours."""
+        with self._redis.errors(_WHAT):
+            return bool(self._done(keys=[self._redis.key("lease", symbol)], args=[self.node]))
+
+    def in_flight(self, symbol: str) -> bool:
+        """A lease exists and is not marked done."""
+        with self._redis.errors(_WHAT):
+            value = self._redis.client.get(self._redis.key("lease", symbol))
+        return value is not None and not str(value).endswith(_DONE)
 
     def release(self, symbol: str) -> bool:
         """Delete the lease only if it is still ours (one Lua script: check and delete)."""
@@ -138,7 +203,7 @@ class RedisLeases:
         """The node holding the lease, or None."""
         with self._redis.errors(_WHAT):
             value = self._redis.client.get(self._redis.key("lease", symbol))
-        return None if value is None else str(value)
+        return None if value is None else str(value).removesuffix(_DONE)
 
     def close(self) -> None:
         """Nothing to close: the Redis connection belongs to the caller."""

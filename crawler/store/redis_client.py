@@ -10,7 +10,9 @@ serve other programs (or several clusters, with different prefixes) beside us.
 Faults: redis-py reconnects by itself on the next command after a dropped connection, so a
 Redis that comes back is used again without a restart. Until then every call raises
 `StoreUnavailableError` within `socket_timeout_s` (short: a collection must not hang on a dead
-Redis); any other Redis error is a `StorageError`. `redact_url` is what logs and status show:
+Redis), and for `RETRY_S` after a failure calls fail at once without trying (a collection of a
+thousand symbols must not wait a timeout per call); `ping()` always tries, and a success ends
+that pause. Any other Redis error is a `StorageError`. `redact_url` is what logs and status show:
 the password never leaves this module.
 
     >>> redact_url("redis://:s3cret@10.0.0.5:6379/0")
@@ -20,6 +22,7 @@ the password never leaves this module.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
@@ -30,13 +33,15 @@ from crawler.utils.exceptions import ConfigError, StorageError, StoreUnavailable
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["DEFAULT_KEY_PREFIX", "RedisConnection", "redact_url", "text_map"]
+__all__ = ["DEFAULT_KEY_PREFIX", "RETRY_S", "RedisConnection", "redact_url", "text_map"]
 
 DEFAULT_KEY_PREFIX: Final = "crawler:"
 #: Connect and per-command timeouts: a dead Redis must cost a collection seconds, not minutes.
 _CONNECT_TIMEOUT_S: Final = 1.0
 _SOCKET_TIMEOUT_S: Final = 2.0
 _SCHEMES: Final = ("redis", "rediss", "unix")
+#: After Redis failed to answer, calls fail fast for this long before the next real try.
+RETRY_S: Final = 2.0
 
 
 def redact_url(url: str) -> str:
@@ -101,6 +106,9 @@ class RedisConnection:
             raise ConfigError(f"redis_url {self.shown_url!r} is invalid: {exc}") from None
         self._lock = threading.Lock()
         self._scripts: dict[str, Any] = {}
+        # monotonic time until which calls fail fast (0: try every call).
+        self._down_until = 0.0
+        self._last_error = ""
 
     def key(self, *parts: str) -> str:
         """The full key of `parts`, e.g. key("lease", "AAPL:US") -> "crawler:lease:AAPL:US"."""
@@ -115,11 +123,21 @@ class RedisConnection:
             return found
 
     @contextmanager
-    def errors(self, what: str) -> Iterator[None]:
-        """Translate redis-py's errors into ours, naming `what` and the (redacted) URL."""
+    def errors(self, what: str, *, probe: bool = False) -> Iterator[None]:
+        """Translate redis-py's errors into ours, naming `what` and the (redacted) URL.
+
+        Within RETRY_S of a failure, raises StoreUnavailableError at once unless `probe`.
+        """
+        if not probe and time.monotonic() < self._down_until:
+            raise StoreUnavailableError(
+                f"{what}: Redis at {self.shown_url} is unreachable ({self._last_error}); "
+                "start it or fix redis_url; crawler reconnects by itself"
+            )
         try:
             yield
         except self._unavailable as exc:
+            self._last_error = type(exc).__name__
+            self._down_until = time.monotonic() + RETRY_S
             raise StoreUnavailableError(
                 f"{what}: Redis at {self.shown_url} is unreachable ({type(exc).__name__}); "
                 "start it or fix redis_url; crawler reconnects by itself"
@@ -128,11 +146,14 @@ class RedisConnection:
             raise StorageError(
                 f"{what}: Redis at {self.shown_url} refused a command: {_first_line(exc)}"
             ) from exc
+        # Redis answered: stop failing fast.
+        self._down_until = 0.0
 
     def ping(self) -> bool:
-        """Whether Redis answers now (never raises)."""
+        """Whether Redis answers now: always a real try (never raises); a success ends the
+        fail-fast pause at once."""
         try:
-            with self.errors("ping"):
+            with self.errors("ping", probe=True):
                 return bool(self.client.ping())
         except StorageError:
             return False

@@ -3,23 +3,38 @@
 Same contract as `crawler.store.ledger.BudgetLedger` (the store contract suite runs both):
 `reserve()` before a paid request, then `settle()` (billed) or `release()` (not billed); a
 reservation left open by a crash stays counted as spent. Each script runs atomically inside
-Redis, so N daemons x M threads never push a day above the budget.
+Redis, so N daemons x M threads never push a day above the budget. The embedded ledger's two
+clock rules hold for the cluster too:
 
-Keys (integer micro-dollars, day in the budget's time zone):
+- The day key never goes back: `crawler:ledger:clock` keeps the highest wall instant any node
+  has shown and the day it is on; a node whose clock is behind, or whose BUDGET_TIMEZONE was
+  changed, stays on the stored day until that day ends (the next boundary).
+- Within any 24 hours of real time the spend never exceeds one day's budget: every reservation
+  is also counted in per-minute buckets (dropped on release). Each node's real time is its own
+  stored instant advanced by its monotonic clock within one boot (as the embedded ledger does),
+  so a wall-clock step on a node moves nothing; nodes whose clocks disagree see windows shifted
+  by that disagreement (NTP keeps it far below the one-minute bucket).
 
+Keys (integer micro-dollars):
+
+    crawler:ledger:clock                 hash high_water_us, day, day_ends_us
+    crawler:ledger:window                hash epoch minute -> micro-dollars reserved then
     crawler:ledger:day:YYYY-MM-DD        hash billed_micro, billed_count, reserved_micro,
                                          open_count, incarnation, seed_micro, seed_count
-    crawler:ledger:day:YYYY-MM-DD:open   hash reservation id -> amount_micro
+    crawler:ledger:day:YYYY-MM-DD:open   hash reservation id -> "amount_micro|minute|HH|label"
+    crawler:ledger:day:YYYY-MM-DD:labels hash label -> billed requests (the day key also holds
+                                         hour:HH -> billed requests, by the hour made)
     crawler:ledger:rollover              hash at, day (the last midnight job, for status)
 
-Day keys expire after DAYS_KEPT days, so roll-over needs no job: a new day is a new key.
+Day keys expire after DAYS_KEPT days, so roll-over needs no job. Day keys are computed inside
+the scripts: a single Redis (or a Sentinel-managed primary), not Redis Cluster.
 
-Redis restarted empty mid-day: every node keeps, in its own data dir, what it last saw of
-today's total and under which `incarnation` (a random id written when a day key is created).
-A node that reserves and finds the day key gone, or re-created under another incarnation,
-passes what it saw; the script raises the day's billed total to the highest such figure any
-node has offered (never lower, never counted twice). What nobody saw (requests made after a
-node's last look) cannot be known: the README says so.
+Redis restarted empty mid-day: every node keeps, in its own data dir, the highest total of
+today it has seen and under which `incarnation` (a random id written when a day key is
+created). A node that reserves and finds the day key gone, or re-created under another
+incarnation, passes what it saw; the script raises the day's billed total (and the window) to
+the highest such figure any node has offered, never counting one twice. What nobody saw (spend
+after every node's last look) cannot be known: the README says so.
 
 Redis unreachable: `reserve()` and `can_reserve()` raise StoreUnavailableError, so no paid
 request is made. `settle()`/`release()` log and return False: the reservation stays open in
@@ -29,9 +44,11 @@ Redis, counted as spent (the safe side). `statistics()` answers from the local r
 
 from __future__ import annotations
 
-import os
+import threading
+import time as _time
 import uuid
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -41,9 +58,16 @@ import diskcache
 
 from crawler.logging import get_logger
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
-from crawler.store.ledger import DAYS_KEPT, Reservation, micro_from_usd, usd_from_micro
+from crawler.store.ledger import (
+    DAYS_KEPT,
+    WINDOW_S,
+    Reservation,
+    current_boot_id,
+    micro_from_usd,
+    usd_from_micro,
+)
 from crawler.store.redis_client import RedisConnection, text_map
-from crawler.utils.clock import WallClock, utc_now
+from crawler.utils.clock import MonotonicClock, WallClock, utc_now
 from crawler.utils.exceptions import BudgetExhaustedError, ConfigError, StorageError
 
 __all__ = ["RedisLedger"]
@@ -51,78 +75,115 @@ __all__ = ["RedisLedger"]
 log = get_logger("crawler.ledger")
 
 _WHAT: Final = "budget ledger"
+_LOCAL: Final = "local ledger record"
 _SEEN_KEY: Final = "seen"
+_REAL_KEY: Final = "real"
 _KEEP_S: Final = (DAYS_KEPT + 1) * 86_400
+_WINDOW_MINUTES: Final = WINDOW_S // 60
 
-# Shared by reserve: re-seed a day key that Redis lost, from what the caller last saw.
-# ARGV: seen_incarnation, seen_micro, seen_count, new_incarnation (for a missing key).
-_SEED_LUA: Final = """
-local day = KEYS[1]
-local seen_inc, seen_micro, seen_count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+# KEYS: clock, window. ARGV: 1 day prefix, 2 now_us, 3 proposed day, 4 its end (us),
+# 5 the stored day the caller read, 6 that day's end in the caller's zone (us), 7 real minute,
+# 8 budget, 9 cost, 10 id, 11 ttl_s, 12 seen day, 13 seen incarnation, 14 seen micro,
+# 15 seen count, 16 new incarnation, 17 the hour (HH, budget zone), 18 the label.
+# Returns {granted, used_micro, used_count, incarnation, day, window_micro}.
+_RESERVE_LUA: Final = """
+local clock, window = KEYS[1], KEYS[2]
+local now = tonumber(ARGV[2])
+local sd = redis.call('HGET', clock, 'day')
+local se = tonumber(redis.call('HGET', clock, 'day_ends_us') or '0')
+local hw = tonumber(redis.call('HGET', clock, 'high_water_us') or '0')
+local eff = math.max(now, hw)
+local dday, ends = ARGV[3], tonumber(ARGV[4])
+if sd then
+  if eff < se then
+    dday, ends = sd, se
+  elseif ARGV[3] <= sd then
+    -- the zone moved westwards: hold the stored day until it ends in the new zone
+    dday = sd
+    if ARGV[5] == sd then ends = tonumber(ARGV[6]) else ends = se end
+  end
+end
+redis.call('HSET', clock, 'day', dday, 'day_ends_us', ends, 'high_water_us', eff)
+local day = ARGV[1] .. dday
+local open = day .. ':open'
 if redis.call('EXISTS', day) == 0 then
   redis.call('HSET', day, 'billed_micro', 0, 'billed_count', 0, 'reserved_micro', 0,
-             'open_count', 0, 'incarnation', ARGV[4], 'seed_micro', 0, 'seed_count', 0)
+             'open_count', 0, 'incarnation', ARGV[16], 'seed_micro', 0, 'seed_count', 0)
 end
 local inc = redis.call('HGET', day, 'incarnation')
-if seen_inc ~= '' and seen_inc ~= inc and seen_micro > 0 then
-  local known = tonumber(redis.call('HGET', day, 'seed_micro') or '0')
+local real_min = tonumber(ARGV[7])
+local seen_micro, seen_count = tonumber(ARGV[14]), tonumber(ARGV[15])
+if ARGV[12] == dday and ARGV[13] ~= '' and ARGV[13] ~= inc and seen_micro > 0 then
+  local known = tonumber(redis.call('HGET', day, 'seed_micro'))
   if seen_micro > known then
-    local known_count = tonumber(redis.call('HGET', day, 'seed_count') or '0')
+    local known_count = tonumber(redis.call('HGET', day, 'seed_count'))
     redis.call('HINCRBY', day, 'billed_micro', seen_micro - known)
     redis.call('HINCRBY', day, 'billed_count', math.max(0, seen_count - known_count))
     redis.call('HSET', day, 'seed_micro', seen_micro,
                'seed_count', math.max(seen_count, known_count))
+    redis.call('HINCRBY', window, real_min, seen_micro - known)
   end
 end
-"""
-
-# KEYS: day, open. ARGV: 1-4 as _SEED_LUA, 5 budget, 6 cost, 7 id, 8 ttl_s.
-# Returns {granted, used_micro, used_count, incarnation}.
-_RESERVE_LUA: Final = (
-    _SEED_LUA
-    + """
+local oldest = real_min - WINDOW_MINUTES
+local wsum = 0
+local buckets = redis.call('HGETALL', window)
+for i = 1, #buckets, 2 do
+  if tonumber(buckets[i]) < oldest then
+    redis.call('HDEL', window, buckets[i])
+  else
+    wsum = wsum + tonumber(buckets[i + 1])
+  end
+end
 local billed = tonumber(redis.call('HGET', day, 'billed_micro'))
 local reserved = tonumber(redis.call('HGET', day, 'reserved_micro'))
 local count = tonumber(redis.call('HGET', day, 'billed_count'))
   + tonumber(redis.call('HGET', day, 'open_count'))
-local budget, cost = tonumber(ARGV[5]), tonumber(ARGV[6])
-if billed + reserved + cost > budget then
-  return {0, billed + reserved, count, inc}
+local budget, cost = tonumber(ARGV[8]), tonumber(ARGV[9])
+if billed + reserved + cost > budget or wsum + cost > budget then
+  return {0, billed + reserved, count, inc, dday, wsum}
 end
 redis.call('HINCRBY', day, 'reserved_micro', cost)
 redis.call('HINCRBY', day, 'open_count', 1)
-redis.call('HSET', KEYS[2], ARGV[7], cost)
-redis.call('EXPIRE', day, ARGV[8])
-redis.call('EXPIRE', KEYS[2], ARGV[8])
-return {1, billed + reserved + cost, count + 1, inc}
-"""
-)
+redis.call('HSET', open, ARGV[10], cost .. '|' .. real_min .. '|' .. ARGV[17] .. '|' .. ARGV[18])
+redis.call('HINCRBY', window, real_min, cost)
+redis.call('EXPIRE', day, ARGV[11])
+redis.call('EXPIRE', open, ARGV[11])
+redis.call('EXPIRE', window, ARGV[11])
+return {1, billed + reserved + cost, count + 1, inc, dday, wsum + cost}
+""".replace("WINDOW_MINUTES", str(_WINDOW_MINUTES))
 
-# KEYS: day, open. ARGV: id, billed (1/0). Returns {closed, used_micro, used_count, incarnation}.
+# KEYS: day, open, window, labels. ARGV: id, billed (1/0). Returns 1 closed, 0 unknown/closed.
 _CLOSE_LUA: Final = """
-local day = KEYS[1]
-if redis.call('EXISTS', day) == 0 then return {0, 0, 0, ''} end
-local amount = redis.call('HGET', KEYS[2], ARGV[1])
-local inc = redis.call('HGET', day, 'incarnation')
-if amount then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', day, 'reserved_micro', -tonumber(amount))
-  redis.call('HINCRBY', day, 'open_count', -1)
-  if ARGV[2] == '1' then
-    redis.call('HINCRBY', day, 'billed_micro', tonumber(amount))
-    redis.call('HINCRBY', day, 'billed_count', 1)
+local entry = redis.call('HGET', KEYS[2], ARGV[1])
+if not entry or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local parts = {}
+for part in string.gmatch(entry .. '|', '([^|]*)|') do parts[#parts + 1] = part end
+local amount = tonumber(parts[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'reserved_micro', -amount)
+redis.call('HINCRBY', KEYS[1], 'open_count', -1)
+if ARGV[2] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'billed_micro', amount)
+  redis.call('HINCRBY', KEYS[1], 'billed_count', 1)
+  if parts[3] and parts[3] ~= '' then redis.call('HINCRBY', KEYS[1], 'hour:' .. parts[3], 1) end
+  if parts[4] and parts[4] ~= '' then
+    redis.call('HINCRBY', KEYS[4], parts[4], 1)
+    redis.call('EXPIRE', KEYS[4], redis.call('TTL', KEYS[1]))
+  end
+elseif parts[2] then
+  local left = tonumber(redis.call('HGET', KEYS[3], parts[2]) or '0')
+  if left > 0 then
+    if left <= amount then redis.call('HDEL', KEYS[3], parts[2])
+    else redis.call('HINCRBY', KEYS[3], parts[2], -amount) end
   end
 end
-local used = tonumber(redis.call('HGET', day, 'billed_micro'))
-  + tonumber(redis.call('HGET', day, 'reserved_micro'))
-local count = tonumber(redis.call('HGET', day, 'billed_count'))
-  + tonumber(redis.call('HGET', day, 'open_count'))
-return {amount and 1 or 0, used, count, inc}
+return 1
 """
 
 
 class RedisLedger:
-    """`BudgetLedger`'s contract on Redis; `local_dir` holds this node's record of spend seen."""
+    """`BudgetLedger`'s contract on Redis; `local_dir` holds this node's record of spend seen
+    and its real-time clock. `clock` and `boot_id` as in `BudgetLedger` (tests inject them)."""
 
     def __init__(
         self,
@@ -132,6 +193,8 @@ class RedisLedger:
         cost_per_request_usd: Decimal,
         timezone: str = "UTC",
         now: WallClock = utc_now,
+        clock: MonotonicClock = _time.monotonic,
+        boot_id: Callable[[], str] = current_boot_id,
     ) -> None:
         self._budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
         self._cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
@@ -146,69 +209,163 @@ class RedisLedger:
             ) from exc
         self._timezone = timezone
         self._now = now
+        self._clock = clock
+        self._boot = boot_id()
         self._redis = redis
         self._local_dir = Path(local_dir)
-        self._local: diskcache.Cache = open_store(self._local_dir, "local ledger record")
-        self._reserve = redis.script("ledger_reserve", _RESERVE_LUA)
+        self._local: diskcache.Cache = open_store(self._local_dir, _LOCAL)
+        self._local_lock = threading.Lock()
+        self._reserve_script = redis.script("ledger_reserve", _RESERVE_LUA)
         self._close_script = redis.script("ledger_close", _CLOSE_LUA)
+        self._clock_key = redis.key("ledger", "clock")
+        self._window_key = redis.key("ledger", "window")
 
-    # -- the day --------------------------------------------------------------------------
+    # -- the day and real time ------------------------------------------------------------
 
     def day(self) -> str:
-        """Today's date (ISO) in the budget's time zone, from the injected `now()`."""
+        """The cluster's day key (ISO date): never goes back, and a time-zone change waits
+        for the stored day's end. Raises StoreUnavailableError when Redis is away."""
+        return self._resolve(self._read_clock())[0]
+
+    def _aware_now(self) -> datetime:
         current = self._now()
         if current.tzinfo is None or current.utcoffset() is None:
             raise ValueError("now() must return a timezone-aware datetime")
-        return current.astimezone(self._zone).date().isoformat()
+        return current
+
+    def _midnight_after(self, day: date) -> datetime:
+        return datetime.combine(day + timedelta(days=1), time(0), tzinfo=self._zone)
+
+    def _read_clock(self) -> dict[str, str]:
+        with self._redis.errors(_WHAT):
+            return text_map(self._redis.client.hgetall(self._clock_key))
+
+    def _proposal(self, stored: dict[str, str]) -> tuple[int, str, int, str, int]:
+        """(now_us, proposed day, its end, stored day, the stored day's end in our zone)."""
+        now = self._aware_now()
+        now_us = _us(now)
+        high_water_us = int(stored.get("high_water_us", 0) or 0)
+        effective = _from_us(max(now_us, high_water_us))
+        local = effective.astimezone(self._zone).date()
+        stored_day = stored.get("day", "")
+        held_ends = 0
+        if stored_day:
+            held_ends = _us(self._midnight_after(date.fromisoformat(stored_day)))
+        return now_us, local.isoformat(), _us(self._midnight_after(local)), stored_day, held_ends
+
+    def _resolve(self, stored: dict[str, str]) -> tuple[str, int]:
+        """(day, day_ends_us) as the reserve script would resolve them now (read-only)."""
+        now_us, day, ends, stored_day, held_ends = self._proposal(stored)
+        if not stored_day:
+            return day, ends
+        stored_ends = int(stored.get("day_ends_us", 0) or 0)
+        effective = max(now_us, int(stored.get("high_water_us", 0) or 0))
+        if effective < stored_ends:
+            return stored_day, stored_ends
+        if day <= stored_day:
+            return stored_day, held_ends
+        return day, ends
+
+    def _real_minute(self, *, store: bool) -> int:
+        """This node's real-time minute: its stored instant advanced by the monotonic clock
+        within one boot, else the later of the wall clock and the stored instant."""
+        now = self._aware_now()
+        reading = self._clock()
+        with self._local_lock:
+            raw = self._local_get(_REAL_KEY)
+            real = now
+            if isinstance(raw, dict):
+                try:
+                    stored = datetime.fromisoformat(str(raw["real"]))
+                    mono = float(raw["monotonic_s"])
+                    same_boot = bool(self._boot) and raw.get("boot") == self._boot
+                    if same_boot and reading >= mono:
+                        real = stored + timedelta(seconds=reading - mono)
+                    else:
+                        real = max(now, stored)
+                except (KeyError, TypeError, ValueError):
+                    real = now  # a broken record: the wall clock is all we have
+            if store:
+                self._local_set(
+                    _REAL_KEY,
+                    {"real": real.isoformat(), "monotonic_s": reading, "boot": self._boot},
+                )
+        return int(real.timestamp()) // 60
 
     def _keys(self, day: str) -> list[str]:
         key = self._redis.key("ledger", "day", day)
-        return [key, key + ":open"]
+        return [key, key + ":open", self._window_key, key + ":labels"]
 
     # -- reserve / settle / release -------------------------------------------------------
 
-    def reserve(self) -> Reservation:
-        """Hold one request's cost on the cluster's budget for today.
+    def reserve(self, label: str | None = None) -> Reservation:
+        """Hold one request's cost on the cluster's budget for today; `label` (the symbol) is
+        counted in `breakdown()` once the request is billed.
 
-        Raises BudgetExhaustedError when it would not fit, StoreUnavailableError when Redis
-        cannot be asked (then nothing may be spent).
+        Raises BudgetExhaustedError when it would not fit today or in the last 24 hours,
+        StoreUnavailableError when Redis cannot be asked (then nothing may be spent).
         """
-        today = self.day()
-        reservation = Reservation(id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro)
-        seen = self._seen(today)
+        now_us, day, ends, stored_day, held_ends = self._proposal(self._read_clock())
+        real_minute = self._real_minute(store=True)
+        seen = self._seen()
+        reservation_id = uuid.uuid4().hex
         args = [
+            self._redis.key("ledger", "day", ""),
+            now_us,
+            day,
+            ends,
+            stored_day,
+            held_ends,
+            real_minute,
+            self._budget_micro,
+            self._cost_micro,
+            reservation_id,
+            _KEEP_S,
+            seen.get("day", ""),
             seen.get("incarnation", ""),
             int(seen.get("used_micro", 0)),
             int(seen.get("used_count", 0)),
             uuid.uuid4().hex,
-            self._budget_micro,
-            self._cost_micro,
-            reservation.id,
-            _KEEP_S,
+            f"{_from_us(now_us).astimezone(self._zone).hour:02d}",
+            "" if label is None else str(label).replace("|", "/")[:64],
         ]
         with self._redis.errors(_WHAT):
-            granted, used, count, incarnation = self._reserve(keys=self._keys(today), args=args)
-        self._remember(today, str(incarnation), int(used), int(count))
+            reply = self._reserve_script(keys=[self._clock_key, self._window_key], args=args)
+        granted, used, count, incarnation, resolved, window = reply
+        resolved_day = str(resolved)
+        self._remember(resolved_day, str(incarnation), int(used), int(count))
         if not int(granted):
+            if int(used) + self._cost_micro > self._budget_micro:
+                raise BudgetExhaustedError(
+                    current_usage=int(count),
+                    budget_limit=self.requests_allowed,
+                    cost_spent=usd_from_micro(int(used)),
+                )
             raise BudgetExhaustedError(
                 current_usage=int(count),
                 budget_limit=self.requests_allowed,
-                cost_spent=usd_from_micro(int(used)),
+                cost_spent=usd_from_micro(int(window)),
+                message=(
+                    f"daily budget exhausted: the last 24 hours hold "
+                    f"${usd_from_micro(int(window))} of ${usd_from_micro(self._budget_micro)}"
+                    "; money comes back as that spend turns 24 hours old, or raise TOTAL_BUDGET"
+                ),
             )
-        return reservation
+        return Reservation(id=reservation_id, day=resolved_day, amount_micro=self._cost_micro)
 
     def settle(self, reservation: Reservation) -> bool:
         """The request was billed: move its hold into billed spend (False if unknown/closed)."""
         return self._close(reservation, billed=True)
 
     def release(self, reservation: Reservation) -> bool:
-        """The request was not billed: drop its hold (False if unknown/closed)."""
+        """The request was not billed: drop its hold and its window share (False if
+        unknown/closed)."""
         return self._close(reservation, billed=False)
 
     def _close(self, reservation: Reservation, *, billed: bool) -> bool:
         try:
             with self._redis.errors(_WHAT):
-                closed, used, count, incarnation = self._close_script(
+                closed = self._close_script(
                     keys=self._keys(reservation.day), args=[reservation.id, int(billed)]
                 )
         except StorageError as exc:
@@ -219,24 +376,26 @@ class RedisLedger:
                 error=str(exc),
             )
             return False
-        if incarnation:
-            self._remember(reservation.day, str(incarnation), int(used), int(count))
+        # Nothing remembered: a settle leaves the total as it was and a release lowers it, so
+        # the highest figure seen at reserve time stays an upper bound (the safe side).
         return bool(int(closed))
 
     def can_reserve(self) -> bool:
-        """Whether one more request fits today (a hint; raises StoreUnavailableError)."""
-        fields = self._day_fields(self.day())
+        """Whether one more request fits today and in the last 24 hours (a hint; raises
+        StoreUnavailableError)."""
+        fields, window = self._current()
         used = fields.get("billed_micro", 0) + fields.get("reserved_micro", 0)
-        return used + self._cost_micro <= self._budget_micro
+        return max(used, window) + self._cost_micro <= self._budget_micro
 
     # -- roll-over and status -------------------------------------------------------------
 
     def record_rollover(self) -> None:
         """Note that the midnight job ran (day keys expire by themselves)."""
+        day = self.day()
         with self._redis.errors(_WHAT):
             self._redis.client.hset(
                 self._redis.key("ledger", "rollover"),
-                mapping={"at": self._now().isoformat(), "day": self.day()},
+                mapping={"at": self._aware_now().isoformat(), "day": day},
             )
 
     @property
@@ -261,11 +420,12 @@ class RedisLedger:
     def statistics(self) -> dict[str, Any]:
         """`BudgetLedger.statistics()`'s keys for the cluster, plus `store` ("redis"),
         `store_reachable` and `reseeded_cost` (what a re-seed after a Redis restart added)."""
-        today = self.day()
         reachable = True
         rollover: dict[str, str] = {}
         try:
-            fields = self._day_fields(today)
+            stored = self._read_clock()
+            today, ends_us = self._resolve(stored)
+            fields, window = self._current(today)
             with self._redis.errors(_WHAT):
                 rollover = text_map(
                     self._redis.client.hgetall(self._redis.key("ledger", "rollover"))
@@ -273,11 +433,14 @@ class RedisLedger:
         except StorageError:
             # Unreachable: what this node last saw, all of it counted as billed.
             reachable = False
-            seen = self._seen(today)
+            seen = self._seen()
+            today = str(seen.get("day") or self._aware_now().astimezone(self._zone).date())
+            ends_us = _us(self._midnight_after(date.fromisoformat(today)))
             fields = {
                 "billed_micro": int(seen.get("used_micro", 0)),
                 "billed_count": int(seen.get("used_count", 0)),
             }
+            window = fields["billed_micro"]
         billed = fields.get("billed_micro", 0)
         reserved = fields.get("reserved_micro", 0)
         used_micro = billed + reserved
@@ -292,7 +455,9 @@ class RedisLedger:
             "reserved_cost": usd_from_micro(reserved),
             "budget_total": usd_from_micro(budget),
             "budget_used_pct": used_pct,
-            "budget_remaining": usd_from_micro(max(0, budget - used_micro)),
+            "budget_remaining": usd_from_micro(max(0, budget - max(used_micro, window))),
+            "window_cost": usd_from_micro(window),
+            "day_ends": _from_us(ends_us).astimezone(self._zone).isoformat(),
             "cost_per_request": usd_from_micro(self._cost_micro),
             "requests_used": fields.get("billed_count", 0) + open_count,
             "requests_allowed": self.requests_allowed,
@@ -305,12 +470,25 @@ class RedisLedger:
             "reseeded_cost": usd_from_micro(fields.get("seed_micro", 0)),
         }
 
+    def breakdown(self) -> dict[str, dict[str, int]]:
+        """Today's billed requests by hour ("00".."23", budget time zone) and by label."""
+        keys = self._keys(self.day())
+        with self._redis.errors(_WHAT):
+            fields = text_map(self._redis.client.hgetall(keys[0]))
+            labels = text_map(self._redis.client.hgetall(keys[3]))
+        try:
+            by_hour = {k[5:]: int(v) for k, v in fields.items() if k.startswith("hour:")}
+            by_label = {k: int(v) for k, v in labels.items()}
+        except ValueError as exc:
+            raise StorageError(f"budget ledger: Redis key {keys[0]} is corrupt ({exc})") from exc
+        return {"by_hour": by_hour, "by_label": by_label}
+
     def days(self) -> list[str]:
         """The days with a record in Redis, oldest first."""
         prefix = self._redis.key("ledger", "day", "")
         with self._redis.errors(_WHAT):
             keys = list(self._redis.client.scan_iter(match=prefix + "*", count=500))
-        return sorted({k[len(prefix) :] for k in keys if not k.endswith(":open")})
+        return sorted({str(k)[len(prefix) :].split(":")[0] for k in keys})
 
     def close(self) -> None:
         """Close the local record's connection (the Redis connection belongs to the caller)."""
@@ -318,47 +496,69 @@ class RedisLedger:
 
     # -- storage --------------------------------------------------------------------------
 
-    def _day_fields(self, day: str) -> dict[str, int]:
+    def _current(self, day: str | None = None) -> tuple[dict[str, int], int]:
+        """The day's integer fields and what the last 24 hours (of our real time) hold."""
+        if day is None:
+            day = self._resolve(self._read_clock())[0]
+        oldest = self._real_minute(store=False) - _WINDOW_MINUTES
         with self._redis.errors(_WHAT):
             raw = text_map(self._redis.client.hgetall(self._keys(day)[0]))
+            buckets = text_map(self._redis.client.hgetall(self._window_key))
         out: dict[str, int] = {}
-        for name, value in raw.items():
-            if name == "incarnation":
-                continue
-            try:
-                out[name] = int(value)
-            except ValueError as exc:
-                raise StorageError(
-                    f"budget ledger: Redis key {self._keys(day)[0]} holds a non-integer "
-                    f"{name}; delete the key only if no money was spent today"
-                ) from exc
-        return out
-
-    def _seen(self, day: str) -> dict[str, Any]:
-        """What this node last saw of `day`'s total ({} if nothing, or another day)."""
         try:
-            with storage_errors("local ledger record", self._local_dir):
-                raw = self._local.get(_SEEN_KEY)
+            for name, value in raw.items():
+                if name != "incarnation" and not name.startswith("hour:"):
+                    out[name] = int(value)
+            window = sum(int(v) for k, v in buckets.items() if int(k) >= oldest)
+        except ValueError as exc:
+            raise StorageError(
+                f"budget ledger: Redis key {self._keys(day)[0]} or {self._window_key} holds a "
+                "non-integer; delete them only if no money was spent today"
+            ) from exc
+        return out, window
+
+    def _local_get(self, key: str) -> Any:
+        try:
+            with storage_errors(_LOCAL, self._local_dir):
+                return self._local.get(key)
         except (CorruptRecordError, StorageError):
-            return {}
-        if not isinstance(raw, dict) or raw.get("day") != day:
-            return {}
-        return raw
+            return None
 
-    def _remember(self, day: str, incarnation: str, used_micro: int, used_count: int) -> None:
-        record = {
-            "day": day,
-            "incarnation": incarnation,
-            "used_micro": used_micro,
-            "used_count": used_count,
-            "pid": os.getpid(),
-            "at": datetime.now(self._zone).isoformat(),
-        }
+    def _local_set(self, key: str, value: dict[str, Any]) -> None:
         try:
-            with storage_errors("local ledger record", self._local_dir):
-                self._local.set(_SEEN_KEY, record)
+            with storage_errors(_LOCAL, self._local_dir):
+                self._local.set(key, value)
         except StorageError:
             # The record only helps after a Redis restart; losing one update is not worth
             # failing a request that Redis already accepted.
             log.warning("could not write the local ledger record", directory=str(self._local_dir))
 
+    def _seen(self) -> dict[str, Any]:
+        """The highest total of a day this node has seen ({} if none)."""
+        raw = self._local_get(_SEEN_KEY)
+        return raw if isinstance(raw, dict) else {}
+
+    def _remember(self, day: str, incarnation: str, used_micro: int, used_count: int) -> None:
+        """Keep the highest total seen of `day` under `incarnation` (an upper bound)."""
+        with self._local_lock:
+            seen = self._seen()
+            same = seen.get("day") == day and seen.get("incarnation") == incarnation
+            if same and int(seen.get("used_micro", 0)) >= used_micro:
+                return
+            self._local_set(
+                _SEEN_KEY,
+                {
+                    "day": day,
+                    "incarnation": incarnation,
+                    "used_micro": used_micro,
+                    "used_count": used_count,
+                },
+            )
+
+
+def _us(instant: datetime) -> int:
+    return int(instant.timestamp() * 1_000_000)
+
+
+def _from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, tz=UTC)

@@ -1,0 +1,104 @@
+"""The closed-market memory on Redis: when each symbol last got a quote, and a paid one.
+
+Same contract as `crawler.store.quote_times.QuoteTimes` (the store contract suite runs both),
+shared by the cluster, so a market's closing quote fetched by one node is not paid for again
+by another, and paid requests rotate over the whole cluster's watchlist. Two hashes of epoch
+microseconds, raised (never lowered) by one Lua script:
+
+    crawler:quote_times:quote   symbol -> last quote (any source)
+    crawler:quote_times:paid    symbol -> last paid quote
+
+Every `record` also goes to `local` (the node's embedded store), read when Redis is away:
+losing this memory costs at most one more fetch per symbol, never money beyond the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Final
+
+from crawler.logging import get_logger
+from crawler.store.quote_times import QuoteTimes, SymbolTimes
+from crawler.store.redis_client import RedisConnection, text_map
+from crawler.utils.exceptions import StorageError
+
+__all__ = ["RedisQuoteTimes"]
+
+log = get_logger("crawler.store")
+
+_WHAT: Final = "quote times"
+
+# KEYS: quote, paid. ARGV: pairs of (symbol, epoch_us, paid 1/0). Times never move backwards.
+_RECORD_LUA: Final = """
+for i = 1, #ARGV, 3 do
+  local at = tonumber(ARGV[i + 1])
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if at > cur then redis.call('HSET', KEYS[1], ARGV[i], at) end
+  if ARGV[i + 2] == '1' then
+    cur = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+    if at > cur then redis.call('HSET', KEYS[2], ARGV[i], at) end
+  end
+end
+return 1
+"""
+
+
+class RedisQuoteTimes:
+    """Per-symbol quote times shared by the cluster; `local` answers when Redis is away."""
+
+    def __init__(self, redis: RedisConnection, local: QuoteTimes) -> None:
+        self._redis = redis
+        self.local = local
+        self._quote_key = redis.key("quote_times", "quote")
+        self._paid_key = redis.key("quote_times", "paid")
+        self._record = redis.script("quote_times_record", _RECORD_LUA)
+
+    def snapshot(self) -> dict[str, SymbolTimes]:
+        """Every symbol's times (two HGETALLs), or the local copy's when Redis is away."""
+        try:
+            with self._redis.errors(_WHAT):
+                quoted = text_map(self._redis.client.hgetall(self._quote_key))
+                paid = text_map(self._redis.client.hgetall(self._paid_key))
+        except StorageError as exc:
+            log.warning("quote times: using the local copy", error=exc.message)
+            return self.local.snapshot()
+        return {
+            name: SymbolTimes(_time(quoted.get(name)), _time(paid.get(name)))
+            for name in quoted.keys() | paid.keys()
+        }
+
+    def record(self, quoted: Mapping[str, datetime], paid: Iterable[str] = ()) -> None:
+        """Note the quotes' times (and which were paid), here and in the local copy."""
+        if not quoted:
+            return
+        paid_set = set(paid)
+        self.local.record(quoted, paid_set)
+        args: list[str | int] = []
+        for name, at in quoted.items():
+            args += [name, int(at.timestamp() * 1_000_000), int(name in paid_set)]
+        try:
+            with self._redis.errors(_WHAT):
+                self._record(keys=[self._quote_key, self._paid_key], args=args)
+        except StorageError as exc:
+            log.warning("quote times kept locally only", error=exc.message)
+
+    def forget(self, symbol: str) -> None:
+        """Drop a symbol no longer tracked, everywhere."""
+        self.local.forget(symbol)
+        with self._redis.errors(_WHAT):
+            self._redis.client.hdel(self._quote_key, symbol)
+            self._redis.client.hdel(self._paid_key, symbol)
+
+    def close(self) -> None:
+        """Close the local copy (the Redis connection belongs to the caller)."""
+        self.local.close()
+
+
+def _time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value) / 1_000_000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
