@@ -64,9 +64,11 @@ def bar_chart(by_hour: Mapping[str, int], width: int = BAR_WIDTH) -> list[str]:
 
 def render_budget(report: Mapping[str, Any]) -> str:
     """The report as text for a terminal."""
+    from crawler.orchestrator.budget_report import usd
+
     lines = [
-        f"budget {report.get('day')} ({report.get('timezone')}): ${report.get('spent_usd')} of "
-        f"${report.get('budget_usd')} spent, ${report.get('remaining_usd')} left "
+        f"budget {report.get('day')} ({report.get('timezone')}): {usd(report.get('spent_usd'))} "
+        f"of {usd(report.get('budget_usd'))} spent, {usd(report.get('remaining_usd'))} left "
         f"({report.get('requests_used')}/{report.get('requests_allowed')} requests)"
     ]
     allowance = report.get("allowance_per_collection")
