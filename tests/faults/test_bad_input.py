@@ -278,24 +278,24 @@ SOCKET_CASES: dict[str, tuple[bytes, set[int]]] = {
     "add-two-colons": (post("/symbols", {"symbol": "A:B:C"}), {400}),
     "add-array": (post("/symbols", [{"symbol": "TSLA:US"}]), {400}),
     # paths and queries
-    "delete-nul": (request("DELETE", "/symbols/%00"), {400, 404}),
-    "delete-rtl": (request("DELETE", "/symbols/%E2%80%AE"), {400, 404}),
-    "delete-dotdot": (request("DELETE", "/symbols/.."), {400, 404}),
-    "delete-bad-escape": (request("DELETE", "/symbols/%ZZ"), {400, 404}),
+    "delete-nul": (request("DELETE", "/symbols/%00"), {400}),
+    "delete-rtl": (request("DELETE", "/symbols/%E2%80%AE"), {400}),
+    "delete-dotdot": (request("DELETE", "/symbols/.."), {400}),
+    "delete-bad-escape": (request("DELETE", "/symbols/%ZZ"), {400}),
     "delete-untracked": (request("DELETE", "/symbols/MSFT:US"), {404}),
     "history-bad-since": (request("GET", "/history?symbol=AAPL:US&since=garbage"), {400}),
     "history-bad-limit": (request("GET", "/history?symbol=AAPL:US&limit=-1"), {400}),
     "history-no-symbol": (request("GET", "/history"), {400}),
     "export-bad-format": (request("GET", "/export?format=xml"), {400}),
-    "traversal": (request("GET", "/../../etc/passwd"), {400, 404}),
-    "unicode-path": (b"GET /symbols/\xc3\xa4\xff HTTP/1.1\r\nHost: x\r\n\r\n", {400, 404}),
+    "traversal": (request("GET", "/../../etc/passwd"), {404}),
+    "unicode-path": (b"GET /symbols/\xc3\xa4\xff HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     "wrong-method": (request("PUT", "/status"), {405}),
-    "unknown-method": (request("BREW", "/status"), {400, 405, 501}),
+    "unknown-method": (request("BREW", "/status"), {501}),
     # HTTP garbage
     "binary-junk": (b"\x00\xff\x13\x37" * 64 + b"\r\n\r\n", {400}),
     "bad-request-line": (b"GARBAGE\r\n\r\n", {400}),
     "too-many-words": (b"GET / status HTTP/1.1\r\n\r\n", {400}),
-    "http-9": (b"GET /status HTTP/9.9\r\nHost: x\r\n\r\n", {400, 505}),
+    "http-9": (b"GET /status HTTP/9.9\r\nHost: x\r\n\r\n", {505}),
     "content-length-text": (request("POST", "/fetch", None, Content_Length="abc"), {400}),
     "content-length-negative": (request("POST", "/fetch", None, Content_Length="-5"), {400}),
     "content-length-twice": (
@@ -304,7 +304,7 @@ SOCKET_CASES: dict[str, tuple[bytes, set[int]]] = {
     ),
     "content-length-short": (
         b"POST /fetch HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{}",
-        {400, 408},
+        {400},  # the client half-closes: the body ends short at once, no timeout
     ),
     "content-length-huge": (request("POST", "/fetch", None, Content_Length="99999999999"), {413}),
     "bad-chunk": (
@@ -322,12 +322,12 @@ SOCKET_CASES: dict[str, tuple[bytes, set[int]]] = {
         {400},
     ),
     "header-envelope-no-colon": (b"GET /status HTTP/1.1\r\nFrom evil\r\nHost: x\r\n\r\n", {400}),
-    "header-huge": (b"GET /status HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", {400, 431}),
+    "header-huge": (b"GET /status HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", {400}),
     "too-many-headers": (
         b"GET /status HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
-        {400, 431},
+        {400},
     ),
-    "target-too-long": (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", {400, 414}),
+    "target-too-long": (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", {400}),
 }
 
 
@@ -343,7 +343,9 @@ def test_bad_requests_on_the_raw_socket(batch: str, daemon: DaemonHarness) -> No
         raw, allowed = SOCKET_CASES[case]
         try:
             status, headers, body = exchange(daemon.socket_path, raw)
-            assert status in allowed, f"status {status}, expected one of {sorted(allowed)}"
+            # One right answer per case: each set holds exactly one status.
+            assert len(allowed) == 1, f"{case}: pin one status, not {sorted(allowed)}"
+            assert status in allowed, f"status {status}, expected {sorted(allowed)}"
             assert headers.get("content-type", "").startswith("application/json"), headers
             error = json.loads(body)["error"]
             assert isinstance(error["type"], str) and error["type"]
