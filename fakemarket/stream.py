@@ -31,6 +31,8 @@ from typing import Literal
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+from fakemarket.yahoo import _profile
+
 __all__ = ["YahooStreamFake", "encode_pricing"]
 
 Framing = Literal["json", "base64"]
@@ -107,7 +109,9 @@ class _Instrument:
         self.high = self.low = self.price
         self.volume = 0
         self.rng = random.Random(seed)
-        self.currency: str | None = None if fx else ("GBp" if yahoo_id.endswith(".L") else "USD")
+        # The currency the Yahoo fake's chart gives the same symbol (BTC-EUR in EUR, 7203.T in
+        # JPY, VOD.L in GBp); FX frames carry none, as Yahoo's do.
+        self.currency: str | None = None if fx else _profile(yahoo_id)[1]
 
     def tick(self) -> None:
         self.price *= 1 + self.rng.uniform(-0.0005, 0.0005)

@@ -111,6 +111,16 @@ def test_subscriptions_follow_what_is_wanted(fake: YahooStreamFake, harness: Har
     wait_until(lambda: harness.stream.state == StreamState.IDLE, "the idle state")
 
 
+def test_streamed_quotes_keep_their_own_currency(fake: YahooStreamFake, harness: Harness) -> None:
+    """The fake streams each symbol in the currency its chart gives it: a euro crypto pair in
+    EUR and Tokyo in JPY (it said USD for everything but London, so `crawler watch` showed
+    XBTEUR:CUR in USD)."""
+    harness.want("XBTEUR:CUR", "7203:JP", "XBTUSD:CUR")
+    wait_until(lambda: len(harness.symbols_landed()) == 3, "a quote of each")
+    by_symbol = {q.symbol: q.currency for q in harness.landed}
+    assert by_symbol == {"XBTEUR:CUR": "EUR", "7203:JP": "JPY", "XBTUSD:CUR": "USD"}
+
+
 def test_bare_base64_frames_and_garbage(fake: YahooStreamFake, harness: Harness) -> None:
     fake.framing = "base64"
     fake.garbage_rate = 0.3
