@@ -112,6 +112,22 @@ def test_three_nodes_collecting_together_pay_each_symbol_once(
     assert waited + sum(n.cache.statistics()["hits"] for n in nodes) > 0
 
 
+def test_forced_collections_of_three_nodes_still_pay_each_symbol_once(
+    redis_url: str, market: FakeMarket, make_node: Callable[..., HybridDataSource]
+) -> None:
+    # A collection's fetch of the close is forced (past the cache); in a cluster it is still
+    # one fetch per symbol per interval, whichever node gets there first.
+    market.bright_data.faults.set("*", latency_s=0.02)
+    nodes = [make_node(redis_url, f"node-{i}") for i in range(3)]
+    results = run_together([
+        lambda n=n: n.fetch_many(SYMBOLS, force_fresh=True, once_per_interval=True)
+        for n in nodes
+    ])  # fmt: skip
+    assert market.bright_data.billed_count == len(SYMBOLS)
+    for result in results:
+        assert all(getattr(q, "stale", True) is False for q in result.values()), result
+
+
 def test_fresh_storm_from_three_nodes_never_exceeds_the_budget(
     redis_url: str, market: FakeMarket, make_node: Callable[..., HybridDataSource]
 ) -> None:

@@ -303,6 +303,8 @@ class Collector:
                         deadline_s=self._left_s(start_s, deadline_s),
                         unpaid=unpaid,
                         on_quote=on_quote,
+                        # A cluster fetches each symbol once per interval, closes included.
+                        once_per_interval=True,
                     )
                 )
             if closing:
@@ -317,6 +319,8 @@ class Collector:
                         deadline_s=self._left_s(start_s, deadline_s),
                         unpaid=unpaid,
                         on_quote=on_quote,
+                        # A cluster fetches each symbol once per interval, closes included.
+                        once_per_interval=True,
                     )
                 )
         finally:

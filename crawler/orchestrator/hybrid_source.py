@@ -223,12 +223,15 @@ class HybridDataSource:
         asset_class: AssetClass | None = None,
         force_fresh: bool = False,
         paid: bool = True,
+        *,
+        once_per_interval: bool = False,
     ) -> Quote:
         """One quote: cached if fresh (unless `force_fresh`), else from the first source that
         serves it, else the last known quote marked stale. Raises SymbolError for a bad
         symbol, BudgetExhaustedError or NoSourceAvailableError when nothing could serve it.
         `paid=False` leaves Bright Data out (the collection's pacing gave this symbol no paid
-        request)."""
+        request). `once_per_interval` (collections, with shared stores): a symbol another node
+        already fetched this interval is not fetched again, even when forced."""
         sym = symbol if isinstance(symbol, Symbol) else parse_symbol(symbol, asset_class)
         # Read before the cache: a leader that finishes after this point bumps it, telling
         # `_coalesced_fetch` that our miss may be out of date.
@@ -244,7 +247,7 @@ class HybridDataSource:
             cached = self.cache.get(sym.canonical)
             if cached is not None:
                 return cached
-        return self._coalesced_fetch(sym, force_fresh, generation, paid)
+        return self._coalesced_fetch(sym, force_fresh, generation, paid, once_per_interval)
 
     def get_quotes(
         self, symbols: Iterable[str | Symbol], asset_class: AssetClass | None = None
@@ -262,6 +265,7 @@ class HybridDataSource:
         deadline_s: float | None = None,
         unpaid: Collection[str] = (),
         on_quote: Callable[[Quote], None] | None = None,
+        once_per_interval: bool = False,
     ) -> dict[str, Quote | CrawlerError]:
         """Fetch concurrently on a bounded pool; one bad symbol or source never stops the rest.
         Returns canonical symbol (or the raw text, for a malformed one) → quote or error.
@@ -306,7 +310,9 @@ class HybridDataSource:
                 if leader:
                     leaders[paid].append((sym, future))
                 continue
-            pending[sym.canonical] = pool.submit(self.get_quote, sym, None, force_fresh, paid)
+            pending[sym.canonical] = pool.submit(
+                self.get_quote, sym, None, force_fresh, paid, once_per_interval=once_per_interval
+            )
         for paid, batch_source in batches.items():
             if batch_source is None or not leaders[paid]:
                 continue
@@ -488,7 +494,12 @@ class HybridDataSource:
             return sym.canonical in self._free_failing
 
     def _coalesced_fetch(
-        self, sym: Symbol, force_fresh: bool, generation: int, paid: bool = True
+        self,
+        sym: Symbol,
+        force_fresh: bool,
+        generation: int,
+        paid: bool = True,
+        once: bool = False,
     ) -> Quote:
         key = sym.canonical
         with self._lock:
@@ -509,7 +520,7 @@ class HybridDataSource:
             if not force_fresh and self._finished.get(key, 0) != generation:
                 quote = self.cache.get(key)
             if quote is None:
-                quote = self._fetch_leased(sym, force_fresh, paid)
+                quote = self._fetch_leased(sym, force_fresh, paid, once)
             future.set_result(quote)
             return quote
         except BaseException as exc:
@@ -700,7 +711,9 @@ class HybridDataSource:
         start = int.from_bytes(digest[:4], "big") % len(items)
         return items[start:] + items[:start]
 
-    def _fetch_leased(self, sym: Symbol, force_fresh: bool, paid: bool = True) -> Quote:
+    def _fetch_leased(
+        self, sym: Symbol, force_fresh: bool, paid: bool = True, once: bool = False
+    ) -> Quote:
         """Fetch upstream, unless another node holds the symbol's lease: then wait briefly
         for its quote in the shared cache (one paid fetch per symbol per interval)."""
         if self.leases is None:
@@ -714,7 +727,7 @@ class HybridDataSource:
             log.debug("lease not checked", symbol=key, error=exc.message)
             return self._fetch_upstream(sym, paid=paid)
         if not mine:
-            waited = self._wait_for_other_node(sym, asked_at, force_fresh)
+            waited = self._wait_for_other_node(sym, asked_at, force_fresh, once)
             if waited is not None:
                 return waited
             # Forced, and nobody is fetching it now (the lease only marks this interval's
@@ -738,12 +751,17 @@ class HybridDataSource:
                 self.leases.release(key)
 
     def _wait_for_other_node(
-        self, sym: Symbol, asked_at: float, force_fresh: bool
+        self, sym: Symbol, asked_at: float, force_fresh: bool, once: bool = False
     ) -> Quote | None:
         """Poll the shared cache for the lease holder's quote while its fetch is in flight.
 
-        None means: forced, and no fetch is in flight (the caller fetches itself). Otherwise
-        the holder's quote, or the last-known one marked stale, or TransientSourceError.
+        `once` (a collection): the cluster fetches each symbol once per interval, forced or
+        not, so a lease marked done means this interval's quote is already in the cache.
+        Without it, a forced fetch (`crawler fetch --fresh`) only joins a fetch in flight.
+
+        None means: fetch it yourself (forced and nothing in flight, or a collection whose
+        holder gave up). Otherwise the holder's quote, or the last-known one marked stale, or
+        TransientSourceError.
         """
         assert self.leases is not None
         key = sym.canonical
@@ -754,12 +772,10 @@ class HybridDataSource:
         since = asked_at - (self._lease_wait_s if force_fresh else self.cache.ttl_s)
         waited_s = 0.0
         in_flight = True
-        if force_fresh:
-            # Only a fetch in flight now can answer a forced one; a done lease cannot.
-            with contextlib.suppress(StorageError):
-                in_flight = self.leases.in_flight(key)
-            if not in_flight:
-                return None
+        with contextlib.suppress(StorageError):
+            in_flight = self.leases.in_flight(key)
+        if force_fresh and not once and not in_flight:
+            return None
         while True:
             try:
                 found = self.cache.get_last_known(key)
@@ -767,14 +783,24 @@ class HybridDataSource:
                 found = None
             if found is not None and found.fetched_at.timestamp() >= since:
                 return found.with_flags(from_cache=True, stale=False)
-            if not in_flight or waited_s >= self._lease_wait_s:
+            if not in_flight:
+                if once:
+                    holder = None
+                    with contextlib.suppress(StorageError):
+                        holder = self.leases.holder(key)
+                    if holder is None:
+                        return None  # the holder gave the lease back: no quote this interval
+                    if found is not None:
+                        # Done this interval by `holder`: its quote is the interval's quote.
+                        return found.with_flags(from_cache=True, stale=False)
                 break
+            if waited_s >= self._lease_wait_s:
+                break
+            self._sleep(LEASE_POLL_S)
+            waited_s += LEASE_POLL_S
             with contextlib.suppress(StorageError):
                 in_flight = self.leases.in_flight(key)
-            if in_flight:
-                self._sleep(LEASE_POLL_S)
-                waited_s += LEASE_POLL_S
-        if force_fresh and not in_flight:
+        if force_fresh and not once and not in_flight:
             return None
         with self._usage_lock:
             self._leases_lost += 1
