@@ -715,9 +715,10 @@ def _probe_as_nobody(path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def world_dir() -> Iterator[Path]:
-    """A sticky, world-writable directory that other uids can reach (tmp_path is root-only)."""
+    """A directory other uids can reach but not write (tmp_path is root-only)."""
     directory = Path(tempfile.mkdtemp(prefix="ctl-", dir="/tmp"))
-    os.chmod(directory, 0o1777)
+    (directory / "other-file").write_text("so the server leaves the mode alone\n")
+    os.chmod(directory, 0o755)
     try:
         yield directory
     finally:
@@ -728,10 +729,14 @@ def test_another_uid_cannot_get_an_answer(sock_path: Path, world_dir: Path) -> N
     # In the 0700 directory the other uid cannot even reach the socket.
     with make_server(sock_path):
         assert _probe_as_nobody(sock_path) == {"error": "PermissionError"}
-    # In a shared directory the socket's own 0600 mode stops it.
+    # In a directory others can reach, the socket's own 0600 mode stops it.
     with make_server(world_dir / "c.sock") as control:
-        assert stat.S_IMODE(os.stat(world_dir).st_mode) == 0o1777  # shared: left alone
+        assert stat.S_IMODE(os.stat(world_dir).st_mode) == 0o755  # shared: left alone
         assert _probe_as_nobody(control.socket_path) == {"error": "PermissionError"}
+    # A directory others can write (like /tmp) is refused (issue 13: hostile local users).
+    os.chmod(world_dir, 0o1777)
+    with pytest.raises(DaemonError, match="writable by others"):
+        make_server(world_dir / "d.sock").start()
 
 
 def test_another_uid_past_the_file_mode_gets_403_from_peercred(world_dir: Path) -> None:

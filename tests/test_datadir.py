@@ -57,11 +57,13 @@ def test_existing_dir_we_own_is_tightened(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
-def test_existing_dir_of_another_user_is_left_alone(tmp_path: Path) -> None:
+def test_existing_dir_of_another_user_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """Issue 13 item 7: its owner could plant symlinks for our pidfile, log and stores."""
     target = tmp_path / "theirs"
     target.mkdir(mode=0o755)
     os.chown(target, NOBODY_UID, NOBODY_UID)
-    ensure_data_dir(target)  # root may still write there
+    with pytest.raises(StorageError, match=f"belongs to uid {NOBODY_UID}"):
+        ensure_data_dir(target)  # root could write there: refused all the same
     assert mode_of(target) == 0o755
 
 
@@ -194,6 +196,12 @@ def test_permission_denied(tmp_path: Path, leaf: str) -> None:
     prefix = without_dac_override()
     result = run_worker(prefix, target)
     assert result.returncode == 1, result.stderr
+    if os.geteuid() == 0 and not leaf:  # someone else's directory: refused before any write
+        assert result.stdout.strip() == (
+            f"StorageError: data dir {target} belongs to uid {NOBODY_UID}, not to this "
+            f"process's user (uid 0); set DATA_DIR to a directory you own"
+        )
+        return
     assert result.stdout.strip() == (
         f"StorageError: data dir {target} is not writable (Permission denied); "
         "set DATA_DIR to a writable directory"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,10 @@ def _get_json(socket_path: Path, target: str) -> Any:
             ) from exc
         except OSError:
             return None
+        if hasattr(socket, "SO_PEERCRED"):
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", raw)[1] not in (os.geteuid(), 0):
+                return None  # another user's server: the full client refuses it in one line
         sock.sendall(
             f"GET {target} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
             "Connection: close\r\n\r\n".encode("ascii")

@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import socket
+import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,23 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+def _check_server_uid(sock: socket.socket | None, path: Path) -> None:
+    """Believe only a daemon run by us or by root: another local user could have put a socket
+    of their own at `path` (in a shared directory) and answer whatever they like."""
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return  # not a Linux Unix socket: nothing to check with
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    if uid not in (os.geteuid(), 0):
+        raise DaemonError(
+            f"the control socket {path} is served by uid {uid}, not by you (uid "
+            f"{os.geteuid()}) or root; not trusting it: check CRAWLER_SOCKET"
+        )
 
 
 def error_from_response(status: int, body: Any) -> CrawlerError:
@@ -225,6 +243,11 @@ class ControlClient:
                 f"cannot connect to the control socket {self.socket_path}: "
                 f"{exc.strerror or exc} (run as the daemon's user or root)"
             ) from exc
+        try:
+            _check_server_uid(conn.sock, self.socket_path)
+        except DaemonError:
+            conn.close()
+            raise
         try:
             conn.request(method, url, body=payload, headers=headers)
         except (TimeoutError, http.client.HTTPException, OSError) as exc:

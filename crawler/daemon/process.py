@@ -76,8 +76,15 @@ class PidFile:
     def acquire(self) -> None:
         """Lock the pidfile and write our pid into it."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # O_NOFOLLOW: a symlink planted here (a shared data dir) must not make us truncate
+            # and write whatever file it points at.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DaemonError(
+                    f"pidfile {self.path} is a symbolic link; refusing to follow it (someone "
+                    "else may have planted it): remove it and check who can write the data dir"
+                ) from exc
             raise DaemonError(f"cannot open pidfile {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -139,7 +146,15 @@ class PidFile:
 def spawn_detached(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
     """Start `python -m crawler *args` in its own session, output appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        # O_NOFOLLOW: a symlink planted at the log's name must not make us append elsewhere.
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        reason = "is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise DaemonError(
+            f"cannot open the daemon log {log_path} ({reason}); remove it and check who can "
+            "write the data dir"
+        ) from exc
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "crawler", *args],
@@ -167,7 +182,7 @@ def reopen_log_file() -> Path | None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)

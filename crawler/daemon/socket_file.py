@@ -16,6 +16,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,7 @@ from crawler.logging import get_logger
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
 
 __all__ = [
+    "DIRECTORY_LOCK_TIMEOUT_S",
     "PeerCredentials",
     "directory_lock",
     "peer_credentials",
@@ -34,6 +36,9 @@ __all__ = [
 ]
 
 logger = get_logger("crawler.control")
+
+#: How long a start waits for the socket directory's lock (another daemon's start is quick).
+DIRECTORY_LOCK_TIMEOUT_S = 5.0
 
 # os.umask is process-wide: hold this lock while it is changed so that two servers starting in
 # the same process do not restore each other's value. Threads that create files without taking
@@ -98,14 +103,28 @@ def secure_directory(directory: Path, socket_name: str) -> None:
     info = os.stat(directory)
     if not stat.S_ISDIR(info.st_mode):
         raise DaemonError(f"{directory} is not a directory; cannot put the control socket in it")
+    if info.st_uid != os.geteuid():
+        # Its owner could swap our socket for theirs, or plant a symlink where it goes.
+        raise DaemonError(
+            f"control socket directory {directory} belongs to uid {info.st_uid}, not to this "
+            f"daemon's user (uid {os.geteuid()}); set CRAWLER_SOCKET in a directory you own"
+        )
     if info.st_mode & 0o077 == 0:
         return
     with os.scandir(directory) as entries:
         others = any(entry.name != socket_name for entry in entries)
-    if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid() or others:
+    if info.st_mode & 0o022 and (info.st_mode & stat.S_ISVTX or others):
+        # Shared and writable by others (like /tmp): another user could take the socket's
+        # name first, or hold the directory's lock. Refused rather than left as is.
+        raise DaemonError(
+            f"control socket directory {directory} is writable by others (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); set CRAWLER_SOCKET in a directory of its own, "
+            "e.g. $XDG_RUNTIME_DIR/crawler or RuntimeDirectory=crawler"
+        )
+    if others:
         logger.warning(
-            "control socket directory is shared; leaving it as is, the socket itself is 0600. "
-            "Prefer a directory of its own (RuntimeDirectory=crawler).",
+            "control socket directory is readable by others; leaving it as is, the socket "
+            "itself is 0600. Prefer a directory of its own (RuntimeDirectory=crawler).",
             directory=str(directory),
             mode=oct(stat.S_IMODE(info.st_mode)),
         )
@@ -118,9 +137,23 @@ def directory_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive flock on `directory` (released when the block ends)."""
     # Two daemons starting at once would both see a stale socket and the second would unlink
     # the first one's fresh socket; an flock on the directory makes check-unlink-bind atomic.
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # Not a blocking flock: anyone who can open the directory can hold its lock forever.
+        deadline = time.monotonic() + DIRECTORY_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DaemonError(
+                        f"control socket directory {directory} stayed locked by another "
+                        f"process for {DIRECTORY_LOCK_TIMEOUT_S:g} s; if no other crawler is "
+                        "starting, another user holds it: use a directory of your own for "
+                        "CRAWLER_SOCKET"
+                    ) from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)

@@ -131,9 +131,17 @@ def ensure_data_dir(path: Path) -> Path:
         info = path.stat()
         if not stat.S_ISDIR(info.st_mode):
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+        if info.st_uid != os.geteuid():
+            # Its owner (or, through a symlink, the owner of wherever it points) could plant
+            # links for our pidfile, log and stores: nothing of ours goes there, nothing of
+            # theirs gets chmod-ed.
+            raise DataDirError(
+                f"data dir {path} belongs to uid {info.st_uid}, not to this process's user "
+                f"(uid {os.geteuid()}); set DATA_DIR to a directory you own"
+            )
         # mkdir's mode is filtered by the umask, and an old dir may be looser: fix both.
-        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != _DIR_MODE:
-            path.chmod(_DIR_MODE)
+        if stat.S_IMODE(info.st_mode) != _DIR_MODE:
+            path.chmod(_DIR_MODE)  # the target of a symlink, which we just saw is ours
         _probe_write(path)
     except OSError as exc:
         raise DataDirError(_describe(path, exc)) from exc
