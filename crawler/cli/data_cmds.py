@@ -38,6 +38,8 @@ AssetClassOpt = Annotated[
 ]
 #: More symbols than this get a progress bar (on a terminal).
 _PROGRESS_MIN_SYMBOLS = 3
+#: Symbols per POST /fetch: the control API's limit (`crawler.daemon.routes`).
+_FETCH_BATCH = 1000
 
 
 @contextlib.contextmanager
@@ -84,23 +86,35 @@ def fetch(
     symbols, bad = _split_valid(symbols, asset_class)
     settings = load(ctx)
 
-    def remote() -> dict[str, Any]:
-        body: dict[str, Any] = {"symbols": symbols, "fresh": fresh, "asset_class": asset_class}
-        with _progress(len(symbols)) as bar:
-            if bar is None:
-                return dict(client_for(settings).call("POST", "/fetch", body))
-            # The daemon streams a line as each symbol is served, then the result.
-            chunks = client_for(settings).stream("POST", "/fetch", body={**body, "progress": True})
-            for line in json_lines(chunks):
-                if line.get("type") == "progress":
-                    bar.update(done=int(line["done"]), total=int(line["total"]))
-                elif line.get("type") == "result":
-                    return {key: value for key, value in line.items() if key != "type"}
-                elif line.get("type") == "error":
-                    from crawler.daemon.client import error_from_response
+    def remote_batch(batch: list[str], bar: Bar | None, done_before: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"symbols": batch, "fresh": fresh, "asset_class": asset_class}
+        if bar is None:
+            return dict(client_for(settings).call("POST", "/fetch", body))
+        # The daemon streams a line as each symbol is served, then the result.
+        chunks = client_for(settings).stream("POST", "/fetch", body={**body, "progress": True})
+        for line in json_lines(chunks):
+            if line.get("type") == "progress":
+                bar.update(done=done_before + int(line["done"]), total=len(symbols))
+            elif line.get("type") == "result":
+                return {key: value for key, value in line.items() if key != "type"}
+            elif line.get("type") == "error":
+                from crawler.daemon.client import error_from_response
 
-                    raise error_from_response(500, line)
-            raise DaemonError("the daemon's fetch answer ended early; run it again")
+                raise error_from_response(500, line)
+        raise DaemonError("the daemon's fetch answer ended early; run it again")
+
+    def remote() -> dict[str, Any]:
+        # The control API takes at most _FETCH_BATCH symbols a request: more are sent in turn
+        # (a 1,001-symbol fetch used to fail whole with the API's own field message).
+        merged: dict[str, Any] = {"quotes": [], "errors": {}}
+        with _progress(len(symbols)) as bar:
+            for start in range(0, len(symbols), _FETCH_BATCH):
+                part = remote_batch(symbols[start : start + _FETCH_BATCH], bar, start)
+                merged["quotes"] += part.get("quotes") or []
+                merged["errors"].update(part.get("errors") or {})
+                if part.get("notices"):
+                    merged.setdefault("notices", []).extend(part["notices"])
+        return merged
 
     def local(ops: Operations) -> dict[str, Any]:
         with _progress(len(symbols)) as bar:
