@@ -2,7 +2,8 @@
 
     crawler watch                  # every tracked symbol, a table that updates in place
     crawler watch AAPL:US EURUSD   # just these
-    crawler watch --json | jq .    # one JSON object per event and line, for pipes
+    crawler watch --json | jq .    # one JSON object per event and line, for pipes (events
+                                   # from now on: no snapshot of the quotes already there)
 
 The board starts from the last quotes `/status` knows, then applies `quote` events as they land
 (any source: the stream, a collection, a fetch); the age column ticks between events. Breaker,
