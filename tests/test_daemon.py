@@ -315,6 +315,35 @@ def test_control_api_rejects_bad_bodies(daemon_env: dict[str, str]) -> None:
     assert status == 200
 
 
+def test_status_over_the_socket_leaves_no_store_connection_open(
+    daemon_env: dict[str, str],
+) -> None:
+    """Each control connection is served on a thread of its own, and a status reads every
+    store: the ended thread's SQLite connections used to stay open until a full garbage
+    collection (two descriptors and a page cache per store per call; the daemon's RSS grew
+    about 0.5 MB per `/status`). They now close with their thread."""
+    pid = int((data_of(daemon_env) / "crawler.pid").read_text())
+    data = str(data_of(daemon_env))
+
+    def store_fds() -> int:
+        count = 0
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(data)
+            except OSError:  # closed between listdir and readlink
+                continue
+        return count
+
+    client = ControlClient(sock_of(daemon_env))
+    assert client.get("/status")[0] == 200  # every store opened once
+    before = store_fds()
+    for _ in range(30):
+        assert ControlClient(sock_of(daemon_env)).get("/status")[0] == 200
+    # A leak shows as 3 to 5 more per call (about 100 here); a parked descriptor or a
+    # collection's worker opening its first connection meanwhile stays within a few.
+    assert store_fds() <= before + 8
+
+
 def test_history_and_export_through_daemon(daemon_env: dict[str, str], tmp_path: Path) -> None:
     assert crawler(daemon_env, "fetch", "VOD:LN", "--fresh").returncode == 0
     history = json.loads(crawler(daemon_env, "history", "VOD:LN", "--since", "1h", "--json").stdout)

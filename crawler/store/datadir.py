@@ -32,6 +32,7 @@ from typing import Any, Final
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW
 
+from crawler.store.thread_cache import ThreadCache
 from crawler.utils.exceptions import DataDirError, StorageError
 
 __all__ = [
@@ -309,7 +310,9 @@ def _move_aside(directory: Path, what: str) -> Path:
 
 def _open_diskcache(directory: Path, what: str) -> diskcache.Cache:
     with storage_errors(what, directory):
-        return diskcache.Cache(
+        # ThreadCache: the connection of a thread that ended (one per control request) is
+        # closed at once, not at the next full garbage collection.
+        return ThreadCache(
             str(directory),
             timeout=_SQLITE_TIMEOUT_S,
             disk=JSONOnlyDisk,
