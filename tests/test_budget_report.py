@@ -76,7 +76,7 @@ def test_pace_targets_and_top_symbols(tmp_path: Path) -> None:
     # 60 of 70 hits + 20 + 60 requests = 40 %: the target is missed.
     assert targets["bright_data_share_pct"] == {"value": 40.0, "target": "< 20%", "met": False}
     text = render_budget(report)
-    assert "runs out at 2026-11-30T14:10" in text
+    assert "runs out at 2026-11-30 14:10 UTC" in text  # as status writes times
     # Dollars as status writes them, whatever the ledger's strings look like ("5.5", "0").
     fresh = {**report, "spent_usd": "0", "budget_usd": "5.5", "remaining_usd": "5.5"}
     assert render_budget(fresh).startswith("budget 2026-11-30 (UTC): $0.00 of $5.50 spent, $5.50")

@@ -64,7 +64,7 @@ def bar_chart(by_hour: Mapping[str, int], width: int = BAR_WIDTH) -> list[str]:
 
 def render_budget(report: Mapping[str, Any]) -> str:
     """The report as text for a terminal."""
-    from crawler.orchestrator.budget_report import usd
+    from crawler.orchestrator.budget_report import short_time, usd
 
     lines = [
         f"budget {report.get('day')} ({report.get('timezone')}): {usd(report.get('spent_usd'))} "
@@ -77,9 +77,12 @@ def render_budget(report: Mapping[str, Any]) -> str:
     elif allowance is not None:
         lines.append(f"pacing: even; a collection now may make {allowance} paid requests")
     if report.get("paused_until"):
-        lines.append(f"Bright Data paused until {report['paused_until']}: today's budget is spent")
+        until = short_time(str(report["paused_until"]))
+        lines.append(f"Bright Data paused until {until}: today's budget is spent")
     elif report.get("runs_out_at"):
-        lines.append(f"at the current pace the budget runs out at {report['runs_out_at']}")
+        lines.append(
+            f"at the current pace the budget runs out at {short_time(str(report['runs_out_at']))}"
+        )
     else:
         lines.append("at the current pace the budget lasts the day")
     lines.append("paid requests per hour:")

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from crawler.orchestrator.pacing import requests_left
 
-__all__ = ["PACE_WINDOW_H", "TARGETS", "budget_report", "summary_line"]
+__all__ = ["PACE_WINDOW_H", "TARGETS", "budget_report", "short_time", "summary_line", "usd"]
 
 #: Hours of recent spend that define "the current pace".
 PACE_WINDOW_H: Final = 3
@@ -127,7 +127,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
         f"({report.get('requests_used')}/{report.get('requests_allowed')} requests)"
     )
     if report.get("paused_until"):
-        return f"{spent}; Bright Data paused until {_short(report['paused_until'])} (budget spent)"
+        until = short_time(report["paused_until"])
+        return f"{spent}; Bright Data paused until {until} (budget spent)"
     parts = [spent]
     allowance = report.get("allowance_per_collection")
     if report.get("pacing") == "off":
@@ -135,7 +136,7 @@ def summary_line(report: Mapping[str, Any]) -> str:
     elif allowance is not None:
         parts.append(f"{allowance} paid per collection now")
     runs_out = report.get("runs_out_at")
-    parts.append(f"runs out {_short(runs_out)} at this pace" if runs_out else "lasts the day")
+    parts.append(f"runs out {short_time(runs_out)} at this pace" if runs_out else "lasts the day")
     return "; ".join(parts)
 
 
@@ -150,7 +151,9 @@ def usd(value: Any) -> str:
     return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
 
 
-def _short(iso: str) -> str:
+def short_time(iso: str) -> str:
+    """An ISO time as the status line writes it: "2026-12-01 00:00 UTC" (the text as given
+    when it is not a time)."""
     try:
         when = datetime.fromisoformat(iso)
     except ValueError:
