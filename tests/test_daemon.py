@@ -334,14 +334,21 @@ def test_status_over_the_socket_leaves_no_store_connection_open(
                 continue
         return count
 
-    client = ControlClient(sock_of(daemon_env))
-    assert client.get("/status")[0] == 200  # every store opened once
+    def collected() -> bool:
+        status = json.loads(crawler(daemon_env, "status", "--json").stdout)
+        return bool(status["scheduler"]["collection_metrics"]["total_collections"])
+
+    # After the first collection, whose workers open their own (long-lived) connections.
+    wait_until(collected, 30, "the daemon's first collection")
     before = store_fds()
-    for _ in range(30):
+    seen = []
+    for _ in range(60):
         assert ControlClient(sock_of(daemon_env)).get("/status")[0] == 200
-    # A leak shows as 3 to 5 more per call (about 100 here); a parked descriptor or a
-    # collection's worker opening its first connection meanwhile stays within a few.
-    assert store_fds() <= before + 8
+        seen.append(store_fds())
+    # A leak adds about 4 per call until a garbage collection happens to free some (60 to
+    # 100 over the 60 calls here); descriptors SQLite parks for reuse, or a daemon thread
+    # opening its first connection meanwhile, about 15.
+    assert max(seen) - before < 30, seen
 
 
 def test_history_and_export_through_daemon(daemon_env: dict[str, str], tmp_path: Path) -> None:
