@@ -1,8 +1,9 @@
-"""The daemon caps glibc's malloc arenas (crawler.daemon.malloc): measured on a real process.
+"""The daemon's glibc malloc settings (crawler.daemon.malloc), measured on a real process.
 
 Sixteen threads call the C allocator at once through ctypes (which releases the GIL, so they
-truly contend); glibc's own `malloc_info` then says how many arenas ("heaps") exist. Each case
-runs in a fresh interpreter: the cap only governs arenas created after it.
+truly contend); glibc's own `malloc_info` then says how many arenas ("heaps") exist, and
+`mallinfo2` how many blocks are mmapped. Each case runs in a fresh interpreter: the cap only
+governs arenas created after it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 _PROBE = """
 import ctypes, sys, tempfile, threading
-from crawler.daemon.malloc import limit_malloc_arenas
+from crawler.daemon.malloc import tune_malloc
 if sys.argv[1] == "cap":
-    print("applied", limit_malloc_arenas())
+    print("applied", ",".join(sorted(tune_malloc())) or "-")
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
@@ -39,6 +40,18 @@ with tempfile.NamedTemporaryFile("r") as out:
     libc.malloc_info(0, handle)
     libc.fclose(handle)
     print("arenas", out.read().count("<heap nr="))
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+# glibc's default raises the mmap threshold past a freed 1 MiB block: the next one comes from
+# the heap (and its pages stay); with a fixed threshold it is mmapped again.
+libc.free(libc.malloc(1 << 20))
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)
+print("mmapped_again", libc.mallinfo2().hblks - before)
+libc.free(block)
 """
 
 pytestmark = pytest.mark.skipif(
@@ -48,7 +61,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _probe(mode: str, **env: str) -> list[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     environment.update(env, PYTHONPATH=str(REPO))
     result = subprocess.run(
         [sys.executable, "-c", _PROBE, mode],
@@ -61,15 +74,24 @@ def _probe(mode: str, **env: str) -> list[str]:
     return result.stdout.split()
 
 
-def test_contending_threads_get_an_arena_each_without_the_cap() -> None:
-    """The baseline the cap is measured against: without it, glibc makes more than two."""
-    assert int(_probe("none")[-1]) > 2
+def test_without_the_settings_threads_get_arenas_and_big_blocks_stay_on_the_heap() -> None:
+    """The baseline the settings are measured against: glibc's defaults."""
+    answer = _probe("none")
+    assert int(answer[answer.index("arenas") + 1]) > 2
+    assert answer[-2:] == ["mmapped_again", "0"]
 
 
-def test_the_daemon_cap_keeps_two_arenas_under_contention() -> None:
-    assert _probe("cap") == ["applied", "True", "arenas", "2"]
+def test_the_daemon_settings_keep_two_arenas_and_give_big_blocks_back() -> None:
+    assert _probe("cap") == [
+        "applied",
+        "arena_max,mmap_threshold,trim_threshold",
+        "arenas",
+        "2",
+        "mmapped_again",
+        "1",
+    ]
 
 
-def test_a_malloc_arena_max_in_the_environment_wins() -> None:
-    """glibc read the user's MALLOC_ARENA_MAX at start; the daemon leaves it alone."""
-    assert _probe("cap", MALLOC_ARENA_MAX="3")[:2] == ["applied", "False"]
+def test_a_malloc_variable_in_the_environment_wins() -> None:
+    """glibc read the user's MALLOC_ARENA_MAX at start; the daemon leaves that option alone."""
+    assert _probe("cap", MALLOC_ARENA_MAX="3")[:2] == ["applied", "mmap_threshold,trim_threshold"]

@@ -351,13 +351,13 @@ class Daemon:
         the socket, DaemonError / StorageError / ConfigError when start-up fails.
         """
         from crawler.daemon.control_server import ControlServer, socket_is_live
-        from crawler.daemon.malloc import limit_malloc_arenas
+        from crawler.daemon.malloc import tune_malloc
         from crawler.daemon.reload import register_reload_route
         from crawler.daemon.routes import register_routes
         from crawler.daemon.sse import register_event_routes
 
-        # Before any thread of ours starts: only arenas created later obey the cap.
-        limit_malloc_arenas()
+        # Before any thread of ours starts: only malloc arenas created later obey the cap.
+        tune_malloc()
         try:
             self.pidfile.acquire()
         except DaemonAlreadyRunningError as exc:
