@@ -280,3 +280,19 @@ def test_budget_offline_reads_the_ledger_of_the_data_dir(
     assert report["paused_until"] is None and report["allowance_per_collection"] >= 1
     text = crawler(env, "budget")
     assert text.returncode == 0 and "lasts the day" in text.stdout
+
+
+def test_adding_past_the_watchlist_limit_says_what_was_not_added(env: dict[str, str]) -> None:
+    """12,000 symbols in one `symbols add` used to stop at 10,000 with one line that named only
+    the first refused symbol: the 10,000 added were not reported, nor how many were left out."""
+    given = [f"T{index}:US" for index in range(12_000)]
+    result = crawler(env, "symbols", "add", *given, "--json")
+    assert result.returncode == 1, result.stderr
+    added = json.loads(result.stdout)["symbols"]
+    assert [entry["symbol"] for entry in added] == given[:10_000]
+    assert one_error_line(result) == (
+        "error: watchlist is full (10,000 symbols): 2,000 of the 12,000 symbols given were not "
+        "added, from T10000:US on; remove symbols before adding more"
+    )
+    listed = json.loads(crawler(env, "symbols", "list", "--json").stdout)["symbols"]
+    assert len(listed) == 10_000  # what was added stays

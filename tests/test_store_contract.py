@@ -37,7 +37,7 @@ from crawler.store.redis_ledger import RedisLedger
 from crawler.store.redis_quote_times import RedisQuoteTimes
 from crawler.store.redis_watchlist import RedisWatchlist
 from crawler.store.watchlist import Watchlist
-from crawler.utils.exceptions import BudgetExhaustedError, StorageError
+from crawler.utils.exceptions import BudgetExhaustedError, WatchlistFullError
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "store_worker.py"
@@ -425,7 +425,7 @@ def test_watchlist_full_is_a_storage_error(backend: Backend) -> None:
     watchlist = backend.watchlist(max_symbols=2)
     watchlist.add("A:US", AssetClass.STOCKS)
     watchlist.add("B:US", AssetClass.STOCKS)
-    with pytest.raises(StorageError, match="full"):
+    with pytest.raises(WatchlistFullError, match=r"full \(2 symbols\).*C:US"):
         watchlist.add("C:US", AssetClass.STOCKS)
     assert watchlist.symbols() == ["A:US", "B:US"]
 

@@ -19,7 +19,12 @@ import typer
 from crawler.cli.common import client_for, fail, load, note, warn
 from crawler.cli.progress import Bar, json_lines, progress_bar
 from crawler.cli.render import console, plural, print_json, quotes_table, symbols_table
-from crawler.utils.exceptions import DaemonError, DaemonNotRunningError, UsageError
+from crawler.utils.exceptions import (
+    DaemonError,
+    DaemonNotRunningError,
+    UsageError,
+    WatchlistFullError,
+)
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -147,26 +152,46 @@ def symbols_add(
     _canonical(symbols, asset_class)
     settings = load(ctx)
 
-    def remote() -> list[dict[str, Any]]:
+    def remote() -> tuple[list[dict[str, Any]], WatchlistFullError | None]:
         client = client_for(settings)
-        return [
-            client.call("POST", "/symbols", {"symbol": s, "asset_class": asset_class})
-            for s in symbols
-        ]
+        return _add_until_full(
+            symbols,
+            lambda s: client.call("POST", "/symbols", {"symbol": s, "asset_class": asset_class}),
+        )
 
-    def local(ops: Operations) -> list[dict[str, Any]]:
-        return [ops.add_symbol(s, asset_class) for s in symbols]
+    def local(ops: Operations) -> tuple[list[dict[str, Any]], WatchlistFullError | None]:
+        return _add_until_full(symbols, lambda s: ops.add_symbol(s, asset_class))
 
-    results = _via_daemon_or_offline(settings, remote, local)
+    results, full = _via_daemon_or_offline(settings, remote, local)
     for result in results:
         if result.get("notice"):
             note(str(result["notice"]))
     if as_json:
         print_json({"symbols": results})
-        return
-    for result in results:
-        verb = "added" if result.get("added") else "already tracked:"
-        typer.echo(f"{verb} {result.get('symbol')} ({result.get('asset_class')})")
+    else:
+        for result in results:
+            verb = "added" if result.get("added") else "already tracked:"
+            typer.echo(f"{verb} {result.get('symbol')} ({result.get('asset_class')})")
+    if full is not None:
+        left = symbols[len(results) :]
+        fail(
+            f"{full.message.partition(';')[0]}: {len(left):,} of the {len(symbols):,} symbols "
+            f"given were not added, from {left[0]} on; remove symbols before adding more"
+        )
+
+
+def _add_until_full(
+    symbols: list[str], add: Callable[[str], dict[str, Any]]
+) -> tuple[list[dict[str, Any]], WatchlistFullError | None]:
+    """`add` each symbol in turn until the watchlist is full: what was added, and the refusal
+    (so the symbols already added are reported, not lost in one error line)."""
+    results: list[dict[str, Any]] = []
+    for symbol in symbols:
+        try:
+            results.append(add(symbol))
+        except WatchlistFullError as exc:
+            return results, exc
+    return results, None
 
 
 @symbols_app.command("remove")

@@ -23,7 +23,7 @@ from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass
 from crawler.store.redis_client import RedisConnection, text_map
 from crawler.store.watchlist import MAX_SYMBOLS, HasCanonical, Watchlist, canonical_symbol
-from crawler.utils.exceptions import StorageError
+from crawler.utils.exceptions import StorageError, WatchlistFullError
 
 __all__ = ["RedisWatchlist"]
 
@@ -70,7 +70,8 @@ class RedisWatchlist:
     def add(self, symbol: HasCanonical | str, asset_class: AssetClass) -> bool:
         """Append `symbol` for the whole cluster; False if already present.
 
-        Raises StorageError when the list is full, StoreUnavailableError when Redis is away.
+        Raises WatchlistFullError when the list is full, StoreUnavailableError when Redis is
+        away.
         """
         name = canonical_symbol(symbol)
         asset = AssetClass(asset_class)
@@ -82,8 +83,8 @@ class RedisWatchlist:
                 )
             )
         if added < 0:
-            raise StorageError(
-                f"watchlist is full ({self._max_symbols} symbols); remove some before adding "
+            raise WatchlistFullError(
+                f"watchlist is full ({self._max_symbols:,} symbols); remove some before adding "
                 f"{name}"
             )
         return added == 1

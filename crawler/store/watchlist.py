@@ -34,7 +34,7 @@ import diskcache
 
 from crawler.normalizer.schemas import AssetClass
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
-from crawler.utils.exceptions import StorageError, SymbolError
+from crawler.utils.exceptions import StorageError, SymbolError, WatchlistFullError
 
 __all__ = ["MAX_SYMBOLS", "HasCanonical", "Watchlist", "canonical_symbol"]
 
@@ -86,7 +86,7 @@ class Watchlist:
     def add(self, symbol: HasCanonical | str, asset_class: AssetClass) -> bool:
         """Append `symbol`; False if it is already present (its asset class is kept).
 
-        Raises StorageError when the watchlist already holds `max_symbols` (default
+        Raises WatchlistFullError when the watchlist already holds `max_symbols` (default
         MAX_SYMBOLS) symbols.
         """
         canonical = canonical_symbol(symbol)
@@ -96,8 +96,8 @@ class Watchlist:
                 return False
             count = self._int(_COUNT)
             if count >= self._max_symbols:
-                raise StorageError(
-                    f"watchlist is full ({self._max_symbols} symbols); remove some before adding "
+                raise WatchlistFullError(
+                    f"watchlist is full ({self._max_symbols:,} symbols); remove some before adding "
                     f"{canonical}"
                 )
             seq = self._int(_SEQ)

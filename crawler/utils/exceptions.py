@@ -7,6 +7,7 @@
     │   └── UnmappableSymbolError     valid, but has no Yahoo equivalent (yfinance skipped)
     ├── StorageError                  the data dir is unwritable, full or corrupt
     │   ├── DataDirError              the data dir cannot be used at all (exit 2)
+    │   ├── WatchlistFullError        the watchlist holds its maximum; nothing more is added
     │   └── StoreUnavailableError     the shared store (Redis) cannot be reached right now
     ├── ParseError                    a page or payload did not hold a quote
     ├── APIError                      a source could not serve a quote (seed: `.message`)
@@ -52,6 +53,7 @@ __all__ = [
     "UnknownSymbolError",
     "UnmappableSymbolError",
     "UsageError",
+    "WatchlistFullError",
 ]
 
 
@@ -98,6 +100,10 @@ class DataDirError(StorageError):
     """The data directory cannot be created or written: a setup problem, fixed by DATA_DIR."""
 
     exit_code = 2
+
+
+class WatchlistFullError(StorageError):
+    """The watchlist already holds its maximum number of symbols; the one asked is not added."""
 
 
 class StoreUnavailableError(StorageError):
