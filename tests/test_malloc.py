@@ -77,7 +77,8 @@ def _probe(mode: str, **env: str) -> list[str]:
 def test_without_the_settings_threads_get_arenas_and_big_blocks_stay_on_the_heap() -> None:
     """The baseline the settings are measured against: glibc's defaults."""
     answer = _probe("none")
-    assert int(answer[answer.index("arenas") + 1]) > 2
+    if (os.cpu_count() or 1) > 1:  # one core: threads rarely meet inside malloc
+        assert int(answer[answer.index("arenas") + 1]) > 2
     assert answer[-2:] == ["mmapped_again", "0"]
 
 
