@@ -58,6 +58,7 @@ __all__ = [
     "WINDOW_S",
     "BudgetLedger",
     "Reservation",
+    "budget_terms",
     "current_boot_id",
     "micro_from_usd",
     "usd_from_micro",
@@ -105,6 +106,25 @@ def micro_from_usd(amount_usd: Decimal, name: str = "amount") -> int:
     if exact != amount_usd:
         raise ConfigError(f"{name} {amount_usd} is finer than a micro-dollar; round to 6 places")
     return int(exact * MICRO_PER_USD)
+
+
+def budget_terms(
+    total_budget_usd: Decimal, cost_per_request_usd: Decimal, timezone: str
+) -> tuple[int, int, ZoneInfo]:
+    """(budget, cost per request) in micro-dollars and the budget day's zone, validated once
+    for every ledger backend; ConfigError names the setting and how to fix it."""
+    budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
+    cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
+    if cost_micro <= 0:
+        raise ConfigError(f"COST_PER_REQUEST {cost_per_request_usd} must be above 0 USD")
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"BUDGET_TIMEZONE {timezone!r} is not a known time zone; use e.g. UTC or "
+            "America/New_York"
+        ) from exc
+    return budget_micro, cost_micro, zone
 
 
 def usd_from_micro(amount_micro: int) -> Decimal:
@@ -205,17 +225,9 @@ class BudgetLedger:
         clock: MonotonicClock = _time.monotonic,
         boot_id: Callable[[], str] = current_boot_id,
     ) -> None:
-        self._budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
-        self._cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
-        if self._cost_micro <= 0:
-            raise ConfigError(f"COST_PER_REQUEST {cost_per_request_usd} must be above 0 USD")
-        try:
-            self._zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(
-                f"BUDGET_TIMEZONE {timezone!r} is not a known time zone; use e.g. UTC or "
-                "America/New_York"
-            ) from exc
+        self._budget_micro, self._cost_micro, self._zone = budget_terms(
+            total_budget_usd, cost_per_request_usd, timezone
+        )
         self._timezone = timezone
         self._now = now
         self._clock = clock
@@ -450,11 +462,9 @@ class BudgetLedger:
     def set_limits(self, total_budget_usd: Decimal, cost_per_request_usd: Decimal) -> None:
         """New limits from a reloaded configuration, applied from the next reservation on.
         Spend already counted stays counted: a lower budget only stops new paid requests."""
-        budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
-        cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
-        if cost_micro <= 0:
-            raise ConfigError(f"COST_PER_REQUEST {cost_per_request_usd} must be above 0 USD")
-        self._budget_micro, self._cost_micro = budget_micro, cost_micro
+        self._budget_micro, self._cost_micro, _ = budget_terms(
+            total_budget_usd, cost_per_request_usd, self._timezone
+        )
 
     def statistics(self) -> dict[str, Any]:
         """Today's spend. Money fields are Decimal USD (``str()`` them for JSON).

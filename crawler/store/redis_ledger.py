@@ -52,7 +52,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import diskcache
 
@@ -62,13 +61,13 @@ from crawler.store.ledger import (
     DAYS_KEPT,
     WINDOW_S,
     Reservation,
+    budget_terms,
     current_boot_id,
-    micro_from_usd,
     usd_from_micro,
 )
 from crawler.store.redis_client import RedisConnection, text_map
 from crawler.utils.clock import MonotonicClock, WallClock, utc_now
-from crawler.utils.exceptions import BudgetExhaustedError, ConfigError, StorageError
+from crawler.utils.exceptions import BudgetExhaustedError, StorageError
 
 __all__ = ["RedisLedger"]
 
@@ -196,17 +195,9 @@ class RedisLedger:
         clock: MonotonicClock = _time.monotonic,
         boot_id: Callable[[], str] = current_boot_id,
     ) -> None:
-        self._budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
-        self._cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
-        if self._cost_micro <= 0:
-            raise ConfigError(f"COST_PER_REQUEST {cost_per_request_usd} must be above 0 USD")
-        try:
-            self._zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(
-                f"BUDGET_TIMEZONE {timezone!r} is not a known time zone; use e.g. UTC or "
-                "America/New_York"
-            ) from exc
+        self._budget_micro, self._cost_micro, self._zone = budget_terms(
+            total_budget_usd, cost_per_request_usd, timezone
+        )
         self._timezone = timezone
         self._now = now
         self._clock = clock
@@ -411,11 +402,9 @@ class RedisLedger:
     def set_limits(self, total_budget_usd: Decimal, cost_per_request_usd: Decimal) -> None:
         """New limits from a reloaded configuration, applied from the next reservation on.
         Spend already counted stays counted: a lower budget only stops new paid requests."""
-        budget_micro = micro_from_usd(total_budget_usd, "TOTAL_BUDGET")
-        cost_micro = micro_from_usd(cost_per_request_usd, "COST_PER_REQUEST")
-        if cost_micro <= 0:
-            raise ConfigError(f"COST_PER_REQUEST {cost_per_request_usd} must be above 0 USD")
-        self._budget_micro, self._cost_micro = budget_micro, cost_micro
+        self._budget_micro, self._cost_micro, _ = budget_terms(
+            total_budget_usd, cost_per_request_usd, self._timezone
+        )
 
     def statistics(self) -> dict[str, Any]:
         """`BudgetLedger.statistics()`'s keys for the cluster, plus `store` ("redis"),
