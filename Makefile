@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: venv install dev run test check lint typecheck bench fake-market clean
+.PHONY: venv install dev redis-server run test check lint typecheck bench fake-market clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ dev: $(VENV)/.installed-dev
 run: install
 	CRAWLER_CONFIG=$(CONFIG) $(BIN)/crawler start --foreground
 
-test: dev
+# The Redis backend's tests run a real redis-server (Debian's package), started by a fixture on
+# a random loopback port: installed here when missing.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	    echo "installing redis-server (Debian package) for the Redis backend's tests"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends redis-server >/dev/null; }
+
+test: dev redis-server
 	$(BIN)/python -m pytest -q
 
 lint: dev
