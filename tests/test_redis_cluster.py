@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import redis
@@ -21,6 +22,7 @@ from crawler.orchestrator.hybrid_source import HybridDataSource
 from crawler.store.history import HistoryStore
 from crawler.utils.exceptions import ConfigError
 from fakemarket import FakeMarket
+from fakemarket.yahoo import QUOTE_FAULT_KEY
 from tests.redis_server import RedisServer, redis_server_binary
 
 COST = Decimal("0.0015")
@@ -311,3 +313,25 @@ def test_pacing_takes_this_nodes_share_of_the_cluster_budget(
         assert node.stores is not None
         node.stores.nodes.beat({}, ttl_s=30)
     assert _share_of(nodes[0], 30) == 10  # three live nodes pace against one ledger
+
+
+def test_nodes_batching_on_yahoo_together_ask_for_each_symbol_once(
+    redis_url: str, market: FakeMarket, make_node: Callable[..., HybridDataSource]
+) -> None:
+    """Without a Bright Data key every node takes yfinance's batch path: its symbols take the
+    same fetch leases as paid ones, so nodes collecting at once do not ask Yahoo twice (one
+    IP's rate limit is what a cluster is for)."""
+    market.yahoo.faults.set(QUOTE_FAULT_KEY, latency_s=0.2)  # the nodes' batches overlap
+    nodes = [
+        make_node(redis_url, f"node-{i}", bright_data_api_key="", yfinance_max_rps=1000)
+        for i in range(3)
+    ]
+    results = run_together([lambda n=n: n.fetch_many(SYMBOLS) for n in nodes])
+    for result in results:  # every node answered every symbol
+        assert all(not isinstance(outcome, Exception) for outcome in result.values()), result
+    # Answered batches only: one refused for a crumb another node's login rotated is repeated
+    # with a fresh crumb, as it must be.
+    answered = [r for r in market.yahoo.requests_of("quote") if r.outcome == "quote"]
+    asked = [s for r in answered for s in parse_qs(urlsplit(r.path).query)["symbols"][0].split(",")]
+    charts = len(market.yahoo.requests_of("chart"))
+    assert sorted(asked) == sorted(s.split(":")[0] for s in SYMBOLS) and charts == 0

@@ -201,6 +201,8 @@ class HybridDataSource:
         self._inflight: dict[str, Future[Quote]] = {}
         # Batch leaders not settled yet (see `_claim`), so cleanup can release their waiters.
         self._batch_leaders: dict[Future[Quote], str] = {}
+        # Symbols of this node's batches whose cluster fetch lease it holds until they settle.
+        self._batch_leases: set[str] = set()
         # Per symbol, how many leaders have finished (see `_coalesced_fetch`).
         self._finished: dict[str, int] = {}
         # Guards the SourceUsage counters: sources run on many threads at once.
@@ -287,6 +289,7 @@ class HybridDataSource:
         deadline_at_s = None if deadline_s is None else time.monotonic() + deadline_s
         batches = {True: self._batch_source(), False: self._batch_source(paid=False)}
         leaders: dict[bool, list[tuple[Symbol, Future[Quote]]]] = {True: [], False: []}
+        leased_elsewhere: list[tuple[Symbol, Future[Quote], bool]] = []
         batched: set[str] = set()
         # Nodes sharing a cache start at different places (`_spread`); answers keep input order.
         given = list(symbols)
@@ -307,8 +310,10 @@ class HybridDataSource:
                 future, leader = self._claim(sym, force_fresh)
                 pending[sym.canonical] = future
                 batched.add(sym.canonical)
-                if leader:
+                if leader and self._lease_for_batch(sym.canonical):
                     leaders[paid].append((sym, future))
+                elif leader:  # another node is fetching it: wait for its quote, as get_quote does
+                    leased_elsewhere.append((sym, future, paid))
                 continue
             pending[sym.canonical] = pool.submit(
                 self.get_quote, sym, None, force_fresh, paid, once_per_interval=once_per_interval
@@ -321,6 +326,10 @@ class HybridDataSource:
             for start in range(0, len(chunks), size):
                 pool.submit(self._run_batch, batch_source, chunks[start : start + size],
                             deadline_at_s, paid)  # fmt: skip
+        # After our own batches: waiting on the pool for other nodes' quotes must never hold
+        # up the batches they in turn wait for.
+        for sym, future, paid in leased_elsewhere:
+            pool.submit(self._finish_leased, sym, future, force_fresh, paid, once_per_interval)
         if on_quote is not None:
             for future in pending.values():
                 future.add_done_callback(_quote_callback(on_quote))
@@ -577,7 +586,8 @@ class HybridDataSource:
         return future, True
 
     def _settle(self, key: str, future: Future[Quote], outcome: Quote | BaseException) -> None:
-        """End a batch leadership: the waiters get `outcome`, the symbol is free again."""
+        """End a batch leadership: the waiters get `outcome`, the symbol is free again (and
+        so is its cluster lease: marked done with a fresh quote, given back otherwise)."""
         try:
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
@@ -591,6 +601,37 @@ class HybridDataSource:
                 if self._inflight.get(key) is future:
                     del self._inflight[key]
                     self._finished[key] = self._finished.get(key, 0) + 1
+                leased = key in self._batch_leases
+                self._batch_leases.discard(key)
+            if leased:
+                fresh = isinstance(outcome, Quote) and not outcome.stale
+                self._lease_over(key, fetched=fresh)
+
+    def _lease_for_batch(self, key: str) -> bool:
+        """Whether this node may put `key` in a batch: no cluster, Redis away (as in
+        `_fetch_leased`: only free sources run then), or its fetch lease taken here."""
+        if self.leases is None:
+            return True
+        try:
+            mine = self.leases.acquire(key, self._lease_ttl_s)
+        except StorageError as exc:
+            log.debug("lease not checked", symbol=key, error=exc.message)
+            return True
+        if mine:
+            with self._lock:
+                self._batch_leases.add(key)
+        return mine
+
+    def _finish_leased(
+        self, sym: Symbol, future: Future[Quote], force_fresh: bool, paid: bool, once: bool
+    ) -> None:
+        """A batch symbol another node holds the lease of: its quote from the shared cache, or
+        the per-symbol path when the holder gives up (on the pool)."""
+        try:
+            outcome: Quote | BaseException = self._fetch_leased(sym, force_fresh, paid, once)
+        except BaseException as exc:
+            outcome = exc
+        self._settle(sym.canonical, future, outcome)
 
     def _run_batch(
         self,
