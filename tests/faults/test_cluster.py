@@ -161,6 +161,7 @@ def test_three_daemons_one_redis(
         while any(client.exists(key) for key in left_behind) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert orphans, "the killed node left no fetch in flight: nothing to take over"
+        assert not any(client.exists(key) for key in orphans)  # not fetched while leased
         after = collect(cluster[1])
         assert after["quotes"] == len(SYMBOLS) and after["stale"] == 0, after
         assert all(client.exists(key) for key in orphans)  # fetched afresh, not left over
