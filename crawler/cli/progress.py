@@ -151,8 +151,11 @@ class CollectionWatch:
                 if self._stop.is_set():
                     return
                 kind = event.get("type")
-                if kind == "collection_start" and bar is not None:
-                    bar.update(done=0, total=int(event.get("fetching") or 0))
+                if kind == "collection_start":
+                    # The bar shows 0/N from here on, so the Ctrl-C line must say so too.
+                    self.last = (0, int(event.get("fetching") or 0))
+                    if bar is not None:
+                        bar.update(done=0, total=self.last[1])
                 elif kind == "collection_progress":
                     done, total = int(event.get("done") or 0), int(event.get("total") or 0)
                     self.last = (done, total)
