@@ -1,4 +1,4 @@
-"""Yahoo's streamer frames: `PricingData` protobuf, decoded by hand (pure, no protobuf package).
+"""Yahoo's streamer frames: `PricingData` protobuf, decoded by yfinance's `pricing_pb2` (pure).
 
     pricing = decode_frame('{"type":"pricing","message":"CgdCVEMtVVNE..."}')   # or bare base64
     pricing.id, pricing.price, pricing.time_ms        # "BTC-USD", 94745.08, 1736509140000
@@ -6,7 +6,7 @@
 
 The frame arrives either wrapped as JSON text `{"type": "pricing", "message": "<base64>"}` (the
 current stream) or as bare base64 text (the older one). The message is Yahoo's `PricingData`
-(yfinance's `pricing.proto`); the fields we read are in `_FIELDS`. Traps the real frames hold:
+(yfinance's `pricing.proto`); the fields we read are in `_FIELD_NAMES`. Traps the real frames hold:
 
 - `time` is **milliseconds** since the epoch, zig-zag encoded (`sint64`), unlike the REST
   quote's seconds;
@@ -14,7 +14,7 @@ current stream) or as bare base64 text (the older one). The message is Yahoo's `
   shortest decimal that encodes to the same float32;
 - FX frames carry no currency: a six-letter pair's quote currency is its last three letters,
   anything else stays None (never guessed);
-- unknown fields (real frames carry 46 and 47) are skipped by wire type, never an error.
+- unknown fields (real frames carry 46 and 47) are skipped, never an error.
 
 A frame that is not base64, not protobuf, or has no id or price raises ParseError.
 """
@@ -23,12 +23,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import importlib.util
 import json
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+from google.protobuf.message import DecodeError
 
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol
@@ -47,27 +52,25 @@ __all__ = [
 #: The `source` of quotes that came from the stream.
 STREAM_SOURCE = "yahoo_stream"
 
-# field number → (name, kind). Kinds: "string", "float" (fixed32), "double" (fixed64),
-# "sint" (zig-zag varint), "int" (plain varint: enums).
-_FIELDS: dict[int, tuple[str, str]] = {
-    1: ("id", "string"),
-    2: ("price", "float"),
-    3: ("time_ms", "sint"),
-    4: ("currency", "string"),
-    5: ("exchange", "string"),
-    6: ("quote_type", "int"),
-    7: ("market_hours", "int"),
-    8: ("change_percent", "float"),
-    9: ("day_volume", "sint"),
-    10: ("day_high", "float"),
-    11: ("day_low", "float"),
-    12: ("change", "float"),
-    13: ("short_name", "string"),
-    15: ("open_price", "float"),
-    16: ("previous_close", "float"),
-    27: ("price_hint", "sint"),
+# Yahoo's field name → ours, for the fields crawler reads (yfinance's pricing.proto names them).
+_FIELD_NAMES: dict[str, str] = {
+    "id": "id",
+    "price": "price",
+    "time": "time_ms",
+    "currency": "currency",
+    "exchange": "exchange",
+    "quote_type": "quote_type",
+    "market_hours": "market_hours",
+    "change_percent": "change_percent",
+    "day_volume": "day_volume",
+    "day_high": "day_high",
+    "day_low": "day_low",
+    "change": "change",
+    "short_name": "short_name",
+    "open_price": "open_price",
+    "previous_close": "previous_close",
+    "price_hint": "price_hint",
 }
-_WANTED_WIRE = {"string": 2, "float": 5, "double": 1, "sint": 0, "int": 0}
 _MAX_FRAME_CHARS = 64 * 1024
 
 
@@ -150,69 +153,45 @@ def pricing_id(payload: bytes) -> str:
 
 
 def decode_pricing(payload: bytes) -> PricingData:
-    """A `PricingData` protobuf message → PricingData; unknown fields skipped; ParseError."""
+    """A `PricingData` protobuf message → PricingData; unknown fields skipped; ParseError.
+
+    Decoded by yfinance's generated `pricing_pb2`. proto3 scalars have no presence, but a
+    serializer never writes a field at its default, so `ListFields()` (the non-default ones)
+    is what the frame carried: an absent field stays None, as it did with the hand decoder.
+    """
+    message = _pricing_message_class()()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError as exc:
+        raise ParseError(f"stream frame is not a PricingData message: {exc}") from None
     values: dict[str, Any] = {}
-    pos, end = 0, len(payload)
-    while pos < end:
-        key, pos = _varint(payload, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise ParseError("stream frame holds field number 0")
-        if wire == 0:
-            raw, pos = _varint(payload, pos)
-            value: Any = raw
-        elif wire == 1:
-            value, pos = payload[pos : pos + 8], pos + 8
-        elif wire == 2:
-            length, pos = _varint(payload, pos)
-            value, pos = payload[pos : pos + length], pos + length
-        elif wire == 5:
-            value, pos = payload[pos : pos + 4], pos + 4
-        else:
-            raise ParseError(f"stream frame has wire type {wire} (field {number})")
-        if pos > end:
-            raise ParseError("stream frame is truncated")
-        spec = _FIELDS.get(number)
-        if spec is None or _WANTED_WIRE[spec[1]] != wire:
-            continue  # a field we do not know (or in a shape we do not expect): skipped
-        name, kind = spec
-        values[name] = _convert(kind, value, name)
+    for field, value in message.ListFields():
+        name = _FIELD_NAMES.get(field.name)
+        if name is None:
+            continue
+        values[name] = _shortest_decimal(value) if field.type == field.TYPE_FLOAT else value
     identity = values.pop("id", None)
     if not identity:
         raise ParseError("stream frame has no symbol id")
     return PricingData(id=identity, **values)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ParseError("stream frame is truncated inside a varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 64:
-            raise ParseError("stream frame has a varint over 64 bits")
-
-
-def _convert(kind: str, value: Any, name: str) -> Any:
-    if kind == "string":
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ParseError(f"stream frame's {name} is not UTF-8") from None
-    if kind == "float":
-        number = struct.unpack("<f", value)[0]
-        return _shortest_decimal(number)
-    if kind == "double":
-        return Decimal(repr(struct.unpack("<d", value)[0]))
-    if kind == "sint":
-        raw = int(value) & 0xFFFFFFFFFFFFFFFF
-        return (raw >> 1) ^ -(raw & 1)
-    return int(value)
+@functools.cache
+def _pricing_message_class() -> Any:
+    # yfinance ships the generated module; loaded from its file so that decoding a frame does
+    # not import yfinance itself (and pandas with it). Loading it twice registers the same
+    # descriptor again, which protobuf accepts.
+    package = importlib.util.find_spec("yfinance")
+    locations = package.submodule_search_locations if package else None
+    if not locations:
+        raise ParseError("yfinance's pricing_pb2 is not installed: cannot decode stream frames")
+    path = Path(next(iter(locations))) / "pricing_pb2.py"
+    spec = importlib.util.spec_from_file_location("crawler._yfinance_pricing_pb2", path)
+    if spec is None or spec.loader is None:
+        raise ParseError(f"cannot load {path}: cannot decode stream frames")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.PricingData
 
 
 def _shortest_decimal(number: float) -> Decimal | None:
