@@ -50,7 +50,7 @@ class Problem(ValueError):
 
 
 def mask_secret(secret: SecretStr | str | None) -> str:
-    """"(not set)", or "****" plus the last 4 characters (only for keys of 12+ characters,
+    """ "(not set)", or "****" plus the last 4 characters (only for keys of 12+ characters,
     so a short key is never mostly revealed)."""
     if secret is None:
         return "(not set)"
@@ -197,7 +197,12 @@ def config_error(
         return ConfigError(f"config: unknown setting {name!r}; known settings: {known}")
     else:
         explanation = _explain(name, first, fields)
-    shown = mask_secret(_plain(value)) if name in SECRET_FIELDS else show(value)
+    if name == "redis_url":  # its own mask: the password anywhere in it, nothing else
+        from crawler.store.redis_client import redact_url
+
+        shown = show(redact_url(_plain(value)))
+    else:
+        shown = mask_secret(_plain(value)) if name in SECRET_FIELDS else show(value)
     message = f"config: {name} = {shown} {explanation}"
     origin = _origin(name, init_values)
     if origin:

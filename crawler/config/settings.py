@@ -304,8 +304,16 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is None:
             return None
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+        try:
+            parts = urlsplit(value.get_secret_value())
+            _ = parts.port  # a port that is not a number raises here, not at the first use
+        except ValueError:
+            parts = None
+        if (
+            parts is None
+            or parts.scheme not in ("redis", "rediss", "unix")
+            or not (parts.netloc or parts.path)
+        ):
             raise Problem("is not a Redis URL; use redis://host:6379/0 (or rediss://, unix://)")
         return value
 

@@ -26,14 +26,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from crawler.utils.exceptions import ConfigError, StorageError, StoreUnavailableError
 
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["DEFAULT_KEY_PREFIX", "RETRY_S", "RedisConnection", "redact_url", "text_map"]
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "RETRY_S",
+    "RedisConnection",
+    "redact_url",
+    "text_map",
+    "url_secrets",
+]
 
 DEFAULT_KEY_PREFIX: Final = "crawler:"
 #: Connect and per-command timeouts: a dead Redis must cost a collection seconds, not minutes.
@@ -42,18 +49,69 @@ _SOCKET_TIMEOUT_S: Final = 2.0
 _SCHEMES: Final = ("redis", "rediss", "unix")
 #: After Redis failed to answer, calls fail fast for this long before the next real try.
 RETRY_S: Final = 2.0
+_MASK: Final = "****"
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password (if any) replaced by ****, for logs and status."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+    """`url` with every credential in it replaced by ****, for logs, status and errors.
+
+    Whatever form the password takes: ``redis://:pw@h``, ``redis://user:pw@h``, a bare
+    ``redis://pw@h`` (userinfo without a colon may be a password), a ``?password=`` query
+    parameter (any name holding "pass", any case), over ``rediss://`` or ``unix://``. A URL
+    that cannot be parsed is not shown at all.
+
+    >>> redact_url("redis://h:6379/0?db=1&password=s3cret")
+    'redis://h:6379/0?db=1&password=****'
+    >>> redact_url("unix:///run/redis.sock?password=s3cret")
+    'unix:///run/redis.sock?password=****'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a Redis URL that cannot be parsed; not shown)"
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{_MASK}@{hostport}" if colon else f"{_MASK}@{hostport}"
+    query = "&".join(_redact_param(param) for param in parts.query.split("&"))
+    if url.startswith(f"{parts.scheme}://"):  # keep unix:///path's empty host
+        shown = f"{parts.scheme}://{netloc}{parts.path}"
+        shown += f"?{query}" if query else ""
+        return shown + (f"#{parts.fragment}" if parts.fragment else "")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials written in `url` (as written and percent-decoded), for the log
+    redactor: a message that echoes one (a library's error) still never shows it."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]  # unparseable: the whole URL is the secret
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at:
+        found.append(userinfo.partition(":")[2] or userinfo)
+    for param in parts.query.split("&"):
+        name, _, value = param.partition("=")
+        if _is_secret_param(name):
+            found.append(value)
+    out: list[str] = []
+    for text in found:
+        for form in (text, unquote(text), unquote_plus(text)):
+            if form and form not in out:
+                out.append(form)
+    return out
+
+
+def _is_secret_param(name: str) -> bool:
+    return "pass" in unquote_plus(name).lower()
+
+
+def _redact_param(param: str) -> str:
+    name, eq, _ = param.partition("=")
+    return f"{name}={_MASK}" if eq and _is_secret_param(name) else param
 
 
 class RedisConnection:
