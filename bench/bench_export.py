@@ -1,6 +1,10 @@
-"""Benchmark: write N quotes into a temporary history, then export them as CSV and JSONL.
+"""Benchmark: write N quotes into a temporary history, then export them as CSV, JSONL and Parquet.
 
-Exports stream to /dev/null. Prints rows/s for the write and each export, and memory: peak RSS
+Exports stream to /dev/null (Parquet to a temporary file: its writer seeks nowhere, but its
+size is worth printing). pyarrow is imported before the baseline is taken, so the Parquet
+figures show the export's own growth; the import's cost is printed on its own.
+
+Prints rows/s for the write and each export, and memory: peak RSS
 (``getrusage`` maxrss) and current RSS before and after each export, so the export's growth
 over the same process's baseline shows; with ``--tracemalloc`` also the Python heap peak of
 each export (about 5x slower). The last line is one JSON object with every figure.
@@ -34,7 +38,7 @@ __all__ = ["main", "run"]
 
 _SYMBOLS = ("AAPL:US", "MSFT:US", "VOD:LN", "HSBA:LN", "7203:JP", "EURUSD:CUR", "XBTUSD:CUR")
 _T0 = datetime(2025, 1, 1, tzinfo=UTC)
-_FORMATS: tuple[Literal["csv", "jsonl"], ...] = ("csv", "jsonl")
+_FORMATS: tuple[Literal["csv", "jsonl", "parquet"], ...] = ("csv", "jsonl", "parquet")
 
 
 def _quotes(rows: int) -> Iterator[Quote]:
@@ -91,13 +95,22 @@ def run(rows: int, trace: bool) -> dict[str, Any]:
             write_s = time.perf_counter() - started
             figures["write_rows_per_s"] = round(written / write_s)
             figures["db_bytes"] = sum(p.stat().st_size for p in (Path(tmp) / "history").iterdir())
+            before_import_kib = _current_rss_kib()
+            import pyarrow.parquet  # noqa: F401 - loaded before the baseline (see the docstring)
+
+            after_import_kib = _current_rss_kib()
+            if before_import_kib is not None and after_import_kib is not None:
+                figures["pyarrow_import_rss_kib"] = after_import_kib - before_import_kib
             figures["baseline_maxrss_kib"] = _maxrss_kib()
             figures["baseline_rss_kib"] = _current_rss_kib()
             for fmt in _FORMATS:
-                with open(os.devnull, "wb") as sink:
+                target = Path(tmp) / "export.parquet" if fmt == "parquet" else Path(os.devnull)
+                with target.open("wb") as sink:
                     started = time.perf_counter()
                     exported = store.export(fmt, sink)
                     export_s = time.perf_counter() - started
+                if fmt == "parquet":
+                    figures["parquet_bytes"] = target.stat().st_size
                 assert exported == rows, (fmt, exported)
                 figures[f"{fmt}_rows_per_s"] = round(exported / export_s)
                 figures[f"{fmt}_s"] = round(export_s, 2)
@@ -108,7 +121,8 @@ def run(rows: int, trace: bool) -> dict[str, Any]:
                 )
             # Traced passes last: tracemalloc's own bookkeeping would inflate the RSS figures.
             for fmt in _FORMATS if trace else ():
-                with open(os.devnull, "wb") as sink:
+                target = Path(tmp) / "export.parquet" if fmt == "parquet" else Path(os.devnull)
+                with target.open("wb") as sink:
                     tracemalloc.start()
                     try:
                         store.export(fmt, sink)
@@ -135,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rows                 {figures['rows']:>12,}")
     print(f"write                {figures['write_rows_per_s']:>12,} rows/s")
     print(f"baseline peak RSS    {figures['baseline_maxrss_kib']:>12,} KiB")
-    for fmt in ("csv", "jsonl"):
+    if "pyarrow_import_rss_kib" in figures:
+        imported = figures["pyarrow_import_rss_kib"]
+        print(f"pyarrow import RSS   {imported:>12,} KiB (in the baseline)")
+    for fmt in _FORMATS:
         print(
             f"export {fmt:<6}        {figures[f'{fmt}_rows_per_s']:>12,} rows/s   "
             f"peak RSS {figures[f'{fmt}_maxrss_kib']:,} KiB "

@@ -60,7 +60,7 @@ __all__ = [
 log = get_logger("crawler.operations")
 
 #: Formats `export` writes.
-EXPORT_FORMATS = ("csv", "jsonl")
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 _STREAM_CHUNK_BYTES = 64 * 1024
 #: Rows `history` shows when no limit is given: the newest, a few screens' worth.
 HISTORY_DEFAULT_ROWS = 100
@@ -746,8 +746,10 @@ class Operations:
         newest_first: bool = False,
     ) -> tuple[int, Iterator[bytes]]:
         if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl")
-        checked: Literal["csv", "jsonl"] = "csv" if fmt == "csv" else "jsonl"
+            raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl, parquet")
+        checked: Literal["csv", "jsonl", "parquet"] = (
+            "csv" if fmt == "csv" else "parquet" if fmt == "parquet" else "jsonl"
+        )
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
         try:
             rows = self._history().export(checked, spool, start, end, symbols, limit, newest_first)

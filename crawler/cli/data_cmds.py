@@ -295,6 +295,7 @@ def _split_valid(
 #: What `history` and `export` print; the first of each is the default.
 HISTORY_FORMATS = ("table", "json", "csv", "jsonl")
 STREAM_FORMATS = ("csv", "jsonl")
+EXPORT_FORMATS = ("csv", "jsonl", "parquet")
 
 
 def choose_format(fmt: str | None, shorthands: dict[str, bool], allowed: tuple[str, ...]) -> str:
@@ -411,7 +412,9 @@ def _write_chunks(chunks: Iterator[bytes], out: Any) -> int:
 
 def export(
     ctx: typer.Context,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv (default) or jsonl.")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="csv (default), jsonl or parquet (needs -o).")
+    ] = None,
     since: Annotated[str | None, typer.Option("--since", help="2h, 7d, 2026-11-01...")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
     symbols: Annotated[
@@ -421,8 +424,14 @@ def export(
     as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Same as --format jsonl.")] = False,
 ) -> None:
-    """Export the quote history as CSV or JSON lines (stdout unless -o)."""
-    fmt = choose_format(fmt, {"csv": as_csv, "jsonl": as_jsonl}, STREAM_FORMATS)
+    """Export the quote history as CSV, JSON lines (stdout unless -o) or Parquet (-o FILE)."""
+    fmt = choose_format(fmt, {"csv": as_csv, "jsonl": as_jsonl}, EXPORT_FORMATS)
+    if fmt == "parquet":
+        if output is None:
+            fail("--format parquet writes a file: add -o FILE, e.g. -o history.parquet", 2)
+        from crawler.store.parquet import parquet_schema
+
+        parquet_schema(())  # pyarrow missing: one line naming the extra, before any work
     wanted = _canonical([s for s in symbols.split(",") if s.strip()]) if symbols else None
     if wanted is not None:
         symbols = ",".join(wanted)
@@ -468,8 +477,11 @@ def _copy_rows(chunks: Iterator[bytes], out: Any, rows: int, fmt: str, bar: Bar 
     for chunk in chunks:
         out.write(chunk)
         written += len(chunk)
+        if fmt == "parquet":  # binary: the rows are all there once the last chunk is
+            continue
         lines += chunk.count(b"\n")
         bar.update(done=max(0, min(rows, lines - header)))
+    bar.update(done=rows)
     return written
 
 

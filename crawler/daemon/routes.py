@@ -19,7 +19,7 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
     GET    /metrics                     Prometheus text exposition (format 0.0.4)
     GET    /history?symbol=&since=&until=&limit=&order=newest|oldest&format=json|csv|jsonl
                                         newest first; limit 100 by default, 0 = all (csv)
-    GET    /export?format=csv|jsonl&since=&until=&symbols=a,b     streamed; X-Crawler-Rows
+    GET    /export?format=csv|jsonl|parquet&since=&until=&symbols=a,b   streamed; X-Crawler-Rows
 
 A body field of the wrong type is a 400 BadRequest naming the field; errors raised by the
 operations map to statuses through `crawler.daemon.control_server.ERROR_STATUS`.
@@ -45,6 +45,8 @@ log = logging.getLogger("crawler.daemon.routes")
 
 _CSV_TYPE = "text/csv; charset=utf-8"
 _JSONL_TYPE = "application/jsonl; charset=utf-8"
+_PARQUET_TYPE = "application/vnd.apache.parquet"
+_EXPORT_TYPES = {"csv": _CSV_TYPE, "jsonl": _JSONL_TYPE, "parquet": _PARQUET_TYPE}
 _NDJSON_TYPE = "application/x-ndjson"
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_FETCH_SYMBOLS = 1000
@@ -254,7 +256,7 @@ def register_routes(
         rows, stream = ops.export(fmt, query.get("since"), query.get("until"), symbols)
         return Response(
             stream=stream,
-            content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE,
+            content_type=_EXPORT_TYPES.get(fmt, _JSONL_TYPE),
             headers={_ROWS_HEADER: str(rows)},
         )
 

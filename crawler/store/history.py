@@ -212,6 +212,10 @@ def _csv_row(row: Sequence[Any]) -> list[Any]:
     ]
 
 
+#: Where each of `CSV_COLUMNS` is in a stored row (for Parquet: times stay microseconds).
+_PARQUET_POSITIONS = (0, 3, 1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 4, 14, 15, 16, 17)
+
+
 #: `Quote.to_json_dict()`'s keys, in its order, as `_json_dict` builds them.
 _JSON_KEYS = (
     "symbol",
@@ -523,7 +527,7 @@ class HistoryStore:
 
     def export(
         self,
-        fmt: Literal["csv", "jsonl"],
+        fmt: Literal["csv", "jsonl", "parquet"],
         out: IO[str] | IO[bytes],
         since: datetime | None = None,
         until: datetime | None = None,
@@ -533,12 +537,14 @@ class HistoryStore:
     ) -> int:
         """Stream matching rows to `out` (text or binary, UTF-8) ordered by as_of; returns rows.
 
-        CSV has the `CSV_COLUMNS` header; JSONL is one ``Quote.to_json_dict()`` per line. Memory
-        is constant: rows go from a cursor to `out` in batches, nothing is collected.
-        `newest_first` reverses the order; `limit` keeps the first rows of that order.
+        CSV has the `CSV_COLUMNS` header; JSONL is one ``Quote.to_json_dict()`` per line;
+        Parquet (binary `out` only; pyarrow, an optional extra) has the same columns, typed
+        (`crawler.store.parquet`). Memory is constant: rows go from a cursor to `out` in
+        batches, nothing is collected. `newest_first` reverses the order; `limit` keeps the
+        first rows of that order.
         """
-        if fmt not in ("csv", "jsonl"):
-            raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'jsonl'")
+        if fmt not in ("csv", "jsonl", "parquet"):
+            raise ValueError(f"unknown export format {fmt!r}; use 'csv', 'jsonl' or 'parquet'")
         clauses, params = _time_filter(since, until)
         if symbols is not None:
             wanted = list(dict.fromkeys(symbols))
@@ -553,6 +559,10 @@ class HistoryStore:
             sql += " LIMIT ?"
             params.append(limit)
         rows = self._rows(sql, params)
+        if fmt == "parquet":
+            from crawler.store.parquet import write_parquet
+
+            return write_parquet(rows, cast(IO[bytes], out), CSV_COLUMNS, _PARQUET_POSITIONS)
 
         binary = isinstance(out, (io.RawIOBase, io.BufferedIOBase)) or "b" in str(
             getattr(out, "mode", "")
