@@ -28,6 +28,7 @@ from crawler import __version__
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.normalizer.units import to_major
 from crawler.normalizer.user_symbols import read_symbol
 from crawler.utils.exceptions import (
     ConfigError,
@@ -667,9 +668,11 @@ class Operations:
         until: str | None = None,
         limit: int | None = None,
         oldest_first: bool = False,
+        major_units: bool = False,
     ) -> dict[str, Any]:
         """The newest `limit` quotes of `symbol` (default `HISTORY_DEFAULT_ROWS`), newest first,
-        or the oldest ones oldest first; `since`/`until` as "2h" or ISO dates.
+        or the oldest ones oldest first; `since`/`until` as "2h" or ISO dates; `major_units`:
+        GBp, ZAc and ILA quotes in GBP, ZAR and ILS.
 
         {"symbol", "quotes", "order": "newest_first"|"oldest_first", "limit", "total",
         "truncated"}: `total` counts every matching row, so a cut answer says so.
@@ -688,7 +691,9 @@ class Operations:
         total = store.count(canonical, start, end) if truncated else len(rows)
         return {
             "symbol": canonical,
-            "quotes": [q.to_json_dict() for q in rows[:rows_wanted]],
+            "quotes": [
+                (to_major(q) if major_units else q).to_json_dict() for q in rows[:rows_wanted]
+            ],
             "order": "oldest_first" if oldest_first else "newest_first",
             "limit": rows_wanted,
             "total": total,
@@ -703,6 +708,7 @@ class Operations:
         until: str | None = None,
         limit: int | None = None,
         oldest_first: bool = False,
+        major_units: bool = False,
     ) -> tuple[int, int, Iterator[bytes]]:
         """`history` as CSV or JSONL: (rows sent, rows matching, the bytes in chunks).
 
@@ -714,7 +720,13 @@ class Operations:
         rows_wanted = _history_limit(limit, None)
         total = self._history().count(canonical, start, end)
         sent, stream = self._spool(
-            fmt, start, end, [canonical], limit=rows_wanted, newest_first=not oldest_first
+            fmt,
+            start,
+            end,
+            [canonical],
+            limit=rows_wanted,
+            newest_first=not oldest_first,
+            major_units=major_units,
         )
         return sent, total, stream
 
@@ -724,8 +736,9 @@ class Operations:
         since: str | None = None,
         until: str | None = None,
         symbols: Iterable[str] | None = None,
+        major_units: bool = False,
     ) -> tuple[int, Iterator[bytes]]:
-        """(rows, the history as CSV or JSONL bytes in chunks, oldest first).
+        """(rows, the history as CSV, JSONL or Parquet bytes in chunks, oldest first).
 
         The export is written to a temporary file first, so a bad argument or a storage error
         is raised here, before the first byte is sent, and the row count is known up front;
@@ -734,7 +747,7 @@ class Operations:
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         wanted = None if symbols is None else [parse_symbol(s).canonical for s in symbols]
-        return self._spool(fmt, start, end, wanted)
+        return self._spool(fmt, start, end, wanted, major_units=major_units)
 
     def _spool(
         self,
@@ -744,6 +757,7 @@ class Operations:
         symbols: list[str] | None,
         limit: int | None = None,
         newest_first: bool = False,
+        major_units: bool = False,
     ) -> tuple[int, Iterator[bytes]]:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl, parquet")
@@ -752,7 +766,9 @@ class Operations:
         )
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
         try:
-            rows = self._history().export(checked, spool, start, end, symbols, limit, newest_first)
+            rows = self._history().export(
+                checked, spool, start, end, symbols, limit, newest_first, major_units
+            )
             spool.seek(0)
         except BaseException:
             spool.close()

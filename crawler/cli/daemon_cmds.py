@@ -210,9 +210,13 @@ def reload(
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    major_units: Annotated[
+        bool, typer.Option("--major-units", help="GBp, ZAc, ILA prices in GBP, ZAR, ILS.")
+    ] = False,
 ) -> None:
     """Show the daemon's state; exit 3 if it is not running."""
-    code = show_status(load(ctx).socket_path, as_json)
+    settings = load(ctx)
+    code = show_status(settings.socket_path, as_json, major_units or settings.major_units)
     if code:
         raise typer.Exit(code)
 

@@ -41,6 +41,13 @@ AssetClassOpt = Annotated[
     str | None,
     typer.Option("--asset-class", help="stocks, forex, commodities, indices, bonds or crypto."),
 ]
+MajorUnitsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--major-units",
+        help="GBp/GBX, ZAc and ILA prices in GBP, ZAR and ILS ([display] major_units).",
+    ),
+]
 #: More symbols than this get a progress bar (on a terminal).
 _PROGRESS_MIN_SYMBOLS = 3
 #: Symbols per POST /fetch: the control API's limit (`crawler.daemon.routes`).
@@ -86,6 +93,7 @@ def fetch(
     fresh: Annotated[bool, typer.Option("--fresh", help="Skip the cache.")] = False,
     asset_class: AssetClassOpt = None,
     as_json: AsJson = False,
+    major_units: MajorUnitsOpt = False,
 ) -> None:
     """Fetch quotes now; exit 1 if any symbol could not be served (the others are fetched)."""
     symbols, bad = _split_valid(symbols, asset_class)
@@ -130,6 +138,10 @@ def fetch(
     for notice in result.get("notices") or []:
         note(str(notice))
     quotes = result.get("quotes") or []
+    if major_units or settings.major_units:
+        from crawler.normalizer.units import major_dict
+
+        quotes = result["quotes"] = [major_dict(quote) for quote in quotes]
     errors = {**bad, **(result.get("errors") or {})}
     result["errors"] = errors
     if as_json:
@@ -336,6 +348,7 @@ def history(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
+    major_units: MajorUnitsOpt = False,
 ) -> None:
     """The recorded quotes of one symbol: the newest 100, newest first, in every format.
 
@@ -346,12 +359,14 @@ def history(
     (symbol,) = _canonical([symbol])
     settings = load(ctx)
     order = "oldest" if oldest_first else "newest"
+    major = major_units or settings.major_units
     query = _query(
         symbol=symbol,
         since=since,
         until=until,
         limit=None if limit is None else str(limit),
         order=order,
+        units="major" if major else None,
     )
     if fmt in STREAM_FORMATS:
 
@@ -366,7 +381,7 @@ def history(
 
         def local_csv(ops: Operations) -> tuple[int, int]:
             sent, total, chunks = ops.history_export(
-                fmt, symbol, since, until, limit, oldest_first
+                fmt, symbol, since, until, limit, oldest_first, major
             )
             _write_chunks(chunks, sys.stdout.buffer)
             return sent, total
@@ -378,7 +393,7 @@ def history(
     result = _via_daemon_or_offline(
         settings,
         lambda: dict(client_for(settings).call("GET", "/history", query=query)),
-        lambda ops: ops.history(symbol, since, until, limit, oldest_first),
+        lambda ops: ops.history(symbol, since, until, limit, oldest_first, major),
     )
     quotes = result.get("quotes") or []
     if fmt == "json":
@@ -423,6 +438,7 @@ def export(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write.")] = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Same as --format jsonl.")] = False,
+    major_units: MajorUnitsOpt = False,
 ) -> None:
     """Export the quote history as CSV, JSON lines (stdout unless -o) or Parquet (-o FILE)."""
     fmt = choose_format(fmt, {"csv": as_csv, "jsonl": as_jsonl}, EXPORT_FORMATS)
@@ -436,20 +452,27 @@ def export(
     if wanted is not None:
         symbols = ",".join(wanted)
     settings = load(ctx)
+    major = major_units or settings.major_units
     target = _open_output(output) if output is not None else sys.stdout.buffer
     # A bar only when writing a file: on stdout the rows themselves are the output.
     with progress_bar("exporting", None) if output is not None else _no_bar() as bar:
         try:
 
             def remote() -> tuple[int, int]:
-                query = _query(format=fmt, since=since, until=until, symbols=symbols)
+                query = _query(
+                    format=fmt,
+                    since=since,
+                    until=until,
+                    symbols=symbols,
+                    units="major" if major else None,
+                )
                 headers: dict[str, str] = {}
                 chunks = client_for(settings).stream("GET", "/export", query, headers=headers)
                 rows = int(headers.get("x-crawler-rows", "0") or 0)
                 return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
             def local(ops: Operations) -> tuple[int, int]:
-                rows, chunks = ops.export(fmt, since, until, wanted)
+                rows, chunks = ops.export(fmt, since, until, wanted, major)
                 return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
             rows, written = _via_daemon_or_offline(settings, remote, local)

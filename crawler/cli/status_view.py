@@ -25,14 +25,15 @@ __all__ = ["EXIT_NOT_RUNNING", "STATUS_MAX_ROWS", "quick_status", "show_status"]
 EXIT_NOT_RUNNING = 3
 #: Symbol rows `crawler status` draws at most, stale and pending first; --json has them all.
 STATUS_MAX_ROWS = 50
-_QUICK_FORMS = (["status"], ["status", "--json"])
+_QUICK_FLAGS = frozenset({"--json", "--major-units"})
 #: A status answer for a large watchlist takes the daemon a moment to build.
 _STATUS_TIMEOUT_S = 30.0
 _RECV_BYTES = 256 * 1024
 
 
-def show_status(socket_path: Path, as_json: bool) -> int:
-    """Print the daemon's status (a table, or JSON); the exit code: 0, or 3 if not running."""
+def show_status(socket_path: Path, as_json: bool, major_units: bool = False) -> int:
+    """Print the daemon's status (a table, or JSON); the exit code: 0, or 3 if not running.
+    `major_units`: GBp, ZAc and ILA prices shown in GBP, ZAR and ILS."""
     # rich loads only when there is a table to draw: "not running" should be instant.
     from crawler.cli.render import console, print_json, render_status
 
@@ -51,6 +52,8 @@ def show_status(socket_path: Path, as_json: bool) -> int:
         else:
             sys.stdout.write(f"crawler is not running (no answer on {socket_path})\n")
         return EXIT_NOT_RUNNING
+    if major_units and isinstance(answer, dict):
+        answer = _in_major_units(answer)
     if as_json:
         print_json({"running": True, **answer})
     else:
@@ -58,15 +61,34 @@ def show_status(socket_path: Path, as_json: bool) -> int:
     return 0
 
 
+def _in_major_units(answer: dict[str, Any]) -> dict[str, Any]:
+    """The status answer with each symbol's last quote in major units."""
+    from crawler.normalizer.units import major_dict
+
+    symbols = answer.get("symbols")
+    if not isinstance(symbols, list):
+        return answer
+    converted = []
+    for entry in symbols:
+        if isinstance(entry, dict) and isinstance(entry.get("last_quote"), dict):
+            entry = {**entry, "last_quote": major_dict(entry["last_quote"])}
+        converted.append(entry)
+    return {**answer, "symbols": converted}
+
+
 def quick_status(args: list[str]) -> int | None:
-    """The exit code if `args` is a plain `status [--json]` this path can answer, else None."""
-    if args not in _QUICK_FORMS:
+    """The exit code if `args` is a plain `status [--json] [--major-units]` this path can
+    answer, else None."""
+    if not args or args[0] != "status" or len(set(args[1:])) != len(args) - 1:
         return None
-    from crawler.config.files import socket_path_from_files
+    if not set(args[1:]) <= _QUICK_FLAGS:
+        return None
+    from crawler.config.files import major_units_from_files, socket_path_from_files
 
     try:
         socket_path = socket_path_from_files()
-        return show_status(socket_path, as_json="--json" in args)
+        major = "--major-units" in args or major_units_from_files()
+        return show_status(socket_path, as_json="--json" in args, major_units=major)
     except CrawlerError:
         return None  # the full CLI says what is wrong, in its own words and exit code
 

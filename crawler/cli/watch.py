@@ -23,7 +23,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -206,26 +206,42 @@ def watch(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per event and line (NDJSON).")
     ] = False,
+    major_units: Annotated[
+        bool, typer.Option("--major-units", help="GBp, ZAc, ILA prices in GBP, ZAR, ILS.")
+    ] = False,
 ) -> None:
     """Watch quotes live (Ctrl-C to quit): price, change, source, age, as they land."""
     wanted = _canonical(list(symbols or []))
     settings = load(ctx)
     client = client_for(settings, timeout_s=_READ_TIMEOUT_S)
+    units = _in_major_units if major_units or settings.major_units else None
     try:
         if as_json:
-            _watch_json(client, wanted)
+            _watch_json(client, wanted, units)
         else:
-            _watch_table(client, wanted)
+            _watch_table(client, wanted, units)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
 
-def _watch_json(client: ControlClient, wanted: list[str]) -> None:
+def _in_major_units(event: dict[str, Any]) -> dict[str, Any]:
+    """A quote event (or a status row's last quote) with GBp, ZAc, ILA in GBP, ZAR, ILS."""
+    from crawler.normalizer.units import major_dict
+
+    return major_dict(event)
+
+
+Units = Callable[[dict[str, Any]], dict[str, Any]] | None
+
+
+def _watch_json(client: ControlClient, wanted: list[str], units: Units = None) -> None:
     last: dict[str, Any] | None = None
     events = iter_sse(_open_events(client, wanted))
     out = sys.stdout
     try:
         for event in events:
+            if units is not None and event.get("type") == "quote":
+                event = units(event)
             last = event
             out.write(json.dumps(event, separators=(",", ":")) + "\n")
             out.flush()
@@ -236,7 +252,7 @@ def _watch_json(client: ControlClient, wanted: list[str]) -> None:
     _end_of_stream(last)
 
 
-def _watch_table(client: ControlClient, wanted: list[str]) -> None:
+def _watch_table(client: ControlClient, wanted: list[str], units: Units = None) -> None:
     from rich.live import Live
 
     from crawler.cli.render import console
@@ -247,7 +263,7 @@ def _watch_table(client: ControlClient, wanted: list[str]) -> None:
     for name in list(board.rows):
         quote = rows.get(name)
         if isinstance(quote, dict):
-            board.rows[name] = quote
+            board.rows[name] = quote if units is None else units(quote)
         elif name not in rows:
             board.rows[name] = {"symbol": name, "source": "not tracked"}
     live_stats = status.get("stream")
@@ -294,6 +310,8 @@ def _watch_table(client: ControlClient, wanted: list[str]) -> None:
                         fail(item.message, 3)
                     raise item
                 last = item
+                if units is not None and item.get("type") == "quote":
+                    item = units(item)
                 board.apply(item, time.monotonic())
             live.update(board.table(datetime.now(UTC), time.monotonic(), max_rows()))
             if ended:

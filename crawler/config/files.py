@@ -23,6 +23,7 @@ __all__ = [
     "default_data_dir",
     "env_dir",
     "find_config_file",
+    "major_units_from_files",
     "read_toml",
     "socket_path_from_files",
 ]
@@ -64,6 +65,7 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "metrics_port": "metrics_port",
     },
     "history": {"retention_days": "history_retention_days"},
+    "display": {"major_units": "major_units"},
     "market_hours": {"enabled": "market_hours_enabled"},
     "stream": {
         "enabled": "stream_enabled",
@@ -187,3 +189,22 @@ def socket_path_from_files(config_file: Path | str | None = None) -> Path:
         return xdg / "crawler" / "crawler.sock"
     data_dir = os.environ.get("DATA_DIR") or toml.get("data_dir") or default_data_dir()
     return Path(os.path.abspath(Path(data_dir).expanduser())) / "crawler.sock"
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def major_units_from_files(config_file: Path | str | None = None) -> bool:
+    """`Settings.major_units` from the environment (MAJOR_UNITS) and config.toml alone, for
+    the quick `status` path; ConfigError for a value it cannot read (the full CLI words it)."""
+    env = (os.environ.get("MAJOR_UNITS") or "").strip().lower()
+    if env:
+        if env in _TRUE or env in _FALSE:
+            return env in _TRUE
+        raise ConfigError(f"MAJOR_UNITS={env!r} is not a boolean")
+    found = find_config_file(config_file)
+    value = read_toml(found)[0].get("major_units", False) if found is not None else False
+    if not isinstance(value, bool):
+        raise ConfigError(f"display.major_units={value!r} is not a boolean")
+    return value

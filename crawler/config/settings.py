@@ -146,6 +146,10 @@ class Settings(BaseSettings):
         json_schema_extra=_unit("days"),
         description="Quote history kept this long.",
     )
+    major_units: bool = Field(
+        False,
+        description="Show GBp/GBX, ZAc and ILA prices in GBP, ZAR and ILS (display only).",
+    )
     crawler_socket: Path | None = Field(None, description="Control socket; None = computed.")
     log_format: Literal["auto", "console", "json"] = Field(
         "auto", description="auto = console on a terminal, json otherwise."

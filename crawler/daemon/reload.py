@@ -36,7 +36,8 @@ LIVE_SETTINGS: tuple[str, ...] = (
     "sources_order",
 )
 #: Not configuration: where the settings came from.
-_IGNORED = frozenset({"config_file"})
+# major_units is the CLI's (each command reads it): nothing in the daemon to apply or restart.
+_IGNORED = frozenset({"config_file", "major_units"})
 
 
 @dataclass(frozen=True)

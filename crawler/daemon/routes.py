@@ -18,8 +18,10 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
     GET    /budget                      today's spend, pace, paid per hour, top symbols, targets
     GET    /metrics                     Prometheus text exposition (format 0.0.4)
     GET    /history?symbol=&since=&until=&limit=&order=newest|oldest&format=json|csv|jsonl
-                                        newest first; limit 100 by default, 0 = all (csv)
-    GET    /export?format=csv|jsonl|parquet&since=&until=&symbols=a,b   streamed; X-Crawler-Rows
+                                        newest first; limit 100 by default, 0 = all (csv);
+                                        &units=major: GBp, ZAc, ILA in GBP, ZAR, ILS
+    GET    /export?format=csv|jsonl|parquet&since=&until=&symbols=a,b&units=source|major
+                                        streamed; X-Crawler-Rows
 
 A body field of the wrong type is a 400 BadRequest naming the field; errors raised by the
 operations map to statuses through `crawler.daemon.control_server.ERROR_STATUS`.
@@ -102,6 +104,14 @@ def _unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
         raise _BadRequest(f"unknown field '{extra[0]}'; allowed: {', '.join(sorted(allowed))}")
+
+
+def _major_units(request: Request) -> bool:
+    """`units=major` (GBp → GBP...) or `units=source` (the default: as stored)."""
+    units = request.query.get("units", "source")
+    if units not in ("source", "major"):
+        raise _BadRequest(f"'units' must be source or major, not {units!r}")
+    return units == "major"
 
 
 def _int_query(request: Request, name: str) -> int | None:
@@ -237,11 +247,14 @@ def register_routes(
             raise _BadRequest(f"'order' must be newest or oldest, not {order!r}")
         since, until = query.get("since"), query.get("until")
         limit, oldest_first = _int_query(request, "limit"), order == "oldest"
+        major = _major_units(request)
         if fmt == "json":
-            return Response(body=ops.history(symbol, since, until, limit, oldest_first))
+            return Response(body=ops.history(symbol, since, until, limit, oldest_first, major))
         if fmt not in ("csv", "jsonl"):
             raise _BadRequest(f"'format' must be json, csv or jsonl, not {fmt!r}")
-        sent, total, stream = ops.history_export(fmt, symbol, since, until, limit, oldest_first)
+        sent, total, stream = ops.history_export(
+            fmt, symbol, since, until, limit, oldest_first, major
+        )
         return Response(
             stream=stream,
             content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE,
@@ -253,7 +266,9 @@ def register_routes(
         fmt = query.get("format", "csv")
         raw = query.get("symbols")
         symbols = [s for s in raw.split(",") if s.strip()] if raw else None
-        rows, stream = ops.export(fmt, query.get("since"), query.get("until"), symbols)
+        rows, stream = ops.export(
+            fmt, query.get("since"), query.get("until"), symbols, _major_units(request)
+        )
         return Response(
             stream=stream,
             content_type=_EXPORT_TYPES.get(fmt, _JSONL_TYPE),

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 from crawler.normalizer.schemas import AssetClass, Quote, utc_now
+from crawler.normalizer.units import major_row
 from crawler.store.datadir import ensure_data_dir, refuse_empty_file, store_open_lock
 from crawler.utils.exceptions import ConfigError, StorageError
 
@@ -210,6 +211,16 @@ def _csv_row(row: Sequence[Any]) -> list[Any]:
         int(row[16]),
         int(row[17]),
     ]
+
+
+def _major_row(row: Sequence[Any]) -> Sequence[Any]:
+    """A stored row with its amounts in the major unit (GBp → GBP...), see `major_row`."""
+    return major_row(row, _CURRENCY_AT, _AMOUNTS_AT)
+
+
+# Positions in a stored row (`_COLUMNS`): the currency, and the amounts of money in it.
+_CURRENCY_AT = 6
+_AMOUNTS_AT = (5, 7, 9, 10, 11, 12)
 
 
 #: Where each of `CSV_COLUMNS` is in a stored row (for Parquet: times stay microseconds).
@@ -534,6 +545,7 @@ class HistoryStore:
         symbols: Iterable[str] | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        major_units: bool = False,
     ) -> int:
         """Stream matching rows to `out` (text or binary, UTF-8) ordered by as_of; returns rows.
 
@@ -541,7 +553,8 @@ class HistoryStore:
         Parquet (binary `out` only; pyarrow, an optional extra) has the same columns, typed
         (`crawler.store.parquet`). Memory is constant: rows go from a cursor to `out` in
         batches, nothing is collected. `newest_first` reverses the order; `limit` keeps the
-        first rows of that order.
+        first rows of that order. `major_units` writes GBp, ZAc and ILA rows in GBP, ZAR and
+        ILS (`crawler.normalizer.units`; the stored rows keep the source's unit).
         """
         if fmt not in ("csv", "jsonl", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; use 'csv', 'jsonl' or 'parquet'")
@@ -558,7 +571,9 @@ class HistoryStore:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = self._rows(sql, params)
+        rows: Iterable[Sequence[Any]] = self._rows(sql, params)
+        if major_units:
+            rows = map(_major_row, rows)
         if fmt == "parquet":
             from crawler.store.parquet import write_parquet
 
