@@ -153,6 +153,7 @@ class Operations:
         from crawler.orchestrator.hybrid_source import HybridDataSource
         from crawler.store.datadir import ensure_data_dir
         from crawler.store.history import HistoryStore
+        from crawler.store.yahoo_unknowns import YAHOO_UNKNOWNS_FILE, YahooUnknowns
 
         data_dir = ensure_data_dir(Path(settings.data_dir))
         history = HistoryStore(data_dir / "history", settings.history_retention_days)
@@ -160,7 +161,9 @@ class Operations:
 
         # The same backend as the daemon's (a cluster's shared budget included), owned by the
         # hybrid fetcher, which closes it.
-        hybrid = HybridDataSource(settings)
+        hybrid = HybridDataSource(
+            settings, unknowns=YahooUnknowns(data_dir / YAHOO_UNKNOWNS_FILE)
+        )
         assert hybrid.stores is not None
         return cls(
             settings,

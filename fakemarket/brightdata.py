@@ -27,7 +27,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -97,6 +97,7 @@ class BrightDataFake(FakeService):
         self._pages: dict[str, str] = {}
         self._quotes: dict[str, dict[str, Any]] = {}
         self._unlocker_errors: dict[str, _UnlockerError] = {}
+        self._lag_min: dict[str, int] = {}
 
     def __repr__(self) -> str:
         # The key stays out of reprs here too, so a failing test never prints it.
@@ -126,6 +127,16 @@ class BrightDataFake(FakeService):
         with self._scenario_lock:
             self._quotes.setdefault(_key(symbol), {}).update(converted)
 
+    def set_lag(self, suffix: str, minutes: int) -> None:
+        """Bloomberg's pages for symbols ending `:SUFFIX` ("LN", "JP", ..., "*" for all) show a
+        `lastUpdate` `minutes` behind now (0, the default: real time)."""
+        with self._scenario_lock:
+            self._lag_min[suffix.upper()] = int(minutes)
+
+    def set_clock(self, now: Callable[[], datetime]) -> None:
+        """Serve quotes as of `now()` from here on (a simulated day)."""
+        self._now = now
+
     def unlocker_error(
         self,
         symbol: str = GLOBAL,
@@ -150,6 +161,7 @@ class BrightDataFake(FakeService):
             self._pages.clear()
             self._quotes.clear()
             self._unlocker_errors.clear()
+            self._lag_min.clear()
 
     def reset(self) -> None:
         """Clear faults, the request log and the scenario settings."""
@@ -247,7 +259,10 @@ class BrightDataFake(FakeService):
     def quote_for(self, symbol: str) -> PageQuote:
         """The quote the fake serves for `symbol`: generated, then the set_quote overrides."""
         minute = self._now().astimezone(UTC).replace(second=0, microsecond=0)
-        quote = generated_quote(symbol, last_update=minute)
+        suffix = symbol.upper().rpartition(":")[2]
+        with self._scenario_lock:
+            lag_min = self._lag_min.get(suffix, self._lag_min.get(GLOBAL, 0))
+        quote = generated_quote(symbol, last_update=minute - timedelta(minutes=lag_min))
         with self._scenario_lock:
             overrides = {**self._quotes.get(GLOBAL, {}), **self._quotes.get(_key(symbol), {})}
         return with_values(quote, **overrides) if overrides else quote

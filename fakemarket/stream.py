@@ -31,7 +31,7 @@ from typing import Literal
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
-from fakemarket.yahoo import _profile
+from fakemarket.yahoo import EXCHANGE_DELAY_MIN, _profile
 
 __all__ = ["YahooStreamFake", "encode_pricing"]
 
@@ -112,6 +112,7 @@ class _Instrument:
         # The currency the Yahoo fake's chart gives the same symbol (BTC-EUR in EUR, 7203.T in
         # JPY, VOD.L in GBp); FX frames carry none, as Yahoo's do.
         self.currency: str | None = None if fx else _profile(yahoo_id)[1]
+        self.delay_ms = 60_000 * EXCHANGE_DELAY_MIN.get(_profile(yahoo_id)[2], 15)
 
     def tick(self) -> None:
         self.price *= 1 + self.rng.uniform(-0.0005, 0.0005)
@@ -196,7 +197,8 @@ class YahooStreamFake:
             payload = encode_pricing(
                 yahoo_id,
                 inst.price,
-                int(time.time() * 1000) if now_ms is None else now_ms,
+                # Ticks lag as Yahoo's quotes do: by the exchange's `exchangeDataDelayedBy`.
+                (int(time.time() * 1000) if now_ms is None else now_ms) - inst.delay_ms,
                 currency=inst.currency,
                 change=change,
                 change_percent=100 * change / inst.previous_close,

@@ -16,6 +16,12 @@ told apart by their `Host` header and path:
   unknown symbols are silently left out, a wrong crumb gets 401 "Invalid Crumb".
 - Anything else: 404 (JSON for API hosts, HTML elsewhere).
 
+Records carry Yahoo's freshness fields as the real ones do: `exchangeDataDelayedBy` per exchange
+(US, FX, crypto 0; COMEX 10; London 15; Tokyo 20: `EXCHANGE_DELAY_MIN`), `quoteSourceName`,
+`marketState` (REGULAR in the exchange's hours, else CLOSED), and a `regularMarketTime` that
+lags `now` by the delay while the exchange trades and is the last close when it does not.
+`set_clock(now)` runs the fake on a simulated clock.
+
 Quotes are deterministic per symbol (hash-based) and shaped by the symbol's form: `.L` prices are
 in "GBp", `EURUSD=X` is a CURRENCY quoted in USD, `GC=F` a FUTURE, `^GSPC` an INDEX, `BTC-USD`
 a CRYPTOCURRENCY. Symbols starting with "UNKNOWN" or "ZZZZ" do not exist.
@@ -44,7 +50,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
@@ -52,7 +58,9 @@ from zoneinfo import ZoneInfo
 from fakemarket.core import GLOBAL, FakeRequest, FakeResponse, FakeService
 
 __all__ = [
+    "EXCHANGE_DELAY_MIN",
     "QUOTE_FAULT_KEY",
+    "REGULAR_HOURS",
     "RequestKind",
     "YahooFake",
     "YahooQuote",
@@ -93,6 +101,25 @@ _SUFFIXES: dict[str, tuple[str, str, str]] = {
     ".TO": ("CAD", "TOR", "America/Toronto"),
     ".AX": ("AUD", "ASX", "Australia/Sydney"),
 }
+#: `exchangeDataDelayedBy` (minutes) by exchange, from real records (../shared/fixtures/yahoo):
+#: US listings, crypto and FX 0; COMEX and Jakarta 10; London, Milan, Toronto, CBOE indices 15.
+#: Tokyo (JPX/OSA) is 20 on Yahoo's own pages. Anything not listed: 15.
+EXCHANGE_DELAY_MIN: dict[str, int] = {
+    "NMS": 0, "NGM": 0, "NYQ": 0, "SNP": 0, "DJI": 0, "NIM": 0, "CCC": 0, "CCY": 0,
+    "NYM": 10, "CMX": 10, "JKT": 10,
+    "LSE": 15, "MIL": 15, "TOR": 15, "WCB": 15, "FGI": 15, "GER": 15, "PAR": 15, "AMS": 15,
+    "EBS": 15, "HKG": 15,
+    "JPX": 20, "OSA": 20, "ASX": 20,
+}  # fmt: skip
+#: Regular trading hours (local time, weekdays) by exchange time zone: what `marketState` and
+#: the lag of `regularMarketTime` follow. FX trades all week, crypto always (not listed here).
+REGULAR_HOURS: dict[str, tuple[time, time]] = {
+    "America/New_York": (time(9, 30), time(16, 0)),
+    "America/Toronto": (time(9, 30), time(16, 0)),
+    "Europe/London": (time(8, 0), time(16, 30)),
+    "Asia/Tokyo": (time(9, 0), time(15, 30)),
+}
+_DEFAULT_HOURS = (time(9, 0), time(17, 30))
 _INDICES: dict[str, tuple[str, str, str]] = {
     "^GSPC": ("USD", "SNP", "America/New_York"),
     "^DJI": ("USD", "DJI", "America/New_York"),
@@ -124,6 +151,13 @@ class YahooQuote:
     price_hint: int = 2  # decimals Yahoo shows: 4 for most FX pairs, 3 for yen pairs
     #: Yahoo's own change; None = price - previous close. Crypto's is a rolling 24 h figure.
     change: float | None = None
+    #: `exchangeDataDelayedBy`: minutes Yahoo delays this exchange's data by (see
+    #: `EXCHANGE_DELAY_MIN`); `regular_market_time` lags `now` by as much while it trades.
+    delay_min: int = 0
+    #: `marketState`: "REGULAR" while the exchange trades (`REGULAR_HOURS`), else "CLOSED".
+    market_state: str = "REGULAR"
+    #: `quoteSourceName`, as Yahoo says it (it does not always agree with the delay).
+    quote_source: str = "Delayed Quote"
 
 
 def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
@@ -139,6 +173,8 @@ def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
     high = round(max(price, open_px) + spread / 2, decimals)
     low = round(min(price, open_px) - spread / 2, decimals)
     volume = 0 if instrument in ("CURRENCY", "INDEX") else 1_000 + int.from_bytes(digest[12:16])
+    delay_min = EXCHANGE_DELAY_MIN.get(exchange, 15)
+    trading = _trading(instrument, tz_name, now)
     return YahooQuote(
         symbol=symbol,
         price=price,
@@ -148,7 +184,7 @@ def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
         high=high,
         low=low,
         volume=volume,
-        regular_market_time=int(now.replace(second=0, microsecond=0).timestamp()),
+        regular_market_time=_market_time(instrument, tz_name, delay_min, now),
         instrument_type=instrument,
         exchange_name=exchange,
         timezone_name=tz_name,
@@ -158,7 +194,40 @@ def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
         change=round((price - previous) * 1.5, decimals)
         if instrument == "CRYPTOCURRENCY"
         else None,
+        delay_min=delay_min,
+        market_state="REGULAR" if trading else "CLOSED",
+        quote_source="Nasdaq Real Time Price" if exchange in ("NMS", "NGM") else "Delayed Quote",
     )
+
+
+def _trading(instrument: str, tz_name: str, now: datetime) -> bool:
+    """Whether the exchange trades at `now`: crypto always, FX on weekdays (UTC), the rest in
+    `REGULAR_HOURS` on local weekdays (holidays are not modelled)."""
+    if instrument == "CRYPTOCURRENCY":
+        return True
+    if instrument == "CURRENCY":
+        return now.astimezone(UTC).weekday() < 5
+    local = now.astimezone(ZoneInfo(tz_name))
+    opens, closes = REGULAR_HOURS.get(tz_name, _DEFAULT_HOURS)
+    return local.weekday() < 5 and opens <= local.time() < closes
+
+
+def _market_time(instrument: str, tz_name: str, delay_min: int, now: datetime) -> int:
+    """`regularMarketTime`: the minute `delay_min` before `now` while the exchange trades; the
+    last close (the last regular session's end) while it does not."""
+    minute = now.astimezone(UTC).replace(second=0, microsecond=0)
+    if _trading(instrument, tz_name, now):
+        return int((minute - timedelta(minutes=delay_min)).timestamp())
+    zone = ZoneInfo(tz_name)
+    local = now.astimezone(zone)
+    closes = REGULAR_HOURS.get(tz_name, _DEFAULT_HOURS)[1]
+    day = local.date()
+    for _ in range(8):
+        close = datetime.combine(day, closes, tzinfo=zone)
+        if day.weekday() < 5 and close <= local:
+            return int(close.timestamp())
+        day -= timedelta(days=1)
+    return int(minute.timestamp())  # pragma: no cover - a week has weekdays
 
 
 def _profile(symbol: str) -> tuple[str, str, str, str, float, float, int]:
@@ -256,6 +325,10 @@ class YahooFake(FakeService):
         with self._scenario_lock:
             self._crumb_refusals = times
 
+    def set_clock(self, now: Callable[[], datetime]) -> None:
+        """Serve quotes as of `now()` from here on (a simulated day)."""
+        self._now = now
+
     def rotate_crumb(self) -> str:
         """A new crumb: the one clients hold is now refused with 401 "Invalid Crumb"."""
         self.crumb = "fakeCrumb" + secrets.token_hex(4)
@@ -327,7 +400,8 @@ class YahooFake(FakeService):
                 404, b"<html><body>Not Found</body></html>", self._cookie_header(), "text/html"
             )
         if kind == "crumb":
-            if "A3=" not in request.headers.get("cookie", ""):
+            # As Yahoo's: the crumb is handed out only for a cookie this server set.
+            if not self._own_cookie(request):
                 request.outcome = "crumb:no_cookie"
                 body = b'{"finance":{"result":null,"error":{"code":"Unauthorized",'
                 body += b'"description":"Invalid Cookie"}}}'
@@ -395,7 +469,7 @@ class YahooFake(FakeService):
         with self._scenario_lock:
             refused = self._crumb_refusals > 0
             self._crumb_refusals = max(0, self._crumb_refusals - 1)
-        if refused or crumb != self.crumb or "A3=" not in request.headers.get("cookie", ""):
+        if refused or crumb != self.crumb or not self._own_cookie(request):
             request.outcome = "quote:invalid_crumb"
             return FakeResponse(401, _INVALID_CRUMB_BODY)
         records = []
@@ -433,6 +507,10 @@ class YahooFake(FakeService):
             )
         return FakeResponse(200, b"<html><body>ok</body></html>", content_type="text/html")
 
+    def _own_cookie(self, request: FakeRequest) -> bool:
+        """Whether the request carries the A3 cookie this fake set (another server's is not)."""
+        return f"A3={self.cookie_value}" in request.headers.get("cookie", "")
+
     def _cookie_header(self) -> dict[str, str]:
         return {
             "Set-Cookie": f"A3={self.cookie_value}; Max-Age={_COOKIE_MAX_AGE_S}; "
@@ -454,7 +532,7 @@ def quote_record(quote: YahooQuote) -> dict[str, Any]:
         "region": "US",
         "quoteType": quote.instrument_type,
         "typeDisp": quote.instrument_type.title(),
-        "quoteSourceName": "Delayed Quote",
+        "quoteSourceName": quote.quote_source,
         "triggerable": True,
         "customPriceAlertConfidence": "HIGH",
         "currency": currency,
@@ -467,7 +545,7 @@ def quote_record(quote: YahooQuote) -> dict[str, Any]:
         "gmtOffSetMilliseconds": int(offset.total_seconds() * 1000) if offset else 0,
         "market": "us_market",
         "esgPopulated": False,
-        "marketState": "REGULAR",
+        "marketState": quote.market_state,
         "regularMarketChangePercent": percent,
         "regularMarketPrice": quote.price,
         "regularMarketChange": change,
@@ -482,7 +560,7 @@ def quote_record(quote: YahooQuote) -> dict[str, Any]:
         # LSE: prices in pence ("GBp") while the company reports in pounds.
         "financialCurrency": "GBP" if currency == "GBp" else currency,
         "sourceInterval": 15,
-        "exchangeDataDelayedBy": 0,
+        "exchangeDataDelayedBy": quote.delay_min,
         "tradeable": False,
         "cryptoTradeable": quote.instrument_type == "CRYPTOCURRENCY",
         "hasPrePostMarketData": quote.instrument_type == "EQUITY",

@@ -136,6 +136,7 @@ class Daemon:
         from crawler.orchestrator.scheduler import DataScheduler
         from crawler.store.backend import open_stores
         from crawler.store.history import HistoryStore
+        from crawler.store.yahoo_unknowns import YAHOO_UNKNOWNS_FILE, YahooUnknowns
 
         settings = self.settings
         self.started_at = datetime.now(UTC)
@@ -156,6 +157,8 @@ class Daemon:
             on_breaker_change=on_breaker_change,
             on_fetch=metrics.record_fetch,
             events=events,
+            # Symbols Yahoo does not know are not asked again every collection.
+            unknowns=YahooUnknowns(self.data_dir / YAHOO_UNKNOWNS_FILE),
         )
         self.watchlist = stores.watchlist
         self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)

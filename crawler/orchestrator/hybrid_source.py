@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -37,7 +38,7 @@ from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
-from crawler.sources.base import BatchAnswer, BatchQuoteSource, QuoteSource
+from crawler.sources.base import BatchAnswer, BatchQuoteSource, PaidQuoteSource, QuoteSource
 from crawler.store.backend import CacheStore, LedgerStore, Stores
 from crawler.store.leases import FetchLeases
 from crawler.store.ledger import micro_from_usd, usd_from_micro
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.events import EventBus
     from crawler.orchestrator.live import LiveFeed
+    from crawler.store.yahoo_unknowns import YahooUnknowns
 
 __all__ = ["AsyncHybridDataSource", "HybridDataSource", "SourceUsage"]
 
@@ -134,6 +136,7 @@ class HybridDataSource:
         on_breaker_change: Callable[[str, str, str], None] | None = None,
         on_fetch: Callable[[str, str, float], None] | None = None,
         events: EventBus | None = None,
+        unknowns: YahooUnknowns | None = None,
     ) -> None:
         if settings is None and (cache is None or ledger is None or sources is None):
             from crawler.config import get_settings
@@ -211,6 +214,16 @@ class HybridDataSource:
         self._coalesced = 0
         # Symbols whose last yfinance attempt failed: first in line for paid requests.
         self._free_failing: set[str] = set()
+        #: Symbols Yahoo does not know, not asked again until their retry (None: asked every
+        #: time, the seed's way). With it, a symbol left out of a batch answer counts as unknown
+        #: (Yahoo's way of saying so) instead of costing a chart request each.
+        self.unknowns = unknowns
+        # Why a paid request is made, per symbol of the fetch under way (see `fetch_many`);
+        # `default_paid_reason` for the others (the seed's order, as a library).
+        self._paid_reasons: dict[str, str] = {}
+        self.default_paid_reason = "seed"
+        # Quotes served by the live stream (free serves, like cache hits).
+        self._live_served = 0
         # Errors of our own disk (StorageError) met while fetching: not the sources' fault.
         self._storage_errors = 0
         self._last_storage_error: str | None = None
@@ -244,6 +257,7 @@ class HybridDataSource:
             # and asking Bright Data for it would pay for what the stream gives free.
             streamed = live.live_quote(sym.canonical)
             if streamed is not None:
+                self._count_live()
                 return streamed
         if not force_fresh:
             cached = self.cache.get(sym.canonical)
@@ -268,6 +282,7 @@ class HybridDataSource:
         unpaid: Collection[str] = (),
         on_quote: Callable[[Quote], None] | None = None,
         once_per_interval: bool = False,
+        paid_reasons: Mapping[str, str] | None = None,
     ) -> dict[str, Quote | CrawlerError]:
         """Fetch concurrently on a bounded pool; one bad symbol or source never stops the rest.
         Returns canonical symbol (or the raw text, for a malformed one) → quote or error.
@@ -282,7 +297,35 @@ class HybridDataSource:
         on the thread that finished it), so a caller can keep it before the batch ends. After
         `abort()` the batch returns at once: what has not finished becomes a
         TransientSourceError and what has not started is cancelled.
+
+        `paid_reasons` (canonical -> why) is recorded with each paid request made for those
+        symbols (`crawler budget` counts spend by reason); others get `default_paid_reason`.
         """
+        if paid_reasons:
+            with self._lock:
+                self._paid_reasons.update(paid_reasons)
+        try:
+            return self._fetch_many(
+                symbols, asset_class, force_fresh, on_done, deadline_s, unpaid, on_quote,
+                once_per_interval,
+            )  # fmt: skip
+        finally:
+            if paid_reasons:
+                with self._lock:
+                    for key in paid_reasons:
+                        self._paid_reasons.pop(key, None)
+
+    def _fetch_many(
+        self,
+        symbols: Iterable[str | Symbol],
+        asset_class: AssetClass | None,
+        force_fresh: bool,
+        on_done: Callable[[str, Quote | CrawlerError], None] | None,
+        deadline_s: float | None,
+        unpaid: Collection[str],
+        on_quote: Callable[[Quote], None] | None,
+        once_per_interval: bool,
+    ) -> dict[str, Quote | CrawlerError]:
         pending: dict[str, Future[Quote]] = {}
         results: dict[str, Quote | CrawlerError] = {}
         pool = self._executor()
@@ -306,7 +349,7 @@ class HybridDataSource:
             if sym.canonical in pending:
                 continue
             paid = sym.canonical not in unpaid
-            if batches[paid] is not None and _has_yahoo_form(sym):
+            if batches[paid] is not None and _has_yahoo_form(sym) and not self._yahoo_skips(sym):
                 future, leader = self._claim(sym, force_fresh)
                 pending[sym.canonical] = future
                 batched.add(sym.canonical)
@@ -421,6 +464,8 @@ class HybridDataSource:
             "breakers": breakers,
             "config_errors": dict(self.config_errors),
             "stale_served": self._stale_served,
+            "live_served": self._live_served,
+            "yahoo_unknown": self.unknowns.statistics() if self.unknowns is not None else None,
             "coalesced_requests": self._coalesced,
             "storage_errors": self._storage_errors,
             "last_storage_error": self._last_storage_error,
@@ -499,8 +544,41 @@ class HybridDataSource:
             to_yahoo(sym)
         except UnmappableSymbolError:
             return True
+        if self._yahoo_skips(sym):
+            return True
         with self._usage_lock:
             return sym.canonical in self._free_failing
+
+    def free_need(self, sym: Symbol) -> str | None:
+        """Why the free path (stream, Yahoo batch, chart) cannot serve `sym` now: "unservable"
+        (no Yahoo form, or Yahoo does not know it), "free_failing" (yfinance absent or
+        misconfigured, its breaker open, Yahoo's 429 pause on, or this symbol's last free
+        attempt failed), or None."""
+        try:
+            to_yahoo(sym)
+        except UnmappableSymbolError:
+            return "unservable"
+        if self._yahoo_skips(sym):
+            return "unservable"
+        if YFINANCE not in self.sources or YFINANCE in self.config_errors:
+            return "free_failing"
+        breaker = self.breakers.get(YFINANCE)
+        if breaker is not None and not breaker.is_available():
+            return "free_failing"
+        throttle = getattr(self.sources[YFINANCE], "throttle", None)
+        paused = getattr(throttle, "paused_for_s", None)
+        if callable(paused) and paused() > 0:
+            return "free_failing"
+        with self._usage_lock:
+            return "free_failing" if sym.canonical in self._free_failing else None
+
+    def _yahoo_skips(self, sym: Symbol) -> bool:
+        """Whether Yahoo is not to be asked about `sym` now (it did not know it lately)."""
+        return self.unknowns is not None and self.unknowns.skip(sym.canonical)
+
+    def _count_live(self) -> None:
+        with self._usage_lock:
+            self._live_served += 1
 
     def _coalesced_fetch(
         self,
@@ -565,6 +643,8 @@ class HybridDataSource:
         live = self.live
         # As in get_quote: a streamed tick wins even over force_fresh; then the cache.
         ready = live.live_quote(key) if live is not None else None
+        if ready is not None:
+            self._count_live()
         if ready is None and not force_fresh:
             ready = self.cache.get(key)
         if ready is not None:
@@ -669,6 +749,8 @@ class HybridDataSource:
                     self._report_fetch(name, "success", started_s)
                     self._count_success(name, usage)
                     self._note_free(name, sym, failed=False)
+                    if self.unknowns is not None:
+                        self.unknowns.note_served(key)
                     self._keep_in_cache(quote)
                     if self.events is not None:
                         self.events.publish_quote(quote)  # watchers see batch quotes too
@@ -676,6 +758,10 @@ class HybridDataSource:
                 elif answer is not None and key in answer.errors:
                     self._note_free(name, sym, failed=True)
                     rest.append((sym, future, {name: answer.errors[key].message}))
+                elif answer is not None and key in answer.omitted and self.unknowns is not None:
+                    # Yahoo leaves out what it does not know: remembered, and no chart asked.
+                    self.unknowns.note_unknown(key)
+                    rest.append((sym, future, {name: "Yahoo does not know it (left out)"}))
                 else:  # left out or partial: the per-symbol chart, under the same rules
                     rest.append((sym, future, tried))
             try:
@@ -878,6 +964,8 @@ class HybridDataSource:
             skip = self._skip_reason(name, breaker)
             if skip is None and name == BRIGHT_DATA and not paid:
                 skip = "paced: no paid request for it in this collection"
+            if skip is None and name == YFINANCE and self._yahoo_skips(sym):
+                skip = self._unknown_reason(sym)
             if skip is not None:
                 reasons[name] = skip
                 self._count_skip(usage)
@@ -886,8 +974,13 @@ class HybridDataSource:
                     self._announce_exhausted()
                 continue
             started_s = time.perf_counter()
+            fetch: Callable[[Symbol], Quote] = source.fetch
+            if isinstance(source, PaidQuoteSource):
+                with self._lock:
+                    reason = self._paid_reasons.get(sym.canonical, self.default_paid_reason)
+                fetch = functools.partial(source.fetch_paid, reason=reason)
             try:
-                quote = breaker.call(source.fetch, sym)
+                quote = breaker.call(fetch, sym)
             except CircuitBreakerError as exc:  # refused: the source was never called
                 reasons[name] = exc.message
                 self._count_skip(usage)
@@ -911,6 +1004,10 @@ class HybridDataSource:
                 reasons[name] = exc.message
                 self._count_failure(name, usage, exc)
                 self._note_free(name, sym, failed=True)
+                if name == YFINANCE and self.unknowns is not None and isinstance(
+                    exc, UnknownSymbolError
+                ):
+                    self.unknowns.note_unknown(sym.canonical)
                 if name == BRIGHT_DATA and self.events is not None:
                     self._publish_budget()  # a billed failure costs money too
                 if isinstance(exc, SourceConfigError):
@@ -920,6 +1017,8 @@ class HybridDataSource:
             self._report_fetch(name, "success", started_s)
             self._count_success(name, usage)
             self._note_free(name, sym, failed=False)
+            if name == YFINANCE and self.unknowns is not None:
+                self.unknowns.note_served(sym.canonical)
             self._keep_in_cache(quote)
             if self.events is not None:
                 self.events.publish_quote(quote)
@@ -939,6 +1038,11 @@ class HybridDataSource:
         if budget_error is not None:
             raise budget_error
         raise NoSourceAvailableError(sym.canonical, reasons)
+
+    def _unknown_reason(self, sym: Symbol) -> str:
+        entry = self.unknowns.entry(sym.canonical) if self.unknowns is not None else None
+        when = entry.retry_at.strftime("%Y-%m-%d %H:%M UTC") if entry is not None else "later"
+        return f"Yahoo does not know it; asked again after {when}"
 
     def storage_errors(self) -> tuple[int, str | None]:
         """Storage errors met while fetching since start, and the last one's message."""

@@ -25,7 +25,7 @@ from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol
 from crawler.utils.exceptions import CrawlerError
 
-__all__ = ["BatchAnswer", "BatchQuoteSource", "QuoteSource"]
+__all__ = ["BatchAnswer", "BatchQuoteSource", "PaidQuoteSource", "QuoteSource"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,9 @@ class BatchAnswer:
     quotes: dict[str, Quote] = field(default_factory=dict)
     fallback: dict[str, str] = field(default_factory=dict)
     errors: dict[str, CrawlerError] = field(default_factory=dict)
+    #: Of `fallback`, the symbols left out of the answer entirely (Yahoo's way of saying it
+    #: does not know them).
+    omitted: frozenset[str] = frozenset()
 
 
 @runtime_checkable
@@ -66,4 +69,14 @@ class BatchQuoteSource(QuoteSource, Protocol):
     def fetch_batch(self, symbols: Sequence[Symbol]) -> BatchAnswer:
         """Up to `batch_size` symbols in one request; raises `APIError` subclasses when the
         request as a whole failed."""
+        ...
+
+
+@runtime_checkable
+class PaidQuoteSource(QuoteSource, Protocol):
+    """A source that bills per request: it records why each paid request was made."""
+
+    def fetch_paid(self, symbol: Symbol, reason: str | None) -> Quote:
+        """`fetch`, with `reason` (unservable, free_failing, free_too_old, rotation, asked,
+        seed) kept with the request's charge."""
         ...

@@ -162,9 +162,14 @@ class BrightDataSource:
     def fetch(self, symbol: Symbol) -> Quote:
         """The current quote for `symbol`. Raises APIError subclasses (and BudgetExhaustedError
         from the ledger, before anything is sent)."""
+        return self.fetch_paid(symbol, reason=None)
+
+    def fetch_paid(self, symbol: Symbol, reason: str | None) -> Quote:
+        """`fetch`, with why it is paid for (`crawler.orchestrator.spending.PAID_REASONS`):
+        kept on the ledger's label as "SYMBOL#reason", so `crawler budget` counts by reason."""
         self._bump("fetches")
         try:
-            quote = self._fetch_with_retries(symbol)
+            quote = self._fetch_with_retries(symbol, reason)
         except Exception as exc:
             self._bump("failures")
             with self._lock:
@@ -186,7 +191,7 @@ class BrightDataSource:
             return {**self._stats, "last_error": self._last_error}
 
     # -- the retry loop -------------------------------------------------------------------------
-    def _fetch_with_retries(self, symbol: Symbol) -> Quote:
+    def _fetch_with_retries(self, symbol: Symbol, reason: str | None = None) -> Quote:
         deadline = self._clock() + self._deadline_s
         last: TransientSourceError | None = None
         attempts = 0
@@ -203,7 +208,7 @@ class BrightDataSource:
                 break
             attempts += 1
             try:
-                return self._attempt(symbol, remaining_s, deadline)
+                return self._attempt(symbol, remaining_s, deadline, reason)
             except TransientSourceError as exc:
                 last = exc
                 logger.warning(
@@ -230,9 +235,13 @@ class BrightDataSource:
         return self._rng() * self._backoff_base_s * 2.0 ** (attempts_done - 1)
 
     # -- one attempt ----------------------------------------------------------------------------
-    def _attempt(self, symbol: Symbol, remaining_s: float, deadline: float) -> Quote:
-        # BudgetExhaustedError: nothing is sent. The label feeds `crawler budget`'s top symbols.
-        reservation = self._ledger.reserve(label=symbol.canonical)
+    def _attempt(
+        self, symbol: Symbol, remaining_s: float, deadline: float, reason: str | None = None
+    ) -> Quote:
+        # BudgetExhaustedError: nothing is sent. The label feeds `crawler budget`'s top symbols
+        # and its spend by reason.
+        label = symbol.canonical if reason is None else f"{symbol.canonical}#{reason}"
+        reservation = self._ledger.reserve(label=label)
         billing = _Billing()
         try:
             return self._send(symbol, remaining_s, deadline, billing)

@@ -189,13 +189,14 @@ class YFinanceSource:
             raise
         quotes = {asked[name].canonical: quote for name, quote in batch.quotes.items()}
         fallback = {asked[name].canonical: reason for name, reason in batch.partial.items()}
-        for name in batch.omitted:
-            fallback[asked[name].canonical] = "left out of Yahoo's batch answer"
+        omitted = frozenset(asked[name].canonical for name in batch.omitted)
+        for key in omitted:
+            fallback[key] = "left out of Yahoo's batch answer"
         with self._lock:
             self._batch["requests"] += 1
             self._batch["quotes"] += len(quotes)
             self._batch["fallbacks"] += len(fallback)
-        return BatchAnswer(quotes=quotes, fallback=fallback, errors=errors)
+        return BatchAnswer(quotes=quotes, fallback=fallback, errors=errors, omitted=omitted)
 
     def close(self) -> None:
         """Stop the worker pool (without waiting for abandoned calls) and the session."""
@@ -326,9 +327,12 @@ class YFinanceSource:
         lock = getattr(data, "_cookie_lock", None)
         if refresh and lock is not None:
             with lock:
-                # A refused crumb may come from a stale cookie too: start the dance over.
+                # A refused crumb may come from a stale cookie too: start the dance over,
+                # without the cookie yfinance keeps on disk (another endpoint's, after
+                # YFINANCE_ENDPOINT changed: every batch failed until data/yfinance went).
                 data._crumb = None
                 data._cookie = None
+                _forget_kept_cookies(yf)
         crumb, _strategy = data._get_cookie_and_crumb(timeout=self.timeout_s)
         value = str(crumb) if crumb else None
         self._crumb_value = value
@@ -358,6 +362,10 @@ class YFinanceSource:
                 with lock:
                     data._cookie = None
                     data._crumb = None
+                    # Nor the cookie yfinance kept on disk: it may be another endpoint's
+                    # (YFINANCE_ENDPOINT changed), and a crumb is only given for the cookie
+                    # its own server set. One cookie request per new session is the cost.
+                    _forget_kept_cookies(yf)
             self._session = session
             return session
 
@@ -385,6 +393,17 @@ def _load_yfinance(cache_dir: Path) -> ModuleType:
         # Raise instead of logging, so failures can be mapped.
         yfinance.config.debug.hide_exceptions = False
     return module
+
+
+def _forget_kept_cookies(yf: ModuleType) -> None:
+    """Delete the cookies yfinance keeps in its cache directory, for every strategy."""
+    try:
+        kept = yf.cache.get_cookie_cache()
+        for strategy in ("basic", "csrf", "curlCffi"):
+            kept.store(strategy, None)
+    except Exception as exc:  # its cache is a convenience: a failure here costs a retry
+        message = f"yfinance's cookie cache could not be cleared: {_one_line(exc)}"
+        raise StorageError(message) from exc
 
 
 def _quiet_yfinance_warnings() -> None:
