@@ -21,7 +21,15 @@ from zoneinfo import ZoneInfo
 
 from crawler.orchestrator.pacing import requests_left
 
-__all__ = ["PACE_WINDOW_H", "TARGETS", "budget_report", "short_time", "summary_line", "usd"]
+__all__ = [
+    "PACE_WINDOW_H",
+    "TARGETS",
+    "budget_report",
+    "short_time",
+    "split_labels",
+    "summary_line",
+    "usd",
+]
 
 #: Hours of recent spend that define "the current pace".
 PACE_WINDOW_H: Final = 3
@@ -52,7 +60,8 @@ def budget_report(
     cost = Decimal(str(ledger.get("cost_per_request", "0")))
     remaining = requests_left(ledger)
     by_hour = {f"{h:02d}": int(breakdown.get("by_hour", {}).get(f"{h:02d}", 0)) for h in range(24)}
-    top = sorted(breakdown.get("by_label", {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    by_symbol, by_reason = split_labels(breakdown.get("by_label", {}))
+    top = sorted(by_symbol.items(), key=lambda kv: (-kv[1], kv[0]))
     paused = remaining == 0 and cost > 0
     zone = ZoneInfo(str(ledger.get("timezone") or "UTC"))
     runs_out = _runs_out(by_hour, remaining, now.astimezone(zone), day_end)
@@ -72,8 +81,22 @@ def budget_report(
         "lasts_the_day": runs_out is None and not paused,
         "paid_by_hour": by_hour,
         "top_symbols": [{"symbol": name, "requests": n} for name, n in top[:_TOP_SYMBOLS]],
+        "paid_by_reason": by_reason,
         "targets": _targets(usage, cache),
     }
+
+
+def split_labels(by_label: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """The ledger's billed requests by label ("SYMBOL#reason", or a bare symbol from before
+    reasons were kept) -> (by symbol, by reason; "unrecorded" for bare labels)."""
+    by_symbol: dict[str, int] = {}
+    by_reason: dict[str, int] = {}
+    for label, count in by_label.items():
+        symbol, _, reason = str(label).partition("#")
+        by_symbol[symbol] = by_symbol.get(symbol, 0) + int(count)
+        key = reason or "unrecorded"
+        by_reason[key] = by_reason.get(key, 0) + int(count)
+    return by_symbol, dict(sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _runs_out(
