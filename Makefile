@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: venv install dev redis-server run test check lint typecheck bench fake-market clean
+.PHONY: venv install dev redis-server chromium run test check lint typecheck bench fake-market clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,17 @@ redis-server:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	        --no-install-recommends redis-server >/dev/null; }
 
-test: dev redis-server
+# The dashboard's tests drive a real headless Chromium through chromedriver (Debian's
+# packages): installed here when missing.
+chromium:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	    echo "installing chromium and chromium-driver (Debian packages) for the dashboard's tests"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	        --no-install-recommends chromium chromium-driver >/dev/null; }
+
+test: dev redis-server chromium
 	$(BIN)/python -m pytest -q
 
 lint: dev

@@ -18,7 +18,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from crawler import __version__
-from crawler.cli import budget_cmd, daemon_cmds, data_cmds, watch
+from crawler.cli import budget_cmd, daemon_cmds, dashboard_cmd, data_cmds, watch
 from crawler.cli.common import CliState, warn
 from crawler.utils.exceptions import CrawlerError
 
@@ -59,6 +59,7 @@ daemon_cmds.register(app)
 data_cmds.register(app)
 watch.register(app)
 budget_cmd.register(app)
+dashboard_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""`crawler dashboard`: the daemon, live, in a browser on loopback (`crawler.dashboard.server`)."""
