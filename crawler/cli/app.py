@@ -6,6 +6,7 @@ running. Every error is one line on stderr ("error: ..."); `--debug` adds the tr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import traceback
@@ -16,13 +17,44 @@ import typer
 
 # Typer 0.29 vendors click; its exceptions are only reachable here.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer.core import TyperArgument, TyperOption
 
 from crawler import __version__
-from crawler.cli import budget_cmd, daemon_cmds, dashboard_cmd, data_cmds, watch
+from crawler.cli import budget_cmd, daemon_cmds, dashboard_cmd, data_cmds, socket_cmd, watch
 from crawler.cli.common import CliState, warn
 from crawler.utils.exceptions import CrawlerError
 
 __all__ = ["app", "main"]
+
+#: Words people put after a flag that takes no value (`--debug true`): named in the error.
+_BOOL_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+
+def _option_type(self: TyperOption, ctx: object) -> str | None:
+    """A flag takes no value, so its help row shows none (Typer 0.29 draws `<bool>`, which
+    reads as if `--debug true` were the form); other options show their value in capitals."""
+    if self.is_flag or self.count:
+        return None
+    if self.metavar is not None:
+        return self.metavar
+    return (self.name or "value").upper().replace("_", "-")
+
+
+def _argument_type(self: TyperArgument, ctx: object) -> str | None:
+    """An argument's name already says what it is (Typer 0.29 adds `<list[str]>`)."""
+    return None
+
+
+def _argument_usage(self: TyperArgument) -> str:
+    """`SYMBOLS...` (required) or `[SYMBOLS]...` in the usage line, not `{symbols}...`."""
+    name = (self.metavar or self.name or "arg").upper()
+    name = name if self.required else f"[{name}]"
+    return name + ("..." if self.nargs != 1 else "")
+
+
+TyperOption.display_type_rich = _option_type  # type: ignore[method-assign]
+TyperArgument.display_type_rich = _argument_type  # type: ignore[method-assign,assignment]
+TyperArgument._usage_display_name = _argument_usage  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="crawler",
@@ -56,6 +88,7 @@ def _root(
 
 
 daemon_cmds.register(app)
+socket_cmd.register(app)
 data_cmds.register(app)
 watch.register(app)
 budget_cmd.register(app)
@@ -84,10 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo(exc.format_message())
         code = 0
     except UsageError as exc:
-        if debug:
-            traceback.print_exc()
+        # Bad usage is the user's to fix, never a bug: one line, no traceback even with --debug.
         where = exc.ctx.command_path if exc.ctx is not None else "crawler"
-        warn(f"{exc.format_message()} (see `{where} --help`)")
+        warn(_usage_message(args, exc.format_message(), where))
         code = 2
     except ClickException as exc:
         warn(exc.format_message())
@@ -110,3 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         code = 1
     sys.stdout.flush()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(args: list[str], message: str, where: str) -> str:
+    """The usage error's line; `--debug true` is told that flags take no value."""
+    for at, (flag, value) in enumerate(itertools.pairwise(args)):
+        if flag.startswith("--") and value.lower() in _BOOL_WORDS and repr(value) in message:
+            rest = " ".join(args[: at + 1] + args[at + 2 :])
+            return f"{flag} is a flag and takes no value: write `crawler {rest}`"
+    return f"{message} (see `{where} --help`)"

@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from crawler.cli.locate import Located, locate_daemon, location_is_explicit
 from crawler.daemon.client import ControlClient
 
 if TYPE_CHECKING:
     from crawler.config import Settings
 
-__all__ = ["CliState", "client_for", "fail", "load", "note", "state_of", "warn"]
+__all__ = [
+    "CliState", "client_for", "daemon_location", "fail", "load", "note", "state_of", "warn",
+]  # fmt: skip
 
 #: Control requests that may run a fetch or a collection get this long before giving up.
 SLOW_REQUEST_S = 300.0
@@ -45,14 +48,40 @@ def load(
     """The effective settings (ConfigError, exit 2, for a bad value)."""
     from crawler.config import load_settings, set_settings
 
-    settings = load_settings(overrides, config_file=config or state_of(ctx).config)
+    named = config or state_of(ctx).config
+    settings = load_settings(overrides, config_file=named)
     set_settings(settings)
+    _EXPLICIT[0] = named is not None
+    _LOCATED.clear()
     return settings
 
 
-def client_for(settings: Settings, timeout_s: float = SLOW_REQUEST_S) -> ControlClient:
-    """A client for the daemon's control socket."""
-    return ControlClient(settings.socket_path, timeout_s=timeout_s)
+#: Whether the last `load()` was given a config file by --config (then no other daemon is
+#: looked for); and the daemon found for it, looked up once per command.
+_EXPLICIT = [False]
+_LOCATED: dict[Path, Located] = {}
+
+
+def daemon_location(settings: Settings) -> Located:
+    """Which socket the commands talk to (`crawler.cli.locate`): the configured one, or, when
+    nothing named a place and nothing answers there, the one daemon running elsewhere; a
+    note on stderr says so once."""
+    configured = settings.socket_path
+    if configured not in _LOCATED:
+        found = locate_daemon(configured, location_is_explicit(_EXPLICIT[0]))
+        _LOCATED[configured] = found
+        if found.elsewhere:
+            note(f"no daemon at {configured}; using the one running at {found.socket}")
+    return _LOCATED[configured]
+
+
+def client_for(
+    settings: Settings, timeout_s: float = SLOW_REQUEST_S, *, locate: bool = True
+) -> ControlClient:
+    """A client for the daemon's control socket (the one found, unless `locate` is False:
+    then exactly the configured one, as `crawler start` needs)."""
+    path = daemon_location(settings).socket if locate else settings.socket_path
+    return ControlClient(path, timeout_s=timeout_s)
 
 
 def warn(message: str) -> None:

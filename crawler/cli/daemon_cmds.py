@@ -8,7 +8,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from crawler.cli.common import client_for, fail, load, state_of
+from crawler.cli.common import client_for, daemon_location, fail, load, state_of
+from crawler.cli.locate import location_is_explicit
 from crawler.cli.render import console, plural, print_json
 from crawler.cli.status_view import show_status
 from crawler.utils.exceptions import DaemonNotRunningError
@@ -104,7 +105,7 @@ def _start_detached(
 ) -> None:
     from crawler.daemon.process import PIDFILE_NAME, last_log_line, read_pid, spawn_detached
 
-    client = client_for(settings, timeout_s=2.0)
+    client = client_for(settings, timeout_s=2.0, locate=False)
     try:
         _, health = client.get("/health")
     except DaemonNotRunningError:
@@ -164,21 +165,22 @@ def stop(
 
     settings = load(ctx)
     client = client_for(settings, timeout_s=10.0)
+    socket_path = client.socket_path
     try:
         answer = client.call("POST", "/stop")
     except DaemonNotRunningError:
         # Like `systemctl stop` of an inactive unit: the wanted state holds, so exit 0.
         if as_json:
-            print_json({"running": False, "stopped": False, "socket": str(settings.socket_path)})
+            print_json({"running": False, "stopped": False, "socket": str(socket_path)})
         else:
-            typer.echo(f"crawler is not running (no answer on {settings.socket_path})")
+            typer.echo(f"crawler is not running (no answer on {socket_path})")
         return
     pid = int(answer.get("pid", 0)) if isinstance(answer, dict) else 0
     if pid and not wait_for_exit(pid, STOP_DEADLINE_S):
         fail(f"the daemon (pid {pid}) has not exited after {STOP_DEADLINE_S:g} s")
     # The socket goes before the process exits; wait for it too, so `start` can follow at once.
     deadline = time.monotonic() + STOP_DEADLINE_S
-    while settings.socket_path.exists() and time.monotonic() < deadline:
+    while socket_path.exists() and time.monotonic() < deadline:
         time.sleep(_POLL_S)
     if as_json:
         print_json({"running": False, "stopped": True, "pid": pid})
@@ -216,7 +218,10 @@ def status(
 ) -> None:
     """Show the daemon's state; exit 3 if it is not running."""
     settings = load(ctx)
-    code = show_status(settings.socket_path, as_json, major_units or settings.major_units)
+    explicit = location_is_explicit(state_of(ctx).config is not None)
+    code = show_status(
+        settings.socket_path, as_json, major_units or settings.major_units, explicit
+    )
     if code:
         raise typer.Exit(code)
 
@@ -300,7 +305,9 @@ def logs(
     from crawler.cli.log_view import follow, render_line, tail
 
     settings = load(ctx)
-    path = Path(settings.data_dir) / "crawler.log"
+    # The log of the daemon the other commands talk to (found elsewhere: its own data dir).
+    found = daemon_location(settings)
+    path = Path(found.data_dir or settings.data_dir) / "crawler.log"
     if not path.exists() and not follow_log:
         fail(
             f"no log at {path}: a daemon started with `crawler start` writes one there "

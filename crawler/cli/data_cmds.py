@@ -66,13 +66,25 @@ def _offline(settings: Settings) -> Iterator[Operations]:
 
 
 def _via_daemon_or_offline(
-    settings: Settings, remote: Callable[[], T], local: Callable[[Operations], T]
+    settings: Settings,
+    remote: Callable[[], T],
+    local: Callable[[Operations], T],
+    creates: bool = True,
 ) -> T:
-    """`remote()` if a daemon answers, else `local(ops)` on the data dir."""
+    """`remote()` if a daemon answers, else `local(ops)` on the data dir.
+
+    A command that only reads (`creates` False) never makes a data dir: with none there, it
+    says no daemon answers and where it looked (exit 3), instead of an empty answer from a
+    directory it has just created."""
     try:
         return remote()
-    except DaemonNotRunningError:
-        pass
+    except DaemonNotRunningError as exc:
+        if not creates and not Path(settings.data_dir).exists():
+            raise DaemonNotRunningError(
+                f"{exc.message.partition(';')[0]}, and there is no data dir at "
+                f"{settings.data_dir}; start the daemon (`crawler start`), or point DATA_DIR "
+                "or CRAWLER_SOCKET at yours"
+            ) from None
     with _offline(settings) as ops:
         return local(ops)
 
@@ -234,7 +246,7 @@ def symbols_remove(
     def local(ops: Operations) -> list[dict[str, Any]]:
         return [ops.remove_symbol(s) for s in symbols]
 
-    results = _via_daemon_or_offline(settings, remote, local)
+    results = _via_daemon_or_offline(settings, remote, local, creates=False)
     missing = sum(1 for result in results if not result.get("removed"))
     if as_json:
         print_json({"symbols": results})
@@ -260,6 +272,7 @@ def symbols_list(ctx: typer.Context, as_json: AsJson = False) -> None:
         settings,
         lambda: dict(client_for(settings).call("GET", "/symbols")),
         lambda ops: ops.list_symbols(),
+        creates=False,
     )
     if as_json:
         print_json(result)
@@ -324,6 +337,18 @@ def choose_format(fmt: str | None, shorthands: dict[str, bool], allowed: tuple[s
     return name
 
 
+def _check_times(since: str | None, until: str | None) -> None:
+    """A bad --since/--until is bad usage (exit 2) before anything is asked or opened."""
+    from crawler.store.history import parse_time_spec
+
+    for name, spec in (("since", since), ("until", until)):
+        if spec:
+            try:
+                parse_time_spec(spec)
+            except ValueError as exc:
+                raise UsageError(f"--{name}: {exc}") from None
+
+
 def _query(**values: str | None) -> dict[str, str]:
     return {key: value for key, value in values.items() if value is not None}
 
@@ -357,6 +382,7 @@ def history(
     """
     fmt = choose_format(fmt, {"json": as_json, "csv": as_csv}, HISTORY_FORMATS)
     (symbol,) = _canonical([symbol])
+    _check_times(since, until)
     settings = load(ctx)
     order = "oldest" if oldest_first else "newest"
     major = major_units or settings.major_units
@@ -386,7 +412,7 @@ def history(
             _write_chunks(chunks, sys.stdout.buffer)
             return sent, total
 
-        sent, total = _via_daemon_or_offline(settings, remote_csv, local_csv)
+        sent, total = _via_daemon_or_offline(settings, remote_csv, local_csv, creates=False)
         sys.stdout.buffer.flush()
         _say_if_cut(symbol, sent, total, order)
         return
@@ -394,6 +420,7 @@ def history(
         settings,
         lambda: dict(client_for(settings).call("GET", "/history", query=query)),
         lambda ops: ops.history(symbol, since, until, limit, oldest_first, major),
+        creates=False,
     )
     quotes = result.get("quotes") or []
     if fmt == "json":
@@ -448,6 +475,7 @@ def export(
         from crawler.store.parquet import parquet_schema
 
         parquet_schema(())  # pyarrow missing: one line naming the extra, before any work
+    _check_times(since, until)
     wanted = _canonical([s for s in symbols.split(",") if s.strip()]) if symbols else None
     if wanted is not None:
         symbols = ",".join(wanted)
@@ -475,7 +503,7 @@ def export(
                 rows, chunks = ops.export(fmt, since, until, wanted, major)
                 return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
-            rows, written = _via_daemon_or_offline(settings, remote, local)
+            rows, written = _via_daemon_or_offline(settings, remote, local, creates=False)
         finally:
             if output is not None:
                 target.close()

@@ -31,10 +31,26 @@ _STATUS_TIMEOUT_S = 30.0
 _RECV_BYTES = 256 * 1024
 
 
-def show_status(socket_path: Path, as_json: bool, major_units: bool = False) -> int:
+def show_status(
+    socket_path: Path, as_json: bool, major_units: bool = False, explicit: bool | None = None
+) -> int:
     """Print the daemon's status (a table, or JSON); the exit code: 0, or 3 if not running.
-    `major_units`: GBp, ZAc and ILA prices shown in GBP, ZAR and ILS."""
+    `major_units`: GBp, ZAc and ILA prices shown in GBP, ZAR and ILS.
+
+    `socket_path` is the configured socket; unless the place was named (`explicit`, by
+    default read from the environment) a daemon running elsewhere is found too
+    (`crawler.cli.locate`)."""
     # rich loads only when there is a table to draw: "not running" should be instant.
+    from crawler.cli.locate import locate_daemon, location_is_explicit
+
+    if explicit is None:
+        explicit = location_is_explicit()
+    found = locate_daemon(socket_path, explicit)
+    if found.elsewhere:
+        sys.stderr.write(
+            f"note: no daemon at {socket_path}; using the one running at {found.socket}\n"
+        )
+    socket_path = found.socket
     from crawler.cli.render import console, print_json, render_status
 
     try:

@@ -4,6 +4,7 @@
     crawler watch AAPL:US EURUSD   # just these
     crawler watch --json | jq .    # one JSON object per event and line, for pipes (events
                                    # from now on: no snapshot of the quotes already there)
+    crawler watch > quotes.txt     # off a terminal: a text line per quote, flushed as it lands
 
 The board starts from the last quotes `/status` knows, then applies `quote` events as they land
 (any source: the stream, a collection, a fetch); the age column ticks between events. Breaker,
@@ -33,7 +34,7 @@ from crawler.cli.common import client_for, fail, load
 from crawler.daemon.client import ControlClient
 from crawler.utils.exceptions import CrawlerError, DaemonError
 
-__all__ = ["Board", "iter_sse", "register", "watch"]
+__all__ = ["Board", "iter_sse", "quote_line", "register", "watch"]
 
 #: The socket read timeout: well above the daemon's 15 s keep-alive comments.
 _READ_TIMEOUT_S = 60.0
@@ -218,6 +219,8 @@ def watch(
     try:
         if as_json:
             _watch_json(client, wanted, units)
+        elif not sys.stdout.isatty():
+            _watch_lines(client, wanted, units)
         else:
             _watch_table(client, wanted, units)
     except KeyboardInterrupt:
@@ -246,6 +249,54 @@ def _watch_json(client: ControlClient, wanted: list[str], units: Units = None) -
             out.write(json.dumps(event, separators=(",", ":")) + "\n")
             out.flush()
     except BrokenPipeError:  # `| head` closed the pipe: done, quietly
+        raise typer.Exit(0) from None
+    except DaemonError as exc:
+        fail(exc.message, 3)
+    _end_of_stream(last)
+
+
+def quote_line(quote: Mapping[str, Any]) -> str:
+    """One quote as a line of text: time (UTC), symbol, price, currency, change %, source."""
+    stamp = quote.get("as_of") or quote.get("fetched_at")
+    try:
+        when = datetime.fromisoformat(str(stamp)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        when = "-"
+    return " ".join(
+        (
+            when,
+            str(quote.get("symbol")),
+            str(quote.get("price", "-")),
+            str(quote.get("currency") or "-"),
+            _signed(quote.get("change_pct"), "%"),
+            str(quote.get("source", "-")),
+        )
+    )
+
+
+def _watch_lines(client: ControlClient, wanted: list[str], units: Units = None) -> None:
+    """Off a terminal (`crawler watch > file`): the last quotes, then a line per event as it
+    lands, each flushed at once, so the file holds what was seen even after a kill. Events
+    other than quotes are lines starting with "# " (what the board's caption would say)."""
+    status = client.call("GET", "/status")
+    out = sys.stdout
+    board = Board()
+    last: dict[str, Any] | None = None
+    try:
+        for row in status.get("symbols") or []:
+            quote = row.get("last_quote")
+            if isinstance(quote, dict) and (not wanted or row.get("symbol") in wanted):
+                out.write(quote_line(quote if units is None else units(quote)) + "\n")
+        out.flush()
+        for event in iter_sse(_open_events(client, wanted)):
+            last = event
+            if event.get("type") == "quote":
+                out.write(quote_line(event if units is None else units(event)) + "\n")
+            else:
+                board.apply(event, time.monotonic())
+                out.write(f"# {board.news}\n")
+            out.flush()
+    except BrokenPipeError:
         raise typer.Exit(0) from None
     except DaemonError as exc:
         fail(exc.message, 3)

@@ -355,6 +355,8 @@ class Daemon:
         """
         from crawler.daemon.control_server import ControlServer, socket_is_live
         from crawler.daemon.malloc import tune_malloc
+        from crawler.daemon.registry import register as register_daemon
+        from crawler.daemon.registry import unregister as unregister_daemon
         from crawler.daemon.reload import register_reload_route
         from crawler.daemon.routes import register_routes
         from crawler.daemon.sse import register_event_routes
@@ -376,6 +378,7 @@ class Daemon:
             previous[signal.SIGQUIT] = signal.signal(signal.SIGQUIT, self._on_signal)
             for ignored in _IGNORED_SIGNALS:
                 previous[ignored] = signal.signal(ignored, self._on_ignored_signal)
+            record: Path | None = None
             try:
                 self._build(with_heartbeat=True)
                 assert self.operations is not None and self.scheduler is not None
@@ -398,6 +401,8 @@ class Daemon:
                 self._start_heartbeat()
                 if not socket_is_live(self.socket_path):
                     raise DaemonError(f"the control socket {self.socket_path} does not answer")
+                # So that `crawler status` in another directory finds this daemon.
+                record = register_daemon(self.socket_path, self.data_dir, os.getpid())
                 summary = self.status_line()
                 self.notifier.ready(summary)
                 self._preload_calendars()
@@ -410,6 +415,7 @@ class Daemon:
                 self._serve()
                 log.info("stopping", reason=self._signal_name or self._stop_reason or "requested")
             finally:
+                unregister_daemon(record)
                 self.notifier.stopping()
                 self._shutdown()
                 for sig, handler in previous.items():
