@@ -29,6 +29,7 @@ from typing import Any
 __all__ = [
     "PageQuote",
     "bot_wall_page",
+    "decoy_page",
     "default_currency",
     "generated_quote",
     "no_quote_page",
@@ -310,6 +311,16 @@ def _dumps(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(_dumps(v) for v in value) + "]"
     return json.dumps(value, ensure_ascii=False)
+
+
+def decoy_page(quote: PageQuote, decoy_price: str = "0.01", *, commented: bool = True) -> bytes:
+    """`quote`'s page with a second `__NEXT_DATA__` script before the real one, whose quote has
+    price `decoy_price`: inside an HTML comment (`commented`, a leftover a browser ignores) or
+    as a live script (two payloads that disagree)."""
+    decoy = _next_data(quote.symbol, {**_quote_object(quote), "price": decoy_price})
+    script = f'<script id="__NEXT_DATA__" type="application/json">{decoy}</script>'
+    planted = f"<!-- {script} -->" if commented else script
+    return quote_page(quote).replace(b"<body>", b"<body>" + planted.encode(), 1)
 
 
 def with_values(quote: PageQuote, **changes: Any) -> PageQuote:

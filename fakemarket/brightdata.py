@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 from fakemarket.bloomberg_pages import (
     PageQuote,
     bot_wall_page,
+    decoy_page,
     generated_quote,
     no_quote_page,
     quote_page,
@@ -47,10 +48,16 @@ from fakemarket.core import GLOBAL, FakeRequest, FakeResponse, FakeService
 
 __all__ = ["UNLOCKER_ERRORS", "BrightDataFake", "PageKind"]
 
-PageKind = Literal["quote", "bot_wall", "no_quote", "truncated", "target_404", "target_500"]
+PageKind = Literal[
+    "quote", "bot_wall", "no_quote", "truncated", "target_404", "target_500",
+    "decoy_comment", "two_scripts",
+]  # fmt: skip
+#: "decoy_comment": a commented-out `__NEXT_DATA__` with price 0.01 before the real one;
+#: "two_scripts": the same decoy as a live script (two payloads that disagree).
 _PAGE_KINDS: frozenset[str] = frozenset(
-    ("quote", "bot_wall", "no_quote", "truncated", "target_404", "target_500")
-)
+    ("quote", "bot_wall", "no_quote", "truncated", "target_404", "target_500",
+     "decoy_comment", "two_scripts")
+)  # fmt: skip
 
 #: Unlocker error codes the fake knows: code → (x-brd-status-code, x-brd-error text).
 UNLOCKER_ERRORS: dict[str, tuple[int, str]] = {
@@ -235,6 +242,8 @@ class BrightDataFake(FakeService):
         if kind == "target_500":
             return _target(500, target_500_page())
         quote = self.quote_for(symbol)
+        if kind in ("decoy_comment", "two_scripts"):
+            return _target(200, decoy_page(quote, commented=kind == "decoy_comment"))
         return _target(200, truncated_page(quote) if kind == "truncated" else quote_page(quote))
 
     def error_response(self, request: FakeRequest) -> FakeResponse:

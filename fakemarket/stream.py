@@ -9,6 +9,7 @@
     fake.disconnect_all()                      # drop every connection now (client reconnects)
     fake.disconnect_after_frames = 100         # ...or cut each connection after 100 frames
     fake.refuse = True                         # refuse new connections (an outage)
+    fake.send_frame(json.dumps({...}))         # one frame, as given, to every connection now
     fake.stop()
 
 Frames are `PricingData` protobuf messages as Yahoo sends them: time in milliseconds
@@ -185,6 +186,20 @@ class YahooStreamFake:
             connections = list(self._connections)
         for conn in connections:
             conn.socket.close()
+
+    def send_frame(self, frame: str | bytes) -> int:
+        """Send `frame` as it is (hostile prices or times, a huge frame) to every open
+        connection now; returns how many connections it went to."""
+        with self._lock:
+            connections = list(self._connections)
+        sent = 0
+        for conn in connections:
+            try:
+                conn.send(frame)
+            except (ConnectionClosed, OSError):
+                continue
+            sent += 1
+        return sent
 
     def frame_for(self, yahoo_id: str, now_ms: int | None = None) -> str:
         """The next frame for `yahoo_id` in the current framing."""

@@ -37,6 +37,9 @@ a CRYPTOCURRENCY. Symbols starting with "UNKNOWN" or "ZZZZ" do not exist.
     fake.rotate_crumb()                            # the crumb in use becomes invalid (401)
     fake.faults.set("v7:quote", status=429, retry_after_s=2)   # batch requests only
     fake.batch_symbols()                           # the symbols each batch request asked
+    fake.set_raw("AAPL", regularMarketPrice=10**400)   # raw values in batch records and chart meta
+    fake.set_chart_body("AAPL", b"[" * 100_000)        # the chart answers exactly these bytes
+    fake.faults.set("v7:quote", huge_body_bytes=60 << 20)   # a 60 MB (valid JSON) batch answer
 
 The request log (`requests`) holds every request; `kind_of(request)` names what it was for
 ("cookie", "crumb", "consent", "chart", "quote", "other").
@@ -61,6 +64,7 @@ __all__ = [
     "EXCHANGE_DELAY_MIN",
     "QUOTE_FAULT_KEY",
     "REGULAR_HOURS",
+    "RawPlace",
     "RequestKind",
     "YahooFake",
     "YahooQuote",
@@ -69,6 +73,7 @@ __all__ = [
 ]
 
 RequestKind = Literal["cookie", "crumb", "consent", "chart", "quote", "other"]
+RawPlace = Literal["quote", "chart"]
 
 _CHART_PREFIX = "/v8/finance/chart/"
 _QUOTE_PATH = "/v7/finance/quote"
@@ -280,6 +285,8 @@ class YahooFake(FakeService):
         self._omitted: set[str] = set()
         self._partial: dict[str, tuple[str, ...]] = {}
         self._crumb_refusals = 0
+        self._raw: dict[str, dict[str, Any]] = {}
+        self._chart_bodies: dict[str, bytes] = {}
         self.crumb = "fakeCrumb" + secrets.token_hex(4)
         self.cookie_value = "d=AQABBFAKE" + secrets.token_hex(8) + "&S=AQAAAFAKE"
 
@@ -320,6 +327,21 @@ class YahooFake(FakeService):
         with self._scenario_lock:
             self._partial[_key(symbol)] = keys or ("currency",)
 
+    def set_raw(self, symbol: str, only: RawPlace | None = None, **fields: Any) -> None:
+        """Put these keys, as given (a 400-digit int, 1e300), into `symbol`'s batch records
+        and chart `meta` ("*": all), after everything else: hostile values in Yahoo's own
+        spelling (`regularMarketPrice`, `priceHint`, `previousClose`, ...). A value of None
+        removes the key. `only="quote"` or `only="chart"` limits them to one endpoint."""
+        with self._scenario_lock:
+            for place in ("quote", "chart"):
+                if only in (None, place):
+                    self._raw.setdefault(f"{place}:{_key(symbol)}", {}).update(fields)
+
+    def set_chart_body(self, symbol: str, body: bytes) -> None:
+        """Answer `symbol`'s chart ("*": every chart) with exactly `body` (HTTP 200)."""
+        with self._scenario_lock:
+            self._chart_bodies[_key(symbol)] = body
+
     def refuse_crumbs(self, times: int) -> None:
         """Answer the next `times` batch requests 401 "Invalid Crumb", whatever they send."""
         with self._scenario_lock:
@@ -343,6 +365,8 @@ class YahooFake(FakeService):
             self._omitted.clear()
             self._partial.clear()
             self._crumb_refusals = 0
+            self._raw.clear()
+            self._chart_bodies.clear()
 
     def reset(self) -> None:
         """Clear faults, the request log and the scenario settings."""
@@ -459,10 +483,24 @@ class YahooFake(FakeService):
         if self._is_unknown(symbol):
             request.outcome = "chart:unknown"
             return FakeResponse(404, _NOT_FOUND_BODY)
+        with self._scenario_lock:
+            raw_body = self._chart_bodies.get(symbol, self._chart_bodies.get(GLOBAL))
+        if raw_body is not None:
+            request.outcome = "chart:raw"
+            return FakeResponse(200, raw_body)
         quote = self.quote_for(symbol)
         empty = self._is_empty(symbol)
         request.outcome = "chart:empty" if empty else "chart"
-        return FakeResponse(200, json.dumps(_chart_body(quote, empty=empty)).encode())
+        body = _chart_body(quote, empty=empty)
+        _apply_raw(body["chart"]["result"][0]["meta"], self._raw_for("chart", symbol))
+        return FakeResponse(200, json.dumps(body).encode())
+
+    def _raw_for(self, place: RawPlace, symbol: str) -> dict[str, Any]:
+        with self._scenario_lock:
+            return {
+                **self._raw.get(f"{place}:{GLOBAL}", {}),
+                **self._raw.get(f"{place}:{symbol}", {}),
+            }
 
     def _batch(self, request: FakeRequest) -> FakeResponse:
         crumb = parse_qs(urlsplit(request.path).query).get("crumb", [""])[0]
@@ -483,6 +521,7 @@ class YahooFake(FakeService):
             record = quote_record(self.quote_for(symbol))
             for key in dropped:
                 record.pop(key, None)
+            _apply_raw(record, self._raw_for("quote", symbol))
             records.append(record)
         request.outcome = "quote"
         body = {"quoteResponse": {"result": records, "error": None}}
@@ -661,6 +700,14 @@ def _chart_body(quote: YahooQuote, *, empty: bool) -> dict[str, Any]:
             "error": None,
         }
     }
+
+
+def _apply_raw(target: dict[str, Any], raw: dict[str, Any]) -> None:
+    for key, value in raw.items():
+        if value is None:
+            target.pop(key, None)
+        else:
+            target[key] = value
 
 
 def _host(request: FakeRequest) -> str:

@@ -17,7 +17,7 @@ from crawler.normalizer.bloomberg import (
 )
 from crawler.normalizer.schemas import AssetClass
 from crawler.normalizer.symbols import parse_symbol
-from crawler.utils.exceptions import ParseError
+from crawler.utils.exceptions import ImplausibleQuoteError, ParseError
 from fakemarket.bloomberg_pages import (
     PageQuote,
     bot_wall_page,
@@ -109,7 +109,7 @@ def test_generated_pages_round_trip_exactly(
     text: str, currency: str, asset_class: AssetClass
 ) -> None:
     symbol = parse_symbol(text)
-    when = datetime(2026, 2, 3, 14, 31, tzinfo=UTC)
+    when = datetime(2026, 1, 6, 14, 31, tzinfo=UTC)  # before FETCHED_AT: never from the future
     made = generated_quote(symbol.canonical, last_update=when)
 
     quote = parse_bloomberg_page(quote_page(made), symbol, fetched_at=FETCHED_AT)
@@ -326,3 +326,104 @@ def test_number_formats(raw: object, expected: str | None) -> None:
 def test_non_numbers_are_parse_errors(raw: object) -> None:
     with pytest.raises(ParseError):
         parse_bloomberg_number(raw)
+
+
+# -- issue 23 item 6: wrong data is not a quote ---------------------------------------------
+
+_REAL_SCRIPT = b'<script id="__NEXT_DATA__" type="application/json" crossorigin="anonymous">'
+
+
+def _decoy(price: str) -> bytes:
+    payload = (
+        '{"props":{"pageProps":{"quote":{"id":"AAPL:US","price":"' + price + '",'
+        '"issuedCurrency":"USD","lastUpdate":"2026-01-06T22:20:00.000Z"}}}}'
+    )
+    return b'<script id="__NEXT_DATA__" type="application/json">' + payload.encode() + b"</script>"
+
+
+def _before_real_script(page: bytes, planted: bytes) -> bytes:
+    assert page.count(_REAL_SCRIPT) == 1
+    return page.replace(_REAL_SCRIPT, planted + _REAL_SCRIPT, 1)
+
+
+def test_real_capture_with_a_commented_out_decoy_script_still_gives_the_real_price(
+    aapl_capture: bytes,
+) -> None:
+    page = _before_real_script(aapl_capture, b"<!-- " + _decoy("0.01") + b" -->")
+    quote = parse_bloomberg_page(page, parse_symbol("AAPL:US"), fetched_at=FETCHED_AT)
+    assert str(quote.price) == "262.36"
+    assert str(quote.previous_close) == "267.26" and quote.volume == 52_262_300
+
+
+def test_real_capture_with_two_live_scripts_that_disagree_is_refused(aapl_capture: bytes) -> None:
+    page = _before_real_script(aapl_capture, _decoy("0.01"))
+    with pytest.raises(ParseError, match=r"2 __NEXT_DATA__ scripts whose quotes disagree"):
+        parse_bloomberg_page(page, parse_symbol("AAPL:US"), fetched_at=FETCHED_AT)
+
+
+def test_two_scripts_that_agree_give_the_first_and_one_for_another_symbol_is_ignored(
+    aapl_capture: bytes,
+) -> None:
+    agreeing = _before_real_script(aapl_capture, _decoy("262.36"))
+    assert str(parse_bloomberg_page(agreeing, parse_symbol("AAPL:US"), FETCHED_AT).price) == (
+        "262.36"
+    )
+    other = _decoy("0.01").replace(b'"id":"AAPL:US"', b'"id":"MSFT:US"')
+    page = _before_real_script(aapl_capture, other)
+    quote = parse_bloomberg_page(page, parse_symbol("AAPL:US"), fetched_at=FETCHED_AT)
+    assert str(quote.price) == "262.36" and quote.volume == 52_262_300
+
+
+def test_a_script_lookalike_inside_another_script_is_not_the_payload(aapl_capture: bytes) -> None:
+    # Text that merely looks like the tag, inside a JS string: an HTML parser reads it as
+    # script text (the lookalike's own "</script>" ends that script, as in a browser).
+    lookalike = b"<script>var s = '<div id=\"__NEXT_DATA__\">{\"price\":\"0.01\"}</div>';</script>"
+    page = _before_real_script(aapl_capture, lookalike)
+    assert str(parse_bloomberg_page(page, parse_symbol("AAPL:US"), FETCHED_AT).price) == "262.36"
+
+
+@pytest.mark.parametrize(
+    ("price", "reason"),
+    [
+        (b'"price":"0"', "above zero"),
+        (b'"price":"-12.5"', "above zero"),
+        (b'"price":"1.5T"', "abbreviated number"),
+        (b'"price":1e30', "above"),
+        (b'"price":"1,500,000,000,000,000"', "above"),
+    ],
+)
+def test_real_capture_with_an_impossible_price_is_refused(
+    aapl_capture: bytes, price: bytes, reason: str
+) -> None:
+    page = aapl_capture.replace(b'"price":"262.36"', price, 1)
+    with pytest.raises(ParseError, match=reason) as caught:
+        parse_bloomberg_page(page, parse_symbol("AAPL:US"), fetched_at=FETCHED_AT)
+    assert "\n" not in caught.value.message
+
+
+def test_real_capture_dated_9999_12_31_is_refused(aapl_capture: bytes) -> None:
+    page = aapl_capture.replace(
+        b'"lastUpdate":"2026-01-06T22:20:00.000Z"', b'"lastUpdate":"9999-12-31T00:00:00.000Z"'
+    )
+    with pytest.raises(ImplausibleQuoteError, match="9999-12-31 00:00:00 UTC refused"):
+        parse_bloomberg_page(page, parse_symbol("AAPL:US"), fetched_at=FETCHED_AT)
+
+
+@pytest.mark.parametrize("raw", ["1.5T", "3.877T", "12K", "1.5M"])
+def test_abbreviations_are_never_a_price(raw: str) -> None:
+    with pytest.raises(ParseError, match="not a price"):
+        parse_bloomberg_number(raw, abbreviated=False)
+    made = with_values(generated_quote("AAPL:US"), extra={"openPrice": raw, "volume": "1.5M"})
+    quote = parse_bloomberg_page(quote_page(made), parse_symbol("AAPL:US"))
+    assert quote.open is None  # an abbreviated open is garbage, read as missing
+    assert quote.volume == 1_500_000  # a volume may be abbreviated
+
+
+def test_absurd_secondary_numbers_read_as_missing_and_fit_the_history() -> None:
+    made = with_values(
+        generated_quote("AAPL:US"),
+        extra={"priceChange1Day": Decimal("1E+29"), "volume": "9" * 25, "highPrice": "1E+20"},
+    )
+    quote = parse_bloomberg_page(quote_page(made), parse_symbol("AAPL:US"))
+    assert quote.change is None and quote.volume is None
+    assert quote.price == made.price

@@ -74,14 +74,14 @@ def test_the_capture_becomes_a_quote(capture: str) -> None:
 
 
 def test_fx_frames_carry_no_currency_the_pair_names_it() -> None:
-    frame = encode_pricing("EURUSD=X", 1.0489877, 1739789683000, currency=None, price_hint=4)
+    frame = encode_pricing("EURUSD=X", 1.0489877, 1736509140000, currency=None, price_hint=4)
     pricing = decode_pricing(frame)
     assert pricing.currency is None
     quote = pricing_to_quote(pricing, parse_symbol("EURUSD:CUR"), fetched_at=NOW)
     assert quote.currency == "USD"
     assert quote.price == Decimal("1.0489877")
     # Not a pair: left unknown rather than guessed.
-    dxy = decode_pricing(encode_pricing("DX-Y.NYB", 104.2, 1739789683000, currency=None))
+    dxy = decode_pricing(encode_pricing("DX-Y.NYB", 104.2, 1736509140000, currency=None))
     assert pricing_to_quote(dxy, parse_symbol("DXY:CUR"), fetched_at=NOW).currency is None
 
 
@@ -108,7 +108,7 @@ def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
 
 
 def test_zero_means_missing_not_zero() -> None:
-    frame = encode_pricing("^VIX", 23.77, 1739566922000, day_high=0.0, open_price=0.0)
+    frame = encode_pricing("^VIX", 23.77, 1736509140000, day_high=0.0, open_price=0.0)
     quote = pricing_to_quote(decode_pricing(frame), parse_symbol("VIX:IND"), fetched_at=NOW)
     assert quote.open is None and quote.high is None and quote.volume is None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +17,7 @@ from crawler.normalizer.yahoo import (
     parse_quote_batch,
     yahoo_decimal,
 )
-from crawler.utils.exceptions import ParseError, UnknownSymbolError
+from crawler.utils.exceptions import ImplausibleQuoteError, ParseError, UnknownSymbolError
 
 YAHOO = Path(__file__).parents[1].parent / "shared" / "fixtures" / "yahoo"
 FETCHED_AT = datetime(2025, 2, 17, 11, 0, tzinfo=UTC)
@@ -164,7 +165,9 @@ def test_batch_garbage_is_a_parse_error(raw: bytes) -> None:
 
 def test_chart_multi_day_window_never_uses_chart_previous_close() -> None:
     raw = body("chart/chart-OCDO.L-2020-01-01-to-2020-01-03.json")
-    quote = parse_chart(raw, parse_symbol("OCDO:LN"), fetched_at=FETCHED_AT)
+    # Fetched after the capture's own time (2025-02-20): a quote is never from the future.
+    fetched_at = datetime(2025, 2, 20, 12, 0, tzinfo=UTC)
+    quote = parse_chart(raw, parse_symbol("OCDO:LN"), fetched_at=fetched_at)
     assert str(quote.price) == "305.30"
     assert quote.currency == "GBp"  # pence stay pence
     assert quote.previous_close is None  # 1279 is the close before 2020-01-01
@@ -229,3 +232,118 @@ def test_yahoo_decimal_rules() -> None:
     assert yahoo_decimal(float("nan"), 2) is None
     assert yahoo_decimal(True, 2) is None
     assert yahoo_decimal(244.6) == Decimal("244.6")
+
+
+# -- issue 23 items 6 and 7: hostile numbers cost only their own symbol ---------------------
+
+
+def _batch_of_three(field: str, value: object) -> tuple[bytes, dict[str, object]]:
+    """Real AAPL, QQQ and SPOT records in one answer, SPOT's `field` set to `value` (None:
+    the key removed)."""
+    records = []
+    for name in ("quote-AAPL.json", "quote-QQQ.json", "quote-SPOT.json"):
+        records.extend(json.loads(body(f"quote/{name}"))["quoteResponse"]["result"])
+    spot = records[2]
+    if value is None:
+        spot.pop(field, None)
+    else:
+        spot[field] = value
+    text = json.dumps({"quoteResponse": {"result": records, "error": None}})
+    return text.encode(), spot
+
+
+ASKED = {
+    "AAPL": parse_symbol("AAPL:US"),
+    "QQQ": parse_symbol("QQQ:US"),
+    "SPOT": parse_symbol("SPOT:US"),
+}
+YEAR_3270_S = int(datetime(3270, 1, 1, tzinfo=UTC).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"regularMarketPrice": -5.25}, "a stock price must be above zero"),
+        ({"regularMarketPrice": 1e300, "priceHint": None}, "no instrument trades there"),
+        ({"regularMarketPrice": 1e300}, "no instrument trades there"),
+        ({"regularMarketPrice": 10**400}, "no instrument trades there"),
+        ({"regularMarketPrice": 1e-300}, "below"),
+        ({"regularMarketTime": YEAR_3270_S}, "3270-01-01 00:00:00 UTC refused"),
+    ],
+)
+def test_a_refused_record_is_that_symbols_error_and_the_rest_of_the_batch_is_served(
+    changes: dict[str, object], reason: str
+) -> None:
+    records = []
+    for name in ("quote-AAPL.json", "quote-QQQ.json", "quote-SPOT.json"):
+        records.extend(json.loads(body(f"quote/{name}"))["quoteResponse"]["result"])
+    for key, value in changes.items():
+        if value is None:
+            records[2].pop(key)
+        else:
+            records[2][key] = value
+    raw = json.dumps({"quoteResponse": {"result": records, "error": None}}).encode()
+
+    batch = parse_quote_batch(raw, ASKED, fetched_at=FETCHED_AT)
+
+    assert str(batch.quotes["AAPL"].price) == "244.60"
+    assert str(batch.quotes["QQQ"].price) == "538.15"
+    assert "SPOT" not in batch.quotes
+    assert reason in batch.partial["SPOT"]  # asked of the chart next, with this reason
+    assert "internal error" not in batch.partial["SPOT"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "attribute"),
+    [
+        ("regularMarketChange", 10**400, "change"),
+        ("regularMarketChange", 1e300, "change"),
+        ("regularMarketChangePercent", 10**400, "change_pct"),
+        ("regularMarketPreviousClose", 1e-300, "previous_close"),
+        ("regularMarketDayHigh", 10**400, "high"),
+        ("regularMarketVolume", 10**400, "volume"),
+    ],
+)
+def test_an_absurd_secondary_number_reads_as_missing_and_keeps_the_quote(
+    field: str, value: object, attribute: str
+) -> None:
+    raw, _ = _batch_of_three(field, value)
+    batch = parse_quote_batch(raw, ASKED, fetched_at=FETCHED_AT)
+    assert set(batch.quotes) == {"AAPL", "QQQ", "SPOT"}
+    assert str(batch.quotes["SPOT"].price) == "638.18"
+    assert getattr(batch.quotes["SPOT"], attribute) is None
+    assert str(batch.quotes["AAPL"].change) == "3.07"
+
+
+def _chart_with(**meta: object) -> bytes:
+    document = json.loads(body("chart/scheb_chart_AAPL_history_2024-10.json"))
+    document["chart"]["result"][0]["meta"].update(meta)
+    return json.dumps(document).encode()
+
+
+def test_chart_previous_close_1e_minus_300_is_no_previous_close_not_a_division_by_zero() -> None:
+    quote = parse_chart(_chart_with(previousClose=1e-300), parse_symbol("AAPL:US"))
+    assert str(quote.price) == "227.55"
+    assert quote.previous_close is None and quote.change is None and quote.change_pct is None
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({"regularMarketPrice": 1e300}, "no instrument trades there"),
+        ({"regularMarketPrice": 10**400}, "no instrument trades there"),
+        ({"regularMarketPrice": -5.25}, "above zero"),
+        ({"regularMarketTime": YEAR_3270_S}, "later than now"),
+    ],
+)
+def test_chart_with_an_impossible_quote_is_refused(meta: dict[str, object], reason: str) -> None:
+    with pytest.raises(ImplausibleQuoteError, match=reason):
+        parse_chart(_chart_with(**meta), parse_symbol("AAPL:US"))
+
+
+def test_chart_nested_100000_deep_is_a_clean_parse_error() -> None:
+    deep = b'{"chart":{"result":[{"meta":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}}"
+    with pytest.raises(ParseError, match="nested too deep"):
+        parse_chart(deep, parse_symbol("AAPL:US"))
+    with pytest.raises(ParseError, match="nested too deep"):
+        parse_quote_batch(b"[" * 100_000, ASKED)

@@ -8,8 +8,21 @@ and the numbers live in the Next.js payload `<script id="__NEXT_DATA__">` under
 number goes through `parse_bloomberg_number`, and JSON is read with `parse_float=Decimal` so no
 value ever round-trips through a float.
 
+The page is read with a real HTML parser (libxml2's, through lxml), so a
+`<!-- <script id="__NEXT_DATA__">… -->` inside a comment is a comment, not data, and a string
+that merely looks like the tag inside another script is not the tag. When a page holds more
+than one `__NEXT_DATA__` script, the ones that carry a quote for the symbol asked are compared:
+if they agree on the price the first wins (as in a browser, whose `getElementById` returns the
+first), and if they disagree the page is refused — neither can be trusted over the other.
+
+A price is read strictly: "1.5T"-style abbreviations (which Bloomberg uses for market caps)
+are never a price, open, close, high, low or change; only the volume may be abbreviated. The
+quote then passes the shared plausibility rules (`crawler.normalizer.plausibility`): a stock
+at "0" or "-12.5", a price of 1e30 or a `lastUpdate` of 9999-12-31 is refused.
+
 Failures are `ParseError` with a one-line reason; a PerimeterX "not a robot" wall is the subclass
-`BotWallError`, because it says something about the unlocker, not about the page format.
+`BotWallError`, because it says something about the unlocker, not about the page format, and a
+refused quote is the subclass `ImplausibleQuoteError`.
 """
 
 from __future__ import annotations
@@ -18,8 +31,11 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
+from lxml import etree
+
+from crawler.normalizer.plausibility import bounded, check_quote
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol
 from crawler.utils.exceptions import ParseError
@@ -36,8 +52,6 @@ __all__ = [
 MAX_PAGE_BYTES = 5 * 1024 * 1024
 SOURCE_NAME = "bright_data"
 
-# The opening of the script tag, in the two quotings HTML allows.
-_SCRIPT_IDS = ('id="__NEXT_DATA__"', "id='__NEXT_DATA__'")
 # PerimeterX's wall: its captcha div, its text, and Bloomberg's terms link on it.
 _BOT_WALL_MARKERS = ("px-captcha", "not a robot", "/tosv2.html", "_pxAppId")
 # "52,262,300.00", "-1.83", ".5": digits with optional thousands commas and a fraction.
@@ -51,6 +65,7 @@ _MULTIPLIERS = {
 _MISSING = frozenset(("", "-", "--", "n/a", "na", "nan", "null", "none", "—"))
 # Bigger than any price or volume on Earth; also keeps int() of a hostile 1E+999999 cheap.
 _MAX_ADJUSTED_EXPONENT = 30
+_MAX_VOLUME = 2**63 - 1
 
 
 class BotWallError(ParseError):
@@ -71,17 +86,15 @@ def parse_bloomberg_page(page: bytes, symbol: Symbol, fetched_at: datetime | Non
     except UnicodeDecodeError as exc:
         raise ParseError(f"page is not valid UTF-8 (byte {exc.start})") from exc
 
-    payload = _next_data(text)
-    quote = _dig(payload, "props", "pageProps", "quote")
-    if not isinstance(quote, dict):
-        raise ParseError(f"page has no quote for {symbol.canonical} (pageProps.quote is empty)")
+    quote = _page_quote(page, text, symbol)
     return _to_quote(quote, symbol, fetched_at or utc_now())
 
 
-def parse_bloomberg_number(value: object) -> Decimal | None:
+def parse_bloomberg_number(value: object, *, abbreviated: bool = True) -> Decimal | None:
     """One Bloomberg number, exactly: JSON numbers as given, strings like "52,262,300.00",
     "3.877T", "-1.83%", "–4.90" (en dash) or "−4.90" (U+2212) too. "N/A", "--", "" and null
-    mean missing (None). Anything else raises ParseError.
+    mean missing (None). Anything else raises ParseError. With `abbreviated=False` (prices)
+    a K/M/B/T suffix is refused: "1.5T" is a market cap, never a price.
 
     >>> parse_bloomberg_number("3.877T")
     Decimal('3877000000000.000')
@@ -105,6 +118,8 @@ def parse_bloomberg_number(value: object) -> Decimal | None:
         text = text[:-1]
     multiplier = _MULTIPLIERS.get(text[-1:].upper())
     if multiplier is not None:
+        if not abbreviated:
+            raise ParseError(f"abbreviated number {_short(value)} is not a price")
         text = text[:-1]
     if not text or not _NUMBER_RE.fullmatch(text) or not any(c.isdigit() for c in text):
         raise ParseError(f"not a number: {_short(value)}")
@@ -115,29 +130,74 @@ def parse_bloomberg_number(value: object) -> Decimal | None:
 # -- internals ------------------------------------------------------------------------------------
 
 
-def _next_data(text: str) -> Any:
-    """The parsed `__NEXT_DATA__` JSON; one linear `str.find` pass, no regex over the page."""
-    start = -1
-    for marker in _SCRIPT_IDS:
-        start = text.find(marker)
-        if start != -1:
-            break
-    if start == -1:
-        if _is_bot_wall(text):
-            raise BotWallError('page is a PerimeterX bot wall ("not a robot"), not a quote')
-        if "</html>" not in text[-4096:].lower():
-            raise ParseError("page is truncated before its __NEXT_DATA__ script")
-        raise ParseError("page has no __NEXT_DATA__ script")
-    tag_open = text.rfind("<", 0, start)
-    if tag_open == -1 or not text.startswith("<script", tag_open):
-        raise ParseError("__NEXT_DATA__ is not the id of a <script> tag")
-    body_start = text.find(">", start)
-    body_end = text.find("</script>", body_start) if body_start != -1 else -1
-    if body_end == -1:
-        raise ParseError("page is truncated inside its __NEXT_DATA__ script")
+def _page_quote(page: bytes, text: str, symbol: Symbol) -> dict[str, Any]:
+    """`props.pageProps.quote` of the page's `__NEXT_DATA__` script(s); see the module doc for
+    a page with more than one."""
+    scripts = _next_data_scripts(page, text)
+    quotes: list[dict[str, Any]] = []
+    first_error: ParseError | None = None
+    for body in scripts:
+        try:
+            payload = _json(body)
+        except ParseError as exc:
+            first_error = first_error or exc
+            continue
+        quote = _dig(payload, "props", "pageProps", "quote")
+        if isinstance(quote, dict):
+            quotes.append(quote)
+    if not quotes:
+        if first_error is not None:
+            if text.find("</script", text.rfind("__NEXT_DATA__")) == -1:
+                raise ParseError("page is truncated inside its __NEXT_DATA__ script")
+            raise first_error
+        raise ParseError(f"page has no quote for {symbol.canonical} (pageProps.quote is empty)")
+    if len(quotes) == 1:
+        return quotes[0]
+    ours = [q for q in quotes if _is_for(q, symbol)] or quotes
+    prices = {str(q.get("price")) for q in ours}
+    if len(prices) > 1:
+        shown = " vs ".join(_short(p, 20) for p in sorted(prices))
+        raise ParseError(
+            f"page has {len(ours)} __NEXT_DATA__ scripts whose quotes disagree (price {shown}); "
+            "neither is trusted"
+        )
+    return ours[0]
+
+
+def _next_data_scripts(page: bytes, text: str) -> list[str]:
+    """The text of every `<script id="__NEXT_DATA__">` element, in document order, as an HTML
+    parser sees the page (comments are comments)."""
+    if "__NEXT_DATA__" not in text:
+        _no_script(text)
+    parser = etree.HTMLParser(
+        encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True
+    )
+    try:
+        root = etree.fromstring(page, parser)
+    except (etree.LxmlError, ValueError) as exc:
+        raise ParseError(f"page is not readable HTML ({_short(str(exc))})") from None
+    scripts: list[str] = []
+    if root is not None:
+        for element in root.iter("script"):
+            if element.get("id") == "__NEXT_DATA__":
+                scripts.append(element.text or "")
+    if not scripts:
+        _no_script(text)
+    return scripts
+
+
+def _no_script(text: str) -> NoReturn:
+    if _is_bot_wall(text):
+        raise BotWallError('page is a PerimeterX bot wall ("not a robot"), not a quote')
+    if "</html>" not in text[-4096:].lower():
+        raise ParseError("page is truncated before its __NEXT_DATA__ script")
+    raise ParseError("page has no __NEXT_DATA__ script")
+
+
+def _json(body: str) -> Any:
     try:
         return json.loads(
-            text[body_start + 1 : body_end],
+            body,
             parse_float=Decimal,
             parse_int=Decimal,  # no int-digit limits, and ints compare as Decimals anyway
             parse_constant=_no_constant,
@@ -147,12 +207,19 @@ def _next_data(text: str) -> Any:
         raise ParseError(f"__NEXT_DATA__ is not valid JSON ({_short(reason)})") from exc
 
 
+def _is_for(data: dict[str, Any], symbol: Symbol) -> bool:
+    page_id = data.get("id")
+    if not isinstance(page_id, str) or not page_id:
+        return True
+    return page_id.upper() == symbol.canonical.upper()
+
+
 def _to_quote(data: dict[str, Any], symbol: Symbol, fetched_at: datetime) -> Quote:
     page_id = data.get("id")
     if isinstance(page_id, str) and page_id and page_id.upper() != symbol.canonical.upper():
         raise ParseError(f"page is for {_short(page_id)}, not {symbol.canonical}")
     try:
-        price = parse_bloomberg_number(data.get("price"))
+        price = parse_bloomberg_number(data.get("price"), abbreviated=False)
     except ParseError as exc:
         raise ParseError(f"price: {exc.message}") from exc
     if price is None:
@@ -161,10 +228,10 @@ def _to_quote(data: dict[str, Any], symbol: Symbol, fetched_at: datetime) -> Quo
     day_range = data.get("dayRange")
     low_text = day_range[0] if isinstance(day_range, list) and len(day_range) == 2 else None
     high_text = day_range[1] if isinstance(day_range, list) and len(day_range) == 2 else None
-    volume = _optional(data.get("volume"))
+    volume = _optional(data.get("volume"), abbreviated=True)
     currency = data.get("issuedCurrency")
     name = data.get("longName") or data.get("name")
-    return Quote(
+    quote = Quote(
         symbol=symbol.canonical,
         price=price,
         source=SOURCE_NAME,
@@ -183,16 +250,20 @@ def _to_quote(data: dict[str, Any], symbol: Symbol, fetched_at: datetime) -> Quo
         asset_class=symbol.asset_class,
         name=name.strip() if isinstance(name, str) and name.strip() else None,
     )
+    return check_quote(quote, now=fetched_at)
 
 
-def _optional(*candidates: object) -> Decimal | None:
+def _optional(*candidates: object, abbreviated: bool = False) -> Decimal | None:
     """The first candidate that parses. A malformed secondary field must not cost us a quote we
-    already paid for, so garbage here reads as missing; only `price` is strict."""
+    already paid for, so garbage (or an absurd number) here reads as missing; only `price` is
+    strict. Only the volume may be abbreviated ("1.5M")."""
     for candidate in candidates:
         try:
-            number = parse_bloomberg_number(candidate)
+            number = parse_bloomberg_number(candidate, abbreviated=abbreviated)
         except ParseError:
             continue
+        if not abbreviated:
+            number = bounded(number)
         if number is not None:
             return number
     return None
@@ -200,7 +271,9 @@ def _optional(*candidates: object) -> Decimal | None:
 
 def _whole(number: Decimal | None) -> int | None:
     """Bloomberg prints volume as "52,262,300.00"; a fractional or negative count is no volume."""
-    if number is None or number < 0 or number != number.to_integral_value():
+    if number is None or number < 0 or number > _MAX_VOLUME:
+        return None  # a volume must fit the history's integer column
+    if number != number.to_integral_value():
         return None
     return int(number)
 

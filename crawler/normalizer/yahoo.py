@@ -22,6 +22,14 @@ The traps these functions know (see ../shared/fixtures/yahoo/README.md):
   longer window it is the close before the window, not yesterday's), and never for crypto;
 - LSE prices stay in "GBp" (pence), exactly as `currency` says; `financialCurrency` is ignored.
 
+Hostile numbers never cost more than their own symbol: every number is read within bounds
+(1e300, a 400-digit integer, 1e-300) before any rounding or division, so no InvalidOperation,
+OverflowError or DivisionByZero escapes; a batch record whose price fails the plausibility
+rules (`crawler.normalizer.plausibility`: -5.25 on a stock, 1e300, an `as_of` in 3270) is
+reported in `partial` with the reason, for the chart to be asked, while the rest of the batch
+is served; an absurd secondary number (change, open, ...) reads as missing. A body nested too
+deep for the JSON decoder (100,000 levels) is a ParseError.
+
     batch = parse_quote_batch(body, {"AAPL": parse_symbol("AAPL:US")})
     batch.quotes["AAPL"].price        # Decimal("244.60")
     batch.omitted, batch.partial      # Yahoo symbols to ask the chart for
@@ -34,12 +42,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from crawler.normalizer.plausibility import bounded, check_price, check_quote
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol
-from crawler.utils.exceptions import ParseError, UnknownSymbolError
+from crawler.utils.exceptions import ImplausibleQuoteError, ParseError, UnknownSymbolError
 
 __all__ = [
     "SOURCE_NAME",
@@ -59,6 +68,9 @@ _STEPS = {hint: Decimal(1).scaleb(-hint) for hint in range(_MAX_HINT + 1)}
 # Instruments that have no traded volume: Yahoo's 0 there means "none", not "nothing traded".
 _NO_VOLUME_TYPES = frozenset({"CURRENCY", "INDEX"})
 _CRYPTO = "CRYPTOCURRENCY"
+# A day's volume fits SQLite's integer (2^63); a time fits datetime (year 9999).
+_MAX_VOLUME = 2**63 - 1
+_MAX_EPOCH_S = 253_402_300_799
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +116,12 @@ def parse_quote_batch(
         asked_as = by_upper.get(str(record.get("symbol", "")).upper())
         if asked_as is None or asked_as in quotes:
             continue  # not asked (Yahoo may add an alias): never attach it to another symbol
-        quote, missing = _quote_from_record(record, asked[asked_as], fetched)
+        try:
+            quote, missing = _quote_from_record(record, asked[asked_as], fetched)
+        except ParseError as exc:  # refused (ImplausibleQuoteError) or unreadable: this one only
+            quote, missing = None, exc.message
+        except (ArithmeticError, ValueError, TypeError) as exc:  # a bug must not sink the batch
+            quote, missing = None, f"unreadable record ({type(exc).__name__})"
         if quote is None:
             partial[asked_as] = missing
         else:
@@ -142,7 +159,7 @@ def parse_chart(
     if not isinstance(meta, dict):
         raise ParseError(f"Yahoo's chart for {symbol.canonical} has no meta")
     hint = _hint(meta.get("priceHint"))
-    price = yahoo_decimal(meta.get("regularMarketPrice"), hint)
+    price = _price(meta.get("regularMarketPrice"), hint, symbol)
     currency = meta.get("currency")
     if price is None or not currency:
         raise UnknownSymbolError(
@@ -157,11 +174,10 @@ def parse_chart(
         previous = yahoo_decimal(meta.get("chartPreviousClose"), hint)
     change = change_pct = None
     if previous is not None and instrument != _CRYPTO:
-        change = price - previous
-        change_pct = (change / previous * 100).quantize(_PCT_STEP, ROUND_HALF_EVEN)
+        change, change_pct = _derived_change(price, previous)
     bar = _last_bar(result) if isinstance(result, dict) else {}
     name = meta.get("longName") or meta.get("shortName")
-    return Quote(
+    quote = Quote(
         symbol=symbol.canonical,
         price=price,
         source=SOURCE_NAME,
@@ -178,6 +194,7 @@ def parse_chart(
         asset_class=symbol.asset_class,
         name=str(name) if name else None,
     )
+    return check_quote(quote, now=quote.fetched_at)
 
 
 def is_invalid_crumb(status: int, body: bytes) -> bool:
@@ -186,24 +203,60 @@ def is_invalid_crumb(status: int, body: bytes) -> bool:
 
 
 def yahoo_decimal(value: Any, hint: int | None = None) -> Decimal | None:
-    """A Yahoo number as a Decimal rounded to `hint` decimals; None for missing, non-finite
-    and 0 (Yahoo's "no data" for a price).
+    """A Yahoo number as a Decimal rounded to `hint` decimals; None for missing, non-finite,
+    out of range (beyond ±MAX_PRICE: 1e300, a 400-digit integer) and 0 (Yahoo's "no data"
+    for a price), including a number that rounds to 0 (1e-300).
 
     >>> yahoo_decimal(128.96499633789062, 2)
     Decimal('128.96')
     >>> yahoo_decimal(0, 2) is None
     True
     """
+    number = _raw_decimal(value)
+    if number is None or bounded(number) is None:
+        return None
+    if hint is not None:
+        number = number.quantize(_STEPS[hint], ROUND_HALF_EVEN)
+    return number if number else None
+
+
+def _raw_decimal(value: Any) -> Decimal | None:
+    """A JSON number as an exact Decimal, unrounded; None for anything else, NaN, ±inf and 0."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if value == 0:
         return None
-    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    if hint is None:
-        return number
-    return number.quantize(_STEPS[hint], ROUND_HALF_EVEN)
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _price(value: Any, hint: int | None, symbol: Symbol) -> Decimal | None:
+    """The price field: None when missing or 0 (Yahoo's "no data"); ImplausibleQuoteError
+    when a number is there but cannot be a price (out of range, negative on a stock, or so
+    small that it rounds to nothing)."""
+    number = _raw_decimal(value)
+    if number is None:
+        return None
+    check_price(number, symbol.canonical, symbol.asset_class)
+    if hint is not None:
+        number = number.quantize(_STEPS[hint], ROUND_HALF_EVEN)
+    if not number:
+        raise ImplausibleQuoteError(
+            f"{symbol.canonical}: price {value!r} refused: rounds to 0 at priceHint {hint}"
+        )
+    return number
+
+
+def _derived_change(price: Decimal, previous: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """price − previous and its percentage, or (None, None) when the numbers cannot give a
+    believable one (a previous close of 1e-300 rounds to nothing; a huge ratio overflows)."""
+    try:
+        change = price - previous
+        pct = (change / previous * 100).quantize(_PCT_STEP, ROUND_HALF_EVEN)
+    except (ArithmeticError, InvalidOperation):
+        return None, None
+    return bounded(change), bounded(pct)
 
 
 # -- internals ------------------------------------------------------------------------------
@@ -214,7 +267,7 @@ def _quote_from_record(
 ) -> tuple[Quote | None, str]:
     """A quote from one batch record, or (None, what was missing)."""
     hint = _hint(record.get("priceHint"))
-    price = yahoo_decimal(record.get("regularMarketPrice"), hint)
+    price = _price(record.get("regularMarketPrice"), hint, symbol)
     currency = record.get("currency")
     if price is None or not isinstance(currency, str) or not currency:
         missing = [
@@ -229,12 +282,10 @@ def _quote_from_record(
     raw_change: Any = record.get("regularMarketChange")
     change = change_pct = None
     if _is_number(raw_change):
-        change = Decimal(repr(float(raw_change)))
-        if hint is not None:
-            change = change.quantize(_STEPS[hint], ROUND_HALF_EVEN)
+        change = _signed(raw_change, hint)
         raw_pct: Any = record.get("regularMarketChangePercent")
-        if _is_number(raw_pct):
-            change_pct = Decimal(repr(float(raw_pct))).quantize(_PCT_STEP, ROUND_HALF_EVEN)
+        if change is not None and _is_number(raw_pct):
+            change_pct = _signed(raw_pct, 4)
     instrument = str(record.get("quoteType") or "")
     name = record.get("longName") or record.get("shortName")
     quote = Quote(
@@ -254,7 +305,17 @@ def _quote_from_record(
         asset_class=symbol.asset_class,
         name=str(name) if name else None,
     )
-    return quote, ""
+    return check_quote(quote, now=fetched_at), ""
+
+
+def _signed(value: Any, places: int | None) -> Decimal | None:
+    """A change (which may be 0 or negative) rounded to `places`; None when absurd."""
+    if value == 0:
+        return Decimal(0) if places is None else Decimal(0).quantize(_STEPS[places])
+    number = bounded(_raw_decimal(value))
+    if number is None:
+        return None
+    return number if places is None else number.quantize(_STEPS[places], ROUND_HALF_EVEN)
 
 
 def _load(body: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
@@ -263,7 +324,10 @@ def _load(body: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ParseError(f"Yahoo's {what} answer is not JSON: {exc}") from None
+        reason = " ".join(str(exc).split())[:120]
+        raise ParseError(f"Yahoo's {what} answer is not JSON: {reason}") from None
+    except RecursionError:
+        raise ParseError(f"Yahoo's {what} answer is nested too deep to be a quote") from None
     if not isinstance(document, dict):
         raise ParseError(f"Yahoo's {what} answer is not a JSON object")
     return document
@@ -285,15 +349,17 @@ def _hint(value: Any) -> int | None:
 
 
 def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
+    """A finite JSON number (an int of any size is finite: never float() it, 400 digits
+    overflow a float)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _volume(value: Any, instrument: str) -> int | None:
-    if not _is_number(value) or value < 0:
+    if not _is_number(value) or value < 0 or value > _MAX_VOLUME:
         return None
     if value == 0 and instrument in _NO_VOLUME_TYPES:
         return None
@@ -301,7 +367,7 @@ def _volume(value: Any, instrument: str) -> int | None:
 
 
 def _utc(value: Any) -> datetime | None:
-    if not _is_number(value) or value <= 0:
+    if not _is_number(value) or value <= 0 or value > _MAX_EPOCH_S:
         return None
     try:
         return datetime.fromtimestamp(float(value), UTC)

@@ -16,7 +16,11 @@ current stream) or as bare base64 text (the older one). The message is Yahoo's `
   anything else stays None (never guessed);
 - unknown fields (real frames carry 46 and 47) are skipped, never an error.
 
-A frame that is not base64, not protobuf, or has no id or price raises ParseError.
+A frame that is not base64, not protobuf, or has no id or price raises ParseError; a frame of
+more than `MAX_FRAME_BYTES` is refused unread (a real one is ~150 bytes). A tick whose price or
+time cannot be true (9.99995e-41 or 3e38, dated 2001 or 2036: the plausibility rules of
+`crawler.normalizer.plausibility` for a live quote) raises ImplausibleQuoteError, and its absurd
+secondary numbers (a 3e38 day high) read as missing.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from crawler.normalizer.plausibility import bounded, check_quote
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol
 from crawler.utils.exceptions import ParseError
 
 __all__ = [
+    "MAX_FRAME_BYTES",
     "STREAM_SOURCE",
     "PricingData",
     "decode_frame",
@@ -71,7 +77,9 @@ _FIELD_NAMES: dict[str, str] = {
     "previous_close": "previous_close",
     "price_hint": "price_hint",
 }
-_MAX_FRAME_CHARS = 64 * 1024
+#: The longest frame read (the websocket client refuses bigger messages before buffering them).
+MAX_FRAME_BYTES = 64 * 1024
+_MAX_FRAME_CHARS = MAX_FRAME_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,34 +230,35 @@ def _fx_currency(yahoo_id: str) -> str | None:
 
 def _present(value: Decimal | None) -> Decimal | None:
     # Yahoo sends 0 for "no data" (an index's open, a closed session's range).
-    return value if value else None
+    return bounded(value) if value else None
 
 
 def pricing_to_quote(
     pricing: PricingData, symbol: Symbol, *, fetched_at: datetime, name: str | None = None
 ) -> Quote:
     """The Quote a streamed `pricing` gives for `symbol` (its canonical form); ParseError
-    without a usable price."""
-    if pricing.price is None or pricing.price <= 0:
+    without a usable price, ImplausibleQuoteError for one that cannot be true."""
+    if not pricing.price:  # absent, or Yahoo's 0 for "no data"
         raise ParseError(f"stream frame for {pricing.id} has no price")
     currency = pricing.currency or None
     if currency is None and symbol.asset_class is AssetClass.FOREX:
         currency = _fx_currency(pricing.id)
     previous = _present(pricing.previous_close)
-    return Quote(
+    quote = Quote(
         symbol=symbol.canonical,
         price=pricing.price,
         source=STREAM_SOURCE,
         currency=currency,
-        change=pricing.change,
-        change_pct=pricing.change_percent,
+        change=bounded(pricing.change),
+        change_pct=bounded(pricing.change_percent),
         open=_present(pricing.open_price),
         high=_present(pricing.day_high),
         low=_present(pricing.day_low),
         previous_close=previous,
-        volume=pricing.day_volume if pricing.day_volume else None,
+        volume=pricing.day_volume if pricing.day_volume and pricing.day_volume > 0 else None,
         as_of=pricing.as_of,
         fetched_at=fetched_at,
         asset_class=symbol.asset_class,
         name=pricing.short_name or name,
     )
+    return check_quote(quote, now=fetched_at, live=True)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crawler.logging import get_logger
+from crawler.normalizer.plausibility import QuoteGate
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
@@ -47,6 +48,7 @@ from crawler.utils.exceptions import (
     BudgetExhaustedError,
     CircuitBreakerError,
     CrawlerError,
+    ImplausibleQuoteError,
     NoSourceAvailableError,
     SourceConfigError,
     StorageError,
@@ -80,6 +82,8 @@ NEUTRAL_ERRORS: tuple[type[BaseException], ...] = (
     # Our disk (full, read-only, locked): a healthy source must not be blamed for it. A full
     # data dir once opened both breakers and kept them open for minutes after space returned.
     StorageError,
+    # One symbol's quote refused as implausible: says nothing of the source's availability.
+    ImplausibleQuoteError,
 )
 #: How long a node waits for a quote whose fetch lease another node holds, and how often it
 #: looks in the shared cache meanwhile.
@@ -228,6 +232,8 @@ class HybridDataSource:
         self._storage_errors = 0
         self._last_storage_error: str | None = None
         self._closed = False
+        #: Every fetched quote passes it against the symbol's last good one (plausibility).
+        self.plausibility = QuoteGate()
         # Set by `abort()` (the daemon is stopping): batches stop waiting and cancel the rest.
         self._aborted = threading.Event()
 
@@ -745,7 +751,9 @@ class HybridDataSource:
             for sym, future in live:
                 key = sym.canonical
                 quote = answer.quotes.get(key) if answer is not None else None
-                if quote is not None:
+                if quote is not None and self._refusal(quote) is not None:
+                    rest.append((sym, future, tried))  # refused: the chart is asked for it
+                elif quote is not None:
                     self._report_fetch(name, "success", started_s)
                     self._count_success(name, usage)
                     self._note_free(name, sym, failed=False)
@@ -1014,6 +1022,14 @@ class HybridDataSource:
                     self.config_errors[name] = exc.message
                     log.error("source misconfigured", source=name, error=exc.message)
                 continue
+            refused = self._refusal(quote)
+            if refused is not None:  # an error for this symbol only: try the next source
+                self._report_fetch(name, "failure", started_s)
+                reasons[name] = refused.message
+                self._count_failure(name, usage, refused)
+                if name == BRIGHT_DATA and self.events is not None:
+                    self._publish_budget()  # paid for, and refused
+                continue
             self._report_fetch(name, "success", started_s)
             self._count_success(name, usage)
             self._note_free(name, sym, failed=False)
@@ -1043,6 +1059,21 @@ class HybridDataSource:
         entry = self.unknowns.entry(sym.canonical) if self.unknowns is not None else None
         when = entry.retry_at.strftime("%Y-%m-%d %H:%M UTC") if entry is not None else "later"
         return f"Yahoo does not know it; asked again after {when}"
+
+    def _refusal(self, quote: Quote) -> ImplausibleQuoteError | None:
+        """Why `quote` (just fetched) cannot be true next to the symbol's last good quote (the
+        cache's last-known one), or None; see `crawler.normalizer.plausibility`."""
+        try:
+            reference = self.cache.get_last_known(quote.symbol)
+        except StorageError:
+            reference = None
+        try:
+            self.plausibility.check(quote, now=quote.fetched_at, reference=reference)
+        except ImplausibleQuoteError as exc:
+            log.warning("quote refused", symbol=quote.symbol, source=quote.source,
+                        reason=exc.message)  # fmt: skip
+            return exc
+        return None
 
     def storage_errors(self) -> tuple[int, str | None]:
         """Storage errors met while fetching since start, and the last one's message."""

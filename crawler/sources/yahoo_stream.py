@@ -15,7 +15,10 @@ returns, sending `{"subscribe": [...]}` / `{"unsubscribe": [...]}` as that chang
 `resubscribe_s` as Yahoo's own client does. Each frame is decoded (`decode_frame`); only the
 newest tick per symbol is kept, and every `flush_interval_s` those become Quotes handed to
 `sink` in one batch: 500 symbols at 5 ticks/s cost one decode per tick and one store write per
-symbol per flush, not per tick. A bad frame is counted and skipped.
+symbol per flush, not per tick. A bad frame is counted and skipped, and so is a tick refused by
+the plausibility rules (against the symbol's previous tick: `QuoteGate`). A frame over
+`MAX_FRAME_BYTES` (64 KiB) is refused by the websocket client before it is buffered: the
+connection closes (1009) and is made again with the usual backoff.
 
 Nothing wanted, no connection: an empty watchlist never dials out. Connecting goes through the
 stream's own circuit breaker; a failed connect or a dropped connection waits an exponential
@@ -34,9 +37,11 @@ from datetime import datetime
 from typing import Any
 
 from crawler.logging import get_logger
+from crawler.normalizer.plausibility import QuoteGate
 from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol
 from crawler.normalizer.yahoo_stream import (
+    MAX_FRAME_BYTES,
     STREAM_SOURCE,
     decode_pricing,
     frame_payload,
@@ -117,6 +122,8 @@ class YahooStream:
         self._live: frozenset[str] = frozenset()  # canonical names of `subscribed`
         self.ticks = 0
         self.bad_frames = 0
+        #: Every tick passes it against the symbol's previous one (plausibility).
+        self.plausibility = QuoteGate()
         self.quotes_flushed = 0
         self.connects = 0
         self.disconnects = 0
@@ -234,7 +241,7 @@ class YahooStream:
                 self.endpoint,
                 open_timeout=self.connect_timeout_s,
                 close_timeout=1.0,
-                max_size=2**20,
+                max_size=MAX_FRAME_BYTES,  # a bigger frame closes the connection (1009)
                 compression=None,
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
@@ -336,7 +343,11 @@ class YahooStream:
                 continue
             try:
                 quote = pricing_to_quote(decode_pricing(payload), symbol, fetched_at=fetched_at)
-            except ParseError as exc:
+                last = self._last.get(symbol.canonical)
+                self.plausibility.check(
+                    quote, now=fetched_at, reference=last[0] if last else None, live=True
+                )
+            except ParseError as exc:  # ImplausibleQuoteError included: the tick is skipped
                 self._bad_frame(exc)
                 continue
             quotes.append(quote)

@@ -16,6 +16,8 @@ How it talks to Yahoo:
   currency come back in `fallback`, for the caller to ask the chart for one by one.
 - `fetch` asks `GET /v8/finance/chart/SYMBOL?range=1d&interval=1d` and reads `meta`.
 - A 401 "Invalid Crumb" refreshes the cookie and crumb once and repeats the request.
+- A chart whose quote fails the plausibility rules raises `ImplausibleQuoteError` (that
+  symbol only; it says nothing of Yahoo's health, so it does not count against the breaker).
 - Every request, yfinance's cookie and crumb calls included, waits for the process's token
   bucket (`YahooThrottle`); a 429 pauses every worker and is raised as `RateLimitedError`,
   which the hybrid's breaker counts.
@@ -57,6 +59,7 @@ from crawler.utils.exceptions import (
     APIError,
     ConfigError,
     CrawlerError,
+    ImplausibleQuoteError,
     ParseError,
     RateLimitedError,
     SourceConfigError,
@@ -266,6 +269,9 @@ class YFinanceSource:
             raise _status_error(status, what)
         try:
             return parse_chart(body, symbol, fetched_at=self._now())
+        except ImplausibleQuoteError as exc:
+            # Yahoo answered, with a quote that cannot be true: this symbol's error only.
+            raise ImplausibleQuoteError(f"yfinance: {exc.message}") from None
         except UnknownSymbolError as exc:
             raise UnknownSymbolError(
                 f"yfinance: Yahoo does not know {what}: {_after_colon(exc.message)}"

@@ -10,6 +10,7 @@
     │   ├── WatchlistFullError        the watchlist holds its maximum; nothing more is added
     │   └── StoreUnavailableError     the shared store (Redis) cannot be reached right now
     ├── ParseError                    a page or payload did not hold a quote
+    │   └── ImplausibleQuoteError     it held one that cannot be true (normalizer.plausibility)
     ├── APIError                      a source could not serve a quote (seed: `.message`)
     │   ├── SourceConfigError         the source rejected our credentials/zone (not retried)
     │   ├── TransientSourceError      timeout, 5xx, unlocker error: retryable, not billed
@@ -42,6 +43,7 @@ __all__ = [
     "DaemonError",
     "DaemonNotRunningError",
     "DataDirError",
+    "ImplausibleQuoteError",
     "NoSourceAvailableError",
     "ParseError",
     "RateLimitedError",
@@ -116,6 +118,12 @@ class StoreUnavailableError(StorageError):
 
 class ParseError(CrawlerError):
     """A page or payload did not contain a usable quote."""
+
+
+class ImplausibleQuoteError(ParseError):
+    """A quote a source really sent, refused by the plausibility rules (a price that cannot be
+    true, a time in the future): an error for that symbol only; see
+    `crawler.normalizer.plausibility`."""
 
 
 class APIError(CrawlerError):
