@@ -105,6 +105,15 @@ def _parse_time(name: str, text: str | None, now: datetime) -> datetime | None:
         raise ConfigError(f"--{name}: {exc}") from None
 
 
+def _key_problems() -> dict[str, str]:
+    """An empty Bright Data key credential, as a config error of `bright_data` (so status
+    shows it in red, not as a quiet "(not set)")."""
+    from crawler.config.files import empty_key_credential
+
+    problem = empty_key_credential()
+    return {"bright_data": problem} if problem else {}
+
+
 def _error_dict(error: CrawlerError) -> dict[str, str]:
     return {"type": type(error).__name__, "message": error.message}
 
@@ -400,7 +409,7 @@ class Operations:
             "sources": stats.get("source_usage", {}),
             "cache": stats.get("cache_statistics", {}),
             "breakers": stats.get("breakers", {}),
-            "config_errors": stats.get("config_errors", {}),
+            "config_errors": {**stats.get("config_errors", {}), **_key_problems()},
             "stale_served": stats.get("stale_served", 0),
             "stream": stats.get("stream"),
             "events": self._events_statistics(),

@@ -20,7 +20,15 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer.core import TyperArgument, TyperOption
 
 from crawler import __version__
-from crawler.cli import budget_cmd, daemon_cmds, dashboard_cmd, data_cmds, socket_cmd, watch
+from crawler.cli import (
+    budget_cmd,
+    daemon_cmds,
+    dashboard_cmd,
+    data_cmds,
+    key_cmd,
+    socket_cmd,
+    watch,
+)
 from crawler.cli.common import CliState, warn
 from crawler.utils.exceptions import CrawlerError
 
@@ -89,6 +97,7 @@ def _root(
 
 daemon_cmds.register(app)
 socket_cmd.register(app)
+key_cmd.register(app)
 data_cmds.register(app)
 watch.register(app)
 budget_cmd.register(app)

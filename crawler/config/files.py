@@ -17,10 +17,12 @@ from typing import Any
 from crawler.utils.exceptions import ConfigError
 
 __all__ = [
+    "CONFIG_CREDENTIAL_NAME",
     "CREDENTIAL_NAME",
     "TOML_KEYS",
     "credential_path",
     "default_data_dir",
+    "empty_key_credential",
     "env_dir",
     "find_config_file",
     "major_units_from_files",
@@ -76,6 +78,9 @@ TOML_KEYS: dict[str, dict[str, str]] = {
 
 #: The systemd credential file (in `$CREDENTIALS_DIRECTORY`) that holds the Bright Data key.
 CREDENTIAL_NAME = "bright_data_api_key"
+#: The systemd credential that holds config.toml (`LoadCredential=config.toml:/etc/crawler/
+#: config.toml`): the file stays root-only 0600 and only the service's own user reads the copy.
+CONFIG_CREDENTIAL_NAME = "config.toml"
 
 _PATH_FIELDS_IN_TOML = ("data_dir", "crawler_socket")
 
@@ -116,6 +121,14 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
                 )
             field = known[key]
             if field in _PATH_FIELDS_IN_TOML and isinstance(value, str):
+                if _is_credential(path) and not Path(value).expanduser().is_absolute():
+                    # Relative to the credentials directory, a read-only copy: never meant.
+                    raise ConfigError(
+                        f"{shown}: {section}.{key} = {json.dumps(value)} is relative, and this "
+                        "config.toml is a systemd credential (no directory of its own); remove "
+                        "the line (the unit's StateDirectory/RuntimeDirectory are used) or "
+                        "give an absolute path"
+                    )
                 value = path.absolute().parent / Path(value).expanduser()
             values[field] = value
             origins[field] = f"{section}.{key}"
@@ -130,16 +143,41 @@ def env_dir(name: str) -> Path | None:
     return Path(first) if first and os.path.isabs(first) else None
 
 
-def credential_path() -> Path | None:
-    """The systemd credential file holding the API key, if there is one."""
+def credential_path(name: str = CREDENTIAL_NAME) -> Path | None:
+    """The systemd credential file `name` (the API key by default), if there is one."""
     directory = env_dir("CREDENTIALS_DIRECTORY")
-    if directory is None or not (directory / CREDENTIAL_NAME).is_file():
+    if directory is None or not (directory / name).is_file():
         return None
-    return directory / CREDENTIAL_NAME
+    return directory / name
+
+
+def _is_credential(path: Path) -> bool:
+    directory = env_dir("CREDENTIALS_DIRECTORY")
+    return directory is not None and path.absolute().parent == directory
+
+
+def empty_key_credential() -> str | None:
+    """What is wrong when the API key's credential exists but holds no key (a `printf` whose
+    variable sudo dropped writes 0 bytes): the sentence status and the log say; else None."""
+    path = credential_path()
+    if path is None:
+        return None
+    try:
+        text = path.read_bytes()
+    except OSError:
+        return None  # reading it fails loudly where the settings load it
+    if text.strip():
+        return None
+    return (
+        f"the systemd credential {CREDENTIAL_NAME} ({path}, from LoadCredential=) is empty "
+        f"({len(text)} bytes): Bright Data is OFF and quotes come from yfinance only; write "
+        "the key with `sudo crawler key set` and restart the service"
+    )
 
 
 def find_config_file(explicit: Path | str | None = None) -> Path | None:
-    """The config.toml to load: `explicit`, `$CRAWLER_CONFIG`, `./config.toml`, the user's.
+    """The config.toml to load: `explicit`, `$CRAWLER_CONFIG`, the systemd credential
+    `config.toml`, `./config.toml`, the user's.
 
     A file named explicitly or by CRAWLER_CONFIG must exist (ConfigError otherwise); the
     other two are used only if present. The path is returned as found (maybe relative).
@@ -155,6 +193,9 @@ def find_config_file(explicit: Path | str | None = None) -> Path | None:
                 "point it at a config.toml or unset it"
             )
         return path
+    credential = credential_path(CONFIG_CREDENTIAL_NAME)
+    if credential is not None:  # the systemd unit's LoadCredential=config.toml:...
+        return credential
     local = Path("config.toml")
     if local.is_file():
         return local

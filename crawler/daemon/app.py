@@ -353,6 +353,7 @@ class Daemon:
         Raises DaemonAlreadyRunningError when another daemon holds the pidfile or answers on
         the socket, DaemonError / StorageError / ConfigError when start-up fails.
         """
+        from crawler.config.files import empty_key_credential
         from crawler.daemon.control_server import ControlServer, socket_is_live
         from crawler.daemon.malloc import tune_malloc
         from crawler.daemon.registry import register as register_daemon
@@ -403,6 +404,9 @@ class Daemon:
                     raise DaemonError(f"the control socket {self.socket_path} does not answer")
                 # So that `crawler status` in another directory finds this daemon.
                 record = register_daemon(self.socket_path, self.data_dir, os.getpid())
+                key_problem = empty_key_credential()
+                if key_problem:
+                    log.error("the Bright Data key is empty", problem=key_problem)
                 summary = self.status_line()
                 self.notifier.ready(summary)
                 self._preload_calendars()

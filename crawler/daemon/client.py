@@ -19,6 +19,7 @@ import http.client
 import json
 import os
 import socket
+import stat
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -58,8 +59,9 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def _check_server_uid(sock: socket.socket | None, path: Path) -> None:
-    """Believe only a daemon run by us or by root: another local user could have put a socket
-    of their own at `path` (in a shared directory) and answer whatever they like."""
+    """Believe only a daemon run by us or by root (or, for root, the service user's daemon in
+    its RuntimeDirectory: `_root_trusts`): another local user could have put a socket of
+    their own at `path` (in a shared directory) and answer whatever they like."""
     if sock is None or not hasattr(socket, "SO_PEERCRED"):
         return
     try:
@@ -67,11 +69,35 @@ def _check_server_uid(sock: socket.socket | None, path: Path) -> None:
     except OSError:
         return  # not a Linux Unix socket: nothing to check with
     _pid, uid, _gid = struct.unpack("3i", raw)
-    if uid not in (os.geteuid(), 0):
+    if uid not in (os.geteuid(), 0) and not _root_trusts(uid, path):
         raise DaemonError(
             f"the control socket {path} is served by uid {uid}, not by you (uid "
-            f"{os.geteuid()}) or root; not trusting it: check CRAWLER_SOCKET"
+            f"{os.geteuid()}) or root, nor in a directory root gave that user; not trusting "
+            "it: check CRAWLER_SOCKET"
         )
+
+
+def _root_trusts(uid: int, path: Path) -> bool:
+    """Root believes a service user's daemon whose socket sits in a directory root gave that
+    user: the socket's directory is the server's (uid), writable by nobody else, inside a
+    directory of root's that nobody else can write: systemd's RuntimeDirectory=crawler
+    (/run/crawler, owned by the unit's DynamicUser). Another user cannot make such a place,
+    so root's CLI cannot be pointed at a socket of theirs this way."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        directory = Path(os.path.abspath(path)).parent
+        own = os.stat(directory, follow_symlinks=False)
+        parent = os.stat(directory.parent)
+    except OSError:
+        return False
+    return (
+        own.st_uid == uid
+        and stat.S_ISDIR(own.st_mode)
+        and own.st_mode & 0o022 == 0
+        and parent.st_uid == 0
+        and parent.st_mode & 0o022 == 0
+    )
 
 
 def error_from_response(status: int, body: Any) -> CrawlerError:
