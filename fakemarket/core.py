@@ -38,6 +38,8 @@ class Fault:
     answer (`FakeService.error_response`). status: force this HTTP status (429 adds
     Retry-After when retry_after_s is set). garbage: answer 200 with random bytes.
     hang: accept the request and never answer (until the outage is lifted or the client quits).
+    huge_body_bytes: pad the service's own answer with trailing spaces to this many bytes
+    (still valid JSON or HTML): a body-size attack.
     """
 
     latency_s: float = 0.0
@@ -46,6 +48,7 @@ class Fault:
     retry_after_s: float | None = None
     garbage: bool = False
     hang: bool = False
+    huge_body_bytes: int = 0
 
 
 class FaultTable:
@@ -231,7 +234,11 @@ class FakeService:
                 self._headers_buffer.append(b"\r\n")
                 if self.command != "HEAD":
                     self._headers_buffer.append(response.body)
-                self.flush_headers()
+                try:
+                    self.flush_headers()
+                except (BrokenPipeError, ConnectionResetError):
+                    # The client stopped reading (a capped read of a huge body): its call.
+                    self.close_connection = True
 
             do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _handle
 
@@ -280,6 +287,8 @@ class FakeService:
             return FakeResponse(200, self._random.randbytes(256), content_type="text/html")
         response = self.route(request)
         request.outcome = request.outcome or str(response.status)
+        if fault.huge_body_bytes > len(response.body):
+            response.body += b" " * (fault.huge_body_bytes - len(response.body))
         self._record(request)
         return response
 

@@ -16,6 +16,9 @@ How it talks to Yahoo:
   currency come back in `fallback`, for the caller to ask the chart for one by one.
 - `fetch` asks `GET /v8/finance/chart/SYMBOL?range=1d&interval=1d` and reads `meta`.
 - A 401 "Invalid Crumb" refreshes the cookie and crumb once and repeats the request.
+- Each answer is read through curl's write callback with a cap (`max_body_bytes`, 4 MiB,
+  counted after decompression): a bigger answer aborts that request (`APIError`, "over the
+  limit"), costing the cap's worth of memory at most.
 - A chart whose quote fails the plausibility rules raises `ImplausibleQuoteError` (that
   symbol only; it says nothing of Yahoo's health, so it does not count against the breaker).
 - Every request, yfinance's cookie and crumb calls included, waits for the process's token
@@ -72,12 +75,15 @@ if TYPE_CHECKING:
     from crawler.sources.yahoo_redirect import RedirectingSession
     from crawler.sources.yahoo_throttle import YahooThrottle
 
-__all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_SIZE", "YFinanceSource"]
+__all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_SIZE", "MAX_BODY_BYTES", "YFinanceSource"]
 
 #: Symbols per `/v7/finance/quote` request: `[yfinance] batch_size`, env YFINANCE_BATCH_SIZE.
 DEFAULT_BATCH_SIZE = 50
 #: Yahoo's URL and answer sizes stay sane below this.
 MAX_BATCH_SIZE = 200
+#: The most of one Yahoo answer (batch or chart, decompressed) read into memory: a batch of
+#: 200 full records is under 1 MB, a one-day chart a few KB. Past it the request fails alone.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 # The hosts yfinance itself uses for these endpoints.
 _QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
@@ -111,6 +117,7 @@ class YFinanceSource:
         batch_size: int = DEFAULT_BATCH_SIZE,
         throttle: YahooThrottle | None = None,
         now: Callable[[], datetime] = utc_now,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
             raise ConfigError(
@@ -130,6 +137,7 @@ class YFinanceSource:
         self.timeout_s = float(timeout_s)
         self.deadline_s = float(deadline_s)
         self.batch_size = batch_size
+        self.max_body_bytes = max_body_bytes
         self.throttle = throttle
         self._clock = clock
         self._now = now
@@ -309,8 +317,18 @@ class YFinanceSource:
                 crumb = self._crumb_value or self._crumb(session, refresh=False)
                 for attempt in (1, 2):
                     query = {**params, "crumb": crumb} if crumb else params
-                    response = session.get(url, params=query, timeout=self.timeout_s)
-                    status, body = int(response.status_code), bytes(response.content)
+                    sink = _CappedBody(self.max_body_bytes)
+                    try:
+                        response = session.get(
+                            url, params=query, timeout=self.timeout_s, content_callback=sink.write
+                        )
+                    except Exception:
+                        if sink.over:
+                            raise self._too_large(what) from None
+                        raise
+                    if sink.over:
+                        raise self._too_large(what)
+                    status, body = int(response.status_code), sink.body()
                     if attempt == 1 and is_invalid_crumb(status, body):
                         with self._lock:
                             self._outcomes["crumb_refresh"] += 1
@@ -323,6 +341,12 @@ class YFinanceSource:
             status_seen = session.last_chart_status() if session is not None else None
             raise _translate(exc, status_seen, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _too_large(self, what: str) -> APIError:
+        return APIError(
+            f"yfinance: Yahoo's answer for {what} is over the {self.max_body_bytes:,}-byte "
+            "limit; stopped reading"
+        )
 
     def _crumb(self, session: RedirectingSession, *, refresh: bool) -> str | None:
         """yfinance's cookie and crumb for this session (`refresh` forgets the old ones)."""
@@ -381,6 +405,31 @@ class YFinanceSource:
             self._latency_total_s += max(self._clock() - started_s, 0.0)
             if error is not None:
                 self._last_error = error.message
+
+
+class _CappedBody:
+    """curl's write callback for one answer: keeps the body until `limit` bytes, then asks
+    curl to abort the transfer (so a 60 MB answer costs `limit` bytes of memory, not 60 MB)."""
+
+    _ABORT = 0xFFFFFFFF  # CURL_WRITEFUNC_ERROR: the transfer stops with a write error
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.over = False
+        self._chunks: list[bytes] = []
+
+    def write(self, chunk: bytes) -> int:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            self.over = True
+            self._chunks.clear()
+            return self._ABORT
+        self._chunks.append(chunk)
+        return len(chunk)
+
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
 
 
 def _load_yfinance(cache_dir: Path) -> ModuleType:
