@@ -202,12 +202,15 @@ def test_socket_is_0600_in_a_0700_directory_even_with_umask_0(sock_path: Path) -
     assert not sock_path.exists()  # stop() unlinked it
 
 
-def test_an_existing_loose_dedicated_directory_is_tightened(tmp_path: Path) -> None:
+def test_an_existing_directory_is_never_chmod_ed(tmp_path: Path) -> None:
+    """Issue 23 item 3: only a directory the server creates gets a mode; an existing one (maybe
+    reached through a link) is used as it is, and the socket's 0600 keeps others out."""
     directory = tmp_path / "loose"
     directory.mkdir()
     os.chmod(directory, 0o755)
-    with make_server(directory / "c.sock"):
-        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    with make_server(directory / "c.sock") as control:
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o755
+        assert stat.S_IMODE(os.stat(control.socket_path).st_mode) == 0o600
 
 
 def test_a_shared_directory_is_left_alone(tmp_path: Path) -> None:

@@ -48,12 +48,29 @@ def test_relative_path_comes_back_absolute(tmp_path: Path, monkeypatch: pytest.M
     assert ensure_data_dir(Path("rel")) == tmp_path / "rel"
 
 
-def test_existing_dir_we_own_is_tightened(tmp_path: Path) -> None:
+def test_existing_dir_we_own_is_used_as_it_is(tmp_path: Path) -> None:
+    """Issue 23 item 3: nothing is chmod-ed but what was just created (through a link, an
+    existing dir may be anything: /var/lib, someone's 1777 dir)."""
     target = tmp_path / "loose"
     target.mkdir()
     target.chmod(0o755)
     ensure_data_dir(target)
-    assert mode_of(target) == 0o700
+    assert mode_of(target) == 0o755
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770])
+def test_existing_dir_writable_by_others_is_refused_and_left_alone(
+    tmp_path: Path, mode: int
+) -> None:
+    target = tmp_path / "shared"
+    target.mkdir()
+    target.chmod(mode)
+    if mode == 0o770:
+        os.chown(target, os.geteuid(), NOBODY_UID)  # a group that is not ours
+    with pytest.raises(StorageError, match=f"is writable by other users \\(mode {mode:o}\\)"):
+        ensure_data_dir(target)
+    assert mode_of(target) == mode
+    assert list(target.iterdir()) == []  # no probe written either
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
@@ -170,7 +187,8 @@ def test_workers_succeed_without_the_fault(tmp_path: Path, mount_namespace: None
     """The control for the two above: same worker, same namespace, a plain tmpfs."""
     target = tmp_path / "fine"
     target.mkdir(mode=0o700)
-    result = run_worker(in_mount_namespace(f"mount -t tmpfs -o size=16k tmpfs {target}"), target)
+    setup = f"mount -t tmpfs -o size=16k,mode=0700 tmpfs {target}"
+    result = run_worker(in_mount_namespace(setup), target)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ok {target}"
 
@@ -188,9 +206,10 @@ def without_dac_override() -> list[str]:
 def test_permission_denied(tmp_path: Path, leaf: str) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o755)
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not leaf:
         os.chown(locked, NOBODY_UID, NOBODY_UID)  # not ours: so not chmod-ed, and not writable
     else:
+        # Ours but read-only (a dir of another user's on the way is refused before any write).
         locked.chmod(0o555)
     target = locked / leaf if leaf else locked
     prefix = without_dac_override()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -125,7 +126,11 @@ def _start_detached(
         args += ["--log-format", log_format]
     if interval is not None:
         args += ["--interval", str(interval)]
-    log_path = data_dir / "crawler.log"
+    from crawler.store.datadir import ensure_data_dir
+
+    # Checked here, before the log is opened in it: a data dir another user could redirect is
+    # refused with exit 2 (the daemon would refuse it too, but only after our log went there).
+    log_path = ensure_data_dir(data_dir) / "crawler.log"
     child = spawn_detached(args, log_path)
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
@@ -308,12 +313,12 @@ def logs(
     # The log of the daemon the other commands talk to (found elsewhere: its own data dir).
     found = daemon_location(settings)
     path = Path(found.data_dir or settings.data_dir) / "crawler.log"
-    if not path.exists() and not follow_log:
+    if not os.path.lexists(path) and not follow_log:
         fail(
             f"no log at {path}: a daemon started with `crawler start` writes one there "
             "(under systemd: journalctl -u crawler; in the foreground it logs to the terminal)"
         )
-    if path.exists():
+    if os.path.lexists(path):
         for line in tail(path, lines):
             typer.echo(render_line(line))
     if follow_log:

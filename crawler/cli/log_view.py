@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["follow", "render_line", "tail"]
+__all__ = ["follow", "open_log_text", "render_line", "tail"]
 
 # Keys every line has, shown in fixed places rather than as key=value.
 _FIXED = ("timestamp", "level", "logger", "event")
@@ -61,9 +61,28 @@ def _value(value: Any) -> str:
     return json.dumps(value)
 
 
+def open_log_text(path: Path) -> IO[str]:
+    """`path` opened for reading as text: a regular file of the daemon's user only (a FIFO
+    planted there would hang us, a link could point anywhere). FileNotFoundError when missing;
+    DaemonError (one line) when refused."""
+    from crawler.daemon.process import open_log
+    from crawler.utils.exceptions import DaemonError
+
+    try:
+        fd = open_log(path, append=False)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise DaemonError(
+            f"cannot read the daemon log {path} ({exc.strerror or exc}); remove it and check "
+            "who can write the data dir"
+        ) from exc
+    return open(fd, encoding="utf-8", errors="replace")
+
+
 def tail(path: Path, lines: int) -> list[str]:
     """The last `lines` lines of `path` (all of them for 0), read once from the start."""
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
+    with open_log_text(path) as handle:
         if lines == 0:
             return handle.readlines()
         return list(deque(handle, maxlen=lines))
@@ -84,7 +103,7 @@ def follow(
         while keep_going():
             if handle is None:
                 try:
-                    handle = path.open("r", encoding="utf-8", errors="replace")
+                    handle = open_log_text(path)
                 except FileNotFoundError:
                     sleep(_POLL_S)
                     continue
@@ -103,7 +122,7 @@ def follow(
                 inode = -1
                 # A new file is read from its start: everything in it is new to us.
                 try:
-                    handle = path.open("r", encoding="utf-8", errors="replace")
+                    handle = open_log_text(path)
                     inode = os.fstat(handle.fileno()).st_ino
                 except FileNotFoundError:
                     pass

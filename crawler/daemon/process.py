@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ __all__ = [
     "PIDFILE_NAME",
     "PidFile",
     "last_log_line",
+    "open_log",
     "pid_alive",
     "read_pid",
     "reopen_log_file",
@@ -58,12 +60,56 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_pid(path: Path) -> int | None:
-    """The pid written in `path`, or None if absent or unreadable."""
+    """The pid written in `path`, or None if absent, unreadable or not a regular file."""
     try:
-        text = path.read_text(encoding="ascii").strip()
+        # O_NONBLOCK: a FIFO planted at the pidfile's name must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, 64).decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
         return None
+    finally:
+        os.close(fd)
     return int(text) if text.isdigit() else None
+
+
+def open_log(path: Path, *, append: bool) -> int:
+    """A descriptor on the log at `path`, for appending (created 0600) or for reading.
+
+    Refused with an OSError whose strerror says why: a symbolic link (O_NOFOLLOW), anything but
+    a regular file (O_NONBLOCK: a FIFO there neither hangs the open nor a read), or a file owned
+    by another user (appending: not ours; reading: neither ours nor its directory's owner, who
+    is the daemon's user). The descriptor is blocking again when returned.
+    """
+    flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    flags |= os.O_WRONLY | os.O_CREAT | os.O_APPEND if append else os.O_RDONLY
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, "is a symbolic link", str(path)) from exc
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise OSError(exc.errno, "is a FIFO, not a regular file", str(path)) from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "is not a regular file", str(path))
+        owners = {os.geteuid()}
+        if not append:
+            with contextlib.suppress(OSError):
+                owners.add(os.stat(path.parent).st_uid)
+        if info.st_uid not in owners:
+            raise OSError(errno.EPERM, f"belongs to uid {info.st_uid}", str(path))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class PidFile:
@@ -77,8 +123,12 @@ class PidFile:
         """Lock the pidfile and write our pid into it."""
         try:
             # O_NOFOLLOW: a symlink planted here (a shared data dir) must not make us truncate
-            # and write whatever file it points at.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            # and write whatever file it points at. O_NONBLOCK: nor a FIFO hang us.
+            fd = os.open(
+                self.path,
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                0o600,
+            )
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise DaemonError(
@@ -86,6 +136,15 @@ class PidFile:
                     "else may have planted it): remove it and check who can write the data dir"
                 ) from exc
             raise DaemonError(f"cannot open pidfile {self.path}: {exc.strerror or exc}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(fd)
+            regular = stat.S_ISREG(info.st_mode)
+            what = f"belongs to uid {info.st_uid}" if regular else "is not a regular file"
+            raise DaemonError(
+                f"pidfile {self.path} {what}; refusing to write it: remove it and check who "
+                "can write the data dir"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -144,13 +203,13 @@ class PidFile:
 
 
 def spawn_detached(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start `python -m crawler *args` in its own session, output appended to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    """Start `python -m crawler *args` in its own session, output appended to `log_path`
+    (whose directory the caller has checked: `ensure_data_dir`)."""
     try:
-        # O_NOFOLLOW: a symlink planted at the log's name must not make us append elsewhere.
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        # A symlink, FIFO or someone else's file planted at the log's name is refused.
+        fd = open_log(log_path, append=True)
     except OSError as exc:
-        reason = "is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        reason = exc.strerror or str(exc)
         raise DaemonError(
             f"cannot open the daemon log {log_path} ({reason}); remove it and check who can "
             "write the data dir"
@@ -182,7 +241,7 @@ def reopen_log_file() -> Path | None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+    fd = open_log(path, append=True)
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -194,7 +253,7 @@ def reopen_log_file() -> Path | None:
 def last_log_line(log_path: Path, max_bytes: int = 8192) -> str:
     """The last non-empty line of `log_path` (its JSON `event`, if it is a JSON log line)."""
     try:
-        with log_path.open("rb") as handle:
+        with os.fdopen(open_log(log_path, append=False), "rb") as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - max_bytes))

@@ -1,6 +1,7 @@
 """The control socket's file and who is on the other end of it.
 
-Three layers keep other users out: the socket's directory is 0700 (`secure_directory`), the
+Three layers keep other users out: the socket's directory is ours, reached through nothing another
+user can change, and 0700 when we create it (`secure_directory`), the
 socket itself is 0600 (bound under `socket_umask`), and each connection's peer uid
 (`peer_credentials`, SO_PEERCRED) is checked by the server. `remove_stale_socket` replaces a
 socket left by a crash, but never one a live daemon answers on (`socket_is_live`); run it under
@@ -10,6 +11,7 @@ socket left by a crash, but never one a live daemon answers on (`socket_is_live`
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -23,6 +25,7 @@ from typing import NamedTuple
 
 from crawler.logging import get_logger
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
+from crawler.utils.trusted_path import UntrustedPathError, trusted_path, writable_by_others
 
 __all__ = [
     "DIRECTORY_LOCK_TIMEOUT_S",
@@ -86,34 +89,50 @@ def socket_is_live(path: Path, timeout_s: float = 1.0) -> bool:
 
 
 def secure_directory(directory: Path, socket_name: str) -> None:
-    """Create `directory` 0700, or tighten it to 0700 if it is ours and holds only the socket.
+    """Create `directory` 0700, or check that an existing one is ours and safe to bind in.
 
-    A shared directory (sticky like /tmp, someone else's, or holding other files like /run) is
-    left alone with a warning: chmod-ing /run to 0700 would break the system, and the socket's
-    own mode 0600 still keeps other users out.
+    No other user may be able to redirect it (`trusted_path`: no link or directory of theirs
+    on the way). Only a directory created here is chmod-ed: an existing one, reached perhaps
+    through a link, is never changed. One writable by others (like /tmp) is refused; one
+    readable by others that holds other files (like /run) is used with a warning: the
+    socket's own mode 0600 still keeps other users out.
     """
+    _check_trusted(directory)
+    created = False
     try:
         directory.mkdir(mode=0o700, parents=True)
-        os.chmod(directory, 0o700)  # mkdir's mode went through the umask
-        return
+        created = True
     except FileExistsError:
         pass
     except OSError as exc:
         raise DaemonError(f"cannot create control socket directory {directory}: {exc}") from exc
-    info = os.stat(directory)
-    if not stat.S_ISDIR(info.st_mode):
-        raise DaemonError(f"{directory} is not a directory; cannot put the control socket in it")
-    if info.st_uid != os.geteuid():
-        # Its owner could swap our socket for theirs, or plant a symlink where it goes.
-        raise DaemonError(
-            f"control socket directory {directory} belongs to uid {info.st_uid}, not to this "
-            f"daemon's user (uid {os.geteuid()}); set CRAWLER_SOCKET in a directory you own"
+    try:
+        fd = os.open(
+            _check_trusted(directory), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
         )
+    except OSError as exc:
+        raise DaemonError(
+            f"{directory} is not a directory; cannot put the control socket in it"
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP)
+            else f"cannot open control socket directory {directory}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            # Its owner could swap our socket for theirs, or plant a symlink where it goes.
+            raise DaemonError(
+                f"control socket directory {directory} belongs to uid {info.st_uid}, not to "
+                f"this daemon's user (uid {os.geteuid()}); set CRAWLER_SOCKET in a directory "
+                "you own"
+            )
+        if created:
+            os.fchmod(fd, 0o700)  # mkdir's mode went through the umask
+            return
+    finally:
+        os.close(fd)
     if info.st_mode & 0o077 == 0:
         return
-    with os.scandir(directory) as entries:
-        others = any(entry.name != socket_name for entry in entries)
-    if info.st_mode & 0o022 and (info.st_mode & stat.S_ISVTX or others):
+    if writable_by_others(info):
         # Shared and writable by others (like /tmp): another user could take the socket's
         # name first, or hold the directory's lock. Refused rather than left as is.
         raise DaemonError(
@@ -121,6 +140,8 @@ def secure_directory(directory: Path, socket_name: str) -> None:
             f"{stat.S_IMODE(info.st_mode):o}); set CRAWLER_SOCKET in a directory of its own, "
             "e.g. $XDG_RUNTIME_DIR/crawler or RuntimeDirectory=crawler"
         )
+    with os.scandir(directory) as entries:
+        others = any(entry.name != socket_name for entry in entries)
     if others:
         logger.warning(
             "control socket directory is readable by others; leaving it as is, the socket "
@@ -128,8 +149,21 @@ def secure_directory(directory: Path, socket_name: str) -> None:
             directory=str(directory),
             mode=oct(stat.S_IMODE(info.st_mode)),
         )
-        return
-    os.chmod(directory, 0o700)
+
+
+def _check_trusted(directory: Path) -> Path:
+    """`trusted_path(directory)`, its refusal as a one-line DaemonError."""
+    try:
+        return trusted_path(directory)
+    except UntrustedPathError as exc:
+        raise DaemonError(
+            f"control socket directory {directory} is refused: {exc.culprit} {exc.reason}, "
+            "who could redirect it; set CRAWLER_SOCKET in a directory you own"
+        ) from None
+    except OSError as exc:
+        raise DaemonError(
+            f"cannot use control socket directory {directory}: {exc.strerror or exc}"
+        ) from exc
 
 
 @contextlib.contextmanager

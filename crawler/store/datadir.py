@@ -34,6 +34,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW
 
 from crawler.store.thread_cache import ThreadCache
 from crawler.utils.exceptions import DataDirError, StorageError
+from crawler.utils.trusted_path import UntrustedPathError, trusted_path, writable_by_others
 
 __all__ = [
     "CACHE_SUBDIR",
@@ -120,33 +121,67 @@ def _describe(path: Path, exc: OSError) -> str:
 def ensure_data_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700, prove it is writable, return it absolute.
 
-    An existing directory we own is tightened to 0700 (it holds the budget ledger). The probe
-    writes, fsyncs and unlinks a file, so a read-only file system or a full disk is found here,
-    at start, rather than at the first quote. Raises StorageError with a one-line fix.
+    No other user may be able to redirect it (`trusted_path`: no link or directory of theirs
+    on the way, no directory they may write), and it must be ours and writable by nobody else.
+    Only a directory created here is chmod-ed (0700, past the umask); an existing one is never
+    chmod-ed, since through a link it may be anything (a world-writable 1777 dir, /var/lib),
+    and one writable by others is refused. The probe writes, fsyncs and unlinks a file, so a
+    read-only file system or a full disk is found here, at start, rather than at the first
+    quote. Raises DataDirError with a one-line fix.
     """
     path = path.expanduser().absolute()
     try:
+        _trusted(path)
+        created = False
         # FileExistsError means a non-directory is in the way; the check below names it.
         with suppress(FileExistsError):
-            path.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-        info = path.stat()
-        if not stat.S_ISDIR(info.st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
-        if info.st_uid != os.geteuid():
-            # Its owner (or, through a symlink, the owner of wherever it points) could plant
-            # links for our pidfile, log and stores: nothing of ours goes there, nothing of
-            # theirs gets chmod-ed.
-            raise DataDirError(
-                f"data dir {path} belongs to uid {info.st_uid}, not to this process's user "
-                f"(uid {os.geteuid()}); set DATA_DIR to a directory you own"
-            )
-        # mkdir's mode is filtered by the umask, and an old dir may be looser: fix both.
-        if stat.S_IMODE(info.st_mode) != _DIR_MODE:
-            path.chmod(_DIR_MODE)  # the target of a symlink, which we just saw is ours
+            path.mkdir(mode=_DIR_MODE, parents=True)
+            created = True
+        fd = os.open(
+            _trusted(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid():
+                raise DataDirError(
+                    f"data dir {path} belongs to uid {info.st_uid}, not to this process's "
+                    f"user (uid {os.geteuid()}); set DATA_DIR to a directory you own"
+                )
+            if created:
+                os.fchmod(fd, _DIR_MODE)  # mkdir's mode went through the umask
+            elif info.st_mode & 0o022 and writable_by_others(info):
+                raise DataDirError(
+                    f"data dir {path} is writable by other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):o}), who could plant links for its files; "
+                    f"chmod 700 {path}, or set DATA_DIR to a directory of your own"
+                )
+        finally:
+            os.close(fd)
         _probe_write(path)
     except OSError as exc:
         raise DataDirError(_describe(path, exc)) from exc
     return path
+
+
+def _trusted(path: Path) -> Path:
+    """`trusted_path(path)`, its refusal as a DataDirError naming the component."""
+    try:
+        return trusted_path(path)
+    except UntrustedPathError as exc:
+        if exc.culprit == path and exc.reason.startswith("belongs"):
+            raise DataDirError(
+                f"data dir {path} belongs to uid {exc.uid}, not to this process's user "
+                f"(uid {os.geteuid()}); set DATA_DIR to a directory you own"
+            ) from None
+        if exc.culprit == path:
+            raise DataDirError(
+                f"data dir {path} {exc.reason}, who could re-point it; refusing to follow "
+                "it: set DATA_DIR to a directory you own"
+            ) from None
+        raise DataDirError(
+            f"data dir {path} is refused: {exc.culprit} {exc.reason}, who could redirect "
+            "it; set DATA_DIR to a directory you own"
+        ) from None
 
 
 def _probe_write(directory: Path) -> None:

@@ -329,7 +329,8 @@ class HistoryStore:
         try:
             ensure_data_dir(self.directory)
         except StorageError as exc:
-            raise StorageError(
+            # A DataDirError stays one (exit 2: a setup problem, fixed by DATA_DIR).
+            raise type(exc)(
                 f"cannot create history directory {self.directory}: {exc.message}"
             ) from exc
         with store_open_lock(self.directory, "quote history"):

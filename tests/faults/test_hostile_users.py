@@ -177,3 +177,136 @@ def test_a_held_socket_dir_lock_times_out_with_a_clear_error(
     line = one_clean_line(result.stderr)
     assert "stayed locked" in line and str(run) in line, line
     assert took_s < DIRECTORY_LOCK_TIMEOUT_S + 30
+
+
+# -- issue 23 item 3: links and directories another user can change ------------------------------
+
+
+def _target_1777(tmp_path: Path) -> Path:
+    """A shared directory of root's (mode 1777), as a link planted by another user points at."""
+    target = tmp_path / "shared-1777"
+    target.mkdir()
+    os.chmod(target, 0o1777)
+    return target
+
+
+def _plant_link(link: Path, target: Path) -> None:
+    link.symlink_to(target)
+    os.lchown(link, NOBODY, NOBODY)
+
+
+@pytest.mark.parametrize("planted", ["parent", "link"], ids=["nobody-parent", "nobody-link"])
+@pytest.mark.parametrize(
+    "command",
+    [("start", "--foreground"), ("start",), ("fetch", "AAPL:US")],
+    ids=["foreground", "detached", "offline-fetch"],
+)
+def test_a_data_dir_another_user_can_redirect_is_refused_and_its_target_untouched(
+    market: FakeMarket, tmp_path: Path, planted: str, command: tuple[str, ...]
+) -> None:
+    """`data -> /some/1777-dir` in a `nobody`-owned parent (or a link of nobody's own): root
+    chmod-ed the target 0700 and filled it with its stores. Now one line, exit 2, and the
+    target keeps its mode and stays empty."""
+    target = _target_1777(tmp_path)
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    if planted == "parent":
+        os.chown(parent, NOBODY, NOBODY)
+    daemon = _harness(market, tmp_path)
+    daemon.data_dir = parent / "data"
+    daemon.env["DATA_DIR"] = str(daemon.data_dir)
+    _plant_link(daemon.data_dir, target)
+    result = daemon.cli(*command)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    line = one_clean_line(result.stderr)
+    culprit = parent if planted == "parent" else daemon.data_dir
+    assert f"data dir {daemon.data_dir}" in line and f"uid {NOBODY}" in line, line
+    assert str(culprit) in line, line
+    assert target.stat().st_mode & 0o7777 == 0o1777
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.parametrize("store", ["ledger", "history"])
+@pytest.mark.parametrize("data_mode", [0o1777, 0o700], ids=["world-writable", "private"])
+def test_a_store_link_planted_in_the_data_dir_is_refused_and_its_target_untouched(
+    market: FakeMarket, tmp_path: Path, store: str, data_mode: int
+) -> None:
+    """`ledger -> …` / `history -> …` planted by `nobody` inside a world-writable data dir
+    (refused as a whole: root no longer chmod-s it 0700 and goes on), or inside a private one
+    (the link itself is refused)."""
+    target = _target_1777(tmp_path)
+    daemon = _harness(market, tmp_path)
+    daemon.data_dir.mkdir()
+    os.chmod(daemon.data_dir, data_mode)
+    _plant_link(daemon.data_dir / store, target)
+    for command in (("start", "--foreground"), ("fetch", "AAPL:US")):
+        result = daemon.cli(*command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        line = one_clean_line(result.stderr)
+        if data_mode == 0o1777:
+            assert "is writable by other users (mode 1777)" in line, line
+        else:
+            assert f"{daemon.data_dir / store} is a symbolic link owned by uid {NOBODY}" in line
+    assert target.stat().st_mode & 0o7777 == 0o1777
+    assert list(target.iterdir()) == []
+    assert daemon.data_dir.stat().st_mode & 0o7777 == data_mode
+
+
+@pytest.mark.parametrize("planted", ["parent", "link"], ids=["nobody-parent", "nobody-link"])
+def test_a_socket_dir_another_user_can_redirect_is_refused_and_not_chmod_ed(
+    market: FakeMarket, tmp_path: Path, planted: str
+) -> None:
+    """A socket-dir link to a dir of root's (0755) was chmod-ed 0700 before the start failed."""
+    target = tmp_path / "root-0755"
+    target.mkdir()
+    os.chmod(target, 0o755)
+    parent = tmp_path / "theirs"
+    parent.mkdir(mode=0o755)
+    if planted == "parent":
+        os.chown(parent, NOBODY, NOBODY)
+    _plant_link(parent / "run", target)
+    daemon = _harness(market, tmp_path, parent / "run" / "crawler.sock")
+    result = daemon.cli("start", "--foreground")
+    assert result.returncode != 0
+    line = one_clean_line(result.stderr)
+    assert "control socket directory" in line and f"uid {NOBODY}" in line, line
+    assert target.stat().st_mode & 0o7777 == 0o755
+    assert list(target.iterdir()) == []
+
+
+# -- issue 23 item 4: the detached daemon's log ----------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [("start",), ("logs",), ("logs", "-n", "0")])
+def test_a_fifo_at_the_log_hangs_nothing(
+    market: FakeMarket, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A FIFO at `<data_dir>/crawler.log` hung `crawler start` (opening it to append) and
+    `crawler logs` (opening it to read): both now say what is wrong, at once."""
+    daemon = _harness(market, tmp_path)
+    daemon.data_dir.mkdir(mode=0o700)
+    os.mkfifo(daemon.data_dir / "crawler.log", 0o600)
+    result = daemon.cli(*command, timeout_s=30)  # a hang is a TimeoutExpired
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    line = one_clean_line(result.stderr)
+    assert "crawler.log" in line and ("FIFO" in line or "not a regular file" in line), line
+    assert not daemon.socket_path.exists()
+
+
+def test_a_log_file_of_another_user_is_refused_and_left_alone(
+    market: FakeMarket, tmp_path: Path, victim: Path
+) -> None:
+    """A regular file of nobody's at `<data_dir>/crawler.log` (a hard link to their file, say):
+    root appended its log to it. Now refused, unchanged; `crawler logs` refuses to read it."""
+    daemon = _harness(market, tmp_path)
+    daemon.data_dir.mkdir(mode=0o700)
+    log = daemon.data_dir / "crawler.log"
+    log.write_text(VICTIM_TEXT)
+    os.chown(log, NOBODY, NOBODY)
+    for command in (("start",), ("logs",)):
+        result = daemon.cli(*command, timeout_s=30)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        line = one_clean_line(result.stderr)
+        assert "crawler.log" in line and f"belongs to uid {NOBODY}" in line, line
+    assert log.read_text() == VICTIM_TEXT
+    assert not daemon.socket_path.exists()
