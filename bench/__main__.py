@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, str] = {
     "yahoo": "bench_yahoo.py",
     "pacing": "bench_pacing.py",
     "cluster": "bench_cluster.py",
+    "dashboard": "bench_dashboard.py",
 }
 
 #: Quick-mode arguments for the scripts that do not take --quick; every other one does (most

@@ -64,6 +64,12 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     },
     "pacing": {"symbols", "paced", "unpaced", "cpu_paced_vs_unpaced"},
     "status": {"status_vs_health", "cli_vs_python", "status_large_ms", "quotecache_vs_raw"},
+    "dashboard": {
+        "table_ready_ms_median",
+        "table_painted_ms_median",
+        "daemon_cpu_tabs_vs_none",
+        "daemon_rss_tabs_minus_none_mb",
+    },
     "cluster": {
         "duplicates_per_interval",
         "ledger",
@@ -73,7 +79,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     },
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
-NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status"}
+NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status", "dashboard"}
 
 
 def _daemon_available() -> bool:
@@ -101,6 +107,8 @@ def test_benchmark_prints_its_figures(name: str) -> None:
         pytest.skip("the daemon (crawler/daemon/app.py, crawler/cli/app.py) is not there yet")
     if name == "cluster" and shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed: apt-get install -y redis-server")
+    if name == "dashboard" and not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium and chromium-driver are not installed (make test installs them)")
     done, result = _run_quick(name)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert result is not None, f"no final JSON line:\n{done.stdout[-2000:]}"

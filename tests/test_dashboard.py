@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from fakemarket import FakeMarket
-from tests.faults.daemon_harness import DaemonHarness
+from tests.faults.daemon_harness import DaemonHarness, clean_env, one_clean_line
 from tests.redis_server import redis_server_binary
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -268,6 +268,14 @@ def test_the_budget_gauge_matches_crawler_budget_json(env: dict[str, Any]) -> No
     )
     bars = driver.find_elements(By.CSS_SELECTOR, "#pace-chart rect.bar")
     assert len(bars) == len(report["paid_by_hour"])
+    by_reason = driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#by-reason tr[data-reason]')]"
+        ".map(tr => [tr.dataset.reason, Number(tr.dataset.requests)]))"
+    )
+    if "paid_by_reason" in report:  # the daemon reports it (a newer budget report)
+        assert by_reason == report["paid_by_reason"]
+    else:
+        assert "not reported" in text_of(driver, "by-reason")
 
 
 def test_the_sources_and_collections_show(env: dict[str, Any]) -> None:
@@ -361,6 +369,43 @@ def test_filter_and_sort(env: dict[str, Any]) -> None:
         "return [...document.querySelectorAll('#rows tr')].map(tr => tr.dataset.symbol)"
     )
     assert order == sorted(SYMBOLS, reverse=True)
+
+
+def test_crawler_dashboard_prints_its_address_and_keeps_the_token_0600(
+    env: dict[str, Any],
+) -> None:
+    daemon: DaemonHarness = env["daemon"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crawler", "dashboard", "--port", "0", "--no-browser"],
+        env=daemon.env, cwd=daemon.base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert line.startswith("dashboard: http://127.0.0.1:"), line
+    token_file = daemon.data_dir / "dashboard.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert line.endswith(f"/?token={token}")
+    assert env["dashboard"].token == token  # the same token for every dashboard of this daemon
+
+
+def test_without_a_daemon_exit_3_one_line(tmp_path: Path) -> None:
+    env = clean_env(
+        tmp_path, DATA_DIR=str(tmp_path / "data"), CRAWLER_SOCKET=str(tmp_path / "no.sock")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "crawler", "dashboard", "--no-browser"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "not running" in one_clean_line(result.stderr)
+    assert result.stdout == ""
 
 
 # -- the locks -------------------------------------------------------------------------------

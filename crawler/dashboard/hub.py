@@ -9,8 +9,9 @@ once, and every tab is told.
     hub.stop()
 
 The daemon's cost does not grow with tabs: one event stream (of the daemon's 16 watcher slots)
-feeds every tab; `/v1/status` without rows is polled every `status_every_s` and `/v1/budget`
-every `budget_every_s` only while a tab is open; the whole watchlist (`/v1/status` with every
+feeds every tab; `/v1/status` without rows is polled every `status_every_s` (every second while
+a collection runs: its progress) and `/v1/budget` every `budget_every_s`, and after each
+collection, only while a tab is open; the whole watchlist (`/v1/status` with every
 row) is read at most every `rows_every_s`, after a collection, and after a symbol is added or
 removed. Quote events are folded into rows and sent to tabs in batches every `flush_every_s`
 (the newest quote of each symbol once), so 1,000 streaming symbols cost a tab a few messages a
@@ -38,10 +39,12 @@ __all__ = ["Hub", "Tab", "epoch_ms", "iter_sse", "row_from_status"]
 
 log = logging.getLogger("crawler.dashboard")
 
-_EVENT_TYPES = (
-    "quote,breaker,stream,budget,budget_exhausted,collection_start,collection_progress,"
-    "collection_end"
-)
+#: Not `collection_progress` (one per symbol) nor `budget` (one per paid request): each event
+#: costs the daemon its building and sending, and a status read a second while a collection
+#: runs gives its progress for less.
+_EVENT_TYPES = "quote,breaker,stream,budget_exhausted,collection_start,collection_end"
+#: How often the status is read while a collection runs (its progress).
+_COLLECTING_STATUS_EVERY_S = 1.0
 #: Well above the daemon's 15 s keep-alive comments.
 _EVENTS_READ_TIMEOUT_S = 60.0
 SPARK_POINTS = 40
@@ -179,6 +182,7 @@ class Hub:
         self.errors: deque[dict[str, Any]] = deque(maxlen=_MAX_ERRORS)
         self.progress: dict[str, Any] | None = None
         self.daemon_up = False
+        self.collecting = False
         self.key_set: bool | None = None
         self.events_connected = False
         self.events_error: str | None = None
@@ -288,12 +292,18 @@ class Hub:
         running = ((status.get("scheduler") or {}).get("scheduler_state") or {}).get(
             "collection_in_progress"
         )
-        if running is None and self.progress is not None and self.progress.get("from_status"):
-            self.progress = None
-            self._pending["progress"] = None
-        elif isinstance(running, dict) and self.progress is None:
-            self.progress = {**running, "from_status": True}
-            self._pending["progress"] = self.progress
+        if isinstance(running, dict):
+            progress: dict[str, Any] | None = {
+                "done": running.get("done"), "total": running.get("total"),
+                "at": running.get("started_at"),
+            }  # fmt: skip
+        elif self.collecting:  # started (its event came) but not yet in the status
+            progress = self.progress
+        else:
+            progress = None
+        if progress != self.progress:
+            self.progress = progress
+            self._pending["progress"] = progress
         if status != self.status:
             self.status = status
             self._pending["status"] = status
@@ -376,17 +386,19 @@ class Hub:
                 self._pending_rows[symbol] = row
                 return
             if kind == "collection_start":
+                self.collecting = True
                 self.progress = {"done": 0, "total": event.get("symbols"), "at": event.get("at")}
                 self._pending["progress"] = self.progress
-            elif kind == "collection_progress":
+                self._wake.set()
+            elif kind == "collection_progress":  # if ever subscribed to: folded all the same
                 self.progress = {
                     "done": event.get("done"),
                     "total": event.get("total"),
-                    "symbol": event.get("symbol"),
                     "at": (self.progress or {}).get("at"),
                 }
                 self._pending["progress"] = self.progress
             elif kind == "collection_end":
+                self.collecting = False
                 summary = _collection_summary(event)
                 if not self.collections or self.collections[0].get("started_at") != summary.get(
                     "started_at"
@@ -397,7 +409,7 @@ class Hub:
                 self.progress = None
                 self._pending["progress"] = None
                 self._pending["collections"] = list(self.collections)
-                self._rows_wanted = True  # states and markets moved on
+                # The rows moved with the collection's quote events; only the budget is read.
                 self._budget_at = None
                 self._wake.set()
             elif kind == "breaker":
@@ -458,7 +470,11 @@ class Hub:
                     watched and _due(self._rows_at, self.rows_every_s, now)
                 ):
                     self.refresh_rows()
-                elif watched and _due(self._status_at, self.status_every_s, now):
+                elif watched and _due(
+                    self._status_at,
+                    _COLLECTING_STATUS_EVERY_S if self.collecting else self.status_every_s,
+                    now,
+                ):
                     self.refresh_status()
                 if watched and _due(self._budget_at, self.budget_every_s, now):
                     self.refresh_budget()

@@ -22,6 +22,7 @@ function renderRanges() {
 
 function niceTime(ms, spanMs) {
   const d = new Date(ms);
+  if (spanMs < 600000) return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   if (spanMs < 2 * 86400000) return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   return d.toLocaleDateString([], { month: "short", day: "numeric" });
 }
