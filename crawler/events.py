@@ -7,6 +7,10 @@
         event.data                                 # {"type": "breaker", "at": "...", ...}
         event.encoded()                            # b'{"type":"breaker",...}' (made once)
 
+Quote listeners (`add_quote_listener`) are called with every published Quote, on the
+publisher's thread, whether anyone watches or not: the alerts look at quotes there, the one
+place every source's quotes pass. A listener must be quick and must not block.
+
 Publishing never blocks and never fails: each subscriber has its own bounded queue, and a
 subscriber whose queue is full (a reader slower than the events) is dropped (`sub.dropped`
 says why) rather than slowing the daemon or growing without bound. With nobody subscribed,
@@ -23,6 +27,9 @@ Event types (each `data` has `type` and `at`, the UTC time it was published):
     collection_progress  done, total, symbol, ok (one per symbol fetched)
     collection_end       the collection's report (CollectionReport.as_dict())
     stream               the live stream's connection changed: state, detail
+    alert                an alert fired (`crawler.alerts`): id, kind, symbol, rule, value,
+                         threshold, message, fires, node, notify (URLs masked); test: true
+                         for `crawler alerts test`
     dropped              sent by the SSE route, last, to a reader dropped for being slow
 """
 
@@ -57,6 +64,12 @@ DEFAULT_MAX_SUBSCRIBERS = 16
 #: Events a subscriber may lag behind before it is dropped (a few seconds of 500 symbols
 #: streaming at 5 ticks/s each, far more than a live reader ever lags).
 DEFAULT_QUEUE_SIZE = 8192
+
+
+def _log_listener_failure() -> None:
+    from crawler.logging import get_logger
+
+    get_logger("crawler.events").exception("a quote listener failed")
 
 
 class TooManyWatchersError(DaemonError):
@@ -149,6 +162,8 @@ class EventBus:
         # Replaced, never mutated: publishers iterate a snapshot without taking the lock.
         self._subscribers: tuple[Subscription, ...] = ()
         self._closed = False
+        # Replaced, never mutated, like _subscribers.
+        self._quote_listeners: tuple[Callable[[Quote], None], ...] = ()
         self.published = 0
         self.dropped_subscribers = 0
 
@@ -185,8 +200,19 @@ class EventBus:
             return
         self._fan_out(Event({"type": event_type, "at": self._now().isoformat(), **fields}))
 
+    def add_quote_listener(self, listener: Callable[[Quote], None]) -> None:
+        """Call `listener(quote)` for every quote published from now on (see the docstring)."""
+        with self._lock:
+            self._quote_listeners = (*self._quote_listeners, listener)
+
     def publish_quote(self, quote: Quote) -> None:
-        """A `quote` event from a Quote (its JSON fields), built only when someone watches."""
+        """A `quote` event from a Quote (its JSON fields), built only when someone watches;
+        the quote listeners get the Quote itself either way."""
+        for listener in self._quote_listeners:
+            try:
+                listener(quote)
+            except Exception:  # a listener's bug must not fail the publisher (a collection)
+                _log_listener_failure()
         if not self._subscribers:
             return
         data = quote.to_json_dict()

@@ -10,6 +10,7 @@
     fake.disconnect_after_frames = 100         # ...or cut each connection after 100 frames
     fake.refuse = True                         # refuse new connections (an outage)
     fake.send_frame(json.dumps({...}))         # one frame, as given, to every connection now
+    fake.set_price("AAPL", 250.0)              # move a symbol now (tests cross alert lines)
     fake.stop()
 
 Frames are `PricingData` protobuf messages as Yahoo sends them: time in milliseconds
@@ -200,6 +201,23 @@ class YahooStreamFake:
                 continue
             sent += 1
         return sent
+
+    def set_price(self, yahoo_id: str, price: float) -> float:
+        """Move `yahoo_id` to `price` now (its ticks walk on from there, by at most 0.05 % a
+        tick): how tests cross an alert's line. Returns the price it had."""
+        with self._lock:
+            inst = self._instruments.get(yahoo_id)
+            if inst is None:
+                inst = self._instruments[yahoo_id] = _Instrument(yahoo_id)
+            old, inst.price = inst.price, price
+            inst.high, inst.low = max(inst.high, price), min(inst.low, price)
+            return old
+
+    def price_of(self, yahoo_id: str) -> float:
+        """`yahoo_id`'s current price (its previous close until it ticks)."""
+        with self._lock:
+            inst = self._instruments.get(yahoo_id)
+            return inst.price if inst is not None else _Instrument(yahoo_id).price
 
     def frame_for(self, yahoo_id: str, now_ms: int | None = None) -> str:
         """The next frame for `yahoo_id` in the current framing."""

@@ -21,6 +21,7 @@ from typer.core import TyperArgument, TyperOption
 
 from crawler import __version__
 from crawler.cli import (
+    alerts_cmd,
     budget_cmd,
     daemon_cmds,
     dashboard_cmd,
@@ -102,6 +103,7 @@ data_cmds.register(app)
 watch.register(app)
 budget_cmd.register(app)
 dashboard_cmd.register(app)
+alerts_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,6 +74,11 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "endpoint": "yfinance_stream_endpoint",
         "history_interval_seconds": "stream_history_interval_seconds",
     },
+    "alerts": {
+        "check_interval_seconds": "alerts_check_interval_seconds",
+        "notify_timeout_seconds": "alerts_notify_timeout_seconds",
+        "rearm_band_pct": "alerts_rearm_band_pct",
+    },
 }
 
 #: The systemd credential file (in `$CREDENTIALS_DIRECTORY`) that holds the Bright Data key.

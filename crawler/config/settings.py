@@ -62,6 +62,9 @@ _NUMBER_FIELDS = (
     "stream_history_interval_seconds",
     "yfinance_batch_size",
     "yfinance_max_rps",
+    "alerts_check_interval_seconds",
+    "alerts_notify_timeout_seconds",
+    "alerts_rearm_band_pct",
 )
 
 
@@ -172,6 +175,18 @@ class Settings(BaseSettings):
     stream_history_interval_seconds: int = Field(
         60, ge=1, le=86400, json_schema_extra=_unit("seconds"),
         description="A streamed symbol is written to the history at most this often.",
+    )  # fmt: skip
+    alerts_check_interval_seconds: float = Field(
+        10.0, gt=0, le=3600, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
+        description="How often stale and budget alerts are looked at (and edits picked up).",
+    )  # fmt: skip
+    alerts_notify_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
+        description="Connect and read timeout of one alert notice to one target.",
+    )  # fmt: skip
+    alerts_rearm_band_pct: Decimal = Field(
+        Decimal("0.5"), ge=0, le=50, allow_inf_nan=False, json_schema_extra=_unit("percent"),
+        description="A fired price alert re-arms once the price is back this far past its line.",
     )  # fmt: skip
     config_file: Path | None = Field(None, description="The config.toml loaded, if any.")
 

@@ -41,6 +41,7 @@ from crawler.store.datadir import ensure_data_dir
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
 
 if TYPE_CHECKING:
+    from crawler.alerts.node import Alerts
     from crawler.config import Settings
     from crawler.daemon.control_server import ControlServer
     from crawler.daemon.heartbeat import Heartbeat
@@ -75,6 +76,7 @@ _IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 CLEANUP_STOP_S = 2.0
 _CONTROL_STOP_S = 2.0
 _STREAM_STOP_S = 2.0
+_ALERTS_STOP_S = 1.0
 #: With the stream on, how long after start the first collection waits for streamed ticks.
 STREAM_FIRST_TICKS_S = 10.0
 #: How often STATUS= is refreshed while running.
@@ -124,6 +126,7 @@ class Daemon:
         self.metrics_server: MetricsHTTPServer | None = None
         self.events: EventBus | None = None
         self.live: LiveFeed | None = None
+        self.alerts: Alerts | None = None
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -165,6 +168,10 @@ class Daemon:
         self.market_hours = MarketHours()
         if settings.stream_enabled:
             self._build_live(on_breaker_change)
+        from crawler.alerts.node import build_alerts
+
+        # Alerts look at every quote the bus publishes (stream, collections, fetches).
+        self.alerts = build_alerts(settings, stores, events, self.market_hours)
         # The closed-market memory is one of the stores: shared by a cluster on Redis.
         self.quote_times = stores.quote_times
         heartbeat_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
@@ -388,6 +395,10 @@ class Daemon:
                 self._ground = self._ground_marks()
                 assert self.events is not None
                 register_event_routes(self.server, self.events)
+                if self.alerts is not None:
+                    from crawler.daemon.alert_routes import register_alert_routes
+
+                    register_alert_routes(self.server, self.alerts.service)
                 register_reload_route(self.server, self.reload)
                 try:
                     self.server.start()
@@ -397,6 +408,8 @@ class Daemon:
                 self._start_metrics_port()
                 if self.settings.auto_update_enabled:
                     self.scheduler.start()
+                if self.alerts is not None:
+                    self.alerts.start()
                 if self.live is not None:
                     self.live.start()
                 self._start_heartbeat()
@@ -540,6 +553,7 @@ class Daemon:
             self.live.stop(_STREAM_STOP_S)
         if self.scheduler is not None:
             idle = self.scheduler.stop(timeout_s=SCHEDULER_STOP_S, abort=True)
+            self._stop_alerts()
             if not idle:
                 # Closing a store under a running collection crashed the process (SQLite,
                 # segfault): leave them open, the process exit releases them.
@@ -547,6 +561,7 @@ class Daemon:
                 if self.heartbeat is not None:
                     self.heartbeat.stop()
                 return
+        self._stop_alerts()
         if self.heartbeat is not None:
             self.heartbeat.stop()
         if self.hybrid is not None:
@@ -557,6 +572,12 @@ class Daemon:
                     store.close()
                 except Exception:  # one store failing to close must not keep the others open
                     log.exception("closing a store failed")
+
+    def _stop_alerts(self) -> None:
+        alerts, self.alerts = self.alerts, None
+        if alerts is not None:
+            # What is queued is still delivered, each thread bounded (a stuck target abandoned).
+            alerts.stop(_ALERTS_STOP_S)
 
     def run_once(self) -> dict[str, Any]:
         """Burst mode: each scheduler job once, in this thread; returns {job: report}.
@@ -575,6 +596,8 @@ class Daemon:
         try:
             self._build(with_heartbeat=False)
             assert self.scheduler is not None
+            if self.alerts is not None:
+                self.alerts.start()
             try:
                 return self.scheduler.run_once()
             finally:

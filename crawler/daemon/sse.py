@@ -40,6 +40,7 @@ EVENT_TYPES = frozenset(
         "collection_progress",
         "collection_end",
         "stream",
+        "alert",
     }
 )
 _SSE_TYPE = "text/event-stream; charset=utf-8"
