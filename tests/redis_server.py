@@ -6,6 +6,9 @@
     server.restart()         # same port, empty (no persistence): "Redis restarted empty"
     server.stop()
 
+`RedisServer(directory, persistent=True)` runs as the README asks a cluster's Redis to run (AOF,
+here with fsync always, so a kill loses nothing; no eviction): a restart keeps the data.
+
 `.ci/run` installs the Debian package when the binary is missing.
 """
 
@@ -34,9 +37,15 @@ def _free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process bound to 127.0.0.1 only, without persistence."""
+    """One redis-server process bound to 127.0.0.1 only, without persistence unless asked."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int | None = None,
+        persistent: bool = False,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         binary = redis_server_binary()
         if binary is None:
             raise RuntimeError("redis-server is not installed; apt-get install -y redis-server")
@@ -44,6 +53,8 @@ class RedisServer:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or _free_port()
+        self.persistent = persistent
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,13 +69,15 @@ class RedisServer:
             "--bind": "127.0.0.1",
             "--port": str(self.port),
             "--save": "",
-            "--appendonly": "no",
+            "--appendonly": "yes" if self.persistent else "no",
+            "--appendfsync": "always" if self.persistent else "everysec",
+            "--maxmemory-policy": "noeviction",
             "--dir": str(self.directory),
             "--protected-mode": "yes",
             "--daemonize": "no",
         }
         self.process = subprocess.Popen(
-            [self.binary, *(part for pair in options.items() for part in pair)],
+            [self.binary, *(part for pair in options.items() for part in pair), *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -273,6 +273,7 @@ def _render_store(store: Mapping[str, Any], out: Console) -> None:
     )  # fmt: skip
     out.print(f"store redis {store.get('redis_url')} {state}; this node {store.get('node')}",
               markup=True)  # fmt: skip
+    _render_redis_health(store, out)
     if store.get("nodes_error"):
         out.print(f"nodes unknown: {store.get('nodes_error')}")
         return
@@ -292,6 +293,30 @@ def _render_store(store: Mapping[str, Any], out: Console) -> None:
             else "-",
         )  # fmt: skip
     out.print(nodes)
+
+
+def _render_redis_health(store: Mapping[str, Any], out: Console) -> None:
+    """Redis' persistence warning and the ledger's recovery after Redis lost its data."""
+    warning = (store.get("persistence") or {}).get("warning")
+    if warning:
+        out.print(Text(f"warning: {warning}", style="yellow"))
+    ledger = store.get("ledger") or {}
+    if ledger.get("state") == "recovering":
+        waiting = ", ".join(ledger.get("waiting_for") or []) or "-"
+        line = (
+            f"LEDGER RECOVERING: Redis lost the cluster's spend ({ledger.get('reason')}); "
+            f"free sources only until every node has reported its own; waiting for {waiting} "
+            f"({int(float(ledger.get('waited_s') or 0))} s)"
+        )
+        if ledger.get("timed_out"):
+            line += "; " + str(ledger.get("message", "")).split("; ", 1)[-1]
+        out.print(Text(line, style="bold red"))
+    elif ledger.get("recovered_at"):
+        when = _when(ledger.get("recovered_at"), datetime.now(UTC))
+        reported = ", ".join(ledger.get("reported") or [])
+        out.print(f"ledger recovered at {when} after Redis lost its data (from {reported})")
+    elif ledger.get("state") == "unknown":
+        out.print(Text(f"ledger state unknown: {ledger.get('error')}", style="yellow"))
 
 
 def render_status(status: Mapping[str, Any], out: Console) -> None:

@@ -39,6 +39,7 @@ from crawler.store.ledger import Reservation
 from crawler.store.nodes import LocalNodes, NodeRegistry, RedisNodes
 from crawler.store.quote_times import QUOTE_TIMES_SUBDIR, QuoteTimes, SymbolTimes
 from crawler.store.watchlist import HasCanonical
+from crawler.utils.exceptions import StorageError
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -144,11 +145,20 @@ class Stores:
         return self.backend == REDIS
 
     def describe(self) -> dict[str, Any]:
-        """For status: backend, node, redis URL (password masked), reachable now."""
+        """For status: backend, node, redis URL (password masked), reachable now, how Redis
+        persists (with a warning when it could lose the ledger) and the ledger's recovery
+        state after a loss (`RedisLedger.recovery_status()`)."""
         out: dict[str, Any] = {"backend": self.backend, "node": self.node}
         if self.redis is not None:
             out["redis_url"] = self.redis.shown_url
             out["reachable"] = self.redis.ping()
+            out["persistence"] = self.redis.persistence()
+            recovery = getattr(self.ledger, "recovery_status", None)
+            if recovery is not None:
+                try:
+                    out["ledger"] = recovery()
+                except StorageError as exc:
+                    out["ledger"] = {"state": "unknown", "error": exc.message}
         return out
 
     def close(self) -> None:
@@ -205,9 +215,11 @@ def open_stores(settings: Settings) -> Stores:
         settings.redis_url.get_secret_value(), max_connections=settings.max_workers * 2 + 8
     )
     local = data_dir / LOCAL_SUBDIR
+    r_nodes = RedisNodes(redis, node)
     r_ledger = RedisLedger(
-        redis, local / LEDGER_SUBDIR, budget, cost, timezone=settings.budget_timezone
-    )
+        redis, local / LEDGER_SUBDIR, budget, cost, timezone=settings.budget_timezone,
+        node=node, live_nodes=r_nodes.reporting,
+    )  # fmt: skip
     r_cache = RedisQuoteCache(redis, ttl_s, QuoteCache(local / CACHE_SUBDIR, ttl_s=ttl_s))
     r_watchlist = RedisWatchlist(redis, Watchlist(data_dir / WATCHLIST_SUBDIR))
     r_times = RedisQuoteTimes(redis, QuoteTimes(data_dir / QUOTE_TIMES_SUBDIR))
@@ -218,11 +230,12 @@ def open_stores(settings: Settings) -> Stores:
         r_cache,
         r_watchlist,
         RedisLeases(redis, node),
-        RedisNodes(redis, node),
+        r_nodes,
         r_times,
         RedisBreakerBoard(redis, node),
         redis=redis,
     )
+    r_nodes.after_beat = r_ledger.observe
     stores._closers = [
         r_ledger.close, r_cache.close, r_watchlist.close, r_times.close, redis.close
     ]  # fmt: skip

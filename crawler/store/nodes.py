@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -96,22 +97,40 @@ class LocalNodes:
 
 
 class RedisNodes:
-    """Heartbeats shared by the cluster (Redis expires a silent node's key)."""
+    """Heartbeats shared by the cluster (Redis expires a silent node's key).
 
-    def __init__(self, redis: RedisConnection, node: str, clock: Clock = time.time) -> None:
+    Each record says `reports_spend`: the node keeps its own spend record and reports it when
+    Redis loses the ledger (`crawler.store.redis_epoch`), so a recovery waits for it.
+    `after_beat(live records)` runs after each beat (the ledger's and watchlist's checks).
+    """
+
+    def __init__(
+        self,
+        redis: RedisConnection,
+        node: str,
+        clock: Clock = time.time,
+        after_beat: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         self.node = node
         self._redis = redis
         self._clock = clock
+        self.after_beat = after_beat
 
     def beat(self, info: dict[str, Any], ttl_s: float) -> None:
-        """SET crawler:node:NAME {...} PX ttl."""
-        record = {**info, "node": self.node, "beat_at": self._clock()}
+        """SET crawler:node:NAME {...} PX ttl, then `after_beat` with the live nodes."""
+        record = {**info, "node": self.node, "beat_at": self._clock(), "reports_spend": True}
         with self._redis.errors(_WHAT):
             self._redis.client.set(
                 self._redis.key("node", self.node),
                 json.dumps(record),
                 px=max(1, int(ttl_s * 1000)),
             )
+        if self.after_beat is not None:
+            self.after_beat(self.nodes())
+
+    def reporting(self) -> list[str]:
+        """The live nodes that report their spend after a loss (what a recovery waits for)."""
+        return [str(r["node"]) for r in self.nodes() if r.get("reports_spend") and r.get("node")]
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every live node's record (one SCAN and one MGET)."""

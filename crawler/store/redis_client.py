@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
+    "PERSISTENCE",
     "RETRY_S",
     "RedisConnection",
     "redact_url",
@@ -49,7 +50,11 @@ _SOCKET_TIMEOUT_S: Final = 2.0
 _SCHEMES: Final = ("redis", "rediss", "unix")
 #: After Redis failed to answer, calls fail fast for this long before the next real try.
 RETRY_S: Final = 2.0
+#: Redis' persistence settings are asked again after this long (status asks often).
+_PERSISTENCE_S: Final = 30.0
 _MASK: Final = "****"
+#: The Redis settings a cluster needs (README, "Running several nodes on one Redis").
+PERSISTENCE: Final = "appendonly yes, appendfsync everysec, maxmemory-policy noeviction"
 
 
 def redact_url(url: str) -> str:
@@ -167,6 +172,7 @@ class RedisConnection:
         # monotonic time until which calls fail fast (0: try every call).
         self._down_until = 0.0
         self._last_error = ""
+        self._persistence: tuple[float, dict[str, Any]] | None = None
 
     def key(self, *parts: str) -> str:
         """The full key of `parts`, e.g. key("lease", "AAPL:US") -> "crawler:lease:AAPL:US"."""
@@ -215,6 +221,44 @@ class RedisConnection:
                 return bool(self.client.ping())
         except StorageError:
             return False
+
+    def persistence(self) -> dict[str, Any]:
+        """How Redis keeps its data, for status: {"appendonly", "appendfsync",
+        "maxmemory_policy", "warning"}; the values are None ("unknown") when CONFIG is
+        disabled or Redis does not answer. `warning` is None when it is what the cluster
+        needs (AOF with fsync every second, no eviction). Asked at most every PERSISTENCE_S."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._persistence
+        if cached is not None and now - cached[0] < _PERSISTENCE_S:
+            return dict(cached[1])
+        out: dict[str, Any] = {"appendonly": None, "appendfsync": None, "maxmemory_policy": None}
+        try:
+            with self.errors("persistence check"):
+                for name in ("appendonly", "appendfsync", "maxmemory-policy"):
+                    value = self.client.config_get(name).get(name)
+                    out[name.replace("-", "_")] = None if value is None else str(value)
+        except StorageError as exc:
+            out["warning"] = (
+                f"Redis persistence unknown ({_first_line(exc)}); run it with {PERSISTENCE}"
+            )
+            return out  # not cached: Redis may be back at the next look
+        wrong = []
+        if out["appendonly"] != "yes":
+            wrong.append(f"appendonly {out['appendonly']}")
+        elif out["appendfsync"] not in ("everysec", "always"):
+            wrong.append(f"appendfsync {out['appendfsync']}")
+        if out["maxmemory_policy"] != "noeviction":
+            wrong.append(f"maxmemory-policy {out['maxmemory_policy']}")
+        out["warning"] = (
+            f"Redis runs with {', '.join(wrong)}: a restart or eviction loses the ledger "
+            f"(paid requests stop until every node reports); run it with {PERSISTENCE}"
+            if wrong
+            else None
+        )
+        with self._lock:
+            self._persistence = (now, dict(out))
+        return out
 
     def close(self) -> None:
         """Close every pooled connection (a later call reconnects)."""

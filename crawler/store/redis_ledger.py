@@ -20,21 +20,23 @@ Keys (integer micro-dollars):
     crawler:ledger:clock                 hash high_water_us, day, day_ends_us
     crawler:ledger:window                hash epoch minute -> micro-dollars reserved then
     crawler:ledger:day:YYYY-MM-DD        hash billed_micro, billed_count, reserved_micro,
-                                         open_count, incarnation, seed_micro, seed_count
+                                         open_count, seed_micro, seed_count (+ rep_* after a
+                                         recovery: what the nodes reported)
     crawler:ledger:day:YYYY-MM-DD:open   hash reservation id -> "amount_micro|minute|HH|label"
     crawler:ledger:day:YYYY-MM-DD:labels hash label -> billed requests (the day key also holds
                                          hour:HH -> billed requests, by the hour made)
     crawler:ledger:rollover              hash at, day (the last midnight job, for status)
+    crawler:ledger:epoch, :reports, :expected   the recovery gate (crawler.store.redis_epoch)
 
 Day keys expire after DAYS_KEPT days, so roll-over needs no job. Day keys are computed inside
 the scripts: a single Redis (or a Sentinel-managed primary), not Redis Cluster.
 
-Redis restarted empty mid-day: every node keeps, in its own data dir, the highest total of
-today it has seen and under which `incarnation` (a random id written when a day key is
-created). A node that reserves and finds the day key gone, or re-created under another
-incarnation, passes what it saw; the script raises the day's billed total (and the window) to
-the highest such figure any node has offered, never counting one twice. What nobody saw (spend
-after every node's last look) cannot be known: the README says so.
+Redis lost its data (FLUSHALL, a restart without persistence, eviction): the ledger fails
+closed. Every node keeps its own spend in its data dir (`SpendRecord`, written before each
+reservation is asked for); the reserve script refuses while the cluster's epoch is recovering,
+and the day, the 24-hour window and the clock are rebuilt from every node's report (the sum of
+what each paid itself, or the highest total any of them saw, whichever is higher) before any
+node pays again. `crawler.store.redis_epoch` has the rules.
 
 Redis unreachable: `reserve()` and `can_reserve()` raise StoreUnavailableError, so no paid
 request is made. `settle()`/`release()` log and return False: the reservation stays open in
@@ -44,6 +46,9 @@ Redis, counted as spent (the safe side). `statistics()` answers from the local r
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import socket
 import threading
 import time as _time
 import uuid
@@ -66,8 +71,18 @@ from crawler.store.ledger import (
     usd_from_micro,
 )
 from crawler.store.redis_client import RedisConnection, text_map
+from crawler.store.redis_epoch import (
+    ADOPT_LUA,
+    BEGIN_LUA,
+    COMPLETE_LUA,
+    RECOVERY_GRACE_S,
+    RECOVERY_WAIT_S,
+    REPORT_LUA,
+    SpendRecord,
+    encode_report,
+)
 from crawler.utils.clock import MonotonicClock, WallClock, utc_now
-from crawler.utils.exceptions import BudgetExhaustedError, StorageError
+from crawler.utils.exceptions import BudgetExhaustedError, StorageError, StoreUnavailableError
 
 __all__ = ["RedisLedger"]
 
@@ -79,16 +94,26 @@ _SEEN_KEY: Final = "seen"
 _REAL_KEY: Final = "real"
 _KEEP_S: Final = (DAYS_KEPT + 1) * 86_400
 _WINDOW_MINUTES: Final = WINDOW_S // 60
+#: Gate answers acted on per call before giving up (each is one epoch change met).
+_GATE_TRIES: Final = 4
 
-# KEYS: clock, window. ARGV: 1 day prefix, 2 now_us, 3 proposed day, 4 its end (us),
+# KEYS: clock, window, epoch. ARGV: 1 day prefix, 2 now_us, 3 proposed day, 4 its end (us),
 # 5 the stored day the caller read, 6 that day's end in the caller's zone (us), 7 real minute,
-# 8 budget, 9 cost, 10 id, 11 ttl_s, 12 seen day, 13 seen incarnation, 14 seen micro,
-# 15 seen count, 16 new incarnation, 17 the hour (HH, budget zone), 18 the label.
-# Returns {granted, used_micro, used_count, incarnation, day, window_micro}.
+# 8 budget, 9 cost, 10 id, 11 ttl_s, 12 the epoch this node is on, 13 a day this node saw
+# spend on under that epoch ('' if none), 14 "1" if it saw the clock under that epoch,
+# 15 the hour (HH, budget zone), 16 the label.
+# Returns {granted, used_micro, used_count, epoch, day, window_micro}. granted < 0 is the
+# recovery gate (see crawler.store.redis_epoch): -1 no epoch, -2 another epoch than the
+# caller's, -3 the epoch is recovering, -4 this epoch lost its day or clock key.
 _RESERVE_LUA: Final = """
+local ep = redis.call('HGET', KEYS[3], 'id')
+if not ep then return {-1, 0, 0, '', '', 0} end
+if ep ~= ARGV[12] then return {-2, 0, 0, ep, '', 0} end
+if redis.call('HGET', KEYS[3], 'state') ~= 'ok' then return {-3, 0, 0, ep, '', 0} end
 local clock, window = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[2])
 local sd = redis.call('HGET', clock, 'day')
+if not sd and ARGV[14] == '1' then return {-4, 0, 0, ep, '', 0} end
 local se = tonumber(redis.call('HGET', clock, 'day_ends_us') or '0')
 local hw = tonumber(redis.call('HGET', clock, 'high_water_us') or '0')
 local eff = math.max(now, hw)
@@ -102,27 +127,16 @@ if sd then
     if ARGV[5] == sd then ends = tonumber(ARGV[6]) else ends = se end
   end
 end
-redis.call('HSET', clock, 'day', dday, 'day_ends_us', ends, 'high_water_us', eff)
 local day = ARGV[1] .. dday
 local open = day .. ':open'
 if redis.call('EXISTS', day) == 0 then
+  if ARGV[13] == dday then return {-4, 0, 0, ep, dday, 0} end
   redis.call('HSET', day, 'billed_micro', 0, 'billed_count', 0, 'reserved_micro', 0,
-             'open_count', 0, 'incarnation', ARGV[16], 'seed_micro', 0, 'seed_count', 0)
+             'open_count', 0, 'seed_micro', 0, 'seed_count', 0)
 end
-local inc = redis.call('HGET', day, 'incarnation')
+redis.call('HSET', clock, 'day', dday, 'day_ends_us', string.format('%d', ends),
+           'high_water_us', string.format('%d', eff))
 local real_min = tonumber(ARGV[7])
-local seen_micro, seen_count = tonumber(ARGV[14]), tonumber(ARGV[15])
-if ARGV[12] == dday and ARGV[13] ~= '' and ARGV[13] ~= inc and seen_micro > 0 then
-  local known = tonumber(redis.call('HGET', day, 'seed_micro'))
-  if seen_micro > known then
-    local known_count = tonumber(redis.call('HGET', day, 'seed_count'))
-    redis.call('HINCRBY', day, 'billed_micro', seen_micro - known)
-    redis.call('HINCRBY', day, 'billed_count', math.max(0, seen_count - known_count))
-    redis.call('HSET', day, 'seed_micro', seen_micro,
-               'seed_count', math.max(seen_count, known_count))
-    redis.call('HINCRBY', window, real_min, seen_micro - known)
-  end
-end
 local oldest = real_min - WINDOW_MINUTES
 local wsum = 0
 local buckets = redis.call('HGETALL', window)
@@ -139,16 +153,16 @@ local count = tonumber(redis.call('HGET', day, 'billed_count'))
   + tonumber(redis.call('HGET', day, 'open_count'))
 local budget, cost = tonumber(ARGV[8]), tonumber(ARGV[9])
 if billed + reserved + cost > budget or wsum + cost > budget then
-  return {0, billed + reserved, count, inc, dday, wsum}
+  return {0, billed + reserved, count, ep, dday, wsum}
 end
 redis.call('HINCRBY', day, 'reserved_micro', cost)
 redis.call('HINCRBY', day, 'open_count', 1)
-redis.call('HSET', open, ARGV[10], cost .. '|' .. real_min .. '|' .. ARGV[17] .. '|' .. ARGV[18])
+redis.call('HSET', open, ARGV[10], cost .. '|' .. real_min .. '|' .. ARGV[15] .. '|' .. ARGV[16])
 redis.call('HINCRBY', window, real_min, cost)
 redis.call('EXPIRE', day, ARGV[11])
 redis.call('EXPIRE', open, ARGV[11])
 redis.call('EXPIRE', window, ARGV[11])
-return {1, billed + reserved + cost, count + 1, inc, dday, wsum + cost}
+return {1, billed + reserved + cost, count + 1, ep, dday, wsum + cost}
 """.replace("WINDOW_MINUTES", str(_WINDOW_MINUTES))
 
 # KEYS: day, open, window, labels. ARGV: id, billed (1/0). Returns 1 closed, 0 unknown/closed.
@@ -194,6 +208,9 @@ class RedisLedger:
         now: WallClock = utc_now,
         clock: MonotonicClock = _time.monotonic,
         boot_id: Callable[[], str] = current_boot_id,
+        node: str = "",
+        live_nodes: Callable[[], list[str]] = list,
+        recovery_grace_s: float = RECOVERY_GRACE_S,
     ) -> None:
         self._budget_micro, self._cost_micro, self._zone = budget_terms(
             total_budget_usd, cost_per_request_usd, timezone
@@ -206,10 +223,22 @@ class RedisLedger:
         self._local_dir = Path(local_dir)
         self._local: diskcache.Cache = open_store(self._local_dir, _LOCAL)
         self._local_lock = threading.Lock()
+        self._spend = SpendRecord(self._local, self._local_dir)
+        self.node = node or _default_node(self._local_dir)
+        self._live_nodes = live_nodes
+        self._grace_us = int(recovery_grace_s * 1_000_000)
         self._reserve_script = redis.script("ledger_reserve", _RESERVE_LUA)
         self._close_script = redis.script("ledger_close", _CLOSE_LUA)
+        self._adopt_script = redis.script("ledger_epoch_adopt", ADOPT_LUA)
+        self._begin_script = redis.script("ledger_epoch_begin", BEGIN_LUA)
+        self._report_script = redis.script("ledger_epoch_report", REPORT_LUA)
+        self._complete_script = redis.script("ledger_epoch_complete", COMPLETE_LUA)
         self._clock_key = redis.key("ledger", "clock")
         self._window_key = redis.key("ledger", "window")
+        self._epoch_key = redis.key("ledger", "epoch")
+        self._reports_key = redis.key("ledger", "reports")
+        self._expected_key = redis.key("ledger", "expected")
+        self._observe_failing = False
 
     # -- the day and real time ------------------------------------------------------------
 
@@ -296,53 +325,230 @@ class RedisLedger:
         Raises BudgetExhaustedError when it would not fit today or in the last 24 hours,
         StoreUnavailableError when Redis cannot be asked (then nothing may be spent).
         """
-        now_us, day, ends, stored_day, held_ends = self._proposal(self._read_clock())
-        real_minute = self._real_minute(store=True)
-        seen = self._seen()
-        reservation_id = uuid.uuid4().hex
-        args = [
-            self._redis.key("ledger", "day", ""),
-            now_us,
-            day,
-            ends,
-            stored_day,
-            held_ends,
-            real_minute,
-            self._budget_micro,
-            self._cost_micro,
-            reservation_id,
-            _KEEP_S,
-            seen.get("day", ""),
-            seen.get("incarnation", ""),
-            int(seen.get("used_micro", 0)),
-            int(seen.get("used_count", 0)),
-            uuid.uuid4().hex,
-            f"{_from_us(now_us).astimezone(self._zone).hour:02d}",
-            "" if label is None else str(label).replace("|", "/")[:64],
-        ]
-        with self._redis.errors(_WHAT):
-            reply = self._reserve_script(keys=[self._clock_key, self._window_key], args=args)
-        granted, used, count, incarnation, resolved, window = reply
-        resolved_day = str(resolved)
-        self._remember(resolved_day, str(incarnation), int(used), int(count))
-        if not int(granted):
-            if int(used) + self._cost_micro > self._budget_micro:
-                raise BudgetExhaustedError(
-                    current_usage=int(count),
-                    budget_limit=self.requests_allowed,
-                    cost_spent=usd_from_micro(int(used)),
+        for _ in range(_GATE_TRIES):
+            stored = self._read_clock()
+            now_us, day, ends, stored_day, held_ends = self._proposal(stored)
+            real_minute = self._real_minute(store=True)
+            epoch = self._spend.epoch()
+            seen = self._seen()
+            lost_day = ""
+            if seen.get("epoch") == epoch and int(seen.get("used_micro", 0) or 0) > 0:
+                lost_day = str(seen.get("day", ""))
+            knows_clock = epoch != "" and self._spend.clock().get("epoch") == epoch
+            reservation_id = uuid.uuid4().hex
+            args = [
+                self._redis.key("ledger", "day", ""),
+                now_us,
+                day,
+                ends,
+                stored_day,
+                held_ends,
+                real_minute,
+                self._budget_micro,
+                self._cost_micro,
+                reservation_id,
+                _KEEP_S,
+                epoch,
+                lost_day,
+                "1" if knows_clock else "",
+                f"{_from_us(now_us).astimezone(self._zone).hour:02d}",
+                "" if label is None else str(label).replace("|", "/")[:64],
+            ]
+            # Ours before Redis is asked: a crash after Redis granted it still counts it.
+            self._spend.begin(reservation_id, self._cost_micro, real_minute, epoch, now_us)
+            with self._redis.errors(_WHAT):
+                reply = self._reserve_script(
+                    keys=[self._clock_key, self._window_key, self._epoch_key], args=args
                 )
-            raise BudgetExhaustedError(
-                current_usage=int(count),
+            granted, used, count, found_epoch, resolved, window = reply
+            if int(granted) > 0:
+                self._spend.granted(reservation_id, str(resolved))
+                self._remember(str(resolved), epoch, int(used), int(count))
+                self._spend.remember_clock(epoch, stored)
+                return Reservation(
+                    id=reservation_id, day=str(resolved), amount_micro=self._cost_micro
+                )
+            self._spend.refused(reservation_id)
+            if int(granted) == 0:
+                self._remember(str(resolved), epoch, int(used), int(count))
+                raise self._exhausted(int(used), int(count), int(window))
+            self._pass_gate(int(granted), str(found_epoch))
+        raise StoreUnavailableError(
+            f"{_WHAT}: the cluster's ledger epoch kept changing while reserving; no paid "
+            "request until it settles (crawler status shows the recovery)"
+        )
+
+    def _exhausted(self, used: int, count: int, window: int) -> BudgetExhaustedError:
+        if used + self._cost_micro > self._budget_micro:
+            return BudgetExhaustedError(
+                current_usage=count,
                 budget_limit=self.requests_allowed,
-                cost_spent=usd_from_micro(int(window)),
-                message=(
-                    f"daily budget exhausted: the last 24 hours hold "
-                    f"${usd_from_micro(int(window))} of ${usd_from_micro(self._budget_micro)}"
-                    "; money comes back as that spend turns 24 hours old, or raise TOTAL_BUDGET"
-                ),
+                cost_spent=usd_from_micro(used),
             )
-        return Reservation(id=reservation_id, day=resolved_day, amount_micro=self._cost_micro)
+        return BudgetExhaustedError(
+            current_usage=count,
+            budget_limit=self.requests_allowed,
+            cost_spent=usd_from_micro(window),
+            message=(
+                f"daily budget exhausted: the last 24 hours hold "
+                f"${usd_from_micro(window)} of ${usd_from_micro(self._budget_micro)}"
+                "; money comes back as that spend turns 24 hours old, or raise TOTAL_BUDGET"
+            ),
+        )
+
+    # -- the recovery gate (crawler.store.redis_epoch) ------------------------------------
+
+    def _read_epoch(self) -> tuple[int, str]:
+        """The gate's code for this node now (as the reserve script would answer) and the
+        epoch id Redis holds."""
+        with self._redis.errors(_WHAT):
+            epoch = text_map(self._redis.client.hgetall(self._epoch_key))
+        found = epoch.get("id", "")
+        if not found:
+            return -1, ""
+        if found != self._spend.epoch():
+            return -2, found
+        if epoch.get("state") != "ok":
+            return -3, found
+        return 1, found
+
+    def _pass_gate(self, code: int, found: str) -> None:
+        """Act on the gate's answer: adopt or begin an epoch, report to it, try to complete
+        it. Returns when a reservation may be tried again; raises StoreUnavailableError while
+        the cluster's spend is not known."""
+        if code == -1:
+            if self._spend.epoch() or self._spend.has_spend():
+                found = self._begin("Redis holds no ledger epoch (flushed or restarted empty)", "")
+            else:
+                mine = uuid.uuid4().hex
+                found = str(self._call(self._adopt_script, [self._epoch_key, self._clock_key],
+                                       [mine, self.node]))  # fmt: skip
+                if found == mine:  # a new cluster (or one from before epochs): ours, and ok
+                    self._spend.set_epoch(found)
+                return  # another node's epoch: the next try meets it (-2) and reports
+        elif code == -4:
+            found = self._begin("Redis lost today's ledger keys (evicted?)", found)
+        if code in (-1, -2, -3, -4):
+            self._report(found)
+        state = self._complete(found)
+        if state["state"] == "recovering":
+            raise StoreUnavailableError(_recovering_message(state))
+
+    def _begin(self, reason: str, lost: str) -> str:
+        found = str(self._call(
+            self._begin_script,
+            [self._epoch_key, self._reports_key, self._expected_key, self._clock_key,
+             self._window_key],
+            [uuid.uuid4().hex, self.node, reason, lost, _us(self._aware_now()),
+             self._redis.key("ledger", "day", "")],
+        ))  # fmt: skip
+        log.warning("ledger recovery: Redis lost the cluster's spend; no paid request until "
+                    "every node has reported its own", reason=reason, epoch=found)  # fmt: skip
+        return found
+
+    def _report(self, epoch: str) -> None:
+        """Tell `epoch` what this node paid (once per epoch), then remember it."""
+        now_us = _us(self._aware_now())
+        report = self._spend.report(self._spend.peers(), now_us)
+        applied = int(self._call(
+            self._report_script,
+            [self._epoch_key, self._reports_key, self._expected_key, self._clock_key,
+             self._window_key],
+            [epoch, self.node, encode_report(report), self._redis.key("ledger", "day", ""),
+             self._real_minute(store=False), _KEEP_S, _WINDOW_MINUTES],
+        ))  # fmt: skip
+        if applied == 0:
+            return  # another epoch began meanwhile: the next try reports to it
+        self._spend.set_epoch(epoch)
+        if applied == 1:
+            log.info("ledger recovery: reported this node's spend", epoch=epoch,
+                     days=report["days"], seen=report["seen"])  # fmt: skip
+
+    def _complete(self, epoch: str) -> dict[str, Any]:
+        """Add the nodes beating now to the epoch's expected set; turn it "ok" once every
+        expected node has reported. Returns recovery_status()'s shape."""
+        try:
+            live = list(self._live_nodes())
+        except StorageError:
+            live = []
+        reply = self._call(self._complete_script,
+                           [self._epoch_key, self._reports_key, self._expected_key],
+                           [epoch, _us(self._aware_now()), self._grace_us, *live])  # fmt: skip
+        parts = [str(part) for part in reply]
+        if parts[0] == "gone":
+            return {"state": "changing", "epoch": epoch, "waiting_for": []}
+        since = _from_us(int(parts[1] or 0))
+        return {
+            "state": parts[0],
+            "epoch": epoch,
+            "since": since.isoformat(),
+            "reason": parts[2],
+            "noticed_by": parts[3],
+            "waiting_for": sorted(parts[4:]),
+            "waited_s": max(0.0, (self._aware_now() - since).total_seconds()),
+        }
+
+    def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        with self._redis.errors(_WHAT):
+            return script(keys=keys, args=args)
+
+    def observe(self, live: list[dict[str, Any]]) -> None:
+        """After each heartbeat: notice a loss, report, complete a recovery, and keep this
+        node's memory (cluster total and clock seen, peers beating) fresh. Never raises."""
+        names = sorted(
+            str(record.get("node")) for record in live if record.get("reports_spend")
+        )
+        try:
+            code, found = self._read_epoch()
+            if code < 0:
+                with contextlib.suppress(StoreUnavailableError):
+                    self._pass_gate(code, found)
+            else:
+                stored = self._read_clock()
+                today = self._resolve(stored)[0]
+                fields, _ = self._current(today)
+                used = fields.get("billed_micro", 0) + fields.get("reserved_micro", 0)
+                count = fields.get("billed_count", 0) + fields.get("open_count", 0)
+                if fields:
+                    self._remember(today, found, used, count)
+                self._spend.remember_clock(found, stored)
+            if self._observe_failing:
+                log.info("ledger: the cluster record is readable again")
+            self._observe_failing = False
+        except StorageError as exc:
+            if not self._observe_failing:
+                log.warning("ledger: could not check the cluster record", error=exc.message)
+            self._observe_failing = True
+        with contextlib.suppress(StorageError):
+            self._spend.set_peers(names)  # after any report: it carries the peers seen before
+
+    def recovery_status(self) -> dict[str, Any]:
+        """Whether the cluster's spend is known: {"state": "ok" | "recovering" | ..., "since",
+        "reason", "noticed_by", "waiting_for", "reported", "waited_s", "timed_out"}. Raises
+        StoreUnavailableError when Redis cannot be asked."""
+        with self._redis.errors(_WHAT):
+            epoch = text_map(self._redis.client.hgetall(self._epoch_key))
+            reported = sorted(str(n) for n in self._redis.client.hkeys(self._reports_key))
+        found = epoch.get("id", "")
+        if not found:
+            return {"state": "no epoch", "waiting_for": [], "reported": [], "timed_out": False}
+        if epoch.get("state") == "ok":
+            out: dict[str, Any] = {
+                "state": "ok",
+                "epoch": found,
+                "reason": epoch.get("reason"),
+                # whom a recovery would wait for, as this node last saw them beating
+                "peers": self._spend.peers(),
+            }
+            if epoch.get("completed_us"):
+                out["recovered_at"] = _from_us(int(epoch["completed_us"])).isoformat()
+                out["reported"] = reported
+            return out
+        state = self._complete(found)
+        state["reported"] = reported
+        state["timed_out"] = float(state.get("waited_s", 0)) >= RECOVERY_WAIT_S
+        state["message"] = _recovering_message(state)
+        return state
 
     def settle(self, reservation: Reservation) -> bool:
         """The request was billed: move its hold into billed spend (False if unknown/closed)."""
@@ -367,13 +573,23 @@ class RedisLedger:
                 error=str(exc),
             )
             return False
-        # Nothing remembered: a settle leaves the total as it was and a release lowers it, so
-        # the highest figure seen at reserve time stays an upper bound (the safe side).
+        # The cluster total remembered stays as seen (an upper bound: the safe side); our own
+        # record drops a released amount, and forgets a settled one's release handle.
+        with contextlib.suppress(StorageError):
+            if billed:
+                self._spend.settled(reservation.id)
+            else:
+                self._spend.released(reservation.id)
         return bool(int(closed))
 
     def can_reserve(self) -> bool:
         """Whether one more request fits today and in the last 24 hours (a hint; raises
-        StoreUnavailableError)."""
+        StoreUnavailableError, also while the cluster's spend is being recovered)."""
+        for _ in range(_GATE_TRIES):
+            code, found = self._read_epoch()
+            if code > 0:
+                break
+            self._pass_gate(code, found)
         fields, window = self._current()
         used = fields.get("billed_micro", 0) + fields.get("reserved_micro", 0)
         return max(used, window) + self._cost_micro <= self._budget_micro
@@ -408,10 +624,19 @@ class RedisLedger:
 
     def statistics(self) -> dict[str, Any]:
         """`BudgetLedger.statistics()`'s keys for the cluster, plus `store` ("redis"),
-        `store_reachable` and `reseeded_cost` (what a re-seed after a Redis restart added)."""
+        `store_reachable`, `reseeded_cost` (what re-seeds after Redis lost data added) and
+        `recovering` (Redis lost the spend and not every node has reported: nothing may be
+        spent, so `budget_remaining` is 0; `recovery_status()` says who is missing)."""
         reachable = True
+        recovering = False
         rollover: dict[str, str] = {}
         try:
+            with self._redis.errors(_WHAT):
+                epoch = text_map(self._redis.client.hgetall(self._epoch_key))
+            if epoch:
+                recovering = epoch.get("state") != "ok"
+            else:
+                recovering = bool(self._spend.epoch() or self._spend.has_spend())
             stored = self._read_clock()
             today, ends_us = self._resolve(stored)
             fields, window = self._current(today)
@@ -444,7 +669,10 @@ class RedisLedger:
             "reserved_cost": usd_from_micro(reserved),
             "budget_total": usd_from_micro(budget),
             "budget_used_pct": used_pct,
-            "budget_remaining": usd_from_micro(max(0, budget - max(used_micro, window))),
+            # Nothing may be spent while the cluster's spend is unknown.
+            "budget_remaining": usd_from_micro(
+                0 if recovering else max(0, budget - max(used_micro, window))
+            ),
             "window_cost": usd_from_micro(window),
             "day_ends": _from_us(ends_us).astimezone(self._zone).isoformat(),
             "cost_per_request": usd_from_micro(self._cost_micro),
@@ -457,6 +685,7 @@ class RedisLedger:
             "store": "redis",
             "store_reachable": reachable,
             "reseeded_cost": usd_from_micro(fields.get("seed_micro", 0)),
+            "recovering": recovering,
         }
 
     def breakdown(self) -> dict[str, dict[str, int]]:
@@ -527,21 +756,21 @@ class RedisLedger:
         raw = self._local_get(_SEEN_KEY)
         return raw if isinstance(raw, dict) else {}
 
-    def _remember(self, day: str, incarnation: str, used_micro: int, used_count: int) -> None:
-        """Keep the highest total seen of `day` under `incarnation` (an upper bound)."""
+    def _remember(self, day: str, epoch: str, used_micro: int, used_count: int) -> None:
+        """Keep the highest total seen of `day` (under `epoch`, for noticing a lost day key).
+        A loss never lowers it: a re-seeded day starts at least this high."""
         with self._local_lock:
             seen = self._seen()
-            same = seen.get("day") == day and seen.get("incarnation") == incarnation
-            if same and int(seen.get("used_micro", 0)) >= used_micro:
-                return
+            if seen.get("day") == day and int(seen.get("used_micro", 0)) >= used_micro:
+                if seen.get("epoch") == epoch:
+                    return
+                used_micro = int(seen.get("used_micro", 0))
+                used_count = max(used_count, int(seen.get("used_count", 0)))
+            elif str(seen.get("day", "")) > day:
+                return  # an older day's figure never replaces today's
             self._local_set(
                 _SEEN_KEY,
-                {
-                    "day": day,
-                    "incarnation": incarnation,
-                    "used_micro": used_micro,
-                    "used_count": used_count,
-                },
+                {"day": day, "epoch": epoch, "used_micro": used_micro, "used_count": used_count},
             )
 
 
@@ -551,3 +780,23 @@ def _us(instant: datetime) -> int:
 
 def _from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
+
+
+def _default_node(local_dir: Path) -> str:
+    digest = hashlib.sha256(str(local_dir).encode()).hexdigest()[:6]
+    return f"{socket.gethostname()}-{digest}"
+
+
+def _recovering_message(state: dict[str, Any]) -> str:
+    waiting = ", ".join(state.get("waiting_for") or []) or "(none)"
+    text = (
+        f"{_WHAT}: Redis lost the cluster's spend ({state.get('reason') or 'data lost'}); no "
+        f"paid request until every node has reported its own: waiting for {waiting}"
+    )
+    if float(state.get("waited_s", 0)) >= RECOVERY_WAIT_S:
+        text += (
+            f" for {int(float(state['waited_s']))} s; start that node (it reports from its data "
+            "dir), or if its data is lost for good give up on it with "
+            "`redis-cli SREM crawler:ledger:expected NODE` (its spend today is then unknown)"
+        )
+    return text

@@ -192,13 +192,17 @@ def test_status_shows_a_lost_redis_and_reconnects(
 
     if redis_server_binary() is None:
         pytest.skip("redis-server is not installed: apt-get install -y redis-server")
-    server = RedisServer(tmp_path / "redis")
+    # With AOF, as the README asks: it comes back with the ledger (a Redis that comes back
+    # empty is tests/faults/test_redis_loss.py's).
+    server = RedisServer(tmp_path / "redis", persistent=True)
     server.start()
     node = DaemonHarness(market, tmp_path / "node", REDIS_URL=server.url, NODE_NAME="solo")
     try:
         node.start()
         assert node.cli("symbols", "add", "C01:US").returncode == 0
         assert collect(node)["sources"] == {"bright_data": 1}
+        shown = node.cli("status")
+        assert "Redis runs with" not in shown.stdout, shown.stdout  # AOF, noeviction: all well
         server.stop()
         shown = node.cli("status")
         assert shown.returncode == 0, shown.stderr
