@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -61,13 +62,23 @@ def _offline(settings: Settings) -> Iterator[AlertService]:
 
 
 def _via_daemon_or_offline(
-    settings: Settings, remote: Callable[[], T], local: Callable[[AlertService], T]
+    settings: Settings,
+    remote: Callable[[], T],
+    local: Callable[[AlertService], T],
+    creates: bool = True,
 ) -> T:
-    """`remote()` if a daemon answers, else `local(service)` on the data dir."""
+    """`remote()` if a daemon answers, else `local(service)` on the data dir (or the cluster's
+    Redis). A command that only reads or removes (`creates` False) never makes a data dir:
+    with none there it says where it looked (exit 3)."""
     try:
         return remote()
-    except DaemonNotRunningError:
-        pass
+    except DaemonNotRunningError as exc:
+        if not creates and settings.redis_url is None and not Path(settings.data_dir).exists():
+            raise DaemonNotRunningError(
+                f"{exc.message.partition(';')[0]}, and there is no data dir at "
+                f"{settings.data_dir}; start the daemon (`crawler start`), or point DATA_DIR "
+                "or CRAWLER_SOCKET at yours"
+            ) from None
     with _offline(settings) as service:
         return local(service)
 
@@ -181,6 +192,7 @@ def alerts_list(ctx: typer.Context, as_json: AsJson = False) -> None:
         settings,
         lambda: dict(client_for(settings).call("GET", "/alerts")),
         lambda service: service.list(),
+        creates=False,
     )
     if as_json:
         print_json(result)
@@ -232,7 +244,9 @@ def alerts_remove(
             raise error_from_response(status, body)
         return dict(body)
 
-    result = _via_daemon_or_offline(settings, remote, lambda service: service.remove(number))
+    result = _via_daemon_or_offline(
+        settings, remote, lambda service: service.remove(number), creates=False
+    )
     if as_json:
         print_json(result)
     elif result.get("removed"):
