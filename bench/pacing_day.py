@@ -17,17 +17,20 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from statistics import median, quantiles
 from typing import Any
 from urllib.parse import quote as url_quote
 
 import requests
 
 from crawler.markets.hours import MarketHours
-from crawler.normalizer.schemas import AssetClass, Quote
+from crawler.normalizer.schemas import AssetClass, Quote, utc_now
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
+from crawler.orchestrator.budget_report import targets
 from crawler.orchestrator.collection import Collector
 from crawler.orchestrator.hybrid_source import HybridDataSource
 from crawler.orchestrator.spending import SpendingPolicy
@@ -67,9 +70,10 @@ class FakeYahooQuotes:
 
     name = "yfinance"
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, now: Callable[[], datetime] = utc_now) -> None:
         self._base = base_url.rstrip("/") + "/v8/finance/chart/"
         self._session = requests.Session()
+        self._now = now
 
     def fetch(self, symbol: Symbol) -> Quote:
         """The quote, or TransientSourceError / UnknownSymbolError."""
@@ -88,6 +92,8 @@ class FakeYahooQuotes:
             currency=meta.get("currency"),
             source=self.name,
             asset_class=symbol.asset_class,
+            as_of=datetime.fromtimestamp(int(meta["regularMarketTime"]), UTC),
+            fetched_at=self._now(),
         )
 
     def close(self) -> None:
@@ -113,6 +119,9 @@ def simulate_day(
     day: datetime = DAY,
     budget_usd: Decimal = BUDGET_USD,
     max_workers: int = 16,
+    policy: str = "paced",
+    stream: bool = False,
+    yahoo_down: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Run one budget day of collections every INTERVAL_S from `day` 00:00 and measure it.
 
@@ -126,17 +135,31 @@ def simulate_day(
     """
     now = _Now(day)
     hours = MarketHours(now=now)
+    # The fakes on the simulated clock; Bloomberg's pages as late as Yahoo's quotes where
+    # Yahoo is delayed (London 15 min, Tokyo 20), real time elsewhere.
+    market.yahoo.set_clock(now)
+    market.bright_data.set_clock(now)
+    for suffix, lag_min in BLOOMBERG_LAG_MIN.items():
+        market.bright_data.set_lag(suffix, lag_min)
     ledger = BudgetLedger(data_dir / "ledger", budget_usd, COST_USD, now=now)
     cache = QuoteCache(data_dir / "cache", ttl_s=INTERVAL_S, clock=lambda: now().timestamp())
     sources: list[QuoteSource] = [
-        BrightDataSource(market.bright_data.url, market.api_key, market.zone, ledger)
+        BrightDataSource(market.bright_data.url, market.api_key, market.zone, ledger, now=now)
     ]
     if free == "yahoo":
-        sources.append(FakeYahooQuotes(market.yahoo.url))
-    hybrid = HybridDataSource(sources=sources, cache=cache, ledger=ledger, max_workers=max_workers)
+        sources.append(FakeYahooQuotes(market.yahoo.url, now=now))
+    hybrid = HybridDataSource(
+        sources=sources,
+        cache=cache,
+        ledger=ledger,
+        max_workers=max_workers,
+        clock=lambda: now().timestamp(),
+    )
     times = QuoteTimes(data_dir / "quote_times")
-    policy = SpendingPolicy(pacing=pacing, interval_s=INTERVAL_S, market_hours=hours)
-    collector = Collector(market_hours=hours, now=now, quote_times=times, spending=policy)
+    spending = SpendingPolicy(
+        pacing=pacing, interval_s=INTERVAL_S, market_hours=hours, policy=policy
+    )
+    collector = Collector(market_hours=hours, now=now, quote_times=times, spending=spending)
     symbols = [parse_symbol(name, asset) for name, asset in watchlist]
     allowed = ledger.requests_allowed
     open_gap_s: dict[str, float] = defaultdict(float)
@@ -150,9 +173,16 @@ def simulate_day(
     over_budget = False
     cpu_s: list[float] = []
     served = {"cache": 0, "bright_data": 0, "yfinance": 0, "stale": 0, "errors": 0}
+    ages_s: dict[str, list[float]] = defaultdict(list)
+    streamed = 0
     try:
         for k in range(24 * 3600 // INTERVAL_S):
-            now.at = day + timedelta(seconds=k * INTERVAL_S)
+            # A collection a little after each quarter hour, as a real one starts.
+            now.at = day + timedelta(seconds=k * INTERVAL_S + START_LATE_S)
+            down = yahoo_down is not None and yahoo_down[0] <= k * INTERVAL_S / 3600 < yahoo_down[1]
+            market.yahoo.set_outage("refuse" if down else None)
+            if stream and not down:
+                streamed += _stream_ticks(market, cache, symbols, now.at)
             started = time.process_time()
             report = collector.collect(hybrid, watchlist)
             cpu_s.append(time.process_time() - started)
@@ -175,6 +205,9 @@ def simulate_day(
                     ever_paid.add(name)
                     paid_by_hour[now.at.hour].add(name)
                 if hours.is_open(name, sym.asset_class, at=now.at):
+                    last = cache.get_last_known(name)
+                    if last is not None and last.as_of is not None:
+                        ages_s[_market_name(sym)].append((now.at - last.as_of).total_seconds())
                     ever_open.add(name)
                     open_by_hour[now.at.hour].add(name)
                     open_gap_s[name] = 0.0 if name in paid_now else open_gap_s[name] + INTERVAL_S
@@ -183,11 +216,20 @@ def simulate_day(
             over_budget = over_budget or stats["total_cost"] > budget_usd
             if exhausted_at is None and not ledger.can_reserve():
                 exhausted_at = now.at
+        stats_now = hybrid.get_statistics()
+        seed_targets = targets(
+            stats_now["source_usage"], stats_now["cache_statistics"], live_served=streamed
+        )
     finally:
+        market.yahoo.set_outage(None)
+        market.yahoo.set_clock(utc_now)
+        market.bright_data.set_clock(utc_now)
         hybrid.cleanup()
+        breakdown = ledger.breakdown()
         for store in (ledger, cache, times):
             store.close()
     used = int(stats["requests_used"])
+    ledger_breakdown = breakdown
     coverage = {
         f"{h:02d}": round(100 * len(paid_by_hour[h] & open_by_hour[h]) / len(open_by_hour[h]), 1)
         for h in sorted(open_by_hour)
@@ -196,6 +238,15 @@ def simulate_day(
     requests_total = served["cache"] + served["bright_data"] + served["yfinance"]
     last_close = _last_close(hours, symbols, day)
     return {
+        "policy": policy,
+        "spent_usd": str(stats["total_cost"]),
+        "targets": {name: t["value"] for name, t in seed_targets.items()},
+        "targets_met": all(t["met"] for t in seed_targets.values()),
+        "age_min_by_market": {
+            name: {"p50": round(median(v) / 60, 1), "p95": round(_p95(v) / 60, 1)}
+            for name, v in sorted(ages_s.items())
+        },
+        "paid_by_reason": _by_reason(ledger_breakdown),
         "pacing": pacing,
         "symbols": len(symbols),
         "collections": len(cpu_s),
@@ -232,3 +283,53 @@ def _last_close(hours: MarketHours, symbols: list[Symbol], day: datetime) -> dat
         if close >= day:
             latest = close if latest is None else max(latest, close)
     return latest
+
+
+#: Bloomberg's lag per Bloomberg suffix in the simulated day (minutes; others real time): as
+#: late as Yahoo where Yahoo is delayed, so paying buys no freshness there.
+BLOOMBERG_LAG_MIN = {"LN": 15, "JP": 20}
+#: Seconds after each quarter hour the simulated collections start.
+START_LATE_S = 30
+
+
+def _market_name(sym: Symbol) -> str:
+    if sym.suffix == "CUR":
+        return "crypto" if sym.ticker[:3] in _CRYPTO or sym.ticker.startswith("DOGE") else "FX"
+    return {"US": "US", "LN": "London", "JP": "Tokyo"}.get(sym.suffix, sym.suffix)
+
+
+def _stream_ticks(
+    market: FakeMarket, cache: QuoteCache, symbols: list[Symbol], at: datetime
+) -> int:
+    """Yahoo's stream, simulated: each symbol whose exchange trades ticked 20 s before `at`,
+    its tick as late as the exchange's Yahoo delay; the tick lands in the cache (as the live
+    feed puts it there), so the collection finds it fresh. Returns the ticks."""
+    ticks = 0
+    tick_at = at - timedelta(seconds=20)
+    for sym in symbols:
+        yahoo = market.yahoo.quote_for(to_yahoo(sym))
+        if yahoo.market_state != "REGULAR":
+            continue
+        cache.put(
+            Quote(
+                symbol=sym.canonical,
+                price=Decimal(str(yahoo.price)),
+                currency=yahoo.currency,
+                source="yahoo_stream",
+                asset_class=sym.asset_class,
+                as_of=tick_at - timedelta(minutes=yahoo.delay_min),
+                fetched_at=tick_at,
+            )
+        )
+        ticks += 1
+    return ticks
+
+
+def _p95(values: list[float]) -> float:
+    return quantiles(values, n=20)[-1] if len(values) >= 2 else (values[0] if values else 0.0)
+
+
+def _by_reason(breakdown: dict[str, dict[str, int]]) -> dict[str, int]:
+    from crawler.orchestrator.budget_report import split_labels
+
+    return split_labels(breakdown.get("by_label", {}))[1]

@@ -197,8 +197,14 @@ class Operations:
         fresh: bool = False,
         asset_class: str | AssetClass | None = None,
         on_done: Callable[[str, Quote | CrawlerError], None] | None = None,
+        paid: bool = False,
     ) -> dict[str, Any]:
         """Quotes for `symbols` (cache first unless `fresh`), in input order.
+
+        Money: `paid` buys a Bright Data quote on purpose (past the cache and the stream;
+        reason "asked"). Otherwise, under the "needed" policy the free path comes first and
+        only a symbol it cannot serve pays (its need is the reason); under "paced" and "seed"
+        the seed's order (Bright Data first; "asked" / "seed").
 
         Every symbol is parsed before anything is fetched: a malformed one is not fetched and
         lands in `errors` (SymbolError) while the good ones are; only when none is good does the
@@ -208,7 +214,15 @@ class Operations:
         input is translated (`notices` says so, one line each).
         """
         parsed, errors, notices = self.parse_symbols(symbols, asset_class)
-        results = self.hybrid.fetch_many(parsed, force_fresh=fresh, on_done=on_done)
+        unpaid, reasons = self._fetch_money(parsed, paid)
+        results = self.hybrid.fetch_many(
+            parsed,
+            force_fresh=fresh or paid,
+            on_done=on_done,
+            unpaid=unpaid,
+            paid_reasons=reasons,
+            past_live=paid,
+        )
         quotes: list[Quote] = []
         for key, outcome in results.items():
             if isinstance(outcome, Quote):
@@ -224,6 +238,19 @@ class Operations:
         if notices:
             answer["notices"] = notices
         return answer
+
+    def _fetch_money(self, parsed: Sequence[Symbol], paid: bool) -> tuple[set[str], dict[str, str]]:
+        """(symbols that may not pay, why the others may) for `fetch` (see its docstring)."""
+        policy = self.settings.budget_policy
+        if paid:
+            return set(), {sym.canonical: "asked" for sym in parsed}
+        if policy == "seed":
+            return set(), {}
+        if policy == "paced":
+            return set(), {sym.canonical: "asked" for sym in parsed}
+        needs = {sym.canonical: self.hybrid.free_need(sym) for sym in parsed}
+        unpaid = {name for name, need in needs.items() if need is None}
+        return unpaid, {name: need for name, need in needs.items() if need is not None}
 
     @staticmethod
     def parse_symbols(
@@ -611,6 +638,13 @@ class Operations:
                     now=now,
                     day_end=budget_day_end(now, self.settings.budget_timezone),
                     pacing=self.settings.budget_pacing,
+                    live_served=int(stats.get("live_served") or 0),
+                    policy=self.settings.budget_policy,
+                    seed_order=(
+                        self.scheduler.spending.day_counts(now)
+                        if self.scheduler is not None
+                        else None
+                    ),
                 )
             )
         )
@@ -625,6 +659,8 @@ class Operations:
         if policy is None:
             policy = SpendingPolicy(
                 pacing=self.settings.budget_pacing,
+                policy=self.settings.budget_policy,
+                max_quote_age_s=float(self.settings.budget_max_quote_age_seconds),
                 interval_s=float(self.settings.update_interval_seconds),
                 timezone=self.settings.budget_timezone,
                 market_hours=self.market_hours if self.settings.market_hours_enabled else None,

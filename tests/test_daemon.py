@@ -68,6 +68,9 @@ def crawler_env(market: FakeMarket, base: Path, config_text: str = CONFIG_TOML) 
         DATA_DIR=str(base / "data"),
         CRAWLER_SOCKET=str(base / "run" / "crawler.sock"),
         CRAWLER_CONFIG=str(config),
+        # These tests pin the daemon's plumbing with the seed's order (Bright Data first); the
+        # needs-based default policy is proven in test_cost_policy_daemon.py.
+        BUDGET_POLICY="paced",
     )
     return env
 
@@ -203,7 +206,8 @@ def test_once_beside_a_running_daemon_is_refused_and_pays_nothing(
 def test_budget_through_the_daemon_and_its_line_in_status(
     daemon_env: dict[str, str], market: FakeMarket
 ) -> None:
-    assert crawler(daemon_env, "fetch", "NVDA:US", "--fresh").returncode == 0
+    # Yahoo serves NVDA:US free: bought on purpose (the policy would not pay for it).
+    assert crawler(daemon_env, "fetch", "NVDA:US", "--paid").returncode == 0
     result = crawler(daemon_env, "budget", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

@@ -10,7 +10,9 @@ morning: the contrast shows these checks can fail.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,3 +46,48 @@ def test_the_same_day_unpaced_runs_dry_before_the_markets_close(
     assert day["starved_collections"] > 40  # dry before New York even opens
     assert day["exhausted_at"] < "2026-03-10T12:00"
     assert day["over_budget"] is False  # the ledger still holds the line
+
+
+# -- issue 18: the needs-based policy, side by side with paced and seed ------------------------
+
+_SMALL = watchlist_200()[::5]  # 40 symbols across the same markets
+_SMALL_BUDGET = Decimal("1.10")
+
+
+def _day(market: FakeMarket, tmp_path: Path, policy: str, **options: Any) -> dict[str, Any]:
+    market.reset()
+    return simulate_day(
+        market, tmp_path / policy, _SMALL, policy=policy, stream=True,
+        budget_usd=_SMALL_BUDGET, **options,
+    )  # fmt: skip
+
+
+def test_needed_meets_the_seed_targets_for_a_quarter_of_paceds_spend_or_less(
+    market: FakeMarket, tmp_path: Path
+) -> None:
+    needed = _day(market, tmp_path, "needed")
+    paced = _day(market, tmp_path, "paced")
+    seed = _day(market, tmp_path, "seed")
+    assert needed["targets_met"] is True, needed["targets"]
+    assert 4 * needed["requests_used"] <= paced["requests_used"], (needed, paced)
+    assert paced["requests_used"] <= seed["requests_used"]
+    # No market's quotes are older for it by more than one collection interval.
+    for name, ages in needed["age_min_by_market"].items():
+        assert ages["p95"] <= paced["age_min_by_market"][name]["p95"] + 15, name
+    # A closed market's close comes free from Yahoo: nothing paid for a reason other than a need.
+    assert set(needed["paid_by_reason"]) <= {"unservable", "free_failing", "free_too_old"}
+    assert set(paced["paid_by_reason"]) <= {"unservable", "free_failing", "rotation"}
+    assert set(seed["paid_by_reason"]) == {"seed"}
+
+
+def test_two_hours_of_yahoo_failing_are_paid_for_and_the_budget_lasts_the_day(
+    market: FakeMarket, tmp_path: Path
+) -> None:
+    day = _day(market, tmp_path, "needed", yahoo_down=(14.0, 16.0))
+    assert day["paid_by_reason"].get("free_failing", 0) > 0
+    assert set(day["paid_by_reason"]) == {"free_failing"}
+    # Every symbol open in the window got a paid quote in each of its hours.
+    assert day["coverage_pct_by_hour"]["14"] == 100.0
+    assert day["coverage_pct_by_hour"]["15"] == 100.0
+    assert day["exhausted_at"] is None and day["starved_collections"] == 0
+    assert day["over_budget"] is False

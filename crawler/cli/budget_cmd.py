@@ -85,6 +85,20 @@ def render_budget(report: Mapping[str, Any]) -> str:
         )
     else:
         lines.append("at the current pace the budget lasts the day")
+    if report.get("policy"):
+        lines.append(f"policy: {report['policy']}")
+    reasons = report.get("paid_by_reason") or {}
+    if reasons:
+        lines.append(
+            "paid today by reason: " + ", ".join(f"{name} {n}" for name, n in reasons.items())
+        )
+    saved = report.get("seed_order")
+    if saved:
+        lines.append(
+            f"the seed's order would have paid {saved['requests']} requests "
+            f"({usd(saved['usd'])}) in this daemon's collections today; they paid "
+            f"{saved['paid']}: {saved['saved_requests']} saved ({usd(saved['saved_usd'])})"
+        )
     lines.append("paid requests per hour:")
     lines += ["  " + line for line in bar_chart(report.get("paid_by_hour") or {})]
     top = report.get("top_symbols") or []

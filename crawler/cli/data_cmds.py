@@ -106,6 +106,9 @@ def fetch(
     asset_class: AssetClassOpt = None,
     as_json: AsJson = False,
     major_units: MajorUnitsOpt = False,
+    paid: Annotated[
+        bool, typer.Option("--paid", help="Buy a Bright Data quote on purpose (counts as 'asked').")
+    ] = False,
 ) -> None:
     """Fetch quotes now; exit 1 if any symbol could not be served (the others are fetched)."""
     symbols, bad = _split_valid(symbols, asset_class)
@@ -113,6 +116,8 @@ def fetch(
 
     def remote_batch(batch: list[str], bar: Bar | None, done_before: int) -> dict[str, Any]:
         body: dict[str, Any] = {"symbols": batch, "fresh": fresh, "asset_class": asset_class}
+        if paid:
+            body["paid"] = True
         if bar is None:
             return dict(client_for(settings).call("POST", "/fetch", body))
         # The daemon streams a line as each symbol is served, then the result.
@@ -144,7 +149,7 @@ def fetch(
     def local(ops: Operations) -> dict[str, Any]:
         with _progress(len(symbols)) as bar:
             on_done = (lambda _key, _outcome: bar.advance()) if bar else None
-            return ops.fetch(symbols, fresh, asset_class, on_done=on_done)
+            return ops.fetch(symbols, fresh, asset_class, on_done=on_done, paid=paid)
 
     result = _via_daemon_or_offline(settings, remote, local)
     for notice in result.get("notices") or []:

@@ -37,6 +37,8 @@ TOML_KEYS: dict[str, dict[str, str]] = {
         "cost_per_request_usd": "cost_per_request",
         "timezone": "budget_timezone",
         "pacing": "budget_pacing",
+        "policy": "budget_policy",
+        "max_quote_age_seconds": "budget_max_quote_age_seconds",
     },
     "cache": {"ttl_seconds": "cache_ttl_seconds"},
     "scheduler": {

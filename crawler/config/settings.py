@@ -65,6 +65,7 @@ _NUMBER_FIELDS = (
     "alerts_check_interval_seconds",
     "alerts_notify_timeout_seconds",
     "alerts_rearm_band_pct",
+    "budget_max_quote_age_seconds",
 )
 
 
@@ -101,6 +102,16 @@ class Settings(BaseSettings):
         "even",
         description="even = spread the day's budget over its collections; off = first come.",
     )
+    budget_policy: Literal["needed", "paced", "seed"] = Field(
+        "needed",
+        description="needed = pay only for what the free path cannot give; paced = spend the "
+        "allowance on a rotation; seed = the seed's order for everything, unpaced.",
+    )
+    budget_max_quote_age_seconds: int = Field(
+        1200, gt=0, json_schema_extra=_unit("seconds"),
+        description="Freshness asked: an open market's free quote older than this is paid "
+        "for where Bright Data has been measurably fresher.",
+    )  # fmt: skip
     cache_ttl_seconds: int = Field(
         900, gt=0, json_schema_extra=_unit("seconds"), description="How long a quote is fresh."
     )
@@ -235,7 +246,7 @@ class Settings(BaseSettings):
             ) from None
         return name
 
-    @field_validator("log_format", "log_level", "budget_pacing", mode="before")
+    @field_validator("log_format", "log_level", "budget_pacing", "budget_policy", mode="before")
     @classmethod
     def _lower_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

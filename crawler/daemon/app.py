@@ -190,6 +190,7 @@ class Daemon:
             # that has ticked is not fetched (and not paid for) again.
             first_collection_delay_s=STREAM_FIRST_TICKS_S if self.live else None,
             quote_times=self.quote_times,
+            budget_policy=settings.budget_policy,
         )
         self.operations = Operations(
             settings,

@@ -135,7 +135,12 @@ _MAX_INT_DIGITS = len(str(_MAX_INT_QUERY))
 
 
 def _fetch_with_progress(
-    ops: Operations, symbols: list[str], fresh: bool, asset_class: str | None, total: int
+    ops: Operations,
+    symbols: list[str],
+    fresh: bool,
+    asset_class: str | None,
+    total: int,
+    paid: bool = False,
 ) -> Iterator[bytes]:
     """`ops.fetch` as JSON lines: {"type": "progress", "done", "total", "symbol", "ok"} as each
     symbol is served, then {"type": "result", "quotes", "errors"} (or {"type": "error",
@@ -148,7 +153,9 @@ def _fetch_with_progress(
 
     def work() -> None:
         try:
-            lines.put(("result", ops.fetch(symbols, fresh, asset_class, on_done=on_done)))
+            lines.put(
+                ("result", ops.fetch(symbols, fresh, asset_class, on_done=on_done, paid=paid))
+            )
         except CrawlerError as exc:
             lines.put(("error", {"type": type(exc).__name__, "message": exc.message}))
         except BaseException:
@@ -191,19 +198,20 @@ def register_routes(
 
     def fetch(request: Request) -> Response:
         body = _body(request)
-        _unknown_fields(body, {"symbols", "fresh", "asset_class", "progress"})
+        _unknown_fields(body, {"symbols", "fresh", "asset_class", "progress", "paid"})
         symbols = body.get("symbols")
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             raise _BadRequest("'symbols' must be a list of strings, e.g. [\"AAPL:US\"]")
         if not symbols or len(symbols) > _MAX_FETCH_SYMBOLS:
             raise _BadRequest(f"'symbols' must hold 1 to {_MAX_FETCH_SYMBOLS} symbols")
         fresh, asset_class = _bool(body, "fresh"), _optional_str(body, "asset_class")
+        paid = _bool(body, "paid")
         if _bool(body, "progress"):
             parsed, _errors, _notices = ops.parse_symbols(symbols, asset_class)  # 400 first
             total = len({sym.canonical for sym in parsed})
-            stream = _fetch_with_progress(ops, symbols, fresh, asset_class, total)
+            stream = _fetch_with_progress(ops, symbols, fresh, asset_class, total, paid)
             return Response(stream=stream, content_type=_NDJSON_TYPE)
-        return Response(body=ops.fetch(symbols, fresh, asset_class))
+        return Response(body=ops.fetch(symbols, fresh, asset_class, paid=paid))
 
     def list_symbols(request: Request) -> Response:
         return Response(body=ops.list_symbols())

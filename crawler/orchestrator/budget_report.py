@@ -28,6 +28,7 @@ __all__ = [
     "short_time",
     "split_labels",
     "summary_line",
+    "targets",
     "usd",
 ]
 
@@ -52,6 +53,9 @@ def budget_report(
     now: datetime,
     day_end: datetime,
     pacing: str,
+    live_served: int = 0,
+    policy: str | None = None,
+    seed_order: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The whole `crawler budget` answer (JSON-ready) from the ledger's statistics and
     breakdown, the sources' usage counters and the cache's statistics."""
@@ -82,7 +86,24 @@ def budget_report(
         "paid_by_hour": by_hour,
         "top_symbols": [{"symbol": name, "requests": n} for name, n in top[:_TOP_SYMBOLS]],
         "paid_by_reason": by_reason,
-        "targets": _targets(usage, cache),
+        "policy": policy,
+        "seed_order": _saved(seed_order, cost),
+        "targets": targets(usage, cache, live_served),
+    }
+
+
+def _saved(counts: Mapping[str, int] | None, cost: Decimal) -> dict[str, Any] | None:
+    """What the policy saved against the seed's order in today's collections (None: unknown)."""
+    if not counts:
+        return None
+    would, paid = int(counts.get("seed_order", 0)), int(counts.get("paid", 0))
+    saved = max(0, would - paid)
+    return {
+        "requests": would,
+        "usd": str(would * cost),
+        "paid": paid,
+        "saved_requests": saved,
+        "saved_usd": str(saved * cost),
     }
 
 
@@ -116,10 +137,13 @@ def _runs_out(
     return out if out < day_end else None
 
 
-def _targets(
-    usage: Mapping[str, Mapping[str, Any]], cache: Mapping[str, Any]
+def targets(
+    usage: Mapping[str, Mapping[str, Any]], cache: Mapping[str, Any], live_served: int = 0
 ) -> dict[str, dict[str, Any]]:
-    hits = int(cache.get("hits", 0))
+    """The seed's three targets from the sources' usage and the cache's counters. A quote the
+    live stream answered is a free serve from memory: counted as a cache hit. Batch quotes
+    are yfinance successes (one each)."""
+    hits = int(cache.get("hits", 0)) + max(0, int(live_served))
     misses = int(cache.get("misses", 0))
     yf = usage.get("yfinance", {})
     bd = usage.get("bright_data", {})

@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -251,7 +251,6 @@ class Collector:
             else:
                 closing.append(sym)  # not fetched since the close (or never): fetch once more
 
-        unpaid, allowance = self._ration(hybrid, regular + closing, every, started_at, times)
         events = self._events
         total = len(regular) + len(closing)
         if events is not None:
@@ -262,8 +261,13 @@ class Collector:
         started = started_at.isoformat()
         self._in_progress = {"started_at": started, "done": 0, "total": total}
 
+        reported: set[str] = set()
+
         def progress(key: str, outcome: Quote | CrawlerError) -> None:
             nonlocal done  # on_done runs on the calling thread only, one at a time
+            if key in reported:  # fetched again (a paid try after the free one): counted once
+                return
+            reported.add(key)
             done += 1
             # A new dict, never mutated: `in_progress` readers on other threads see a whole one.
             self._in_progress = {"started_at": started, "done": done, "total": total}
@@ -294,35 +298,38 @@ class Collector:
                 if not quote.from_cache or (shared and not quote.stale):
                     keep.add(quote)
 
+        def fetch(batch: _Fetch) -> dict[str, Quote | CrawlerError]:
+            if not batch.symbols:
+                return {}
+            return hybrid.fetch_many(
+                batch.symbols,
+                force_fresh=batch.force_fresh,
+                on_done=progress,
+                deadline_s=self._left_s(start_s, deadline_s),
+                unpaid=batch.unpaid,
+                on_quote=on_quote,
+                # A cluster fetches each symbol once per interval, closes included.
+                once_per_interval=True,
+                paid_reasons=batch.reasons,
+                past_live=batch.past_live,
+            )
+
+        paid_before = _paid_requests(hybrid)
+        remaining_at_start = self._remaining(hybrid)
         try:
-            if regular:
-                results.update(
-                    hybrid.fetch_many(
-                        regular,
-                        on_done=progress,
-                        deadline_s=self._left_s(start_s, deadline_s),
-                        unpaid=unpaid,
-                        on_quote=on_quote,
-                        # A cluster fetches each symbol once per interval, closes included.
-                        once_per_interval=True,
-                    )
+            if self._needs_based(hybrid):
+                allowance = self._fetch_needed(
+                    hybrid, regular, closing, every, started_at, times, fetch, results
                 )
-            if closing:
+            else:
+                unpaid, allowance, reasons = self._ration(
+                    hybrid, regular + closing, every, started_at, times
+                )
+                results.update(fetch(_Fetch(regular, False, unpaid, reasons)))
                 # After the regular group, not beside it: closes are rare (once per market and
                 # day). Past the cache: a quote cached just before the close is not the
                 # closing price.
-                results.update(
-                    hybrid.fetch_many(
-                        closing,
-                        force_fresh=True,
-                        on_done=progress,
-                        deadline_s=self._left_s(start_s, deadline_s),
-                        unpaid=unpaid,
-                        on_quote=on_quote,
-                        # A cluster fetches each symbol once per interval, closes included.
-                        once_per_interval=True,
-                    )
-                )
+                results.update(fetch(_Fetch(closing, True, unpaid, reasons)))
         finally:
             recorded = recorder.close() if recorder is not None else None
 
@@ -338,6 +345,17 @@ class Collector:
 
         fetched = [q for q in quotes if not q.from_cache]
         self._note_times(fetched, started_at)
+        if self._spending is not None:
+            self._spending.learn(quotes, open_now)
+            # What the seed's order would have paid for: every symbol due that the cache or
+            # the stream did not answer fresh (the ledger would have stopped it at the budget).
+            free_served = sum(1 for q in quotes if q.from_cache and not q.stale)
+            seed_order = len(regular) + len(closing) - free_served
+            if remaining_at_start is not None:
+                seed_order = min(seed_order, remaining_at_start)
+            self._spending.count_collection(
+                started_at, seed_order=seed_order, paid=_paid_requests(hybrid) - paid_before
+            )
         storage_count, storage_last = hybrid.storage_errors()
         sources = Counter(CACHE_SOURCE if q.from_cache else q.source for q in quotes)
         report = CollectionReport(
@@ -402,6 +420,100 @@ class Collector:
         # A time after `at` is not trusted (a clock stepped back, or a simulated day).
         return known is not None and closed_at <= known.fetched_at <= at
 
+    def _needs_based(self, hybrid: HybridDataSource) -> bool:
+        return (
+            self._spending is not None
+            and self._spending.policy == "needed"
+            and BRIGHT_DATA in hybrid.sources
+        )
+
+    def _remaining(self, hybrid: HybridDataSource) -> int | None:
+        """Paid requests the ledger would still accept now; None when it cannot be read."""
+        if BRIGHT_DATA not in hybrid.sources:
+            return None
+        try:
+            return requests_left(hybrid.ledger.statistics())
+        except CrawlerError as exc:  # the ledger still guards every reserve
+            log.warning("budget unreadable for pacing", error=exc.message)
+            return None
+
+    def _fetch_needed(
+        self,
+        hybrid: HybridDataSource,
+        regular: list[Symbol],
+        closing: list[Symbol],
+        every: list[Symbol],
+        at: datetime,
+        times: dict[str, SymbolTimes],
+        fetch: Callable[[_Fetch], dict[str, Quote | CrawlerError]],
+        results: dict[str, Quote | CrawlerError],
+    ) -> int | None:
+        """The "needed" policy (see `crawler.orchestrator.spending`): the free path first for
+        every symbol without a known need, then the paid requests the needs (known before, or
+        met on the free path) get from the paced allowance. Returns the allowance."""
+        spending = self._spending
+        assert spending is not None
+        due = regular + closing
+        everyone = {sym.canonical for sym in due}
+        needs: dict[str, str] = {}
+        for sym in due:
+            need = hybrid.free_need(sym)
+            if need is not None:
+                needs[sym.canonical] = need
+        for name in spending.freshness_needs(
+            [sym for sym in regular if sym.canonical not in needs], at
+        ):
+            needs[name] = "free_too_old"
+        # 1. The free path (stream, Yahoo batch, chart) for the rest: nothing paid.
+        free_regular = [sym for sym in regular if sym.canonical not in needs]
+        free_closing = [sym for sym in closing if sym.canonical not in needs]
+        results.update(fetch(_Fetch(free_regular, False, everyone)))
+        results.update(fetch(_Fetch(free_closing, True, everyone)))
+        for sym in free_regular + free_closing:
+            outcome = results.get(sym.canonical)
+            if not isinstance(outcome, Quote) or outcome.stale:
+                needs[sym.canonical] = hybrid.free_need(sym) or "free_failing"
+        candidates = [sym for sym in due if sym.canonical in needs]
+        if not candidates:
+            return None
+        remaining = self._remaining(hybrid)
+        if remaining is None:
+            return None
+        # 2. The needs, rationed by the pacing: by need, then the oldest paid quote.
+        plan = spending.ration(
+            needs,
+            candidates,
+            len(due),
+            every,
+            _share_of(hybrid, remaining),
+            at,
+            last_paid={name: t.last_paid_at for name, t in times.items()},
+        )
+        tried = {sym.canonical for sym in free_regular + free_closing}
+        left_free = {sym.canonical for sym in plan.free}
+        # Too old: past the cache and the stream (their quote is the one too old).
+        fresher = [s for s in plan.paid if plan.reasons[s.canonical] == "free_too_old"]
+        rest = [
+            sym
+            for sym in candidates
+            if sym.canonical not in tried or sym.canonical in plan.reasons
+            if plan.reasons.get(sym.canonical) != "free_too_old"
+        ]
+        opening = {sym.canonical for sym in regular}
+        results.update(fetch(_Fetch(fresher, True, set(), plan.reasons, past_live=True)))
+        results.update(
+            fetch(
+                _Fetch([s for s in rest if s.canonical in opening], False, left_free, plan.reasons)
+            )
+        )
+        results.update(
+            fetch(
+                _Fetch([s for s in rest if s.canonical not in opening], True, left_free,
+                       plan.reasons)
+            )
+        )  # fmt: skip
+        return plan.allowance
+
     def _ration(
         self,
         hybrid: HybridDataSource,
@@ -409,15 +521,14 @@ class Collector:
         every: list[Symbol],
         at: datetime,
         times: dict[str, SymbolTimes],
-    ) -> tuple[set[str], int | None]:
-        """(symbols that may not use Bright Data, the allowance) for this collection."""
+    ) -> tuple[set[str], int | None, dict[str, str]]:
+        """(symbols that may not use Bright Data, the allowance, why the others may) for this
+        collection under the "paced" and "seed" policies."""
         if self._spending is None or not due or BRIGHT_DATA not in hybrid.sources:
-            return set(), None
-        try:
-            remaining = requests_left(hybrid.ledger.statistics())
-        except CrawlerError as exc:  # the ledger still guards every reserve
-            log.warning("budget unreadable for pacing", error=exc.message)
-            return set(), None
+            return set(), None, {}
+        remaining = self._remaining(hybrid)
+        if remaining is None:
+            return set(), None, {}
         remaining = _share_of(hybrid, remaining)
         plan = self._spending.plan(
             due,
@@ -427,7 +538,7 @@ class Collector:
             unservable=hybrid.free_source_unservable,
             last_paid={name: t.last_paid_at for name, t in times.items()},
         )
-        return {sym.canonical for sym in plan.free}, plan.allowance
+        return {sym.canonical for sym in plan.free}, plan.allowance, plan.reasons
 
     def _note_times(self, fetched: list[Quote], at: datetime) -> None:
         """Remember when each symbol got a quote from a source, and which ones were paid."""
@@ -453,6 +564,24 @@ class Collector:
         except Exception:  # unknown calendar etc.: fetching too often beats never fetching
             log.warning("market hours unknown; fetching it", symbol=sym.canonical, exc_info=True)
             return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """One `fetch_many` of a collection: which symbols, past the cache or not, those that may
+    not pay, why the others may, and whether a streamed quote is too old to serve."""
+
+    symbols: list[Symbol]
+    force_fresh: bool
+    unpaid: set[str]
+    reasons: dict[str, str] = field(default_factory=dict)
+    past_live: bool = False
+
+
+def _paid_requests(hybrid: HybridDataSource) -> int:
+    """Paid requests this process made so far (billed or not)."""
+    usage = hybrid.usage.get(BRIGHT_DATA)
+    return usage.total_requests if usage is not None else 0
 
 
 def _share_of(hybrid: HybridDataSource, remaining: int) -> int:

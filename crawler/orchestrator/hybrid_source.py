@@ -226,6 +226,8 @@ class HybridDataSource:
         # `default_paid_reason` for the others (the seed's order, as a library).
         self._paid_reasons: dict[str, str] = {}
         self.default_paid_reason = "seed"
+        # Symbols whose streamed quote is too old to answer for them (see `fetch_many`).
+        self._past_live: set[str] = set()
         # Quotes served by the live stream (free serves, like cache hits).
         self._live_served = 0
         # Errors of our own disk (StorageError) met while fetching: not the sources' fault.
@@ -258,7 +260,7 @@ class HybridDataSource:
         # `_coalesced_fetch` that our miss may be out of date.
         generation = self._finished.get(sym.canonical, 0)
         live = self.live
-        if live is not None:
+        if live is not None and sym.canonical not in self._past_live:
             # Even past `force_fresh`: a streamed tick is fresher than any source could be,
             # and asking Bright Data for it would pay for what the stream gives free.
             streamed = live.live_quote(sym.canonical)
@@ -289,6 +291,7 @@ class HybridDataSource:
         on_quote: Callable[[Quote], None] | None = None,
         once_per_interval: bool = False,
         paid_reasons: Mapping[str, str] | None = None,
+        past_live: bool = False,
     ) -> dict[str, Quote | CrawlerError]:
         """Fetch concurrently on a bounded pool; one bad symbol or source never stops the rest.
         Returns canonical symbol (or the raw text, for a malformed one) → quote or error.
@@ -306,20 +309,27 @@ class HybridDataSource:
 
         `paid_reasons` (canonical -> why) is recorded with each paid request made for those
         symbols (`crawler budget` counts spend by reason); others get `default_paid_reason`.
+        `past_live`: a streamed quote does not answer for these symbols (it is the one found
+        too old), so with `force_fresh` they go to the sources.
         """
+        given = list(symbols)
         if paid_reasons:
             with self._lock:
                 self._paid_reasons.update(paid_reasons)
+        if past_live:
+            with self._lock:
+                self._past_live.update(_names(given, asset_class))
         try:
             return self._fetch_many(
-                symbols, asset_class, force_fresh, on_done, deadline_s, unpaid, on_quote,
+                given, asset_class, force_fresh, on_done, deadline_s, unpaid, on_quote,
                 once_per_interval,
             )  # fmt: skip
         finally:
-            if paid_reasons:
-                with self._lock:
-                    for key in paid_reasons:
-                        self._paid_reasons.pop(key, None)
+            with self._lock:
+                for key in paid_reasons or ():
+                    self._paid_reasons.pop(key, None)
+                if past_live:
+                    self._past_live.difference_update(_names(given, asset_class))
 
     def _fetch_many(
         self,
@@ -648,7 +658,9 @@ class HybridDataSource:
         generation = self._finished.get(key, 0)
         live = self.live
         # As in get_quote: a streamed tick wins even over force_fresh; then the cache.
-        ready = live.live_quote(key) if live is not None else None
+        ready = None
+        if live is not None and key not in self._past_live:
+            ready = live.live_quote(key)
         if ready is not None:
             self._count_live()
         if ready is None and not force_fresh:
@@ -1238,6 +1250,18 @@ class HybridDataSource:
             budget_limit=int(stats["requests_allowed"]),
             cost_spent=Decimal(str(stats["total_cost"])),
         )
+
+
+def _names(given: Iterable[str | Symbol], asset_class: AssetClass | None) -> set[str]:
+    """The canonical names of `given` (malformed ones left out)."""
+    names: set[str] = set()
+    for item in given:
+        try:
+            names.add(item.canonical if isinstance(item, Symbol) else
+                      parse_symbol(item, asset_class).canonical)  # fmt: skip
+        except SymbolError:
+            continue
+    return names
 
 
 def _has_yahoo_form(sym: Symbol) -> bool:

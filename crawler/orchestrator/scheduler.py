@@ -120,6 +120,7 @@ class DataScheduler:
         on_job_problem: Callable[[str, str], None] | None = None,
         first_collection_delay_s: float | None = None,
         quote_times: QuoteTimesStore | None = None,
+        budget_policy: str | None = None,
     ) -> None:
         if settings is None:
             from crawler.config import get_settings
@@ -148,6 +149,10 @@ class DataScheduler:
         #: Who may spend money in a collection (pacing and priority); see spending.py.
         self.spending = SpendingPolicy(
             pacing=settings.budget_pacing,
+            # The daemon passes `[budget] policy`; a scheduler used as a library (the seed's
+            # examples) keeps the seed's documented behaviour: paced, Bright Data first.
+            policy=budget_policy or "paced",
+            max_quote_age_s=float(settings.budget_max_quote_age_seconds),
             interval_s=self.update_interval_s,
             timezone=settings.budget_timezone,
             market_hours=use_hours,

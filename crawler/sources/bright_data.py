@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -109,7 +110,9 @@ class BrightDataSource:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
         pool_size: int = 10,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
+        self._now = now
         if not api_key:
             raise ConfigError("Bright Data API key is empty; set it or disable Bright Data")
         if not zone:
@@ -386,7 +389,7 @@ class BrightDataSource:
                 symbol, f"page did not arrive whole ({type(exc).__name__})"
             ) from exc
         try:
-            return parse_bloomberg_page(page, symbol, fetched_at=utc_now())
+            return parse_bloomberg_page(page, symbol, fetched_at=self._now())
         except BotWallError as exc:
             self._bump("bot_walls")
             raise self._billed_failure(symbol, f"BOT WALL: {exc.message}") from exc
