@@ -149,11 +149,20 @@ def market() -> Iterator[FakeMarket]:
         yield fake
 
 
+@pytest.fixture
+def own_market() -> Iterator[FakeMarket]:
+    """A market for a test's own daemon: what it bills is not counted against the shared one."""
+    with FakeMarket(api_key=API_KEY) as fake:
+        yield fake
+
+
 @pytest.fixture(scope="module")
 def daemon_env(
     market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, str]]:
-    """A detached daemon (`crawler start`) shared by this module's read-mostly tests."""
+    """A detached daemon (`crawler start`) shared by this module's read-mostly tests; the
+    market is its alone (the lifecycle tests bill `own_market`), so its ledger and the fake's
+    billed count are the same requests in any test order."""
     env = crawler_env(market, tmp_path_factory.mktemp("d"))
     started = crawler(env, "start")
     assert started.returncode == 0, started.stderr
@@ -374,9 +383,9 @@ def test_history_and_export_through_daemon(daemon_env: dict[str, str], tmp_path:
 
 
 def test_restart_keeps_the_watchlist(
-    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+    own_market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    env = crawler_env(market, tmp_path_factory.mktemp("r"))
+    env = crawler_env(own_market, tmp_path_factory.mktemp("r"))
     assert crawler(env, "start").returncode == 0
     assert crawler(env, "symbols", "add", "VOD:LN", "EURUSD:CUR").returncode == 0
     stopped = crawler(env, "stop", "--json")
@@ -394,9 +403,9 @@ def test_restart_keeps_the_watchlist(
 
 
 def test_stale_socket_and_pidfile_after_kill_9_are_replaced(
-    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+    own_market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    env = crawler_env(market, tmp_path_factory.mktemp("k"))
+    env = crawler_env(own_market, tmp_path_factory.mktemp("k"))
     proc = start_foreground(env)
     try:
         wait_until(lambda: answers(sock_of(env)), 20, "the daemon's socket")
@@ -421,9 +430,9 @@ def _status(env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_reload_and_sighup_apply_live_settings_and_name_the_rest(
-    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+    own_market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    env = crawler_env(market, tmp_path_factory.mktemp("h"))
+    env = crawler_env(own_market, tmp_path_factory.mktemp("h"))
     config = Path(env["CRAWLER_CONFIG"])
     assert crawler(env, "start").returncode == 0  # detached: its own log file
     try:
@@ -483,10 +492,10 @@ def _receive(notify: socket.socket, deadline_s: float) -> list[str]:
 
 
 def test_sd_notify_ready_watchdog_stopping_and_sigterm(
-    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+    own_market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     base = tmp_path_factory.mktemp("n")
-    env = crawler_env(market, base)
+    env = crawler_env(own_market, base)
     notify_path = base / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))
@@ -533,9 +542,9 @@ def test_sd_notify_ready_watchdog_stopping_and_sigterm(
 
 
 def test_sigint_takes_the_same_path(
-    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+    own_market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    env = crawler_env(market, tmp_path_factory.mktemp("i"))
+    env = crawler_env(own_market, tmp_path_factory.mktemp("i"))
     proc = start_foreground(env)
     try:
         wait_until(lambda: answers(sock_of(env)), 20, "the daemon's socket")
@@ -549,9 +558,9 @@ def test_sigint_takes_the_same_path(
 
 
 def test_once_runs_each_job_and_exits(
-    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+    own_market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    env = crawler_env(market, tmp_path_factory.mktemp("o"))
+    env = crawler_env(own_market, tmp_path_factory.mktemp("o"))
     assert crawler(env, "symbols", "add", "AAPL:US").returncode == 0
     result = crawler(env, "start", "--once")
     assert result.returncode == 0, result.stderr

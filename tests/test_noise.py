@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -31,12 +33,10 @@ def market() -> Iterator[FakeMarket]:
         yield fake
 
 
-@pytest.fixture(scope="module")
-def detached(
-    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DaemonHarness]:
+@contextmanager
+def _detached_daemon(market: FakeMarket, base: Path) -> Iterator[DaemonHarness]:
     """A daemon started as users do (`crawler start`: detached, its log a JSON file)."""
-    harness = DaemonHarness(market, tmp_path_factory.mktemp("noise"))
+    harness = DaemonHarness(market, base)
     harness.env.pop("LOG_FORMAT")  # the default, "auto": JSON because the log is a file
     assert harness.cli("symbols", "add", *SYMBOLS).returncode == 0
     started = harness.cli("start")
@@ -47,16 +47,36 @@ def detached(
         assert harness.cli("stop").returncode == 0
 
 
+@pytest.fixture(scope="module")
+def detached(
+    market: FakeMarket, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaemonHarness]:
+    """One detached daemon the module's tests share (they add symbols and collect)."""
+    with _detached_daemon(market, tmp_path_factory.mktemp("noise")) as harness:
+        yield harness
+
+
+@pytest.fixture
+def fresh_detached(market: FakeMarket, tmp_path: Path) -> Iterator[DaemonHarness]:
+    """A detached daemon of this test's own: the 100 symbols, none in its cache yet."""
+    with _detached_daemon(market, tmp_path) as harness:
+        yield harness
+
+
 def _log_records(harness: DaemonHarness) -> list[dict[str, object]]:
     text = (harness.data_dir / "crawler.log").read_text()
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def test_a_collection_of_100_discards_no_pooled_connection(detached: DaemonHarness) -> None:
-    result = detached.cli("collect")
+def test_a_collection_of_100_discards_no_pooled_connection(
+    fresh_detached: DaemonHarness,
+) -> None:
+    # A daemon of its own: after the module's other tests, the shared one has more symbols and
+    # a warm cache, and this collection would open no connection at all.
+    result = fresh_detached.cli("collect")
     assert result.returncode == 0, result.stderr
     assert "collected 100 quotes" in result.stdout
-    records = _log_records(detached)
+    records = _log_records(fresh_detached)
     summaries = [str(r.get("summary")) for r in records if r.get("event") == "collection done"]
     assert [s for s in summaries if s.startswith("collection: 100 symbols, 100 quotes")], summaries
     assert not [r for r in records if "Connection pool is full" in json.dumps(r)]

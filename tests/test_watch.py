@@ -44,6 +44,9 @@ def wait_for_watchers(daemon: DaemonHarness, count: int) -> None:
 
 
 def start_watch(daemon: DaemonHarness, *args: str) -> subprocess.Popen[str]:
+    # An earlier test's watcher may still be counted until the daemon sees its socket close:
+    # counting ours from zero, not from whatever is left over.
+    wait_for_watchers(daemon, 0)
     return subprocess.Popen(
         [sys.executable, "-m", "crawler", "watch", *args],
         env=daemon.env,
