@@ -14,6 +14,7 @@ import typer
 
 from crawler.cli.locate import Located, locate_daemon, location_is_explicit
 from crawler.daemon.client import ControlClient
+from crawler.utils.text import clean_text
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -86,13 +87,13 @@ def client_for(
 
 def warn(message: str) -> None:
     """One line on stderr, prefixed "error: "."""
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {clean_text(message)}\n")
     sys.stderr.flush()
 
 
 def note(message: str) -> None:
     """One line on stderr, prefixed "note: " (something the user should know, not an error)."""
-    sys.stderr.write(f"note: {message}\n")
+    sys.stderr.write(f"note: {clean_text(message)}\n")
     sys.stderr.flush()
 
 

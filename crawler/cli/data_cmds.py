@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar, cast
 from urllib.parse import quote as url_quote
 
 import typer
@@ -25,6 +25,7 @@ from crawler.utils.exceptions import (
     UsageError,
     WatchlistFullError,
 )
+from crawler.utils.text import clean_data
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -76,8 +77,10 @@ def _via_daemon_or_offline(
     A command that only reads (`creates` False) never makes a data dir: with none there, it
     says no daemon answers and where it looked (exit 3), instead of an empty answer from a
     directory it has just created."""
+    # Whatever it answers is shown on a terminal: its text (names, errors quoting upstream,
+    # rows stored before the normalizers cleaned them) goes without escapes or control chars.
     try:
-        return remote()
+        return cast(T, clean_data(remote()))
     except DaemonNotRunningError as exc:
         if not creates and not Path(settings.data_dir).exists():
             raise DaemonNotRunningError(
@@ -86,7 +89,7 @@ def _via_daemon_or_offline(
                 "or CRAWLER_SOCKET at yours"
             ) from None
     with _offline(settings) as ops:
-        return local(ops)
+        return cast(T, clean_data(local(ops)))
 
 
 @contextlib.contextmanager

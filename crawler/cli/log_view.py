@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from crawler.utils.text import clean_text
+
 __all__ = ["follow", "open_log_text", "render_line", "tail"]
 
 # Keys every line has, shown in fixed places rather than as key=value.
@@ -27,8 +29,12 @@ _POLL_S = 0.25
 
 
 def render_line(line: str) -> str:
-    """One log line as text: time, level, logger, message, then the other fields."""
-    text = line.rstrip("\n")
+    """One log line as text: time, level, logger, message, then the other fields; without
+    escape sequences or control characters (the log quotes upstream text)."""
+    return clean_text(_render(line.rstrip("\n")), keep_newlines=True)
+
+
+def _render(text: str) -> str:
     try:
         record = json.loads(text)
     except ValueError:

@@ -14,8 +14,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from crawler.cli.status_screen import STATUS_MAX_ROWS, format_age, plural, render_status
+from crawler.utils.text import clean_text
 
 __all__ = [
     "STATUS_MAX_ROWS",
@@ -79,16 +81,17 @@ def quotes_table(quotes: Iterable[Mapping[str, Any]], title: str | None = None) 
         source = str(quote.get("source", "-"))
         if quote.get("from_cache"):
             source += " (cache)"
-        table.add_row(
-            str(quote.get("symbol", "-")),
-            str(quote.get("price", "-")),
-            str(quote.get("currency") or "-"),
+        cells = (
+            quote.get("symbol", "-"),
+            quote.get("price", "-"),
+            quote.get("currency") or "-",
             _pct(quote.get("change_pct")),
             _short_time(quote.get("as_of")),
             source,
             format_age(_age_of(quote, now)),
             _stale_text(quote.get("stale"), quote.get("source_stale")),
         )
+        table.add_row(*(_cell(value) for value in cells))
     return table
 
 
@@ -150,5 +153,11 @@ def symbols_table(symbols: Iterable[Mapping[str, Any]]) -> Table:
     table.add_column("symbol")
     table.add_column("asset class")
     for entry in symbols:
-        table.add_row(str(entry.get("symbol")), str(entry.get("asset_class")))
+        table.add_row(_cell(entry.get("symbol")), _cell(entry.get("asset_class")))
     return table
+
+
+def _cell(value: Any) -> Text:
+    """A table cell of data: never read as rich markup (a name "[link=...]" would become a
+    terminal hyperlink), and without escape sequences or control characters."""
+    return Text(clean_text(str(value)))

@@ -68,6 +68,9 @@ def show_status(
         else:
             sys.stdout.write(f"crawler is not running (no answer on {socket_path})\n")
         return EXIT_NOT_RUNNING
+    from crawler.utils.text import clean_data
+
+    answer = clean_data(answer)  # upstream text (names, errors) without terminal escapes
     if major_units and isinstance(answer, dict):
         answer = _in_major_units(answer)
     if as_json:

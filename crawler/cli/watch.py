@@ -33,6 +33,7 @@ import typer
 from crawler.cli.common import client_for, fail, load
 from crawler.daemon.client import ControlClient
 from crawler.utils.exceptions import CrawlerError, DaemonError
+from crawler.utils.text import clean_data
 
 __all__ = ["Board", "iter_sse", "quote_line", "register", "watch"]
 
@@ -58,7 +59,8 @@ def iter_sse(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
                 except ValueError:
                     continue
                 if isinstance(event, dict):
-                    yield event
+                    # Upstream text (names, errors) without terminal escapes.
+                    yield clean_data(event)
 
 
 class Board:

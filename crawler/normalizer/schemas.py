@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from crawler.utils.exceptions import ParseError
+from crawler.utils.text import clean_text, has_controls
 
 __all__ = ["SOURCE_NAMES", "AssetClass", "Quote", "utc_now"]
 
@@ -82,6 +83,15 @@ class Quote:
     from_cache: bool = False
     stale: bool = False
 
+    def __post_init__(self) -> None:
+        # Text from upstream (a currency of "USD\x1b[31m", a name) reaches terminals: no
+        # escape sequence or control character gets into a Quote, whichever source built it
+        # (and a row stored before this rule is cleaned as it is read back).
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and has_controls(value):
+                object.__setattr__(self, name, clean_text(value).strip() or None)
+
     def with_flags(self, *, from_cache: bool | None = None, stale: bool | None = None) -> Quote:
         """A copy with `from_cache` / `stale` changed."""
         return replace(
@@ -142,6 +152,10 @@ class Quote:
         if not isinstance(data, dict):
             raise ParseError("malformed quote JSON: not an object")
         return cls.from_json_dict(data)
+
+
+#: The fields that carry upstream text (the symbol and source names are ours).
+_TEXT_FIELDS = ("currency", "name")
 
 
 def _parse_utc(value: Any) -> datetime:

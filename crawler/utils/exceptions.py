@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from crawler.utils.text import clean_text
+
 __all__ = [
     "APIError",
     "BilledFailureError",
@@ -65,6 +67,9 @@ class CrawlerError(Exception):
     exit_code: int = 1
 
     def __init__(self, message: str) -> None:
+        # Messages often quote upstream text, and they end up on terminals: one line, no
+        # escape sequences or control characters.
+        message = clean_text(message) if isinstance(message, str) else message
         super().__init__(message)
         self.message = message
 
