@@ -7,8 +7,9 @@ The scheduler owns *when* a collection runs; this module owns *what* one does:
    never stops the rest).
 3. Record the quotes that came from a source (not those served from the cache: they were
    recorded when they were fetched) into the history, if there is one, as each one lands
-   (`HistoryRecorder`: batched commits, at most a second in memory). With shared stores
-   (Redis) every fresh quote read is recorded, since another node may have fetched it.
+   (`HistoryRecorder`: batched commits, at most a second in memory; a paid quote is committed
+   before its fetch worker takes the next symbol and before it counts as done). With shared
+   stores (Redis) every fresh quote read is recorded, since another node may have fetched it.
 4. Return a `CollectionReport`; `summary()` is the one INFO line the scheduler logs.
 
 Market hours, per symbol: while its market is open, it is fetched every collection. Once the
@@ -294,9 +295,11 @@ class Collector:
             def on_quote(quote: Quote) -> None:
                 # Alone, a cached quote was recorded when this node fetched it. In a cluster
                 # it may be another node's: every fresh quote read is recorded (history
-                # dedups repeats).
+                # dedups repeats). A quote we paid for is on disk before its worker, and the
+                # collection's progress, move on: a kill -9 must not lose what was billed.
                 if not quote.from_cache or (shared and not quote.stale):
-                    keep.add(quote)
+                    paid = quote.source == BRIGHT_DATA and not quote.from_cache
+                    keep.add(quote, durable=paid)
 
         def fetch(batch: _Fetch) -> dict[str, Quote | CrawlerError]:
             if not batch.symbols:

@@ -303,7 +303,9 @@ class HybridDataSource:
         Quotes already in flight finish in the background within their own deadline.
 
         `on_quote` is called with each quote as soon as its fetch finishes (completion order,
-        on the thread that finished it), so a caller can keep it before the batch ends. After
+        on the thread that finished it), so a caller can keep it before the batch ends; on the
+        per-symbol path it runs inside the fetch task, so the symbol counts as done (and the
+        worker takes its next symbol) only after the hook returned. After
         `abort()` the batch returns at once: what has not finished becomes a
         TransientSourceError and what has not started is cancelled.
 
@@ -350,6 +352,7 @@ class HybridDataSource:
         leaders: dict[bool, list[tuple[Symbol, Future[Quote]]]] = {True: [], False: []}
         leased_elsewhere: list[tuple[Symbol, Future[Quote], bool]] = []
         batched: set[str] = set()
+        inline: set[str] = set()  # per-symbol tasks that call `on_quote` themselves
         # Nodes sharing a cache start at different places (`_spread`); answers keep input order.
         given = list(symbols)
         rank: dict[str, int] = {}
@@ -374,9 +377,14 @@ class HybridDataSource:
                 elif leader:  # another node is fetching it: wait for its quote, as get_quote does
                     leased_elsewhere.append((sym, future, paid))
                 continue
+            # `on_quote` runs inside the task, before its future completes: the worker (and
+            # whoever waits for the symbol) moves on only after the hook (a paid quote's
+            # history commit) is done.
             pending[sym.canonical] = pool.submit(
-                self.get_quote, sym, None, force_fresh, paid, once_per_interval=once_per_interval
-            )
+                _kept, on_quote, self.get_quote, sym, None, force_fresh, paid,
+                once_per_interval=once_per_interval,
+            )  # fmt: skip
+            inline.add(sym.canonical)
         for paid, batch_source in batches.items():
             if batch_source is None or not leaders[paid]:
                 continue
@@ -390,8 +398,9 @@ class HybridDataSource:
         for sym, future, paid in leased_elsewhere:
             pool.submit(self._finish_leased, sym, future, force_fresh, paid, once_per_interval)
         if on_quote is not None:
-            for future in pending.values():
-                future.add_done_callback(_quote_callback(on_quote))
+            for key, future in pending.items():
+                if key not in inline:
+                    future.add_done_callback(_quote_callback(on_quote))
         for key, future in pending.items():
             outcome = self._outcome_of(
                 key, future, deadline_at_s, deadline_s, cancel=key not in batched
@@ -1363,6 +1372,22 @@ _ABORT_POLL_S = 0.1
 
 class _AbortedError(Exception):
     """Internal: `abort()` was called while a batch waited."""
+
+
+def _kept(
+    on_quote: Callable[[Quote], None] | None,
+    fetch: Callable[..., Quote],
+    *args: Any,
+    **kwargs: Any,
+) -> Quote:
+    """`fetch(*args, **kwargs)`, then `on_quote` with its quote, on the same (pool) thread."""
+    quote = fetch(*args, **kwargs)
+    if on_quote is not None:
+        try:
+            on_quote(quote)
+        except Exception:  # the caller's hook must not turn a quote into an error
+            log.exception("on_quote hook failed")
+    return quote
 
 
 def _quote_callback(on_quote: Callable[[Quote], None]) -> Callable[[Future[Quote]], None]:

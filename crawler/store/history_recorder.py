@@ -7,14 +7,23 @@ as each fetch finishes (`add`, from any thread) and commits them in batches: as 
 first. So at most `max_delay_s` worth of quotes is ever only in memory. `close()` writes what
 is left and stops the thread; it returns how many rows were new.
 
+A paid quote is different: money was spent on it, and a second is too long to hold it in
+memory (a kill -9 less than a second after the first paid quotes landed once kept none of
+them). `add(quote, durable=True)` returns only once the quote's commit is done (or has failed),
+so the fetch worker that got it, and the collection's progress, move on only after it is on
+disk. Quotes waiting beside it go into the same commit; a few hundred paid quotes a day cost
+next to nothing to commit one by one. SQLite's WAL with `synchronous=NORMAL` makes a commit
+survive the process being killed (not a power cut: that needs a checkpoint).
+
 A write that fails (a full disk, a locked or corrupt file) does not stop the collection: the
 quotes of that batch are counted as not stored, the first error is kept, and `close()` raises
 it (StorageError) naming how many quotes were not stored, so the scheduler reports the job as
 failed without blaming the sources.
 
     recorder = HistoryRecorder(history)
-    recorder.add(quote)          # from the fetch workers
-    new_rows = recorder.close()  # the rest, then StorageError if any batch failed
+    recorder.add(quote)                   # from the fetch workers: committed within a second
+    recorder.add(paid_quote, durable=True)   # returns once committed
+    new_rows = recorder.close()           # the rest, then StorageError if any batch failed
 """
 
 from __future__ import annotations
@@ -59,6 +68,11 @@ class HistoryRecorder:
         self._cond = threading.Condition()
         self._waiting: list[Quote] = []
         self._oldest_at_s: float | None = None
+        # Quotes handed in so far, and how many of them have had their commit (or failed):
+        # batches are written in order, so one counter says whether a given quote is done.
+        self._added = 0
+        self._done = 0
+        self._urgent = False  # a durable quote waits: commit now, not at the batch's due time
         self._closing = False
         self._recorded = 0
         self._not_stored = 0
@@ -66,26 +80,35 @@ class HistoryRecorder:
         self._thread = threading.Thread(target=self._run, name="crawler-history", daemon=True)
         self._thread.start()
 
-    def add(self, quote: Quote) -> None:
-        """Queue one quote for the history (thread-safe, never blocks on the disk). A quote
-        that lands after `close()` (its fetch outlived the collection's deadline) is not
-        recorded: the history may already be closing."""
+    def add(self, quote: Quote, *, durable: bool = False) -> None:
+        """Queue one quote for the history (thread-safe). Without `durable` it never blocks on
+        the disk; with it (a paid quote) it returns once the commit holding the quote is done
+        or has failed. A quote that lands after `close()` (its fetch outlived the collection's
+        deadline) is not recorded: the history may already be closing."""
         with self._cond:
             if self._closing:
                 log.debug("history: a quote landed after its collection ended", symbol=quote.symbol)
                 return
             self._waiting.append(quote)
+            self._added += 1
+            mine = self._added
             if self._oldest_at_s is None:
                 self._oldest_at_s = self._clock()
+            if durable:
+                self._urgent = True
+                self._cond.notify_all()
+                while self._done < mine:
+                    self._cond.wait()
+                return
             if len(self._waiting) >= self._batch_size or len(self._waiting) == 1:
-                self._cond.notify()
+                self._cond.notify_all()
 
     def close(self) -> int:
         """Write what is waiting, stop the writer; the count of new rows. Raises StorageError
         (after writing everything it could) when a batch could not be stored."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
+            self._cond.notify_all()
         self._thread.join()
         if self._error is not None:
             raise StorageError(
@@ -115,11 +138,13 @@ class HistoryRecorder:
         while True:
             if self._waiting and (
                 self._closing
+                or self._urgent
                 or len(self._waiting) >= self._batch_size
                 or self._due_in_s() <= 0
             ):
                 batch, self._waiting = self._waiting, []
                 self._oldest_at_s = None
+                self._urgent = False
                 return batch
             if self._closing:
                 return None
@@ -131,6 +156,14 @@ class HistoryRecorder:
         return self._oldest_at_s + self._max_delay_s - self._clock()
 
     def _write(self, batch: list[Quote]) -> None:
+        try:
+            self._commit(batch)
+        finally:
+            with self._cond:
+                self._done += len(batch)
+                self._cond.notify_all()  # durable adders waiting for this batch
+
+    def _commit(self, batch: list[Quote]) -> None:
         try:
             new = self._history.record(batch)
         except Exception as exc:  # StorageError, or a bug: the batch is lost either way
