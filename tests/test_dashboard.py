@@ -14,10 +14,10 @@ import http.client
 import io
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +40,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SYMBOLS = ("AAPL:US", "EURUSD:CUR", "VOD:LN")
+MAX_CONNECTIONS = 32  # the dashboard's cap
 
 pytestmark = pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
@@ -289,22 +290,39 @@ def test_the_sources_and_collections_show(env: dict[str, Any]) -> None:
     assert {"bright_data", "yfinance"} <= breakers
     assert "key set" in text_of(driver, "bright-data")
     assert text_of(driver, "stream-state")
-    rows = driver.find_elements(By.CSS_SELECTOR, "#collections-table tr")
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#collections-table tr')].map(tr => tr.textContent)"
+    )
     assert len(rows) >= 2  # the header and the fixture's collection
-    assert "3" in rows[1].text
+    assert "3" in rows[1]
 
 
-def test_collect_now_adds_a_collection(env: dict[str, Any]) -> None:
+def test_collect_now_shows_its_progress_then_the_new_collection(env: dict[str, Any]) -> None:
     driver: WebDriver = env["driver"]
     daemon: DaemonHarness = env["daemon"]
+    market: FakeMarket = env["market"]
+    assert daemon.cli("symbols", "add", "IBM:US").returncode == 0  # never fetched: pending
     driver.get(env["dashboard"].origin + "/")
     wait_ready(driver)
     _, before = daemon.client().get("/status")
     total = before["scheduler"]["collection_metrics"]["total_collections"]
     shown = len(driver.find_elements(By.CSS_SELECTOR, "#collections-table tr"))
-    driver.find_element(By.ID, "collect").click()
-    until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#collections-table tr"))
-          > shown)  # fmt: skip
+    driver.execute_script(  # remember what the progress line said while the collection ran
+        "window.sawProgress = '';"
+        "const box = document.getElementById('progress');"
+        "new MutationObserver(() => { if (!box.hidden) window.sawProgress = box.textContent; })"
+        ".observe(box, {attributes: true, childList: true, subtree: true});"
+    )
+    market.bright_data.faults.set("*", latency_s=1.0)  # the collection lasts a second
+    try:
+        driver.find_element(By.ID, "collect").click()
+        until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#collections-table tr"))
+              > shown)  # fmt: skip
+    finally:
+        market.bright_data.faults.clear()
+        assert daemon.cli("symbols", "remove", "IBM:US").returncode == 0
+    assert driver.execute_script("return window.sawProgress").startswith("collecting")
+    assert driver.find_element(By.ID, "progress").get_attribute("hidden") is not None
     _, after = daemon.client().get("/status")
     assert after["scheduler"]["collection_metrics"]["total_collections"] == total + 1
 
@@ -408,7 +426,36 @@ def test_without_a_daemon_exit_3_one_line(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-# -- the locks -------------------------------------------------------------------------------
+# -- the locks -------------------------------------------------------------------------------------
+
+
+def test_connections_are_capped_and_idle_ones_closed(env: dict[str, Any]) -> None:
+    daemon: DaemonHarness = env["daemon"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crawler", "dashboard", "--port", "0", "--no-browser", "--json",
+         "--idle-timeout", "1"],
+        env=daemon.env, cwd=daemon.base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        url = urlsplit(json.loads(proc.stdout.readline())["url"])
+        address = (str(url.hostname), int(url.port or 80))
+        held = [socket.create_connection(address, timeout=30) for _ in range(MAX_CONNECTIONS + 8)]
+        answers = [conn.recv(64) for conn in held]  # each: a 503 now, or closed when idle
+        refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+        assert len(refused) == 8, answers
+        assert answers.count(b"") == MAX_CONNECTIONS
+        with socket.create_connection(address, timeout=30) as conn:  # usable again
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: " + url.netloc.encode() + b"\r\n\r\n")
+            assert conn.recv(64).startswith(b"HTTP/1.1 401")
+    finally:
+        for conn in held:
+            conn.close()
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
 
 
 def test_without_the_token_nothing_is_served(env: dict[str, Any]) -> None:
@@ -547,7 +594,12 @@ def test_a_cluster_node_without_a_key_shows_its_nodes(
     try:
         for node in nodes:
             node.env = {k: v for k, v in node.env.items() if not k.startswith("BRIGHT_DATA_")}
-            node.start()
+        starting = [threading.Thread(target=node.start) for node in nodes]  # both at once
+        for thread in starting:
+            thread.start()
+        for thread in starting:
+            thread.join()
+        assert all(node.alive() for node in nodes)
         assert nodes[0].cli("symbols", "add", "AAPL:US").returncode == 0
         assert nodes[0].cli("collect").returncode == 0
         dashboard = Dashboard(nodes[0])
@@ -569,4 +621,3 @@ def test_a_cluster_node_without_a_key_shows_its_nodes(
             node.stop()
         # back to the module's dashboard for any test after this one
         env["driver"].get(env["dashboard"].url)
-        time.sleep(0)

@@ -18,7 +18,7 @@ from crawler.dashboard.security import (
     is_loopback,
     load_or_create_token,
 )
-from crawler.dashboard.server import chart_points
+from crawler.dashboard.server import _Tickets, chart_points
 from crawler.utils.exceptions import DataDirError
 
 
@@ -130,3 +130,12 @@ def test_a_tab_that_falls_behind_is_dropped_not_waited_for(tmp_path: Path) -> No
         hub._apply({"type": "breaker", "name": "x", "old": "closed", "new": str(i)})
         hub.flush()
     assert hub.tab_count == 0 and tab.closed
+
+
+def test_a_sign_in_ticket_works_once() -> None:
+    tickets = _Tickets(ttl_s=60)
+    ticket = tickets.issue()
+    assert tickets.redeem(ticket) and not tickets.redeem(ticket)
+    assert not tickets.redeem(None) and not tickets.redeem("made-up")
+    expired = _Tickets(ttl_s=-1)
+    assert not expired.redeem(expired.issue())

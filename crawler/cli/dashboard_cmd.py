@@ -55,6 +55,13 @@ def dashboard(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Do not open a browser; only print the address.")
     ] = False,
+    idle_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--idle-timeout", min=0.1, max=3600,
+            help="Seconds a silent browser connection is kept open (15).",
+        ),
+    ] = 15.0,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print {\"url\", \"pid\"} as one JSON line.")
     ] = False,
@@ -74,7 +81,7 @@ def dashboard(
             "use the dashboard, over plain HTTP"
         )
     hub = Hub(client)
-    server = DashboardServer(hub, token, host, port)
+    server = DashboardServer(hub, token, host, port, idle_timeout_s=idle_timeout_s)
     server.start()
     hub.start()
     stop = threading.Event()

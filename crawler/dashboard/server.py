@@ -125,6 +125,9 @@ def _extremes(bucket: list[tuple[int, float]]) -> list[list[float]]:
 class _CappedServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's 5 drops the SYNs of a burst (a browser opens 6 connections at once, each
+    # dropped one is retried a second later): connections past the cap are better answered.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], cap: int) -> None:
         if ":" in address[0]:
