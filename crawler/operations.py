@@ -450,7 +450,7 @@ class Operations:
 
     def _symbols_status(
         self, now: datetime, rows: int | None
-    ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         items = self.watchlist.items()
         cache = self.hybrid.cache
         many = getattr(cache, "last_known_many", None)
@@ -468,7 +468,7 @@ class Operations:
                 self._symbol_status(name, asset, last.get(name), now, closed_since)
                 for name, asset in items
             ]
-            summary = {
+            summary: dict[str, Any] = {
                 "tracked": len(entries),
                 "stale": sum(1 for entry in entries if entry["stale"]),
                 "pending": sum(1 for entry in entries if entry["pending"]),
@@ -477,25 +477,40 @@ class Operations:
             # Only the rows sent get an entry: at 10,000 symbols building them all for 50 rows
             # was most of the answer's time. What needs a look comes first (stale, pending),
             # then the rest, each in watchlist order.
-            flagged: list[tuple[str, AssetClass]] = []
+            # Prices first: stale ones (they need a look, and have a price), then fresh ones,
+            # then those never fetched; why those wait is in `pending_reasons`. (Pending rows
+            # first filled a 50-row screen with no price at all when 150 symbols waited.)
+            stale_rows: list[tuple[str, AssetClass]] = []
             fine: list[tuple[str, AssetClass]] = []
+            waiting: list[tuple[str, AssetClass]] = []
             stale = pending = 0
             for name, asset in items:
                 quote = last.get(name)
                 if quote is None:
                     pending += 1
-                    flagged.append((name, asset))
+                    if len(waiting) < rows:
+                        waiting.append((name, asset))
                 elif self._stale(name, asset, quote, now, closed_since):
                     stale += 1
-                    flagged.append((name, asset))
+                    if len(stale_rows) < rows:
+                        stale_rows.append((name, asset))
                 elif len(fine) < rows:
                     fine.append((name, asset))
-            shown = (flagged + fine)[:rows]
+            shown = (stale_rows + fine + waiting)[:rows]
             entries = [
                 self._symbol_status(name, asset, last.get(name), now, closed_since)
                 for name, asset in shown
             ]
             summary = {"tracked": len(items), "stale": stale, "pending": pending}
+        reasons = self._waiting_reasons()
+        waiting_names = [name for name, _ in items if name not in last]
+        summary_reasons = {name: reasons(name) for name in waiting_names}
+        for entry in entries:
+            if entry["pending"] or entry["stale"]:
+                entry["reason"] = reasons(entry["symbol"])
+        from crawler.orchestrator.failures import group_failures, groups_json
+
+        summary["pending_reasons"] = groups_json(group_failures(summary_reasons), first=5)
         summary["shown"] = len(entries)
         if self.market_hours is not None:
             for entry in entries:
@@ -579,6 +594,45 @@ class Operations:
                 return None
 
         return closed_since
+
+    def _waiting_reasons(self) -> Callable[[str], str]:
+        """Why a symbol has no fresh quote: its error in the last collection, its market
+        closed, or no collection since it was added."""
+        report = self.scheduler.last_report if self.scheduler is not None else None
+        errors = dict(report.errors) if report is not None else {}
+        closed = set(report.skipped_closed) if report is not None else set()
+
+        def reason(name: str) -> str:
+            if name in errors:
+                return errors[name]
+            if name in closed:
+                return "its market was closed at the last collection; fetched when it opens"
+            if report is None:
+                return "waiting for the first collection"
+            return "not collected yet: added after the last collection"
+
+        return reason
+
+    def symbol_status(self, name: str) -> dict[str, Any]:
+        """One tracked symbol's entry as in `status`, with why it waits (`reason`, its last
+        collection error in full) and its market; SymbolError if it is not tracked."""
+        canonical = read_symbol(name).symbol.canonical
+        asset = dict(self.watchlist.items()).get(canonical)
+        if asset is None:
+            raise SymbolError(
+                f"{canonical} is not tracked; `crawler symbols list` shows those that are"
+            )
+        now = self._now()
+        quote = self.hybrid.cache.get_last_known(canonical)
+        entry = self._symbol_status(canonical, asset, quote, now, self._closes(now))
+        report = self.scheduler.last_report if self.scheduler is not None else None
+        entry["last_error"] = report.errors.get(canonical) if report is not None else None
+        entry["reason"] = (
+            self._waiting_reasons()(canonical) if entry["pending"] or entry["stale"] else None
+        )
+        if self.market_hours is not None:
+            entry["market"] = self._market_status(canonical, asset, now)
+        return entry
 
     def _symbol_status(
         self,

@@ -73,7 +73,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_offline_fetch_with_nothing_reachable_is_one_line_per_symbol(tmp_path: Path) -> None:
+def test_offline_fetch_with_nothing_reachable_is_one_line_per_cause(tmp_path: Path) -> None:
     base = tmp_path
     dead = f"http://127.0.0.1:{_closed_port()}"
     env = clean_env(
@@ -96,8 +96,10 @@ def test_offline_fetch_with_nothing_reachable_is_one_line_per_symbol(tmp_path: P
     )
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    # One line per symbol: no cookie/crumb retries, no breaker opening around them.
-    assert len(lines) == 6, result.stderr
+    # One line per cause (all six failed alike; issue 22: not one per symbol): no
+    # cookie/crumb retries, no breaker opening around it.
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: 6 x ") and "AAPL:US, MSFT:US, KO:US and 3 more" in lines[0]
     for line in lines:
         assert line.startswith("error: ") and line.count("no network?") == 2, line
         assert "yfinance: yfinance:" not in line and "curl.se" not in line, line

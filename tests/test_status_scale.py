@@ -163,20 +163,21 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonHarness]:
             assert harness.stop() == 0
 
 
-def test_status_sends_the_rows_asked_for_needing_a_look_first(daemon: DaemonHarness) -> None:
+def test_status_sends_the_rows_asked_for_prices_first(daemon: DaemonHarness) -> None:
+    """Stale rows first (they need a look and have a price), then fresh ones; the pending ones
+    (no price) last, with why they wait in `pending_reasons` (issue 22: 150 pending rows once
+    filled the whole screen and no price was on it)."""
     body = daemon.client().call("GET", "/status", query={"rows": "50"})
     symbols = [entry["symbol"] for entry in body["symbols"]]
     assert len(symbols) == 50
     summary = body["symbols_summary"]
     assert summary["tracked"] == 1000 and summary["shown"] == 50
     assert (summary["pending"], summary["stale"]) == (10, 4)
-    needing = summary["pending"] + summary["stale"]
-    flagged = [e for e in body["symbols"] if e["stale"] or e["pending"]]
-    assert len(flagged) == min(50, needing) and body["symbols"][: len(flagged)] == flagged
-    assert symbols[:14] == ["R0199:US", "R0399:US", "R0599:US", "R0799:US"] + [
-        f"R{i:04d}:US" for i in range(990, 1000)
-    ]
-    assert all(e["last_quote"] is None for e in body["symbols"] if e["pending"])
+    assert symbols[:4] == ["R0199:US", "R0399:US", "R0599:US", "R0799:US"]
+    assert all(e["last_quote"] is not None for e in body["symbols"])
+    (waiting,) = summary["pending_reasons"]
+    assert waiting["count"] == 10
+    assert waiting["symbols"] == [f"R{i:04d}:US" for i in range(990, 995)]
     everything = daemon.client().call("GET", "/status")
     assert len(everything["symbols"]) == 1000
     assert [e["symbol"] for e in everything["symbols"]][:3] == ["R0000:US", "R0001:US", "R0002:US"]

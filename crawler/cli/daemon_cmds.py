@@ -216,17 +216,31 @@ def reload(
 
 def status(
     ctx: typer.Context,
+    symbol: Annotated[
+        str | None,
+        typer.Argument(help="One symbol: its last quote, market, and why it waits (in full)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     major_units: Annotated[
         bool, typer.Option("--major-units", help="GBp, ZAc, ILA prices in GBP, ZAR, ILS.")
     ] = False,
 ) -> None:
-    """Show the daemon's state; exit 3 if it is not running."""
+    """Show the daemon's state (or one SYMBOL's); exit 3 if it is not running."""
     settings = load(ctx)
+    if symbol is not None:
+        from crawler.cli.status_screen import render_symbol
+        from crawler.utils.text import clean_data
+
+        entry = clean_data(
+            client_for(settings, timeout_s=30.0).call("GET", "/status", query={"symbol": symbol})
+        )
+        if as_json:
+            print_json(entry)
+        else:
+            render_symbol(entry, console())
+        return
     explicit = location_is_explicit(state_of(ctx).config is not None)
-    code = show_status(
-        settings.socket_path, as_json, major_units or settings.major_units, explicit
-    )
+    code = show_status(settings.socket_path, as_json, major_units or settings.major_units, explicit)
     if code:
         raise typer.Exit(code)
 
@@ -253,20 +267,33 @@ def collect(
             err=True,
         )
         raise typer.Exit(130) from None
+    errors = report.get("errors") or {}
+    stale = int(report.get("stale") or 0)
     if as_json:
         print_json(report)
     else:
-        errors = report.get("errors") or {}
+        from crawler.orchestrator.failures import group_failures, summary_lines
+
         sources = ", ".join(f"{k} {v}" for k, v in (report.get("sources") or {}).items())
         typer.echo(
             f"collected {report.get('quotes', 0)} quotes for {report.get('symbols', 0)} symbols"
             + (f" ({sources})" if sources else "")
-            + f", {plural(len(errors), 'error')}, "
-            f"{len(report.get('skipped_closed') or [])} skipped closed"
+            + f", {plural(len(errors), 'error')}"
+            + (f", {stale:,} served stale" if stale else "")
+            + f", {len(report.get('skipped_closed') or [])} skipped closed"
         )
-        for symbol, message in errors.items():
-            typer.echo(f"error: {symbol}: {message}", err=True)
-    raise typer.Exit(0 if report.get("succeeded", True) else 1)
+        # One line per cause (count, first symbols), not one per symbol: 141 symbols that
+        # failed alike were 141 lines. Every symbol: --json, or `crawler status SYMBOL`.
+        for line in summary_lines(group_failures(errors)):
+            typer.echo(f"error: {line}", err=True)
+        if errors:
+            typer.echo(
+                "note: every failed symbol and its error: `crawler collect --json` or "
+                "`crawler status SYMBOL`",
+                err=True,
+            )
+    # Exit 1 when symbols were left without a fresh quote (failed, or served stale).
+    raise typer.Exit(0 if report.get("succeeded", True) and not errors and not stale else 1)
 
 
 @config_app.command("show")

@@ -164,13 +164,24 @@ def fetch(
         quotes = result["quotes"] = [major_dict(quote) for quote in quotes]
     errors = {**bad, **(result.get("errors") or {})}
     result["errors"] = errors
+    stale = [str(q.get("symbol")) for q in quotes if q.get("stale")]
     if as_json:
         print_json(result)
     elif quotes:
         console().print(quotes_table(quotes))
-    for symbol, error in errors.items():
-        warn(f"{symbol}: {error.get('message', error) if isinstance(error, dict) else error}")
-    raise typer.Exit(1 if errors else 0)
+    from crawler.orchestrator.failures import group_failures, summary_lines
+
+    # One line per cause, not one per symbol (the full list: --json).
+    for line in summary_lines(group_failures(errors)):
+        warn(line)
+    if stale:
+        shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3:,} more" if len(stale) > 3 else "")
+        note(
+            f"{plural(len(stale), 'quote')} served stale (the last known, no source could "
+            f"serve a fresh one): {shown}"
+        )
+    # Exit 1 when a symbol was left without a fresh quote (failed, or served stale).
+    raise typer.Exit(1 if errors or stale else 0)
 
 
 @symbols_app.command("add")

@@ -30,7 +30,7 @@ from rich.text import Text
 
 from crawler.cli.status_view import STATUS_MAX_ROWS
 
-__all__ = ["STATUS_MAX_ROWS", "format_age", "money", "plural", "render_status"]
+__all__ = ["STATUS_MAX_ROWS", "format_age", "money", "plural", "render_status", "render_symbol"]
 
 _GAP = 2  # spaces between columns
 
@@ -319,6 +319,43 @@ def _render_redis_health(store: Mapping[str, Any], out: Console) -> None:
         out.print(Text(f"ledger state unknown: {ledger.get('error')}", style="yellow"))
 
 
+def _reason_line(group: Mapping[str, Any]) -> str:
+    """ "141 pending: <why>: A, B, C and 138 more (`crawler status SYMBOL` for one)"."""
+    count = int(group.get("count") or 0)
+    names = [str(name) for name in group.get("symbols") or []][:3]
+    more = count - len(names)
+    return f"  {count:,} pending: {group.get('cause')}: {', '.join(names)}" + (
+        f" and {more:,} more" if more > 0 else ""
+    )
+
+
+def render_symbol(entry: Mapping[str, Any], out: Console) -> None:
+    """`crawler status SYMBOL`: one symbol, its last quote, market, and why it waits."""
+    quote = entry.get("last_quote") or {}
+    state = _state(entry).plain
+    out.print(Text(f"{entry.get('symbol')} ({entry.get('asset_class')}): {state}", style="bold"))
+    if quote:
+        out.print(
+            f"price   {quote.get('price')} {quote.get('currency') or ''}  "
+            f"({quote.get('source')}, as of {quote.get('as_of')}, fetched "
+            f"{format_age(entry.get('fetched_age_s'))} ago)",
+            highlight=False, markup=False, overflow="fold",
+        )  # fmt: skip
+    else:
+        out.print("price   - (never fetched)", highlight=False)
+    market = entry.get("market")
+    if isinstance(market, Mapping):
+        text = f"market  {market.get('market')} {'open' if market.get('open') else 'closed'}"
+        out.print(text, highlight=False, markup=False)
+    if entry.get("reason"):
+        out.print(f"why     {entry.get('reason')}", highlight=False, markup=False, overflow="fold")
+    if entry.get("last_error") and entry.get("last_error") != entry.get("reason"):
+        out.print(
+            f"error   {entry.get('last_error')} (last collection)",
+            highlight=False, markup=False, overflow="fold",
+        )  # fmt: skip
+
+
 def render_status(status: Mapping[str, Any], out: Console) -> None:
     """The daemon, its budget and sources, and a row per tracked symbol (stale and pending
     first, at most STATUS_MAX_ROWS), fitted to `out`'s width."""
@@ -391,14 +428,18 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
     tracked = int(summary.get("tracked", len(entries)))
     stale = int(summary.get("stale", sum(1 for e in entries if e.get("stale"))))
     pending = int(summary.get("pending", sum(1 for e in entries if _state(e).plain == "pending")))
-    # Stale and pending first: they are what needs a look. The daemon sorted them already
-    # when it cut the list; sorting again keeps an uncut list (older daemons) the same.
-    shown = sorted(entries, key=lambda e: _state(e).plain == "ok")[:STATUS_MAX_ROWS]
+    # Prices first: stale (they need a look), then fresh, then pending (no price yet), whose
+    # reasons are the lines under the heading. The daemon sorted them already when it cut the
+    # list; sorting again keeps an uncut list the same.
+    order = {"stale": 0, "ok": 1, "pending": 2}
+    shown = sorted(entries, key=lambda e: order.get(_state(e).plain, 0))[:STATUS_MAX_ROWS]
     out.print()
     heading = f"symbols: {tracked:,} tracked, {stale:,} stale"
     if pending:
         heading += f", {pending:,} pending"
     out.print(Text(heading, style="bold"))
+    for group in summary.get("pending_reasons") or []:
+        out.print(_reason_line(group), highlight=False, markup=False, overflow="fold")
     if shown:
         out.print(_fit(_symbol_columns(now), shown, width))
     elif not tracked:

@@ -185,6 +185,9 @@ def register_routes(
     """Register the control API on `server`; `request_stop(reason)` begins the shutdown."""
 
     def status(request: Request) -> Response:
+        symbol = request.query.get("symbol")
+        if symbol:  # `crawler status SYMBOL`: one symbol, why it waits, its last error
+            return Response(body=ops.symbol_status(symbol))
         return Response(body=ops.status(_int_query(request, "rows")))
 
     def health(request: Request) -> Response:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
+from crawler.orchestrator.failures import group_failures, groups_json, summary_lines
 from crawler.orchestrator.pacing import requests_left
 from crawler.store.history_recorder import HistoryRecorder
 from crawler.store.quote_times import SymbolTimes
@@ -112,6 +113,7 @@ class CollectionReport:
             "symbols": self.symbols,
             "quotes": self.quotes,
             "errors": dict(self.errors),
+            "failures": groups_json(group_failures(self.errors)),
             "skipped_closed": list(self.skipped_closed),
             "sources": dict(self.sources),
             "stale": self.stale,
@@ -173,10 +175,10 @@ class Collector:
         self._last_paid: dict[str, datetime] = {}
         self._in_progress: dict[str, Any] | None = None
 
-
     def set_market_hours(self, market_hours: MarketClock | None) -> None:
         """Skip closed markets with `market_hours` from the next collection on (None: never)."""
         self._market_hours = market_hours
+
     def _left_s(self, start_s: float, deadline_s: float | None) -> float | None:
         if deadline_s is None:
             return None
@@ -373,11 +375,17 @@ class Collector:
             recorded=recorded,
             paid_allowance=allowance,
             storage_errors=storage_count - storage_before,
-            storage_error=(
-                f"storage: {storage_last}" if storage_count > storage_before else None
-            ),
+            storage_error=(f"storage: {storage_last}" if storage_count > storage_before else None),
         )
         log.info("collection done", summary=report.summary())
+        for group in group_failures(report.errors):
+            # Each cause once per collection, with its count and the first few symbols.
+            log.warning(
+                "collection failures",
+                count=group.count,
+                cause=group.cause,
+                symbols=summary_lines([group])[0].rpartition(": ")[2],
+            )
         if events is not None:
             events.publish("collection_end", **report.as_dict())
         return report

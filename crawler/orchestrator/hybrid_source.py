@@ -442,7 +442,9 @@ class HybridDataSource:
         except CancelledError:
             return TransientSourceError(f"{key}: cancelled at the batch deadline")
         except CrawlerError as exc:
-            log.info("fetch failed", symbol=key, error=exc.message)
+            # Debug only: a collection logs its failures once per cause (`collection.py`);
+            # one line per symbol buried the collections' own lines (157 of the first 163).
+            log.debug("fetch failed", symbol=key, error=exc.message)
             return exc
         except Exception as exc:  # a bug must not take the whole collection down
             log.exception("unexpected error fetching", symbol=key)
