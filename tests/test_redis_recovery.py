@@ -210,3 +210,68 @@ def test_status_says_how_redis_persists(
         assert shown["appendonly"] == "yes" and shown["maxmemory_policy"] == "noeviction"
     else:
         assert warned in shown["warning"] and PERSISTENCE in shown["warning"], shown
+
+
+# -- the watchlist -------------------------------------------------------------------------
+
+
+def test_a_flushed_watchlist_comes_back_without_its_removals(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from crawler.normalizer.schemas import AssetClass
+    from crawler.store.redis_watchlist import RedisWatchlist
+    from crawler.store.watchlist import Watchlist
+
+    conns: list[RedisConnection] = []
+
+    def watchlist(node: str) -> RedisWatchlist:
+        conns.append(RedisConnection(redis_url))
+        return RedisWatchlist(conns[-1], Watchlist(tmp_path / node / "watchlist"), node=node)
+
+    a, b = watchlist("a"), watchlist("b")
+    try:
+        for name in ("X:US", "Y:US", "Z:US"):
+            a.add(name, AssetClass.STOCKS)
+        assert b.symbols() == ["X:US", "Y:US", "Z:US"]  # b's copy: all three
+        a.remove("Y:US")
+        a.remove("Z:US")
+        a.add("Z:US", AssetClass.STOCKS)  # re-added: newer than its tombstone
+        flush(redis_url)
+        assert b.symbols() == ["X:US", "Y:US", "Z:US"]  # b alone rebuilt from its old copy
+        assert a.symbols() == ["X:US", "Z:US"]  # a merged: Y's tombstone wins, Z's re-add too
+        assert b.symbols() == ["X:US", "Z:US"]
+        assert b.local.symbols() == ["X:US", "Z:US"]  # and the copies follow
+        rebuilt = a.rebuild_status()
+        assert rebuilt is not None and rebuilt["by"] == "b" and rebuilt["merged"] == ["b", "a"]
+        a.add("W:US", AssetClass.STOCKS)  # versions go on above everything known
+        assert a.symbols() == ["X:US", "Z:US", "W:US"]
+    finally:
+        a.close()
+        b.close()
+        for conn in conns:
+            conn.close()
+
+
+def test_a_new_node_adopts_the_clusters_list_and_a_new_cluster_is_seeded(
+    redis_url: str, tmp_path: Path
+) -> None:
+    from crawler.normalizer.schemas import AssetClass
+    from crawler.store.redis_watchlist import RedisWatchlist
+    from crawler.store.watchlist import Watchlist
+
+    first_local = Watchlist(tmp_path / "first")
+    first_local.add("S:US", AssetClass.STOCKS)  # a node that ran alone before
+    conn = RedisConnection(redis_url)
+    first = RedisWatchlist(conn, first_local, node="first")
+    assert first.symbols() == ["S:US"]  # seeded the new cluster
+    late_local = Watchlist(tmp_path / "late")
+    late_local.add("L:US", AssetClass.STOCKS)
+    late = RedisWatchlist(conn, late_local, node="late")
+    try:
+        assert late.symbols() == ["S:US"]  # joins: the cluster's list, not its own
+        assert late.local.symbols() == ["S:US"]
+        assert first.rebuild_status() is None  # nothing was lost
+    finally:
+        first.close()
+        late.close()
+        conn.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -317,6 +317,19 @@ def _render_redis_health(store: Mapping[str, Any], out: Console) -> None:
         out.print(f"ledger recovered at {when} after Redis lost its data (from {reported})")
     elif ledger.get("state") == "unknown":
         out.print(Text(f"ledger state unknown: {ledger.get('error')}", style="yellow"))
+    rebuilt = store.get("watchlist_rebuilt") or {}
+    try:
+        at = datetime.fromisoformat(str(rebuilt.get("at")))
+    except ValueError:
+        return
+    if datetime.now(UTC) - at.astimezone(UTC) < timedelta(days=1):  # news for a day
+        merged = ", ".join(str(n) for n in rebuilt.get("merged") or []) or "-"
+        out.print(Text(
+            f"watchlist rebuilt at {_when(rebuilt.get('at'), datetime.now(UTC))} after Redis "
+            f"lost it: {rebuilt.get('symbols')} symbols from the nodes' copies ({merged}), "
+            f"{rebuilt.get('removals')} removals kept",
+            style="yellow",
+        ))  # fmt: skip
 
 
 def _reason_line(group: Mapping[str, Any]) -> str:

@@ -153,6 +153,12 @@ class Stores:
             out["redis_url"] = self.redis.shown_url
             out["reachable"] = self.redis.ping()
             out["persistence"] = self.redis.persistence()
+            rebuilt = getattr(self.watchlist, "rebuild_status", None)
+            if rebuilt is not None:
+                try:
+                    out["watchlist_rebuilt"] = rebuilt()
+                except StorageError as exc:
+                    out["watchlist_rebuilt"] = {"error": exc.message}
             recovery = getattr(self.ledger, "recovery_status", None)
             if recovery is not None:
                 try:
@@ -221,7 +227,10 @@ def open_stores(settings: Settings) -> Stores:
         node=node, live_nodes=r_nodes.reporting,
     )  # fmt: skip
     r_cache = RedisQuoteCache(redis, ttl_s, QuoteCache(local / CACHE_SUBDIR, ttl_s=ttl_s))
-    r_watchlist = RedisWatchlist(redis, Watchlist(data_dir / WATCHLIST_SUBDIR))
+    r_watchlist = RedisWatchlist(
+        redis, Watchlist(data_dir / WATCHLIST_SUBDIR), meta_dir=local / "watchlist-meta",
+        node=node,
+    )  # fmt: skip
     r_times = RedisQuoteTimes(redis, QuoteTimes(data_dir / QUOTE_TIMES_SUBDIR))
     stores = Stores(
         REDIS,
@@ -235,7 +244,12 @@ def open_stores(settings: Settings) -> Stores:
         RedisBreakerBoard(redis, node),
         redis=redis,
     )
-    r_nodes.after_beat = r_ledger.observe
+
+    def after_beat(live: list[dict[str, Any]]) -> None:
+        r_ledger.observe(live)
+        r_watchlist.observe()
+
+    r_nodes.after_beat = after_beat
     stores._closers = [
         r_ledger.close, r_cache.close, r_watchlist.close, r_times.close, redis.close
     ]  # fmt: skip

@@ -83,6 +83,11 @@ class Watchlist:
             if self._get(_LEGACY_KEY) is not None:
                 self._convert_legacy()
 
+    @property
+    def directory(self) -> Path:
+        """Where this watchlist is kept."""
+        return self._directory
+
     def add(self, symbol: HasCanonical | str, asset_class: AssetClass) -> bool:
         """Append `symbol`; False if it is already present (its asset class is kept).
 

@@ -189,3 +189,44 @@ def test_a_changed_time_zone_after_the_flush_opens_no_fresh_day(
     finally:
         a.kill()
         b.kill()
+
+
+def listed(daemon: DaemonHarness) -> list[str]:
+    result = daemon.cli("symbols", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    return [row["symbol"] for row in json.loads(result.stdout)["symbols"]]
+
+
+def test_the_watchlist_is_rebuilt_from_the_nodes_and_removals_stay_removed(
+    redis_url: str, market: FakeMarket, tmp_path: Path
+) -> None:
+    """Item 2: every node holds a copy; after FLUSHALL the list comes back from them, and a
+    symbol removed before the loss (or after it) is not brought back by a node whose copy is
+    older than the removal."""
+    a, b, c = (node(market, tmp_path, redis_url, name) for name in ("node-a", "node-b", "node-c"))
+    names = symbols("W", 10)
+    try:
+        for daemon in (a, b, c):
+            daemon.start()
+        assert a.cli("symbols", "add", *names).returncode == 0
+        assert listed(c) == names  # c's copy holds all ten ...
+        c.stop()  # ... and c sleeps through what follows
+        assert b.cli("symbols", "remove", names[1], names[2]).returncode == 0  # before the loss
+        assert listed(a) == [n for n in names if n not in names[1:3]]
+        flush(redis_url)
+        # Redis is empty; a removal now rebuilds the list from a's copy first, then removes.
+        assert a.cli("symbols", "remove", names[3]).returncode == 0
+        c.start()  # c's copy is older than all three removals: it must not undo them
+        expected = [n for n in names if n not in names[1:4]]
+        for daemon in (c, b, a):
+            assert listed(daemon) == expected, daemon.base.name
+        body = status(c)
+        rebuilt = body["store"]["watchlist_rebuilt"]
+        assert rebuilt["symbols"] == len(expected) and rebuilt["removals"] == 3, rebuilt
+        assert set(rebuilt["merged"]) == {"node-a", "node-b", "node-c"}, rebuilt
+        shown = c.cli("status")
+        assert "watchlist rebuilt" in shown.stdout, shown.stdout
+        assert "Redis lost the shared list" in a.log_tail(1_000_000)
+    finally:
+        for daemon in (a, b, c):
+            daemon.kill()
