@@ -43,6 +43,7 @@ BENCHMARKS: dict[str, str] = {
     "pacing": "bench_pacing.py",
     "cluster": "bench_cluster.py",
     "dashboard": "bench_dashboard.py",
+    "backfill": "bench_backfill.py",
 }
 
 #: Quick-mode arguments for the scripts that do not take --quick; every other one does (most

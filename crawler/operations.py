@@ -36,6 +36,7 @@ from crawler.utils.exceptions import (
     DaemonError,
     StorageError,
     SymbolError,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.backend import WatchlistStore
-    from crawler.store.history import HistoryStore
+    from crawler.store.history import HistoryStore, Kind
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -155,6 +156,9 @@ class Operations:
         self._status_building: dict[int | None, Future[dict[str, Any]]] = {}
         self._metrics_registry: CollectorRegistry | None = None
         self._session_hours: MarketHours | None = None
+        # One backfill at a time: a second would only queue on the same Yahoo bucket.
+        self._backfill_lock = threading.Lock()
+        self._bar_source: Any = None
 
     @classmethod
     def offline(cls, settings: Settings) -> Operations:
@@ -184,6 +188,8 @@ class Operations:
 
     def close(self) -> None:
         """Release the fetcher's threads and the stores' connections (offline use)."""
+        if self._bar_source is not None:
+            self._bar_source.close()
         self.hybrid.cleanup()
         self.watchlist.close()
         if self.history_store is not None:
@@ -756,6 +762,75 @@ class Operations:
 
         return exposition(self.metrics_registry)
 
+    # -- backfill --------------------------------------------------------------------------
+
+    def backfill(
+        self,
+        symbols: Sequence[str] = (),
+        all_tracked: bool = False,
+        since: str | None = None,
+        until: str | None = None,
+        interval: str = "1d",
+        on_plan: Callable[[int], None] | None = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Past bars of `symbols` (or every tracked one) from Yahoo's chart into the history,
+        only what is missing (`crawler.orchestrator.backfill`). `on_plan(requests)` is told
+        how many requests the run will make before the first; `on_progress(done, total,
+        symbol)` after each. The answer is the run's report plus `errors` per bad symbol."""
+        from crawler.orchestrator.backfill import DEFAULT_SINCE, Backfiller
+
+        if not all_tracked and not symbols:
+            raise UsageError("name symbols to backfill, or --all for every tracked one")
+        if all_tracked and symbols:
+            raise UsageError("give symbols or --all, not both")
+        errors: dict[str, dict[str, str]] = {}
+        notices: list[str] = []
+        if all_tracked:
+            parsed = [parse_symbol(name, asset) for name, asset in self.watchlist.items()]
+            if not parsed:
+                raise UsageError("no symbols tracked: add some, or name symbols to backfill")
+        else:
+            parsed, errors, notices = self.parse_symbols(symbols)
+        now = self._now()
+        start = _parse_time("since", since or DEFAULT_SINCE, now)
+        end = _parse_time("until", until, now)
+        if not self._backfill_lock.acquire(blocking=False):
+            raise UsageError("a backfill is already running; wait for it to finish")
+        try:
+            backfiller = Backfiller(self._bars(), self._history(), now=self._now)
+            plan = backfiller.plan(parsed, interval, start, end)
+            if on_plan is not None:
+                on_plan(len(plan.windows))
+            report = backfiller.run(plan, on_progress).to_dict()
+        finally:
+            self._backfill_lock.release()
+        report["errors"] = {**errors, **report["errors"]}
+        report["notices"] = notices + report["notices"]
+        return report
+
+    def _bars(self) -> Any:
+        """The yfinance source a backfill asks: the hybrid's (its session, crumb and bucket),
+        or one of our own when the sources' order leaves yfinance out."""
+        source = self.hybrid.sources.get("yfinance")
+        if source is not None:
+            return source
+        if self._bar_source is None:
+            from crawler.sources.yahoo_throttle import shared_throttle
+            from crawler.sources.yfinance_source import YFinanceSource
+            from crawler.store.datadir import ensure_data_dir
+
+            settings = self.settings
+            self._bar_source = YFinanceSource(
+                endpoint=settings.yfinance_endpoint,
+                cache_dir=ensure_data_dir(Path(settings.data_dir) / "yfinance"),
+                timeout_s=float(settings.request_timeout_seconds),
+                deadline_s=float(settings.quote_deadline_seconds),
+                max_workers=1,
+                throttle=shared_throttle(settings.yfinance_max_rps),
+            )
+        return self._bar_source
+
     # -- history ---------------------------------------------------------------------------
 
     def _history(self) -> HistoryStore:
@@ -771,10 +846,12 @@ class Operations:
         limit: int | None = None,
         oldest_first: bool = False,
         major_units: bool = False,
+        kind: str = "all",
     ) -> dict[str, Any]:
         """The newest `limit` quotes of `symbol` (default `HISTORY_DEFAULT_ROWS`), newest first,
         or the oldest ones oldest first; `since`/`until` as "2h" or ISO dates; `major_units`:
-        GBp, ZAc and ILA quotes in GBP, ZAR and ILS.
+        GBp, ZAc and ILA quotes in GBP, ZAR and ILS; `kind`: "quotes" (collected), "bars"
+        (backfilled) or "all".
 
         {"symbol", "quotes", "order": "newest_first"|"oldest_first", "limit", "total",
         "truncated"}: `total` counts every matching row, so a cut answer says so.
@@ -786,11 +863,14 @@ class Operations:
         assert rows_wanted is not None  # a JSON answer always has a bound
         store = self._history()
         # One row more than asked tells whether there are more without counting them all.
+        checked = _kind(kind)
         rows = list(
-            store.query(canonical, start, end, rows_wanted + 1, newest_first=not oldest_first)
+            store.query(
+                canonical, start, end, rows_wanted + 1, newest_first=not oldest_first, kind=checked
+            )
         )
         truncated = len(rows) > rows_wanted
-        total = store.count(canonical, start, end) if truncated else len(rows)
+        total = store.count(canonical, start, end, checked) if truncated else len(rows)
         return {
             "symbol": canonical,
             "quotes": [
@@ -800,6 +880,7 @@ class Operations:
             "limit": rows_wanted,
             "total": total,
             "truncated": truncated,
+            "kind": checked,
         }
 
     def history_export(
@@ -811,6 +892,7 @@ class Operations:
         limit: int | None = None,
         oldest_first: bool = False,
         major_units: bool = False,
+        kind: str = "all",
     ) -> tuple[int, int, Iterator[bytes]]:
         """`history` as CSV or JSONL: (rows sent, rows matching, the bytes in chunks).
 
@@ -820,7 +902,8 @@ class Operations:
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         rows_wanted = _history_limit(limit, None)
-        total = self._history().count(canonical, start, end)
+        checked = _kind(kind)
+        total = self._history().count(canonical, start, end, checked)
         sent, stream = self._spool(
             fmt,
             start,
@@ -829,6 +912,7 @@ class Operations:
             limit=rows_wanted,
             newest_first=not oldest_first,
             major_units=major_units,
+            kind=checked,
         )
         return sent, total, stream
 
@@ -839,6 +923,7 @@ class Operations:
         until: str | None = None,
         symbols: Iterable[str] | None = None,
         major_units: bool = False,
+        kind: str = "all",
     ) -> tuple[int, Iterator[bytes]]:
         """(rows, the history as CSV, JSONL or Parquet bytes in chunks, oldest first).
 
@@ -849,7 +934,7 @@ class Operations:
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         wanted = None if symbols is None else [parse_symbol(s).canonical for s in symbols]
-        return self._spool(fmt, start, end, wanted, major_units=major_units)
+        return self._spool(fmt, start, end, wanted, major_units=major_units, kind=_kind(kind))
 
     def _spool(
         self,
@@ -860,6 +945,7 @@ class Operations:
         limit: int | None = None,
         newest_first: bool = False,
         major_units: bool = False,
+        kind: Kind = "all",
     ) -> tuple[int, Iterator[bytes]]:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl, parquet")
@@ -869,7 +955,7 @@ class Operations:
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
         try:
             rows = self._history().export(
-                checked, spool, start, end, symbols, limit, newest_first, major_units
+                checked, spool, start, end, symbols, limit, newest_first, major_units, kind
             )
             spool.seek(0)
         except BaseException:
@@ -899,6 +985,17 @@ def _quote_json(quote: Quote, stale: bool) -> dict[str, Any]:
     data = quote.to_json_dict()
     data["stale"] = stale
     return data
+
+
+def _kind(text: str) -> Kind:
+    """A history kind from user text; ConfigError (exit 2, HTTP 400) naming the allowed ones."""
+    if text == "quotes":
+        return "quotes"
+    if text == "bars":
+        return "bars"
+    if text in ("all", "both"):
+        return "all"
+    raise ConfigError(f"--kind {text!r} is not known; use all, quotes or bars")
 
 
 def _history_limit(limit: int | None, most: int | None) -> int | None:

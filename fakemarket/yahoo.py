@@ -11,6 +11,8 @@ told apart by their `Host` header and path:
 - `/v1/test/getcrumb`: the crumb as plain text (401 with Yahoo's JSON error without an A3 cookie).
 - `/v8/finance/chart/{symbol}`: Yahoo's chart JSON (`chart.result[0].meta` + one OHLCV row), or
   404 with `{"chart":{"result":null,"error":{"code":"Not Found",...}}}` for unknown symbols.
+  With `period1`/`period2`/`interval`: the bars in that range, within Yahoo's range limits
+  (`fakemarket/yahoo_bars.py`).
 - `/v7/finance/quote?symbols=A,B,...&crumb=...`: Yahoo's batch quote
   (`quoteResponse.result[]`, records shaped like the real ones in ../shared/fixtures/yahoo):
   unknown symbols are silently left out, a wrong crumb gets 401 "Invalid Crumb".
@@ -40,6 +42,9 @@ a CRYPTOCURRENCY. Symbols starting with "UNKNOWN" or "ZZZZ" do not exist.
     fake.set_raw("AAPL", regularMarketPrice=10**400)   # raw values in batch records and chart meta
     fake.set_chart_body("AAPL", b"[" * 100_000)        # the chart answers exactly these bytes
     fake.faults.set("v7:quote", huge_body_bytes=60 << 20)   # a 60 MB (valid JSON) batch answer
+    fake.set_chart_bars("AAPL", captured)          # bars of a real capture (period1=...)
+    fake.rate_limit_bars(after=2, retry_after_s=1) # the 3rd bar request from now gets 429
+    fake.bar_ranges("AAPL")                        # (symbol, period1, period2, interval) asked
 
 The request log (`requests`) holds every request; `kind_of(request)` names what it was for
 ("cookie", "crumb", "consent", "chart", "quote", "other").
@@ -287,6 +292,10 @@ class YahooFake(FakeService):
         self._crumb_refusals = 0
         self._raw: dict[str, dict[str, Any]] = {}
         self._chart_bodies: dict[str, bytes] = {}
+        self._bar_bodies: dict[str, dict[str, Any]] = {}
+        self._bar_requests = 0
+        self._bar_429: tuple[int, int, float | None] = (0, 0, None)
+        self._bar_log: list[tuple[str, int, int, str]] = []
         self.crumb = "fakeCrumb" + secrets.token_hex(4)
         self.cookie_value = "d=AQABBFAKE" + secrets.token_hex(8) + "&S=AQAAAFAKE"
 
@@ -367,6 +376,9 @@ class YahooFake(FakeService):
             self._crumb_refusals = 0
             self._raw.clear()
             self._chart_bodies.clear()
+            self._bar_bodies.clear()
+            self._bar_429 = (0, 0, None)
+            self._bar_log.clear()
 
     def reset(self) -> None:
         """Clear faults, the request log and the scenario settings."""
@@ -488,6 +500,8 @@ class YahooFake(FakeService):
         if raw_body is not None:
             request.outcome = "chart:raw"
             return FakeResponse(200, raw_body)
+        if "period1" in parse_qs(urlsplit(request.path).query):
+            return self._bars(request, symbol)
         quote = self.quote_for(symbol)
         empty = self._is_empty(symbol)
         request.outcome = "chart:empty" if empty else "chart"
@@ -501,6 +515,71 @@ class YahooFake(FakeService):
                 **self._raw.get(f"{place}:{GLOBAL}", {}),
                 **self._raw.get(f"{place}:{symbol}", {}),
             }
+
+    # -- chart bars (fakemarket/yahoo_bars.py) ----------------------------------------------
+    def set_chart_bars(self, symbol: str, body: dict[str, Any]) -> None:
+        """Serve the bars of this real chart body (a capture) for the Yahoo `symbol`'s range
+        requests: those inside [period1, period2), the rest of the body as captured."""
+        with self._scenario_lock:
+            self._bar_bodies[symbol.upper()] = body
+
+    def rate_limit_bars(self, after: int, times: int = 1, retry_after_s: float | None = 1) -> None:
+        """Answer bar requests number after+1 .. after+times (counted from now) 429, as Yahoo
+        does when it throttles a client midway through a backfill."""
+        with self._scenario_lock:
+            self._bar_429 = (self._bar_requests + after, times, retry_after_s)
+
+    def bar_ranges(self, symbol: str | None = None) -> list[tuple[str, int, int, str]]:
+        """(Yahoo symbol, period1, period2, interval) of each bar request served or refused
+        with 422, in order (429s excluded)."""
+        with self._scenario_lock:
+            return [r for r in self._bar_log if symbol is None or r[0] == symbol.upper()]
+
+    def _bars(self, request: FakeRequest, symbol: str) -> FakeResponse:
+        from fakemarket.yahoo_bars import RangeRefused, bars_body, check_range, filter_body
+
+        query = parse_qs(urlsplit(request.path).query)
+        with self._scenario_lock:
+            self._bar_requests += 1
+            number = self._bar_requests
+            after, times, retry_after_s = self._bar_429
+            captured = self._bar_bodies.get(symbol)
+        if after < number <= after + times:
+            request.outcome = "bars:429"
+            headers = {} if retry_after_s is None else {"Retry-After": f"{retry_after_s:g}"}
+            return self.forced_response(request, 429, headers)
+        try:
+            period1 = int(query["period1"][0])
+            period2 = int(query.get("period2", [str(int(self._now().timestamp()))])[0])
+            interval = query.get("interval", ["1d"])[0]
+        except ValueError:
+            request.outcome = "bars:bad_request"
+            return FakeResponse(400, b'{"chart":{"result":null,"error":{"code":"Bad Request"}}}')
+        with self._scenario_lock:
+            self._bar_log.append((symbol, period1, period2, interval))
+        now = self._now().astimezone(UTC)
+        try:
+            check_range(interval, period1, period2, now)
+        except RangeRefused as refused:
+            request.outcome = "bars:422"
+            return FakeResponse(422, json.dumps(refused.body()).encode())
+        request.outcome = "bars"
+        if captured is not None:
+            body = filter_body(captured, period1, period2, interval)
+        else:
+            quote = self.quote_for(symbol)
+            meta = _chart_body(quote, empty=False)["chart"]["result"][0]["meta"]
+            body = bars_body(
+                meta,
+                symbol=symbol,
+                instrument=quote.instrument_type,
+                price=quote.price,
+                interval=interval,
+                period1=period1,
+                period2=period2,
+                now=now,
+            )
+        return FakeResponse(200, json.dumps(body, separators=(",", ":")).encode())
 
     def _batch(self, request: FakeRequest) -> FakeResponse:
         crumb = parse_qs(urlsplit(request.path).query).get("crumb", [""])[0]

@@ -70,6 +70,13 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "daemon_cpu_tabs_vs_none",
         "daemon_rss_tabs_minus_none_mb",
     },
+    "backfill": {
+        "chart_requests",
+        "yahoo_requests",
+        "seconds",
+        "bars_added",
+        "second_run_requests",
+    },
     "cluster": {
         "duplicates_per_interval",
         "ledger",

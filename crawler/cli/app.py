@@ -22,6 +22,7 @@ from typer.core import TyperArgument, TyperOption
 from crawler import __version__
 from crawler.cli import (
     alerts_cmd,
+    backfill_cmd,
     budget_cmd,
     daemon_cmds,
     dashboard_cmd,
@@ -104,6 +105,7 @@ watch.register(app)
 budget_cmd.register(app)
 dashboard_cmd.register(app)
 alerts_cmd.register(app)
+backfill_cmd.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

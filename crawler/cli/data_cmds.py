@@ -49,6 +49,13 @@ MajorUnitsOpt = Annotated[
         help="GBp/GBX, ZAc and ILA prices in GBP, ZAR and ILS ([display] major_units).",
     ),
 ]
+KindOpt = Annotated[
+    str,
+    typer.Option(
+        "--kind",
+        help="all (default: collected quotes and backfilled bars), quotes or bars.",
+    ),
+]
 #: More symbols than this get a progress bar (on a terminal).
 _PROGRESS_MIN_SYMBOLS = 3
 #: Symbols per POST /fetch: the control API's limit (`crawler.daemon.routes`).
@@ -393,6 +400,7 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
     major_units: MajorUnitsOpt = False,
+    kind: KindOpt = "all",
 ) -> None:
     """The recorded quotes of one symbol: the newest 100, newest first, in every format.
 
@@ -412,6 +420,7 @@ def history(
         limit=None if limit is None else str(limit),
         order=order,
         units="major" if major else None,
+        kind=kind,
     )
     if fmt in STREAM_FORMATS:
 
@@ -426,7 +435,7 @@ def history(
 
         def local_csv(ops: Operations) -> tuple[int, int]:
             sent, total, chunks = ops.history_export(
-                fmt, symbol, since, until, limit, oldest_first, major
+                fmt, symbol, since, until, limit, oldest_first, major, kind
             )
             _write_chunks(chunks, sys.stdout.buffer)
             return sent, total
@@ -438,7 +447,7 @@ def history(
     result = _via_daemon_or_offline(
         settings,
         lambda: dict(client_for(settings).call("GET", "/history", query=query)),
-        lambda ops: ops.history(symbol, since, until, limit, oldest_first, major),
+        lambda ops: ops.history(symbol, since, until, limit, oldest_first, major, kind),
         creates=False,
     )
     quotes = result.get("quotes") or []
@@ -485,6 +494,7 @@ def export(
     as_csv: Annotated[bool, typer.Option("--csv", help="Same as --format csv.")] = False,
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Same as --format jsonl.")] = False,
     major_units: MajorUnitsOpt = False,
+    kind: KindOpt = "all",
 ) -> None:
     """Export the quote history as CSV, JSON lines (stdout unless -o) or Parquet (-o FILE)."""
     fmt = choose_format(fmt, {"csv": as_csv, "jsonl": as_jsonl}, EXPORT_FORMATS)
@@ -512,6 +522,7 @@ def export(
                     until=until,
                     symbols=symbols,
                     units="major" if major else None,
+                    kind=kind,
                 )
                 headers: dict[str, str] = {}
                 chunks = client_for(settings).stream("GET", "/export", query, headers=headers)
@@ -519,7 +530,7 @@ def export(
                 return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
             def local(ops: Operations) -> tuple[int, int]:
-                rows, chunks = ops.export(fmt, since, until, wanted, major)
+                rows, chunks = ops.export(fmt, since, until, wanted, major, kind)
                 return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
             rows, written = _via_daemon_or_offline(settings, remote, local, creates=False)

@@ -81,6 +81,8 @@ def quotes_table(quotes: Iterable[Mapping[str, Any]], title: str | None = None) 
         source = str(quote.get("source", "-"))
         if quote.get("from_cache"):
             source += " (cache)"
+        if quote.get("interval"):
+            source += f" {quote['interval']} bar"
         cells = (
             quote.get("symbol", "-"),
             quote.get("price", "-"),

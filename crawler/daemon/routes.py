@@ -20,6 +20,11 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
     GET    /history?symbol=&since=&until=&limit=&order=newest|oldest&format=json|csv|jsonl
                                         newest first; limit 100 by default, 0 = all (csv);
                                         &units=major: GBp, ZAc, ILA in GBP, ZAR, ILS
+    POST   /backfill   {"symbols": [...], "all": false, "since": "1y", "until": null,
+                        "interval": "1d", "progress": false}
+                                        past bars from Yahoo's chart, only what is missing;
+                                        "progress": true streams JSON lines (plan, progress,
+                                        heartbeat every 10 s, then result or error)
     GET    /export?format=csv|jsonl|parquet&since=&until=&symbols=a,b&units=source|major
                                         streamed; X-Crawler-Rows
 
@@ -134,6 +139,51 @@ _MAX_INT_QUERY = 2**63 - 1
 _MAX_INT_DIGITS = len(str(_MAX_INT_QUERY))
 
 
+#: A streamed backfill sends a line at least this often, so a long 429 pause is not a timeout.
+_HEARTBEAT_S = 10.0
+
+
+def _backfill_with_progress(ops: Operations, arguments: dict[str, Any]) -> Iterator[bytes]:
+    """`ops.backfill` as JSON lines: {"type": "plan", "requests"}, then {"type": "progress",
+    "done", "total", "symbol"} after each request ({"type": "heartbeat"} when none came for a
+    while), then {"type": "result", ...} or {"type": "error", "error": {...}}. The backfill
+    runs on its own thread: a client that goes away stops only its progress."""
+    lines: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def work() -> None:
+        try:
+            report = ops.backfill(
+                **arguments,
+                on_plan=lambda requests: lines.put({"type": "plan", "requests": requests}),
+                on_progress=lambda done, total, symbol: lines.put(
+                    {"type": "progress", "done": done, "total": total, "symbol": symbol}
+                ),
+            )
+            lines.put({"type": "result", **report})
+        except CrawlerError as exc:
+            lines.put(
+                {"type": "error", "error": {"type": type(exc).__name__, "message": exc.message}}
+            )
+        except BaseException:
+            log.exception("backfill failed")
+            lines.put(
+                {
+                    "type": "error",
+                    "error": {"type": "InternalError", "message": "see the daemon log"},
+                }
+            )
+
+    threading.Thread(target=work, name="backfill", daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=_HEARTBEAT_S)
+        except queue.Empty:
+            line = {"type": "heartbeat"}
+        yield json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n"
+        if line["type"] in ("result", "error"):
+            return
+
+
 def _fetch_with_progress(
     ops: Operations,
     symbols: list[str],
@@ -216,6 +266,25 @@ def register_routes(
             return Response(stream=stream, content_type=_NDJSON_TYPE)
         return Response(body=ops.fetch(symbols, fresh, asset_class, paid=paid))
 
+    def backfill(request: Request) -> Response:
+        body = _body(request)
+        _unknown_fields(body, {"symbols", "all", "since", "until", "interval", "progress"})
+        symbols = body.get("symbols") or []
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            raise _BadRequest("'symbols' must be a list of strings, e.g. [\"AAPL:US\"]")
+        arguments: dict[str, Any] = {
+            "symbols": symbols,
+            "all_tracked": _bool(body, "all"),
+            "since": _optional_str(body, "since"),
+            "until": _optional_str(body, "until"),
+            "interval": _optional_str(body, "interval") or "1d",
+        }
+        if _bool(body, "progress"):
+            return Response(
+                stream=_backfill_with_progress(ops, arguments), content_type=_NDJSON_TYPE
+            )
+        return Response(body=ops.backfill(**arguments))
+
     def list_symbols(request: Request) -> Response:
         return Response(body=ops.list_symbols())
 
@@ -258,13 +327,15 @@ def register_routes(
             raise _BadRequest(f"'order' must be newest or oldest, not {order!r}")
         since, until = query.get("since"), query.get("until")
         limit, oldest_first = _int_query(request, "limit"), order == "oldest"
-        major = _major_units(request)
+        major, kind = _major_units(request), query.get("kind", "all")
         if fmt == "json":
-            return Response(body=ops.history(symbol, since, until, limit, oldest_first, major))
+            return Response(
+                body=ops.history(symbol, since, until, limit, oldest_first, major, kind)
+            )
         if fmt not in ("csv", "jsonl"):
             raise _BadRequest(f"'format' must be json, csv or jsonl, not {fmt!r}")
         sent, total, stream = ops.history_export(
-            fmt, symbol, since, until, limit, oldest_first, major
+            fmt, symbol, since, until, limit, oldest_first, major, kind
         )
         return Response(
             stream=stream,
@@ -278,7 +349,12 @@ def register_routes(
         raw = query.get("symbols")
         symbols = [s for s in raw.split(",") if s.strip()] if raw else None
         rows, stream = ops.export(
-            fmt, query.get("since"), query.get("until"), symbols, _major_units(request)
+            fmt,
+            query.get("since"),
+            query.get("until"),
+            symbols,
+            _major_units(request),
+            query.get("kind", "all"),
         )
         return Response(
             stream=stream,
@@ -300,6 +376,7 @@ def register_routes(
         ("GET", "/metrics", metrics),
         ("GET", "/history", history),
         ("GET", "/export", export),
+        ("POST", "/backfill", backfill),
     ]
     for method, path, handler in table:
         server.route(method, path, _checked(handler))

@@ -62,7 +62,9 @@ class Quote:
     `currency` is exactly what the source says (LSE prices in "GBp" are pence, not "GBP").
     `as_of` is the source's own timestamp, `fetched_at` when we received it; both UTC-aware.
     `change_pct` is in percent (-1.83 means -1.83 %). `from_cache` and `stale` describe how
-    this copy was served, not the market.
+    this copy was served, not the market. `interval` is None for a collected quote; a bar
+    from a backfill has its interval ("1d", "1h", "5m", "1m"): `as_of` is the bar's start,
+    `price` its close. `to_json_dict` leaves `interval` out when it is None.
     """
 
     symbol: str
@@ -82,6 +84,7 @@ class Quote:
     name: str | None = None
     from_cache: bool = False
     stale: bool = False
+    interval: str | None = None
 
     def __post_init__(self) -> None:
         # Text from upstream (a currency of "USD\x1b[31m", a name) reaches terminals: no
@@ -110,6 +113,8 @@ class Quote:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name == "interval":
+                continue  # a collected quote: its JSON is what it was before bars existed
             if isinstance(value, Decimal):
                 value = str(value)
             elif isinstance(value, datetime):
@@ -122,6 +127,11 @@ class Quote:
     def to_json(self) -> str:
         """Compact JSON text of `to_json_dict()`."""
         return json.dumps(self.to_json_dict(), separators=(",", ":"))
+
+    @property
+    def kind(self) -> str:
+        """"bar" for a backfilled bar, "quote" for a collected quote."""
+        return "quote" if self.interval is None else "bar"
 
     @classmethod
     def from_json_dict(cls, data: dict[str, Any], **flags: bool) -> Quote:

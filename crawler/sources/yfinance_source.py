@@ -209,6 +209,50 @@ class YFinanceSource:
             self._batch["fallbacks"] += len(fallback)
         return BatchAnswer(quotes=quotes, fallback=fallback, errors=errors, omitted=omitted)
 
+    def fetch_bars(
+        self, symbol: Symbol, interval: str, start: datetime, end: datetime
+    ) -> list[Quote]:
+        """The chart's bars of `symbol` at `interval` that start in [start, end) (one request:
+        the caller keeps within Yahoo's range limits; `crawler.orchestrator.backfill`). Errors
+        as for `fetch`; a range Yahoo refuses is APIError naming Yahoo's reason."""
+        yahoo_symbol = to_yahoo(symbol)
+        what = f"{yahoo_symbol} ({symbol.canonical})"
+        return self._run(
+            self._fetch_bars, symbol, yahoo_symbol, interval, start, end, what=what
+        )
+
+    def _fetch_bars(
+        self,
+        symbol: Symbol,
+        yahoo_symbol: str,
+        interval: str,
+        start: datetime,
+        end: datetime,
+        deadline_at_s: float | None,
+    ) -> list[Quote]:
+        """Runs on a pool thread: one chart request for a range, its bars parsed."""
+        from crawler.normalizer.yahoo_bars import parse_chart_bars
+
+        what = f"{yahoo_symbol} ({symbol.canonical}) {interval} bars"
+        params = {
+            "period1": str(int(start.timestamp())),
+            "period2": str(int(end.timestamp())),
+            "interval": interval,
+            "includePrePost": "false",
+        }
+        url = _CHART_URL + url_quote(yahoo_symbol, safe="")
+        status, body = self._get(url, params, what, deadline_at_s)
+        if status not in (200, 404, 422):
+            raise _status_error(status, what)
+        try:
+            return parse_chart_bars(body, symbol, interval, fetched_at=self._now())
+        except UnknownSymbolError as exc:
+            raise UnknownSymbolError(
+                f"yfinance: Yahoo does not know {what}: {_after_colon(exc.message)}"
+            ) from None
+        except ParseError as exc:
+            raise APIError(f"yfinance: {exc.message}") from None
+
     def close(self) -> None:
         """Stop the worker pool (without waiting for abandoned calls) and the session."""
         with self._lock:

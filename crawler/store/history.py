@@ -1,8 +1,11 @@
 """The quote history: every quote we fetched, with its provenance, in one SQLite file.
 
 Lives at ``<data_dir>/history/history.sqlite3``. Rows are deduplicated on
-``(symbol, source, as_of)`` so polling an unchanged quote adds nothing; a quote without a source
-timestamp is keyed on its ``fetched_at`` instead.
+``(symbol, source, interval, as_of)`` so polling an unchanged quote adds nothing; a quote without
+a source timestamp is keyed on its ``fetched_at`` instead. A row is a collected quote (interval
+'') or a backfilled bar of its interval ("1d", "1h", "5m", "1m"; `crawler.orchestrator.backfill`);
+reads and exports take `kind` ("quotes", "bars", "all"). Schema version 2 added the interval; a
+version-1 file is migrated in place when opened, its rows kept as collected quotes.
 
 Storage choices, and why:
 
@@ -56,7 +59,7 @@ from crawler.normalizer.units import major_row
 from crawler.store.datadir import ensure_data_dir, refuse_empty_file, store_open_lock
 from crawler.utils.exceptions import ConfigError, StorageError
 
-__all__ = ["CSV_COLUMNS", "HISTORY_FILENAME", "HistoryStore", "parse_time_spec"]
+__all__ = ["CSV_COLUMNS", "HISTORY_FILENAME", "KINDS", "HistoryStore", "Kind", "parse_time_spec"]
 
 HISTORY_FILENAME = "history.sqlite3"
 #: The CSV header, in this fixed order. Timestamps are ISO 8601 UTC, prices exact strings.
@@ -78,9 +81,16 @@ CSV_COLUMNS: tuple[str, ...] = (
     "name",
     "stale",
     "from_cache",
+    "interval",
 )
 
-_SCHEMA_VERSION = 1
+#: Which rows a read asks for: backfilled bars, collected quotes, or both.
+Kind = Literal["quotes", "bars", "all"]
+KINDS: tuple[str, ...] = ("all", "quotes", "bars")
+
+# 1: quotes. 2: `bar_interval` ('' for a collected quote, "1d"... for a backfilled bar) in the
+# dedup key, and `bar_windows` (the ranges a backfill has fetched completely).
+_SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_MS = 10_000
 # Big enough to amortise the per-call overhead, small enough to keep memory flat.
 _FETCH_BATCH_ROWS = 2_000
@@ -110,16 +120,34 @@ CREATE TABLE IF NOT EXISTS quotes (
     stale           INTEGER NOT NULL DEFAULT 0,
     from_cache      INTEGER NOT NULL DEFAULT 0
 )""",
-    "CREATE UNIQUE INDEX IF NOT EXISTS quotes_dedup ON quotes (symbol, source, as_of_us)",
     "CREATE INDEX IF NOT EXISTS quotes_symbol_time ON quotes (symbol, as_of_us)",
     "CREATE INDEX IF NOT EXISTS quotes_time ON quotes (as_of_us)",
+)
+# Version 1 -> 2, in place: existing rows are collected quotes (bar_interval ''), and the dedup
+# key gains the interval, so a bar never displaces a quote of the same instant.
+_MIGRATE_TO_2 = (
+    "ALTER TABLE quotes ADD COLUMN bar_interval TEXT NOT NULL DEFAULT ''",
+    "DROP INDEX IF EXISTS quotes_dedup",
+)
+_SCHEMA_2 = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS quotes_dedup_kind "
+    "ON quotes (symbol, source, bar_interval, as_of_us)",
+    """
+CREATE TABLE IF NOT EXISTS bar_windows (
+    symbol       TEXT    NOT NULL,
+    bar_interval TEXT    NOT NULL,
+    start_us     INTEGER NOT NULL,  -- [start, end): every complete bar in it is stored
+    end_us       INTEGER NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS bar_windows_symbol ON bar_windows (symbol, bar_interval)",
 )
 
 _COLUMNS = (
     "symbol, source, as_of_us, source_as_of_us, fetched_at_us, price, currency, change, "
-    "change_pct, open, high, low, previous_close, volume, asset_class, name, stale, from_cache"
+    "change_pct, open, high, low, previous_close, volume, asset_class, name, stale, from_cache, "
+    "bar_interval"
 )
-_INSERT = f"INSERT OR IGNORE INTO quotes ({_COLUMNS}) VALUES ({', '.join('?' * 18)})"
+_INSERT = f"INSERT OR IGNORE INTO quotes ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
 _SELECT = f"SELECT {_COLUMNS} FROM quotes"
 
 
@@ -164,6 +192,7 @@ def _row_of(quote: Quote) -> tuple[Any, ...]:
         quote.name,
         int(quote.stale),
         int(quote.from_cache),
+        quote.interval or "",
     )
 
 
@@ -186,6 +215,7 @@ def _quote_of(row: Sequence[Any]) -> Quote:
         name=row[15],
         stale=bool(row[16]),
         from_cache=bool(row[17]),
+        interval=row[18] or None,
     )
 
 
@@ -210,6 +240,7 @@ def _csv_row(row: Sequence[Any]) -> list[Any]:
         row[15],
         int(row[16]),
         int(row[17]),
+        row[18],
     ]
 
 
@@ -224,7 +255,7 @@ _AMOUNTS_AT = (5, 7, 9, 10, 11, 12)
 
 
 #: Where each of `CSV_COLUMNS` is in a stored row (for Parquet: times stay microseconds).
-_PARQUET_POSITIONS = (0, 3, 1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 4, 14, 15, 16, 17)
+_PARQUET_POSITIONS = (0, 3, 1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 4, 14, 15, 16, 17, 18)
 
 
 #: `Quote.to_json_dict()`'s keys, in its order, as `_json_dict` builds them.
@@ -246,6 +277,7 @@ _JSON_KEYS = (
     "name",
     "from_cache",
     "stale",
+    "interval",
 )
 # If the Quote model grows a field, fall back to building Quotes rather than drift from it.
 # json.dumps with arguments builds a new encoder per call; one shared encoder is much cheaper.
@@ -261,7 +293,7 @@ def _json_dict(row: Sequence[Any]) -> dict[str, Any]:
     """
     if not _JSON_FAST_PATH:
         return _quote_of(row).to_json_dict()
-    return {
+    data = {
         "symbol": row[0],
         "price": row[5],
         "source": row[1],
@@ -280,11 +312,22 @@ def _json_dict(row: Sequence[Any]) -> dict[str, Any]:
         "from_cache": bool(row[17]),
         "stale": bool(row[16]),
     }
+    if row[18]:
+        data["interval"] = row[18]
+    return data
 
 
-def _time_filter(since: datetime | None, until: datetime | None) -> tuple[list[str], list[Any]]:
+def _time_filter(
+    since: datetime | None, until: datetime | None, kind: Kind = "all"
+) -> tuple[list[str], list[Any]]:
     clauses: list[str] = []
     params: list[Any] = []
+    if kind == "bars":
+        clauses.append("bar_interval != ''")
+    elif kind == "quotes":
+        clauses.append("bar_interval = ''")
+    elif kind != "all":
+        raise ValueError(f"unknown kind {kind!r}; use all, quotes or bars")
     if since is not None:
         clauses.append("as_of_us >= ?")
         params.append(_to_us(since))
@@ -403,6 +446,12 @@ class HistoryStore:
                     )
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(quotes)")}
+                if "bar_interval" not in columns:
+                    for statement in _MIGRATE_TO_2:
+                        conn.execute(statement)
+                for statement in _SCHEMA_2:
+                    conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -449,14 +498,17 @@ class HistoryStore:
             raise StorageError(f"cannot write history {self.path}: {exc}") from exc
 
     def prune(self, older_than_days: int | None = None) -> int:
-        """Delete rows whose as_of is older than the retention (or `older_than_days`)."""
+        """Delete collected quotes whose as_of is older than the retention (or
+        `older_than_days`). Backfilled bars are kept: they were asked for, by date."""
         days = self.retention_days if older_than_days is None else older_than_days
         cutoff_us = _to_us(self._now() - timedelta(days=days))
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                cursor = conn.execute("DELETE FROM quotes WHERE as_of_us < ?", (cutoff_us,))
+                cursor = conn.execute(
+                    "DELETE FROM quotes WHERE as_of_us < ? AND bar_interval = ''", (cutoff_us,)
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -465,6 +517,50 @@ class HistoryStore:
             return cursor.rowcount
         except sqlite3.Error as exc:
             raise StorageError(f"cannot prune history {self.path}: {exc}") from exc
+
+    def record_bars(
+        self, bars: Iterable[Quote], symbol: str, interval: str, start: datetime, end: datetime
+    ) -> int:
+        """Store a backfill's bars of `symbol` and remember [start, end) as fetched, in one
+        transaction (a crash never records a window without its bars); returns the new rows.
+        Bars already stored (same symbol, source, interval and time) are not added again."""
+        conn = self._connection()
+        try:
+            before = conn.total_changes
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT, (_row_of(bar) for bar in bars))
+                added = conn.total_changes - before
+                if end > start:
+                    conn.execute(
+                        "INSERT INTO bar_windows (symbol, bar_interval, start_us, end_us) "
+                        "VALUES (?, ?, ?, ?)",
+                        (symbol, interval, _to_us(start), _to_us(end)),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return added
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write history {self.path}: {exc}") from exc
+
+    def bar_windows(self, symbol: str, interval: str) -> list[tuple[datetime, datetime]]:
+        """The [start, end) ranges a backfill has fetched for `symbol` at `interval`, merged
+        (overlapping and touching ones joined), oldest first."""
+        rows = self._rows(
+            "SELECT start_us, end_us FROM bar_windows WHERE symbol = ? AND bar_interval = ? "
+            "ORDER BY start_us",
+            [symbol, interval],
+        )
+        merged: list[list[int]] = []
+        for start_us, end_us in rows:
+            if merged and start_us <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end_us)
+            else:
+                merged.append([start_us, end_us])
+        return [(_from_us(a), _from_us(b)) for a, b in merged]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -488,10 +584,12 @@ class HistoryStore:
         until: datetime | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        kind: Kind = "all",
     ) -> Iterator[Quote]:
         """Quotes of `symbol` with ``since <= as_of < until`` (all sources), oldest first, or
-        newest first when `newest_first` (then `limit` keeps the newest rows, not the oldest)."""
-        sql, params = self._select_symbol(symbol, since, until, limit, newest_first)
+        newest first when `newest_first` (then `limit` keeps the newest rows, not the oldest);
+        `kind`: collected quotes, backfilled bars, or all."""
+        sql, params = self._select_symbol(symbol, since, until, limit, newest_first, kind)
         return (_quote_of(row) for row in self._rows(sql, params))
 
     @staticmethod
@@ -501,8 +599,9 @@ class HistoryStore:
         until: datetime | None,
         limit: int | None,
         newest_first: bool,
+        kind: Kind = "all",
     ) -> tuple[str, list[Any]]:
-        clauses, params = _time_filter(since, until)
+        clauses, params = _time_filter(since, until, kind)
         order = "as_of_us DESC, id DESC" if newest_first else "as_of_us, id"
         sql = f"{_SELECT} WHERE {' AND '.join(['symbol = ?', *clauses])} ORDER BY {order}"
         params.insert(0, symbol)
@@ -523,9 +622,10 @@ class HistoryStore:
         symbol: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        kind: Kind = "all",
     ) -> int:
         """Rows stored, in total or for one symbol, with ``since <= as_of < until``."""
-        clauses, params = _time_filter(since, until)
+        clauses, params = _time_filter(since, until, kind)
         if symbol is not None:
             clauses.insert(0, "symbol = ?")
             params.insert(0, symbol)
@@ -547,6 +647,7 @@ class HistoryStore:
         limit: int | None = None,
         newest_first: bool = False,
         major_units: bool = False,
+        kind: Kind = "all",
     ) -> int:
         """Stream matching rows to `out` (text or binary, UTF-8) ordered by as_of; returns rows.
 
@@ -559,7 +660,7 @@ class HistoryStore:
         """
         if fmt not in ("csv", "jsonl", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; use 'csv', 'jsonl' or 'parquet'")
-        clauses, params = _time_filter(since, until)
+        clauses, params = _time_filter(since, until, kind)
         if symbols is not None:
             wanted = list(dict.fromkeys(symbols))
             if not wanted:
@@ -613,12 +714,14 @@ class HistoryStore:
         return written
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdwy])\s*$", re.IGNORECASE)
+# A year is 365 days ("1y": a year of daily bars).
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800, "y": 31_536_000}
 
 
 def parse_time_spec(text: str, now: datetime | None = None) -> datetime:
-    """A point in time from the CLI: "2h", "30m", "7d", "1w", "45s" ago, or an ISO date/time.
+    """A point in time from the CLI: "2h", "30m", "7d", "1w", "1y", "45s" ago, or an ISO
+    date/time.
 
     "2026-11-01" is midnight UTC, "2026-11-01T12:00" is UTC, "2026-11-01T12:00+01:00" keeps its
     offset; the result is always UTC-aware. Bad input raises ``ValueError`` with a one-line
@@ -639,8 +742,8 @@ def parse_time_spec(text: str, now: datetime | None = None) -> datetime:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(
-            f"invalid time {text!r}: use a duration ago like 30m, 2h, 7d, 1w or an ISO date/time "
-            "like 2026-11-01, 2026-11-01T12:00 or 2026-11-01T12:00+01:00"
+            f"invalid time {text!r}: use a duration ago like 30m, 2h, 7d, 1w, 1y or an ISO "
+            "date/time like 2026-11-01, 2026-11-01T12:00 or 2026-11-01T12:00+01:00"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
