@@ -218,9 +218,10 @@ def test_the_table_shows_the_fakes_prices(env: dict[str, Any]) -> None:
     assert set(expected) == set(SYMBOLS)
     until(driver, lambda d: row_prices(d) == expected)
     sources = driver.execute_script(
-        "return [...document.querySelectorAll('#rows tr')].map(tr => tr.dataset.source)"
+        "return Object.fromEntries([...document.querySelectorAll('#rows tr')]"
+        ".map(tr => [tr.dataset.symbol, tr.dataset.source]))"
     )
-    assert set(sources) == {"bright_data"}  # the fake's Bloomberg pages, collected
+    assert sources == {s["symbol"]: s["last_quote"]["source"] for s in status["symbols"]}
     assert "3 symbols" in driver.find_element(By.ID, "count").text
     screenshot(env, "dashboard")
 
@@ -313,16 +314,18 @@ def test_collect_now_shows_its_progress_then_the_new_collection(env: dict[str, A
         "new MutationObserver(() => { if (!box.hidden) window.sawProgress = box.textContent; })"
         ".observe(box, {attributes: true, childList: true, subtree: true});"
     )
-    market.bright_data.faults.set("*", latency_s=1.0)  # the collection lasts a second
+    for service in (market.bright_data, market.yahoo):  # the collection lasts a second
+        service.faults.set("*", latency_s=1.0)
     try:
         driver.find_element(By.ID, "collect").click()
         until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#collections-table tr"))
               > shown)  # fmt: skip
     finally:
         market.bright_data.faults.clear()
+        market.yahoo.faults.clear()
         assert daemon.cli("symbols", "remove", "IBM:US").returncode == 0
     assert driver.execute_script("return window.sawProgress").startswith("collecting")
-    assert driver.find_element(By.ID, "progress").get_attribute("hidden") is not None
+    until(driver, lambda d: d.execute_script("return document.getElementById('progress').hidden"))
     _, after = daemon.client().get("/status")
     assert after["scheduler"]["collection_metrics"]["total_collections"] == total + 1
 
@@ -411,6 +414,12 @@ def test_crawler_dashboard_prints_its_address_and_keeps_the_token_0600(
     token = token_file.read_text().strip()
     assert line.endswith(f"/?token={token}")
     assert env["dashboard"].token == token  # the same token for every dashboard of this daemon
+
+
+def test_every_address_at_once_is_refused_exit_2(env: dict[str, Any]) -> None:
+    result = env["daemon"].cli("dashboard", "--host", "0.0.0.0", "--no-browser")
+    assert result.returncode == 2
+    assert "--host 0.0.0.0" in one_clean_line(result.stderr)
 
 
 def test_without_a_daemon_exit_3_one_line(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from crawler.cli.common import client_for, load, note
+from crawler.utils.exceptions import UsageError
 
 __all__ = ["DEFAULT_PORT", "dashboard", "register"]
 
@@ -71,6 +72,12 @@ def dashboard(
     from crawler.dashboard.security import is_loopback, load_or_create_token
     from crawler.dashboard.server import DashboardServer
 
+    if host in ("0.0.0.0", "::", ""):
+        shown = host or '""'
+        raise UsageError(
+            f"--host {shown}: name the one address browsers will use (the dashboard answers "
+            "only requests whose Host header is its own address)"
+        )
     settings = load(ctx)
     client = client_for(settings, timeout_s=30.0)
     health: dict[str, Any] = client.call("GET", "/health")  # exit 3 when not running

@@ -292,7 +292,9 @@ class Hub:
         running = ((status.get("scheduler") or {}).get("scheduler_state") or {}).get(
             "collection_in_progress"
         )
-        if isinstance(running, dict):
+        # A status read before a collection's end event may be taken after it: while the
+        # event stream is up, its start and end events say whether one runs.
+        if isinstance(running, dict) and (self.collecting or not self.events_connected):
             progress: dict[str, Any] | None = {
                 "done": running.get("done"), "total": running.get("total"),
                 "at": running.get("started_at"),
@@ -511,8 +513,9 @@ class Hub:
 
     # -- what pages ask for -----------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        """A page's first paint; reads the daemon now if what is known is too old."""
+    def snapshot(self, symbol: str | None = None) -> dict[str, Any]:
+        """A page's first paint; reads the daemon now if what is known is too old. With
+        `symbol`, only that symbol's row (a symbol's page needs no other)."""
         now = self._clock()
         with suppress(CrawlerError):
             if _due(self._rows_at, self.rows_every_s, now) or self._rows_wanted:
@@ -522,8 +525,12 @@ class Hub:
             if _due(self._budget_at, self.budget_every_s, now):
                 self.refresh_budget()
         with self._lock:
+            if symbol is None:
+                rows = list(self.rows.values())
+            else:
+                rows = [self.rows[symbol]] if symbol in self.rows else []
             return {
-                "rows": list(self.rows.values()),
+                "rows": rows,
                 "status": self.status,
                 "budget": self.budget,
                 "collections": list(self.collections),

@@ -9,7 +9,7 @@ Routes (every one needs the session cookie, got once from `/?token=...`):
     GET  /                         the watchlist, the budget, the sources, the collections
     GET  /symbol?s=AAPL:US         one symbol: its price chart and the CSV download
     GET  /static/{app.js,...}      the page's script and style (no CDN, no build step)
-    GET  /api/snapshot             everything a page draws first (Hub.snapshot)
+    GET  /api/snapshot[?symbol=]   everything a page draws first (Hub.snapshot)
     GET  /api/events               Server-Sent Events: one JSON batch of changes per message
     GET  /api/sparks?symbols=a,b   the last prices of those symbols (sparklines)
     GET  /api/history?symbol=&range=1h|1d|1w|1m|1y|all      chart points, at most 2,000
@@ -134,6 +134,10 @@ class _CappedServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self._slots = threading.BoundedSemaphore(cap)
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A browser that goes away mid-request (a reset, a closed tab) is no error to print.
+        log.debug("a dashboard connection failed", exc_info=True)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -294,7 +298,7 @@ class _Handler(BaseHTTPRequestHandler):
             name = path[len("/static/"):]
             self._send(200, _static(name), _STATIC[name])
         elif path == "/api/snapshot":
-            self._json(200, self.hub.snapshot())
+            self._json(200, self.hub.snapshot(query.get("symbol")))
         elif path == "/api/events":
             self._events()
         elif path == "/api/sparks":

@@ -87,7 +87,7 @@ function showLatest(row) {
     el("span", { class: "muted", text: (row.source || "") + " · " + (row.t ? new Date(row.t).toLocaleString() : "") }));
 }
 
-getJSON("/api/snapshot").then((snap) => {
+getJSON("/api/snapshot?symbol=" + encodeURIComponent(symbol)).then((snap) => {
   showLatest((snap.rows || []).find((r) => r.symbol === symbol));
 }).catch(() => {});
 
