@@ -90,10 +90,12 @@ def test_a_spent_budget_says_until_when_bright_data_is_paused(tmp_path: Path) ->
     for _ in range(3):
         ledger.settle(ledger.reserve(label="AAPL:US"))
     report = report_at(ledger, now.at)
-    assert report["paused_until"] == "2026-12-01T00:00:00+00:00"
+    # Not midnight: the 24-hour window holds the 18:00 spend until it is 24 hours old (issue
+    # 22, item 7), to the minute the ledger's window drops it.
+    assert report["paused_until"] == "2026-12-01T18:01:00+00:00"
     line = summary_line(report)
     assert line.startswith("budget: $0.0045 of $0.0045 spent today (3/3 requests)")
-    assert line.endswith("Bright Data paused until 2026-12-01 00:00 UTC (budget spent)")
+    assert line.endswith("Bright Data paused until 2026-12-01 18:01 UTC (budget spent)")
 
 
 def test_a_quiet_day_lasts_and_the_chart_scales_to_the_busiest_hour() -> None:

@@ -78,7 +78,10 @@ def render_budget(report: Mapping[str, Any]) -> str:
         lines.append(f"pacing: even; a collection now may make {allowance} paid requests")
     if report.get("paused_until"):
         until = short_time(str(report["paused_until"]))
-        lines.append(f"Bright Data paused until {until}: today's budget is spent")
+        lines.append(
+            f"Bright Data paused until {until}: the budget is spent, and money frees up then "
+            "(the spend of the 24 hours before has aged out)"
+        )
     elif report.get("runs_out_at"):
         lines.append(
             f"at the current pace the budget runs out at {short_time(str(report['runs_out_at']))}"

@@ -80,7 +80,9 @@ def budget_report(
         "requests_allowed": allowed,
         "requests_remaining": remaining,
         "allowance_per_collection": allowance,
-        "paused_until": day_end.isoformat() if paused else None,
+        # The ledger's own answer (its rolling 24-hour window holds money past midnight);
+        # a ledger that does not say falls back to the budget day's end.
+        "paused_until": (ledger.get("money_frees_at") or day_end.isoformat()) if paused else None,
         "runs_out_at": None if runs_out is None else runs_out.isoformat(),
         "lasts_the_day": runs_out is None and not paused,
         "paid_by_hour": by_hour,

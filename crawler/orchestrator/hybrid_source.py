@@ -30,6 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1256,10 +1257,20 @@ class HybridDataSource:
 
     def _budget_error(self) -> BudgetExhaustedError:
         stats = self.ledger.statistics()
+        frees_at = stats.get("money_frees_at")
+        message = None
+        if isinstance(frees_at, str):  # the ledger's rolling 24-hour rule, not "midnight"
+            when = datetime.fromisoformat(frees_at).astimezone(UTC)
+            message = (
+                f"daily budget exhausted: {stats['requests_used']}/{stats['requests_allowed']} "
+                f"requests, ${stats['total_cost']} spent; money frees up at "
+                f"{when:%Y-%m-%d %H:%M} UTC, or raise TOTAL_BUDGET"
+            )
         return BudgetExhaustedError(
             current_usage=int(stats["requests_used"]),
             budget_limit=int(stats["requests_allowed"]),
             cost_spent=Decimal(str(stats["total_cost"])),
+            message=message,
         )
 
 

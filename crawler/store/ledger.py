@@ -39,9 +39,9 @@ from __future__ import annotations
 import os
 import time as _time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
@@ -337,13 +337,25 @@ class BudgetLedger:
             record, is_new = self._load_day(today)
             window = self._load_window(real)
             window_micro = sum(window.values())
-            if record.used_micro + self._cost_micro > self._budget_micro:
-                raise BudgetExhaustedError(
-                    current_usage=record.used_count,
-                    budget_limit=self.requests_allowed,
-                    cost_spent=usd_from_micro(record.used_micro),
-                )
-            if window_micro + self._cost_micro > self._budget_micro:
+            if (
+                record.used_micro + self._cost_micro > self._budget_micro
+                or window_micro + self._cost_micro > self._budget_micro
+            ):
+                frees_at = self._frees_at(record.used_micro, window, clock, real)
+                when = _at(frees_at)
+                if record.used_micro + self._cost_micro > self._budget_micro:
+                    raise BudgetExhaustedError(
+                        current_usage=record.used_count,
+                        budget_limit=self.requests_allowed,
+                        cost_spent=usd_from_micro(record.used_micro),
+                        message=(
+                            f"daily budget exhausted: {record.used_count}/"
+                            f"{self.requests_allowed} requests, "
+                            f"${usd_from_micro(record.used_micro)} spent; money frees up {when} "
+                            "(a new budget day, once the spend of the 24 hours before it has "
+                            "aged out), or raise TOTAL_BUDGET"
+                        ),
+                    )
                 raise BudgetExhaustedError(
                     current_usage=record.used_count,
                     budget_limit=self.requests_allowed,
@@ -351,7 +363,7 @@ class BudgetLedger:
                     message=(
                         f"daily budget exhausted: the last 24 hours hold "
                         f"${usd_from_micro(window_micro)} of ${usd_from_micro(self._budget_micro)}"
-                        "; money comes back as that spend turns 24 hours old, "
+                        f"; money frees up {when}, as that spend turns 24 hours old, "
                         "or raise TOTAL_BUDGET"
                     ),
                 )
@@ -479,7 +491,8 @@ class BudgetLedger:
             clock, real = self._resolve(self._load_clock())
             today = clock.day
             record, _ = self._load_day(today)
-            window_micro = sum(self._load_window(real).values())
+            window = self._load_window(real)
+            window_micro = sum(window.values())
             rollover = self._cache.get(_ROLLOVER_KEY)
         used_micro = record.used_micro
         # A zero budget counts as fully used from the start.
@@ -498,6 +511,13 @@ class BudgetLedger:
             ),
             "window_cost": usd_from_micro(window_micro),
             "day_ends": clock.day_ends.isoformat(),
+            # When a request can be paid again if the budget is spent now (the rolling
+            # 24-hour rule, not only midnight); None while there is room.
+            "money_frees_at": (
+                self._frees_at(used_micro, window, clock, real).isoformat()
+                if max(used_micro, sum(window.values())) + self._cost_micro > self._budget_micro
+                else None
+            ),
             "cost_per_request": usd_from_micro(self._cost_micro),
             "requests_used": record.used_count,
             "requests_allowed": self.requests_allowed,
@@ -506,6 +526,33 @@ class BudgetLedger:
             "last_rollover": rollover.get("at") if isinstance(rollover, dict) else None,
             "last_rollover_day": rollover.get("day") if isinstance(rollover, dict) else None,
         }
+
+    def _frees_at(
+        self, used_micro: int, window: Mapping[str, int], clock: _ClockState, real: datetime
+    ) -> datetime:
+        """When the next request can be reserved, if nothing else is spent: the day's spend
+        must leave room (else the budget day's end) and so must the 24-hour window (else the
+        minute its oldest spend has aged out far enough). Real time, as an aware instant."""
+        now = self._aware_now()
+        free_at = now
+        if used_micro + self._cost_micro > self._budget_micro:
+            free_at = max(free_at, clock.day_ends)
+        held = sum(window.values())
+        if held + self._cost_micro > self._budget_micro:
+            for minute in sorted(window, key=int):
+                held -= window[minute]
+                if held + self._cost_micro <= self._budget_micro:
+                    # `_load_window` keeps a bucket while its minute >= now's - WINDOW_S/60.
+                    gone_s = (int(minute) + WINDOW_S // _BUCKET_S + 1) * _BUCKET_S
+                    ages_out = now + timedelta(seconds=gone_s - real.timestamp())
+                    # Up to the whole minute: the window drops whole minutes, and a promise a
+                    # fraction early would be broken.
+                    spare = ages_out.second * 1_000_000 + ages_out.microsecond
+                    if spare:
+                        ages_out += timedelta(microseconds=60_000_000 - spare)
+                    free_at = max(free_at, ages_out)
+                    break
+        return free_at
 
     def breakdown(self) -> dict[str, dict[str, int]]:
         """Today's billed requests by hour ("00".."23", budget time zone) and by label."""
@@ -573,6 +620,11 @@ class BudgetLedger:
                 continue
             if day < oldest_kept:
                 self._cache.delete(key)
+
+
+def _at(instant: datetime) -> str:
+    """An instant for an error line: "at 2026-12-08 09:14 UTC"."""
+    return "at " + instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _minute(instant: datetime) -> int:

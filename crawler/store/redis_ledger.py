@@ -675,6 +675,7 @@ class RedisLedger:
             ),
             "window_cost": usd_from_micro(window),
             "day_ends": _from_us(ends_us).astimezone(self._zone).isoformat(),
+            "money_frees_at": self._frees_at(used_micro, window, ends_us),
             "cost_per_request": usd_from_micro(self._cost_micro),
             "requests_used": fields.get("billed_count", 0) + open_count,
             "requests_allowed": self.requests_allowed,
@@ -687,6 +688,19 @@ class RedisLedger:
             "reseeded_cost": usd_from_micro(fields.get("seed_micro", 0)),
             "recovering": recovering,
         }
+
+    def _frees_at(self, used_micro: int, window_micro: int, ends_us: int) -> str | None:
+        """When a request can be paid again, if the budget is spent now (None while there is
+        room). The day key frees at the budget day's end; the 24-hour window is kept here as a
+        sum, not by minute, so a full window is said at its latest: 24 hours from now."""
+        cost, budget = self._cost_micro, self._budget_micro
+        if max(used_micro, window_micro) + cost <= budget:
+            return None
+        now = self._aware_now()
+        free_at = _from_us(ends_us) if used_micro + cost > budget else now
+        if window_micro + cost > budget:
+            free_at = max(free_at, now + timedelta(days=1))
+        return free_at.astimezone(self._zone).isoformat()
 
     def breakdown(self) -> dict[str, dict[str, int]]:
         """Today's billed requests by hour ("00".."23", budget time zone) and by label."""

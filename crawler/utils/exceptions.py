@@ -189,7 +189,9 @@ class BudgetExhaustedError(CrawlerError):
         super().__init__(
             message
             or f"daily budget exhausted: {current_usage}/{budget_limit} requests, "
-            f"${cost_spent} spent; it resets at midnight (BUDGET_TIMEZONE) or raise TOTAL_BUDGET"
+            f"${cost_spent} spent; money frees up as the spend turns 24 hours old (after "
+            "the budget day's midnight at the earliest; `crawler budget` says when), or raise "
+            "TOTAL_BUDGET"
         )
         self.current_usage = current_usage
         self.budget_limit = budget_limit
