@@ -44,6 +44,7 @@ BENCHMARKS: dict[str, str] = {
     "cluster": "bench_cluster.py",
     "dashboard": "bench_dashboard.py",
     "backfill": "bench_backfill.py",
+    "alerts": "bench_alerts.py",
 }
 
 #: Quick-mode arguments for the scripts that do not take --quick; every other one does (most

@@ -4,6 +4,7 @@ embedded store."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -314,3 +315,60 @@ def test_a_symbol_without_rules_costs_one_lookup(store: EmbeddedAlertStore) -> N
     ev = evaluator(store, bus, clock)
     bus.publish_quote(quote("5", symbol="MSFT:US"))
     assert ev.statistics()["queued"] == 0
+
+
+def test_crawler_watch_shows_an_alert_in_its_caption() -> None:
+    from crawler.cli.watch import Board
+
+    board = Board(["AAPL:US"])
+    board.apply({"type": "alert", "rule": "AAPL:US above 200", "message": "AAPL:US at 201"}, 0.0)
+    assert board.news == "ALERT AAPL:US above 200: AAPL:US at 201"
+
+
+# -- delivery --------------------------------------------------------------------------------
+
+
+def test_a_full_notify_queue_drops_instead_of_waiting() -> None:
+    from crawler.alerts.notify import Notice, Notifier
+    from tests.alert_receiver import Receiver
+
+    with Receiver() as receiver:
+        receiver.hold()
+        notifier = Notifier(timeout_s=30, queue_size=2)
+        notifier.start()
+        url = (receiver.url(),)
+        assert notifier.enqueue(Notice(url, "crawler alert: a", "first", 1))
+        end = time.monotonic() + 10
+        while receiver.in_flight == 0 and time.monotonic() < end:  # the worker holds it
+            time.sleep(0.01)
+        assert notifier.enqueue(Notice(url, "crawler alert: b", "second", 2))
+        assert notifier.enqueue(Notice(url, "crawler alert: c", "third", 3))
+        assert not notifier.enqueue(Notice(url, "crawler alert: d", "fourth", 4))  # at once
+        assert notifier.statistics()["dropped"] == 1
+        receiver.release()
+        end = time.monotonic() + 10
+        while notifier.statistics()["sent"] < 3 and time.monotonic() < end:
+            time.sleep(0.01)
+        notifier.stop(5)
+    # The two that waited together went as one message.
+    assert [n["title"] for n in receiver.notices] == ["crawler alert: a", "crawler: 2 alerts"]
+    assert receiver.notices[1]["message"] == "b: second\nc: third"
+
+
+def test_secrets_in_notify_urls_are_masked_everywhere_they_could_show() -> None:
+    import logging
+
+    from crawler.alerts.notify import SecretFilter, secret_parts, shown_url
+
+    url = "tgram://123456789:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQ/98765"
+    assert "AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQ" not in shown_url(url)
+    assert shown_url("mailto://me:Pa55word@example.com") == "mailto://me:****@example.com/"
+    assert shown_url("nosuchservice://token@host/") == "nosuchservice://****"
+    assert "Pa55word" in secret_parts("json://me:Pa55word@127.0.0.1:9/")
+    scrubber = SecretFilter()
+    scrubber.learn([url])
+    record = logging.LogRecord(
+        "apprise", logging.WARNING, __file__, 1, "posting to %s failed", (url,), None
+    )
+    scrubber.filter(record)
+    assert "AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQ" not in record.getMessage()

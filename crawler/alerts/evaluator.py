@@ -118,6 +118,7 @@ class AlertEvaluator:
         self._seen: dict[str, tuple[datetime | None, datetime]] = {}
         self._open_since: dict[str, datetime | None] = {}
         self._version: int | None = None
+        self._reload_wanted = False
         self._work: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=WORK_QUEUE_SIZE)
         self._thread: threading.Thread | None = None
         self.fired = 0
@@ -154,7 +155,14 @@ class AlertEvaluator:
 
     def request_reload(self) -> None:
         """Re-read the rules on the alerts thread soon (after an add or a remove)."""
-        self._put(("reload", None))
+        # Coalesced: two hundred adds in a row cost one or two re-reads, not two hundred.
+        with self._lock:
+            if self._reload_wanted:
+                return
+            self._reload_wanted = True
+        if not self._put(("reload", None)):
+            with self._lock:
+                self._reload_wanted = False
 
     # -- the hot path ----------------------------------------------------------------------
 
@@ -265,6 +273,8 @@ class AlertEvaluator:
             except CrawlerError as exc:
                 log.warning("cannot save an alert's state", rule=rule_id, error=exc.message)
         elif kind == "reload":
+            with self._lock:
+                self._reload_wanted = False
             try:
                 self.reload()
             except CrawlerError as exc:
@@ -435,10 +445,9 @@ class AlertEvaluator:
 
     def _deliver(self, rule: AlertRule, state: RuleState, firing: Firing) -> None:
         targets = [shown_url(url) for url in rule.notify] if rule.notify else []
-        data = {
+        data: dict[str, Any] = {
             "id": rule.id,
             "kind": rule.kind,
-            "symbol": rule.symbol,
             "rule": rule.describe(),
             "value": firing.value,
             "threshold": None if rule.threshold is None else str(rule.threshold),
@@ -447,6 +456,8 @@ class AlertEvaluator:
             "node": self.node,
             "notify": targets,
         }
+        if rule.symbol is not None:  # a budget alert has none: `?symbols=` lets it through
+            data["symbol"] = rule.symbol
         if self.events is not None:
             self.events.publish("alert", **data)
         log.warning(

@@ -8,7 +8,9 @@ webhooks, `json://host/` ...), without ever holding a collection up or printing 
     send(("json://127.0.0.1:8080/",), "title", "body", timeout_s=5)   # now, in this thread
 
 The queue is bounded (`QUEUE_SIZE`): when a slow target lets it fill, further notices are
-dropped and logged, never waited for. One worker thread sends them, each target with Apprise's
+dropped and logged, never waited for. Notices for the same targets that are waiting together
+(a burst: a market gapping past many lines at its open) go out as one message of up to
+`BATCH_MAX` alerts, one line each. One worker thread sends them, each target with Apprise's
 connect and read timeouts set to `timeout_s`, so a target that hangs costs that thread at most
 two timeouts per notice.
 
@@ -27,6 +29,7 @@ import logging
 import queue
 import re
 import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,6 +39,7 @@ from crawler.logging import get_logger
 from crawler.utils.exceptions import UsageError
 
 __all__ = [
+    "BATCH_MAX",
     "QUEUE_SIZE",
     "Notice",
     "Notifier",
@@ -50,6 +54,10 @@ log = get_logger("crawler.alerts")
 
 #: Notices waiting for the worker at most; more are dropped (logged).
 QUEUE_SIZE: Final = 256
+#: Notices for the same targets waiting together go out as one message of at most this many
+#: (a burst of alerts is one e-mail or push, not dozens).
+BATCH_MAX: Final = 20
+_TITLE_PREFIX: Final = "crawler alert: "
 _MASK: Final = "****"
 _SPLIT: Final = re.compile(r"[/:@?&=#,+]+")
 #: Pieces of a URL shorter than this are not treated as secrets (ports, "v1", "json").
@@ -62,9 +70,31 @@ def _scheme(url: str) -> str:
 
 
 def _instantiate(url: str) -> Any:
+    _load_apprise()
     import apprise
 
     return apprise.Apprise.instantiate(url, suppress_exceptions=True)
+
+
+_loaded = False
+
+
+def _load_apprise() -> None:
+    """Import Apprise and its plugins once, quietly: on Python 3.11 and 3.12 its plugin loading
+    imports `imghdr`, whose DeprecationWarning is Apprise's business, not our users' (and an
+    error under `-W error`)."""
+    global _loaded
+    if _loaded:
+        return
+    with _install_lock:
+        if _loaded:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import apprise
+
+            apprise.Apprise.instantiate("json://localhost/", suppress_exceptions=True)
+        _loaded = True
 
 
 def check_url(url: str) -> str:
@@ -231,28 +261,52 @@ class Notifier:
         return self._queue.qsize()
 
     def _run(self) -> None:
+        carried: list[Notice | None] = []  # taken while batching, for other targets
         while True:
-            notice = self._queue.get()
+            notice = carried.pop(0) if carried else self._queue.get()
             if notice is None or self._stopping.is_set():
                 return
-            try:
-                results = send(notice.urls, notice.title, notice.body, timeout_s=self.timeout_s)
-            except Exception:  # the worker must outlive any one notice
-                log.exception("sending an alert notice failed", rule=notice.rule_id)
-                self.failed += 1
-                continue
-            for result in results:
-                if result["ok"]:
-                    self.sent += 1
-                    log.info("alert notice sent", rule=notice.rule_id, target=result["target"])
+            batch = [notice]
+            while len(batch) < BATCH_MAX:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is not None and more.urls == notice.urls:
+                    batch.append(more)
                 else:
-                    self.failed += 1
-                    log.warning(
-                        "alert notice failed",
-                        rule=notice.rule_id,
-                        target=result["target"],
-                        error=result["error"],
-                    )
+                    carried.append(more)
+                    if more is None:
+                        break
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[Notice]) -> None:
+        """Send `batch` (notices for the same targets) as one message to each target."""
+        first = batch[0]
+        rules = [notice.rule_id for notice in batch]
+        if len(batch) == 1:
+            title, body = first.title, first.body
+        else:
+            title = f"crawler: {len(batch)} alerts"
+            body = "\n".join(
+                f"{notice.title.removeprefix(_TITLE_PREFIX)}: {notice.body}" for notice in batch
+            )
+        try:
+            results = send(first.urls, title, body, timeout_s=self.timeout_s)
+        except Exception:  # the worker must outlive any one notice
+            log.exception("sending an alert notice failed", rules=rules)
+            self.failed += len(batch)
+            return
+        for result in results:
+            if result["ok"]:
+                self.sent += len(batch)
+                log.info("alert notice sent", rules=rules, target=result["target"])
+            else:
+                self.failed += len(batch)
+                log.warning(
+                    "alert notice failed", rules=rules, target=result["target"],
+                    error=result["error"],
+                )  # fmt: skip
 
     def stop(self, timeout_s: float) -> None:
         """Stop the worker; a notice being sent gets `timeout_s` (then it is abandoned)."""
@@ -267,7 +321,7 @@ class Notifier:
         thread.join(timeout_s)
 
     def statistics(self) -> dict[str, int]:
-        """sent, failed, dropped, pending."""
+        """sent and failed (alerts times targets), dropped, pending (notices queued)."""
         return {
             "sent": self.sent,
             "failed": self.failed,

@@ -194,7 +194,7 @@ class AlertService:
         targets = [result["target"] for result in results]
         if self.events is not None:
             self.events.publish(
-                "alert", id=None, kind="test", symbol=None, rule="test", value=None,
+                "alert", id=None, kind="test", rule="test", value=None,
                 threshold=None, message=message, fires=0, node="", notify=targets, test=True,
             )  # fmt: skip
         log.info(

@@ -40,7 +40,7 @@ __all__ = ["Board", "iter_sse", "quote_line", "register", "watch"]
 #: The socket read timeout: well above the daemon's 15 s keep-alive comments.
 _READ_TIMEOUT_S = 60.0
 _REFRESH_PER_S = 4
-_EVENT_TYPES = "quote,breaker,stream,budget_exhausted,collection_start,collection_end"
+_EVENT_TYPES = "quote,breaker,stream,budget_exhausted,collection_start,collection_end,alert"
 #: Terminal lines the board needs besides its rows: borders, header, its rule, the caption and
 #: a spare for a caption that wraps.
 _CHROME_LINES = 7
@@ -86,6 +86,8 @@ class Board:
             self.news = f"breaker {event.get('name')}: {event.get('old')} → {event.get('new')}"
         elif kind == "stream":
             self.news = f"stream {event.get('state')}: {event.get('detail')}"
+        elif kind == "alert":
+            self.news = f"ALERT {event.get('rule')}: {event.get('message')}"
         elif kind == "budget_exhausted":
             self.news = f"budget exhausted for {event.get('day')} (${event.get('spent_usd')})"
         elif kind == "collection_start":
