@@ -77,6 +77,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "bars_added",
         "second_run_requests",
     },
+    "alerts": {"none", "fast", "hanging", "refusing", "notices"},
     "cluster": {
         "duplicates_per_interval",
         "ledger",
@@ -86,7 +87,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     },
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
-NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status", "dashboard"}
+NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status", "dashboard", "alerts"}
 
 
 def _daemon_available() -> bool:
