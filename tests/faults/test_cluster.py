@@ -52,8 +52,10 @@ def cluster(
             TOTAL_BUDGET=str(COST * BUDGET_REQUESTS),
             UPDATE_INTERVAL_SECONDS=str(INTERVAL_S),
             MAX_WORKERS="8",
-            # Spend first come: this test is about who pays, not how the day is paced.
+            # Spend first come: this test is about who pays, not how the day is paced, nor
+            # whether a free source could have served (the needs-based policy's question).
             BUDGET_PACING="off",
+            BUDGET_POLICY="seed",
         )
         for i in range(3)
     ]
@@ -196,7 +198,8 @@ def test_status_shows_a_lost_redis_and_reconnects(
     # empty is tests/faults/test_redis_loss.py's).
     server = RedisServer(tmp_path / "redis", persistent=True)
     server.start()
-    node = DaemonHarness(market, tmp_path / "node", REDIS_URL=server.url, NODE_NAME="solo")
+    node = DaemonHarness(market, tmp_path / "node", REDIS_URL=server.url, NODE_NAME="solo",
+                         BUDGET_POLICY="seed")  # fmt: skip
     try:
         node.start()
         assert node.cli("symbols", "add", "C01:US").returncode == 0

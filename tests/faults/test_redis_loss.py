@@ -44,6 +44,7 @@ def node(market: FakeMarket, base: Path, url: str, name: str, **extra: str) -> D
         NODE_NAME=name,
         TOTAL_BUDGET=str(COST * BUDGET_REQUESTS),
         BUDGET_PACING="off",
+        BUDGET_POLICY="seed",  # Bright Data first, as when the issue was filed: money moves
         MAX_WORKERS="8",
         **extra,
     )
