@@ -243,6 +243,14 @@ class Operations:
         }
         if notices:
             answer["notices"] = notices
+        # A source switched off by its configuration (a rejected key) is said with the
+        # answer, even when another source served every quote: a wrong Bright Data key used
+        # to fall back to yfinance in silence, exit 0.
+        problems = {**dict(getattr(self.hybrid, "config_errors", {}) or {}), **_key_problems()}
+        if problems:
+            answer["warnings"] = [
+                f"{name} is off: {message}" for name, message in sorted(problems.items())
+            ]
         return answer
 
     def _fetch_money(self, parsed: Sequence[Symbol], paid: bool) -> tuple[set[str], dict[str, str]]:

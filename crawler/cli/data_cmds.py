@@ -25,7 +25,7 @@ from crawler.utils.exceptions import (
     UsageError,
     WatchlistFullError,
 )
-from crawler.utils.text import clean_data
+from crawler.utils.text import clean_data, clean_text
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -154,6 +154,8 @@ def fetch(
                 merged["errors"].update(part.get("errors") or {})
                 if part.get("notices"):
                     merged.setdefault("notices", []).extend(part["notices"])
+                if part.get("warnings"):
+                    merged["warnings"] = part["warnings"]  # the daemon's, the same each time
         return merged
 
     def local(ops: Operations) -> dict[str, Any]:
@@ -164,6 +166,8 @@ def fetch(
     result = _via_daemon_or_offline(settings, remote, local)
     for notice in result.get("notices") or []:
         note(str(notice))
+    for warning in result.get("warnings") or []:
+        sys.stderr.write(f"warning: {clean_text(str(warning))}\n")
     quotes = result.get("quotes") or []
     if major_units or settings.major_units:
         from crawler.normalizer.units import major_dict
