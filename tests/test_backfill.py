@@ -316,15 +316,37 @@ def test_persistent_429s_stop_the_run_and_the_next_run_resumes(
     assert resumed["added"] == {"AAPL:US": 0, "MSFT:US": 10, "NVDA:US": 10}
 
 
+class ManualClock:
+    """Monotonic seconds that move only when something sleeps (the bucket or the backfill)."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now_s += seconds
+
+
 def test_a_429_pauses_the_shared_bucket(fake: FakeMarket, tmp_path: Path) -> None:
-    # In-process: the source's bucket (the one collections use) is paused by the 429.
-    throttle = YahooThrottle(50)
+    # In-process: the source's bucket (the one collections use) is paused by the 429 for its
+    # Retry-After, and the backfill waits exactly that before asking the same range again.
+    clock = ManualClock()
+    throttle = YahooThrottle(50, clock=clock, sleep=clock.sleep)
     source = YFinanceSource(endpoint=fake.yahoo.url, cache_dir=tmp_path / "yf", throttle=throttle)
     waits: list[float] = []
+
+    def backfill_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock.sleep(seconds)
+
     try:
         with HistoryStore(tmp_path / "history") as history:
             fake.yahoo.rate_limit_bars(after=0, times=1, retry_after_s=0.5)
-            backfiller = Backfiller(source, history, sleep=lambda s: (waits.append(s), None)[1])
+            backfiller = Backfiller(source, history, sleep=backfill_sleep, clock=clock)
             report = backfiller.run(
                 backfiller.plan(
                     [parse_symbol("AAPL:US")],
@@ -336,7 +358,9 @@ def test_a_429_pauses_the_shared_bucket(fake: FakeMarket, tmp_path: Path) -> Non
     finally:
         source.close()
     assert throttle.rate_limited == 1 and report.bars_added == 10
-    assert waits and 0 < waits[0] <= 0.5
+    assert report.rate_limited == 1 and report.requests == 2
+    assert waits == [0.5]  # the Retry-After, through the shared bucket's pause
+    assert throttle.paused_for_s() == 0
 
 
 # -- through the daemon ---------------------------------------------------------------------
@@ -380,6 +404,19 @@ def test_backfill_goes_through_the_running_daemon(
     assert [json.loads(x)["price"] for x in lines.splitlines()] == AAPL_CLOSES
     again = backfill_json(daemon_env, "--all", "--since", "2020-01-01", "--until", UNTIL)
     assert again["requests"] == 0
+    # Parquet through the daemon reads back equal to the daemon's CSV, row for row.
+    out = Path(daemon_env["DATA_DIR"]).parent / "export.parquet"
+    ok(crawler(daemon_env, "export", "--format", "parquet", "--kind", "bars", "-o", str(out)))
+    rows = list(csv.DictReader(io.StringIO(ok(crawler(daemon_env, "export", "--kind", "bars")))))
+    table = pq.read_table(out).to_pylist()
+    assert len(table) == len(rows) == 11
+    for got, want in zip(table, rows, strict=True):
+        assert (got["symbol"], got["price"], got["interval"]) == (
+            want["symbol"],
+            Decimal(want["price"]),
+            want["interval"],
+        )
+        assert got["as_of"].isoformat() == want["as_of"]
 
 
 def test_usage_errors(fake: FakeMarket, tmp_path: Path) -> None:
