@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.backend import WatchlistStore
     from crawler.store.history import HistoryStore, Kind
+    from crawler.store.history_recorder import HistoryRecorder
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -221,21 +222,26 @@ class Operations:
         """
         parsed, errors, notices = self.parse_symbols(symbols, asset_class)
         unpaid, reasons = self._fetch_money(parsed, paid)
-        results = self.hybrid.fetch_many(
-            parsed,
-            force_fresh=fresh or paid,
-            on_done=on_done,
-            unpaid=unpaid,
-            paid_reasons=reasons,
-            past_live=paid,
-        )
+        recorder = self._recorder()
+        try:
+            results = self.hybrid.fetch_many(
+                parsed,
+                force_fresh=fresh or paid,
+                on_done=on_done,
+                unpaid=unpaid,
+                paid_reasons=reasons,
+                past_live=paid,
+                on_quote=recorder.keep if recorder is not None else None,
+            )
+        finally:
+            if recorder is not None:
+                recorder.close()
         quotes: list[Quote] = []
         for key, outcome in results.items():
             if isinstance(outcome, Quote):
                 quotes.append(outcome)
             else:
                 errors[key] = _error_dict(outcome)
-        self._record([q for q in quotes if not q.from_cache])
         now = self._now()
         answer: dict[str, Any] = {
             "quotes": [self._quote_dict(q, now) for q in quotes],
@@ -315,15 +321,14 @@ class Operations:
         except Exception:  # a calendar problem must not break a fetch or the status
             return False
 
-    def _record(self, quotes: list[Quote]) -> None:
-        if self.history_store is None or not quotes:
-            return
-        try:
-            self.history_store.record(quotes)
-        except StorageError:
-            # The quotes were fetched and are answered; losing their history row is logged,
-            # not turned into a failed fetch.
-            log.warning("could not record quotes in the history", quotes=len(quotes), exc_info=True)
+    def _recorder(self) -> _FetchRecorder | None:
+        """The history writer of one `fetch`: quotes recorded as they land, a paid one
+        committed before its worker moves on (a kill -9 keeps what was paid for)."""
+        if self.history_store is None:
+            return None
+        from crawler.store.history_recorder import HistoryRecorder
+
+        return _FetchRecorder(HistoryRecorder(self.history_store))
 
     # -- the watchlist ---------------------------------------------------------------------
 
@@ -1045,3 +1050,23 @@ def _fresh_copy(exc: BaseException) -> BaseException:
     fresh.args = exc.args
     fresh.__dict__.update(exc.__dict__)
     return fresh
+
+
+class _FetchRecorder:
+    """`fetch`'s side of a HistoryRecorder: which quotes it keeps, and failures logged, not
+    raised (the quotes were fetched and are answered; losing their row is not a failed
+    fetch)."""
+
+    def __init__(self, recorder: HistoryRecorder) -> None:
+        self._recorder = recorder
+
+    def keep(self, quote: Quote) -> None:
+        if quote.from_cache:
+            return  # recorded when it was fetched
+        self._recorder.add(quote, durable=quote.source == "bright_data")
+
+    def close(self) -> None:
+        try:
+            self._recorder.close()
+        except StorageError as exc:
+            log.warning("could not record quotes in the history", error=exc.message)

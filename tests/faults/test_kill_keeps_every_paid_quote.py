@@ -96,3 +96,43 @@ def test_kill_9_at_random_moments_keeps_every_paid_quote_received(tmp_path: Path
             assert billed - kept <= WORKERS, (
                 f"seed {seed}, kill {kill} at {moment}: {billed} billed, {kept} kept"
             )
+
+
+def test_kill_9_during_a_paid_fetch_keeps_what_was_received(tmp_path: Path) -> None:
+    """`crawler fetch` of 300 paid symbols through the daemon used to write its history once,
+    when the whole answer was ready: a kill -9 in the middle kept none of what was billed."""
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    with FakeMarket() as market:
+        market.bright_data.faults.set("*", latency_s=0.3)
+        daemon = DaemonHarness(
+            market, tmp_path, SOURCES_ORDER="bright_data", TOTAL_BUDGET=str(10_000 * COST),
+            COST_PER_REQUEST=str(COST), CACHE_TTL_SECONDS="1", MAX_WORKERS=str(WORKERS),
+            STREAM_ENABLED="false", BUDGET_PACING="off",
+        )  # fmt: skip
+        for kill in range(3):
+            daemon.start()
+            rows_before = _history_rows(daemon.data_dir)
+            billed_before = market.bright_data.billed_count
+            symbols = [f"F{kill:02d}X{i:03d}:US" for i in range(SYMBOLS)]
+
+            def fetch(daemon: DaemonHarness = daemon, symbols: list[str] = symbols) -> None:
+                with contextlib.suppress(CrawlerError):  # the kill cuts the answer short
+                    daemon.client(120).post("/fetch", {"symbols": symbols, "fresh": True})
+
+            fetching = threading.Thread(target=fetch)
+            fetching.start()
+            moment = rng.randint(WORKERS, SYMBOLS - 3 * WORKERS)
+            deadline = time.monotonic() + 60
+            while market.bright_data.billed_count - billed_before < moment:
+                assert time.monotonic() < deadline, (seed, kill, daemon.log_tail())
+                time.sleep(0.002)
+            billed = market.bright_data.billed_count - billed_before
+            daemon.kill()
+            fetching.join(30)
+
+            kept = _history_rows(daemon.data_dir) - rows_before
+            assert billed - kept <= WORKERS, (
+                f"seed {seed}, kill {kill} at {moment}: {billed} billed, {kept} kept"
+            )
