@@ -372,3 +372,25 @@ def test_secrets_in_notify_urls_are_masked_everywhere_they_could_show() -> None:
     )
     scrubber.filter(record)
     assert "AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQ" not in record.getMessage()
+
+
+def test_a_hanging_target_holds_up_only_its_own_notices() -> None:
+    from crawler.alerts.notify import Notice, Notifier
+    from tests.alert_receiver import Receiver
+
+    with Receiver() as stuck, Receiver() as fine:
+        stuck.hold()
+        notifier = Notifier(timeout_s=30)
+        notifier.start()
+        both = (stuck.url(), fine.url())
+        for number in range(3):
+            notifier.enqueue(Notice(both, f"crawler alert: {number}", "crossed", number))
+        end = time.monotonic() + 20
+        while notifier.statistics()["sent"] < 3 and time.monotonic() < end:
+            time.sleep(0.01)
+        # The fine target has all three while the stuck one still holds its first.
+        assert fine.count() >= 1 and stuck.count() == 0 and stuck.in_flight == 1
+        assert notifier.statistics()["sent"] == 3 and notifier.statistics()["lanes"] == 2
+        stuck.release()
+        notifier.stop(10)
+    assert stuck.count() >= 1

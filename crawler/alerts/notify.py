@@ -7,12 +7,12 @@ webhooks, `json://host/` ...), without ever holding a collection up or printing 
     notifier.stop(2.0)
     send(("json://127.0.0.1:8080/",), "title", "body", timeout_s=5)   # now, in this thread
 
-The queue is bounded (`QUEUE_SIZE`): when a slow target lets it fill, further notices are
-dropped and logged, never waited for. Notices for the same targets that are waiting together
-(a burst: a market gapping past many lines at its open) go out as one message of up to
-`BATCH_MAX` alerts, one line each. One worker thread sends them, each target with Apprise's
-connect and read timeouts set to `timeout_s`, so a target that hangs costs that thread at most
-two timeouts per notice.
+Each target has its own bounded queue (`QUEUE_SIZE`) and its own thread (up to `LANES`
+targets; more share them): a target that hangs holds up only its own notices, and when it lets
+its queue fill, further notices for it are dropped and logged, never waited for. Each send has
+Apprise's connect and read timeouts set to `timeout_s`. Notices for one target that are waiting
+together (a burst: a market gapping past many lines at its open) go out as one message of up
+to `BATCH_MAX` alerts, one line each.
 
 Secrets: a notify URL holds tokens and passwords (`tgram://BOTTOKEN/CHAT`,
 `mailto://user:PASSWORD@host`). Only `shown_url(url)` is ever printed (Apprise's own privacy
@@ -29,9 +29,11 @@ import logging
 import queue
 import re
 import threading
+import time
 import warnings
+import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -40,6 +42,7 @@ from crawler.utils.exceptions import UsageError
 
 __all__ = [
     "BATCH_MAX",
+    "LANES",
     "QUEUE_SIZE",
     "Notice",
     "Notifier",
@@ -52,8 +55,10 @@ __all__ = [
 
 log = get_logger("crawler.alerts")
 
-#: Notices waiting for the worker at most; more are dropped (logged).
+#: Notices waiting for one target at most; more are dropped (logged).
 QUEUE_SIZE: Final = 256
+#: Targets with a queue and a thread of their own; more share them.
+LANES: Final = 8
 #: Notices for the same targets waiting together go out as one message of at most this many
 #: (a burst of alerts is one e-mail or push, not dozens).
 BATCH_MAX: Final = 20
@@ -221,55 +226,28 @@ def send(urls: Iterable[str], title: str, body: str, *, timeout_s: float) -> lis
     return results
 
 
-class Notifier:
-    """A bounded queue of notices and one worker thread sending them (see the module)."""
+class _Lane:
+    """One target's (or a few targets') bounded queue and the thread that sends from it."""
 
-    def __init__(self, *, timeout_s: float = 10.0, queue_size: int = QUEUE_SIZE) -> None:
-        self.timeout_s = timeout_s
-        self._queue: queue.Queue[Notice | None] = queue.Queue(maxsize=queue_size)
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self.sent = 0
-        self.failed = 0
-        self.dropped = 0
+    def __init__(self, owner: Notifier, index: int, queue_size: int) -> None:
+        self.owner = owner
+        self.queue: queue.Queue[Notice | None] = queue.Queue(maxsize=queue_size)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self.run, name=f"crawler-notify-{index}", daemon=True
+        )
+        self.thread.start()
 
-    def start(self) -> None:
-        """Start the worker (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="crawler-notify", daemon=True)
-            self._thread.start()
-
-    def enqueue(self, notice: Notice) -> bool:
-        """Queue `notice` without blocking; False (dropped, logged) when the queue is full."""
-        if not notice.urls:
-            return True
-        try:
-            self._queue.put_nowait(notice)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            log.warning(
-                "alert notice dropped: the notify queue is full (a slow or failing target)",
-                rule=notice.rule_id,
-                queued=self._queue.maxsize,
-                dropped=self.dropped,
-            )
-            return False
-
-    def pending(self) -> int:
-        """Notices waiting for the worker."""
-        return self._queue.qsize()
-
-    def _run(self) -> None:
+    def run(self) -> None:
         carried: list[Notice | None] = []  # taken while batching, for other targets
         while True:
-            notice = carried.pop(0) if carried else self._queue.get()
-            if notice is None or self._stopping.is_set():
+            notice = carried.pop(0) if carried else self.queue.get()
+            if notice is None or self.stopping.is_set():
                 return
             batch = [notice]
             while len(batch) < BATCH_MAX:
                 try:
-                    more = self._queue.get_nowait()
+                    more = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is not None and more.urls == notice.urls:
@@ -278,10 +256,73 @@ class Notifier:
                     carried.append(more)
                     if more is None:
                         break
-            self._deliver(batch)
+            self.owner._deliver(batch)
+
+
+class Notifier:
+    """Bounded queues of notices, one per target up to `lanes` (then shared), each with its
+    own thread: a target that hangs holds up only the notices for itself (see the module)."""
+
+    def __init__(
+        self, *, timeout_s: float = 10.0, queue_size: int = QUEUE_SIZE, lanes: int = LANES
+    ) -> None:
+        self.timeout_s = timeout_s
+        self._queue_size = queue_size
+        self._max_lanes = lanes
+        self._lanes: list[_Lane] = []
+        self._lane_of: dict[str, _Lane] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        """Accept notices (the lanes' threads start with their first notice)."""
+        self._started = True
+
+    def _lane(self, url: str) -> _Lane:
+        with self._lock:
+            lane = self._lane_of.get(url)
+            if lane is None:
+                if len(self._lanes) < self._max_lanes:
+                    lane = _Lane(self, len(self._lanes), self._queue_size)
+                    self._lanes.append(lane)
+                else:  # more targets than lanes: they share, by a stable pick
+                    lane = self._lanes[zlib.crc32(url.encode()) % len(self._lanes)]
+                self._lane_of[url] = lane
+            return lane
+
+    def enqueue(self, notice: Notice) -> bool:
+        """Queue `notice` for each of its targets without blocking; False when a target's
+        queue was full (that copy dropped, logged)."""
+        if not self._started:
+            return False
+        queued = True
+        for url in notice.urls:
+            lane = self._lane(url)
+            try:
+                lane.queue.put_nowait(replace(notice, urls=(url,)))
+            except queue.Full:
+                queued = False
+                self.dropped += 1
+                log.warning(
+                    "alert notice dropped: the notify queue is full (a slow or failing target)",
+                    rule=notice.rule_id,
+                    target=shown_url(url),
+                    queued=lane.queue.maxsize,
+                    dropped=self.dropped,
+                )
+        return queued
+
+    def pending(self) -> int:
+        """Notices waiting to be sent, over every target."""
+        with self._lock:
+            lanes = list(self._lanes)
+        return sum(lane.queue.qsize() for lane in lanes)
 
     def _deliver(self, batch: list[Notice]) -> None:
-        """Send `batch` (notices for the same targets) as one message to each target."""
+        """Send `batch` (notices for the same target) as one message."""
         first = batch[0]
         rules = [notice.rule_id for notice in batch]
         if len(batch) == 1:
@@ -293,7 +334,7 @@ class Notifier:
             )
         try:
             results = send(first.urls, title, body, timeout_s=self.timeout_s)
-        except Exception:  # the worker must outlive any one notice
+        except Exception:  # the lane must outlive any one notice
             log.exception("sending an alert notice failed", rules=rules)
             self.failed += len(batch)
             return
@@ -309,22 +350,28 @@ class Notifier:
                 )  # fmt: skip
 
     def stop(self, timeout_s: float) -> None:
-        """Stop the worker; a notice being sent gets `timeout_s` (then it is abandoned)."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        try:
-            # After what is queued: it is still sent, within `timeout_s`.
-            self._queue.put(None, timeout=timeout_s)
-        except queue.Full:
-            self._stopping.set()  # the worker quits after its current notice
-        thread.join(timeout_s)
+        """Stop every lane: what is queued is still sent within `timeout_s` in all (a notice
+        still being sent then is abandoned: the threads are daemon threads)."""
+        self._started = False
+        with self._lock:
+            lanes, self._lanes, self._lane_of = self._lanes, [], {}
+        deadline = time.monotonic() + timeout_s
+        for lane in lanes:
+            try:
+                lane.queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                lane.stopping.set()  # it quits after its current notice
+        for lane in lanes:
+            lane.thread.join(max(0.0, deadline - time.monotonic()))
 
     def statistics(self) -> dict[str, int]:
-        """sent and failed (alerts times targets), dropped, pending (notices queued)."""
+        """sent and failed (alerts times targets), dropped, pending (notices queued), lanes."""
+        with self._lock:
+            lanes = len(self._lanes)
         return {
             "sent": self.sent,
             "failed": self.failed,
             "dropped": self.dropped,
             "pending": self.pending(),
+            "lanes": lanes,
         }
