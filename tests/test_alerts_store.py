@@ -119,3 +119,41 @@ def test_an_unreachable_redis_is_a_storage_error() -> None:
         store.rules()
     with pytest.raises(StorageError):
         store.claim(1, 1)
+
+
+def test_a_firing_waits_while_redis_is_away_and_goes_once_it_is_back(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from crawler.alerts.evaluator import AlertEvaluator
+    from crawler.events import EventBus
+    from crawler.normalizer.schemas import Quote
+    from tests.redis_server import RedisServer, redis_server_binary
+
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed: apt-get install -y redis-server")
+    server = RedisServer(tmp_path / "redis", persistent=True)  # it comes back with its keys
+    server.start()
+    connection = RedisConnection(server.url)
+    try:
+        store = RedisAlertStore(connection)
+        rule = store.add(AlertRule.build(kind="above", symbol="AAPL:US", threshold="100"))
+        bus = EventBus()
+        evaluator = AlertEvaluator(store, events=bus, node="n1")
+        bus.add_quote_listener(evaluator.on_quote)
+        evaluator.reload()
+        now = datetime.now(UTC)
+        quote = Quote(symbol="AAPL:US", price=Decimal("101"), source="test", as_of=now)
+        server.stop()
+        bus.publish_quote(quote)
+        evaluator.drain()  # the claim cannot be made: nothing delivered, still armed
+        assert evaluator.fired == 0
+        assert evaluator.rules()[0][1].armed
+        server.start()
+        assert connection.ping()
+        bus.publish_quote(quote)
+        evaluator.drain()
+        assert evaluator.fired == 1
+        assert store.state(rule.id).fires == 1
+    finally:
+        connection.close()
+        server.stop()
