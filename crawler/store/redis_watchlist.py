@@ -251,9 +251,15 @@ class RedisWatchlist:
         return len(self.items())
 
     def observe(self) -> None:
-        """After a heartbeat: notice a lost list and rebuild it (never raises)."""
+        """After a heartbeat: notice a lost list and rebuild it (never raises). One small
+        read while the list is ours (not the whole hash every beat)."""
         try:
-            self.items()
+            with self._redis.errors(_WHAT):
+                epoch = self._redis.client.hget(self._hash, EPOCH_FIELD)
+            if epoch is None or self._epoch is None or str(epoch) != self._epoch:
+                self.items()
+        except StorageError:
+            pass  # Redis away: the heartbeat says so already
         except Exception:  # a heartbeat hook must never stop the beat
             log.exception("watchlist: the heartbeat's check failed")
 
