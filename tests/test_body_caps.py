@@ -15,6 +15,7 @@ import pytest
 from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.normalizer.yahoo_stream import MAX_FRAME_BYTES
+from crawler.sources.yahoo_redirect import MAX_ANSWER_BYTES
 from crawler.sources.yahoo_stream import YahooStream
 from crawler.sources.yahoo_throttle import YahooThrottle
 from crawler.sources.yfinance_source import MAX_BODY_BYTES, YFinanceSource
@@ -97,3 +98,22 @@ def test_a_stream_frame_over_the_cap_is_refused_unread_and_the_stream_reconnects
     finally:
         stream.stop()
         fake.stop()
+
+
+def test_yfinances_own_calls_are_capped_by_the_session(yahoo_fake: YahooFake) -> None:
+    # yfinance's cookie, crumb and consent calls do not go through our capped read; the
+    # session's backstop stops curl past MAX_ANSWER_BYTES, declared or not.
+    from curl_cffi.requests.exceptions import RequestException
+
+    from crawler.sources.yahoo_redirect import RedirectingSession
+
+    session = RedirectingSession(yahoo_fake.url, max_timeout_s=10)
+    try:
+        crumb_url = "https://query1.finance.yahoo.com/v1/test/getcrumb"
+        yahoo_fake.faults.set("*", huge_body_bytes=MAX_ANSWER_BYTES)
+        assert len(session.get(crumb_url).content) == MAX_ANSWER_BYTES
+        yahoo_fake.faults.set("*", huge_body_bytes=MAX_ANSWER_BYTES + 1)
+        with pytest.raises(RequestException, match=r"(?i)maximum file size|63"):
+            session.get(crumb_url)
+    finally:
+        session.close()

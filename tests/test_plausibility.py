@@ -183,3 +183,13 @@ def test_an_old_or_bad_reference_does_not_lock_a_symbol_out() -> None:
     stored_garbage = quote("-5")  # kept before these rules existed
     assert gate.check(quote("123.45"), now=NOW, reference=stored_garbage)
     assert gate.check(quote("123.45"), now=NOW, reference=quote("0.01", "MSFT:US"))
+
+
+def test_the_gate_remembers_the_last_quote_it_let_through() -> None:
+    gate = QuoteGate()
+    assert gate.last_good("AAPL:US") is None
+    gate.check(quote("262.36"), now=NOW, reference=None)
+    with pytest.raises(ImplausibleQuoteError):
+        gate.check(quote("0.01"), now=NOW, reference=gate.last_good("AAPL:US"))
+    kept = gate.last_good("AAPL:US")
+    assert kept is not None and kept.price == Decimal("262.36")  # a refusal is not remembered

@@ -178,7 +178,14 @@ class QuoteGate:
         self.band_factor = band_factor
         self._lock = threading.Lock()
         self._refused: dict[str, _Refusal] = {}
+        # The last quote each symbol passed with: the next one's reference without a store read.
+        self._good: dict[str, Quote] = {}
         self.refusals = 0
+
+    def last_good(self, symbol: str) -> Quote | None:
+        """The last quote of `symbol` this gate let through, or None."""
+        with self._lock:
+            return self._good.get(symbol)
 
     def check(
         self, quote: Quote, *, now: datetime, reference: Quote | None, live: bool = False
@@ -192,6 +199,8 @@ class QuoteGate:
             with self._lock:
                 self.refusals += 1
             raise
+        with self._lock:
+            self._good[quote.symbol] = quote
         return quote
 
     def _check_band(self, quote: Quote, now: datetime, reference: Quote | None) -> None:

@@ -1086,11 +1086,14 @@ class HybridDataSource:
 
     def _refusal(self, quote: Quote) -> ImplausibleQuoteError | None:
         """Why `quote` (just fetched) cannot be true next to the symbol's last good quote (the
-        cache's last-known one), or None; see `crawler.normalizer.plausibility`."""
-        try:
-            reference = self.cache.get_last_known(quote.symbol)
-        except StorageError:
-            reference = None
+        last one the gate let through, else the cache's last-known one), or None; see
+        `crawler.normalizer.plausibility`."""
+        reference = self.plausibility.last_good(quote.symbol)
+        if reference is None:  # first sight of the symbol in this process: one store read
+            try:
+                reference = self.cache.get_last_known(quote.symbol)
+            except StorageError:
+                reference = None
         try:
             self.plausibility.check(quote, now=quote.fetched_at, reference=reference)
         except ImplausibleQuoteError as exc:

@@ -37,7 +37,10 @@ from crawler.utils.exceptions import TransientSourceError
 if TYPE_CHECKING:
     from crawler.sources.yahoo_throttle import YahooThrottle
 
-__all__ = ["YAHOO_HOSTS", "RedirectingSession", "is_yahoo_host"]
+__all__ = ["MAX_ANSWER_BYTES", "YAHOO_HOSTS", "RedirectingSession", "is_yahoo_host"]
+
+#: The most curl receives of any one Yahoo answer (as sent, before decompression).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 #: The hosts yfinance 1.7 talks to; each one gets a CURLOPT_RESOLVE entry when redirecting.
 YAHOO_HOSTS: frozenset[str] = frozenset(
@@ -83,7 +86,10 @@ class RedirectingSession(curl_requests.Session[curl_requests.Response]):
         self.throttle = throttle
         self._target: tuple[str, int] | None = None
         self._status_local = threading.local()
-        curl_options: dict[Any, Any] = {}
+        # A backstop for every answer, yfinance's own cookie, crumb and consent calls included
+        # (our data requests have their own, smaller cap on the decompressed body): curl stops
+        # a transfer past it, declared or not.
+        curl_options: dict[Any, Any] = {CurlOpt.MAXFILESIZE_LARGE: MAX_ANSWER_BYTES}
         if self.endpoint:
             scheme, host, port = _parse_endpoint(self.endpoint)
             self._target = (scheme, port)
@@ -94,7 +100,7 @@ class RedirectingSession(curl_requests.Session[curl_requests.Response]):
         super().__init__(
             impersonate="chrome",
             trust_env=not self.endpoint,
-            curl_options=curl_options or None,
+            curl_options=curl_options,
         )
 
     def rewrite(self, url: str) -> str:

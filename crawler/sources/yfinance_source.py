@@ -366,8 +366,8 @@ class YFinanceSource:
                         response = session.get(
                             url, params=query, timeout=self.timeout_s, content_callback=sink.write
                         )
-                    except Exception:
-                        if sink.over:
+                    except Exception as exc:
+                        if sink.over or _file_too_large(exc):
                             raise self._too_large(what) from None
                         raise
                     if sink.over:
@@ -449,6 +449,14 @@ class YFinanceSource:
             self._latency_total_s += max(self._clock() - started_s, 0.0)
             if error is not None:
                 self._last_error = error.message
+
+
+def _file_too_large(exc: Exception) -> bool:
+    """curl's CURLE_FILESIZE_EXCEEDED (63): the session's backstop stopped the answer."""
+    return getattr(exc, "code", None) == _CURLE_FILESIZE_EXCEEDED or "curl: (63)" in str(exc)
+
+
+_CURLE_FILESIZE_EXCEEDED = 63
 
 
 class _CappedBody:
