@@ -10,6 +10,8 @@ the re-seed is the sum of the nodes' own spends, so the day is known to be spent
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -37,17 +39,15 @@ def market() -> Iterator[FakeMarket]:
 
 
 def node(market: FakeMarket, base: Path, url: str, name: str, **extra: str) -> DaemonHarness:
-    return DaemonHarness(
-        market,
-        base / name,
-        REDIS_URL=url,
-        NODE_NAME=name,
-        TOTAL_BUDGET=str(COST * BUDGET_REQUESTS),
-        BUDGET_PACING="off",
-        BUDGET_POLICY="seed",  # Bright Data first, as when the issue was filed: money moves
-        MAX_WORKERS="8",
-        **extra,
-    )
+    settings = {
+        "REDIS_URL": url,
+        "NODE_NAME": name,
+        "TOTAL_BUDGET": str(COST * BUDGET_REQUESTS),
+        "BUDGET_PACING": "off",
+        "BUDGET_POLICY": "seed",  # Bright Data first, as when the issue was filed: money moves
+        "MAX_WORKERS": "8",
+    }
+    return DaemonHarness(market, base / name, **{**settings, **extra})
 
 
 def symbols(prefix: str, count: int) -> list[str]:
@@ -231,3 +231,40 @@ def test_the_watchlist_is_rebuilt_from_the_nodes_and_removals_stay_removed(
     finally:
         for daemon in (a, b, c):
             daemon.kill()
+
+
+def test_kill_9_mid_collection_then_flushall_never_overspends(
+    redis_url: str, market: FakeMarket, tmp_path: Path
+) -> None:
+    """A node killed while paying, then Redis emptied: what it had asked for (granted, or
+    asked and never answered) is in its own record, so the re-seeded day holds at least what
+    was billed, and the day never goes past the budget."""
+    budget = 100
+    a = node(market, tmp_path, redis_url, "node-a", TOTAL_BUDGET=str(COST * budget))
+    market.bright_data.faults.set("*", latency_s=0.05)
+    try:
+        a.start()
+        assert a.cli("symbols", "add", *symbols("K", 150)).returncode == 0
+        # The collection runs in the daemon; kill -9 it once 40 are billed.
+        proc = subprocess.Popen([sys.executable, "-m", "crawler", "collect"], env=a.env,
+                                cwd=a.base, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while market.bright_data.billed_count < 40:
+            assert time.monotonic() < deadline, market.bright_data.billed_count
+            time.sleep(0.01)
+        a.kill()
+        proc.wait(30)
+        flush(redis_url)
+        billed_before = market.bright_data.billed_count
+        market.bright_data.faults.clear()
+        a.start()
+        fetch_fresh(a, symbols("J", 150))  # the recovery's grace: free sources meanwhile
+        body = wait_recovered(a)
+        assert body["budget"]["requests_used"] >= billed_before, (body["budget"], billed_before)
+        fetch_fresh(a, symbols("H", 150))
+        billed = market.bright_data.billed_count
+        print(f"kill -9 at {billed_before} billed, FLUSHALL: {billed} billed of {budget}")
+        assert billed <= budget
+    finally:
+        a.kill()
