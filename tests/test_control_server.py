@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import shutil
 import socket
 import stat
@@ -621,23 +622,113 @@ def test_a_stalled_client_does_not_block_others_and_is_dropped(sock_path: Path) 
         assert control.socket_path.exists()
 
 
-def test_connections_over_the_limit_get_503(sock_path: Path) -> None:
-    with make_server(sock_path, max_connections=1, client_timeout_s=30.0):
-        holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        holder.connect(os.fspath(sock_path))
-        holder.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n")  # occupies the only slot
-        try:
-            status, body = ControlClient(sock_path).get("/status")
-            assert (status, body["error"]["type"]) == (503, "ServiceUnavailable")
-        finally:
-            holder.close()
-        # The slot frees once the holder's thread sees EOF; then requests go through again.
-        for _ in range(50):
-            if ControlClient(sock_path).get("/status")[0] == 200:
+def _holding_server(sock_path: Path, **options: Any) -> tuple[ControlServer, threading.Event]:
+    """A server whose GET /hold keeps its worker until the event is set, with a POST /stop."""
+    release = threading.Event()
+    control = make_server(sock_path, **options)
+    control.route("GET", "/hold", lambda r: Response(body={"held": release.wait(30)}))
+    control.route("POST", "/stop", lambda r: Response(body={"stopping": True}))
+    return control, release
+
+
+def _hold(sock_path: Path) -> threading.Thread:
+    worker = threading.Thread(target=lambda: ControlClient(sock_path).get("/hold"), daemon=True)
+    worker.start()
+    return worker
+
+
+def _wait_until(condition: Any) -> None:
+    for _ in range(300):
+        if condition():
+            return
+        threading.Event().wait(0.02)
+    pytest.fail("never happened")
+
+
+def test_requests_past_the_workers_get_503_but_stop_is_answered(sock_path: Path) -> None:
+    control, release = _holding_server(sock_path, max_connections=1, client_timeout_s=30.0)
+    with control:
+        holder = _hold(sock_path)  # occupies the only worker
+        _wait_until(lambda: control._server is not None and control._server._connections)
+        status, body = ControlClient(sock_path).get("/status")
+        assert (status, body["error"]["type"]) == (503, "ServiceUnavailable")
+        # Issue 23 item 8: stop has workers of its own.
+        assert ControlClient(sock_path).post("/v1/stop") == (200, {"stopping": True})
+        release.set()
+        holder.join(JOIN_TIMEOUT_S)
+        assert ControlClient(sock_path).get("/status") == (200, {"state": "running"})
+
+
+def test_a_head_sent_one_byte_at_a_time_is_dropped_at_the_request_deadline(
+    sock_path: Path,
+) -> None:
+    """Issue 23 item 8: the timeout applied per read, so a byte every few seconds (under the
+    timeout) held the connection, and a worker, for ever. Now the whole request has
+    client_timeout_s to arrive."""
+    with make_server(sock_path, client_timeout_s=1.0):
+        drip = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        drip.connect(os.fspath(sock_path))
+        head = b"GET /status HTTP/1.1\r\nX-Slow: " + b"a" * 1000
+        dropped = False
+        for byte in head:  # 0.25 s apart: well under the 1 s timeout for each read
+            try:
+                drip.sendall(bytes([byte]))
+            except OSError:  # EPIPE / ECONNRESET: the server closed it
+                dropped = True
                 break
-            threading.Event().wait(0.1)
-        else:
-            pytest.fail("the slot was never released")
+            readable, _, _ = select.select([drip], [], [], 0.25)
+            if readable and drip.recv(1024) == b"":
+                dropped = True
+                break
+        drip.close()
+        assert dropped, "a client trickling its head in was never dropped"
+        assert ControlClient(sock_path).get("/status") == (200, {"state": "running"})
+
+
+def test_slow_connections_keep_no_one_out(sock_path: Path) -> None:
+    """64 connections with half a head each (more than every worker) take no worker: status,
+    and stop, are answered at once."""
+    control, _ = _holding_server(
+        sock_path, max_connections=4, client_timeout_s=30.0, max_waiting=128
+    )
+    with control:
+        slow = []
+        for _ in range(64):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(os.fspath(sock_path))
+            conn.sendall(b"G")
+            slow.append(conn)
+        try:
+            for _ in range(3):
+                assert ControlClient(sock_path).get("/status") == (200, {"state": "running"})
+            assert ControlClient(sock_path).post("/stop") == (200, {"stopping": True})
+            # They were all still open, waiting (not refused, not dropped).
+            readable, _, _ = select.select(slow, [], [], 0)
+            assert readable == []
+        finally:
+            for conn in slow:
+                conn.close()
+
+
+def test_a_flood_of_waiting_connections_closes_the_oldest_not_the_newest(
+    sock_path: Path,
+) -> None:
+    with make_server(sock_path, client_timeout_s=30.0, max_waiting=8):
+        slow = []
+        for _ in range(20):
+            conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            conn.connect(os.fspath(sock_path))
+            conn.sendall(b"GET / HTTP/1.1\r\n")
+            slow.append(conn)
+        try:
+            assert ControlClient(sock_path).get("/status") == (200, {"state": "running"})
+            closed = [conn for conn in slow if select.select([conn], [], [], 0)[0]]
+            # 6 may wait per uid (3/4 of 8): the first 14, then one more for our client.
+            assert closed == slow[:15], len(closed)
+            assert all(conn.recv(1) == b"" for conn in closed)
+        finally:
+            for conn in slow:
+                conn.close()
 
 
 def test_stop_closes_idle_keep_alive_connections_promptly(sock_path: Path) -> None:
@@ -740,6 +831,33 @@ def test_another_uid_cannot_get_an_answer(sock_path: Path, world_dir: Path) -> N
     os.chmod(world_dir, 0o1777)
     with pytest.raises(DaemonError, match="writable by others"):
         make_server(world_dir / "d.sock").start()
+
+
+def test_one_uid_busy_on_every_worker_it_may_hold_leaves_room_for_another(
+    world_dir: Path,
+) -> None:
+    """Issue 23 item 8: the per-uid cap. Root holds the workers its cap allows; the other
+    allowed uid is still answered."""
+    control, release = _holding_server(
+        world_dir / "c.sock", max_connections=4, max_connections_per_uid=2,
+        allowed_uids={os.geteuid(), NOBODY},
+    )  # fmt: skip
+    with control:
+        os.chmod(control.socket_path, 0o666)  # let nobody reach it (peercred still checks)
+        holders = [_hold(control.socket_path) for _ in range(2)]
+        try:
+            _wait_until(
+                lambda: control._server is not None and len(control._server._connections) == 2
+            )
+            status, _ = ControlClient(control.socket_path).get("/status")
+            assert status == 503  # root is at its cap
+            # nobody's request reaches a worker (which answers its missing Host header).
+            answer = _probe_as_nobody(control.socket_path)["answer"]
+            assert answer.startswith("HTTP/1.1 400") and "Host header" in answer, answer
+        finally:
+            release.set()
+            for holder in holders:
+                holder.join(JOIN_TIMEOUT_S)
 
 
 def test_another_uid_past_the_file_mode_gets_403_from_peercred(world_dir: Path) -> None:

@@ -132,7 +132,18 @@ class _Gone(Exception):
 
 
 class ConnectionHandler:
-    """Serves the requests of one connection (keep-alive aware) and answers in JSON, never HTML."""
+    """Serves the requests of one connection (keep-alive aware) and answers in JSON, never HTML.
+
+    Two phases per request. The server's loop waits for the head without a thread: it calls
+    `begin_request`, then `feed` with each read and `head_ready` until the head is complete (or
+    the peer closed, or sent garbage). A worker thread then calls `serve`, which reads the body,
+    answers, and goes on with requests already received (pipelined); it returns True when the
+    connection should go back to the loop to wait for its next request (keep-alive).
+
+    Each request has one deadline from the moment the server starts waiting for it
+    (`request_timeout_s`): its head and body must have arrived by then, however they trickle in
+    (a timeout per read let one byte every few seconds hold a connection forever).
+    """
 
     def __init__(self, conn: socket.socket, peer: PeerCredentials, server: _UnixServer) -> None:
         self.connection = conn
@@ -144,49 +155,95 @@ class ConnectionHandler:
         self._out: list[bytes] = []  # framed bytes held back until the next flush
         self._method = "-"
         self._target = "-"
+        self._ready: Any = None  # the head's event (or h11's refusal), once complete
+        #: When the request being read must be complete (time.monotonic()).
+        self.deadline = 0.0
+
+    # -- the head, read by the server's loop ---------------------------------------------------
+
+    def begin_request(self, deadline: float) -> None:
+        """Start waiting for the next request, which must be complete by `deadline`."""
+        self.deadline = deadline
+        self._close = False
+        self._ready = None
+        # What h11 already holds of the next request counts towards its head.
+        self._head = bytearray(self._h11.trailing_data[0][: MAX_HEADER_BYTES + 1])
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read from the peer while waiting for a head (b"": the peer closed)."""
+        if len(self._head) <= MAX_HEADER_BYTES:
+            self._head += data
+        self._h11.receive_data(data)
+
+    def head_ready(self) -> bool:
+        """Whether there is something for a worker: a complete head, or a refusal to send."""
+        if self._ready is not None:
+            return True
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            self._ready = exc
+            return True
+        if event is h11.NEED_DATA:
+            return False
+        self._ready = event
+        return True
+
+    @property
+    def closed_by_peer(self) -> bool:
+        """The peer closed between requests: nothing to answer."""
+        return isinstance(self._ready, h11.ConnectionClosed)
+
+    def request_line(self) -> tuple[str, str] | None:
+        """The method and target of the complete head, or None (a refusal, or the end)."""
+        if isinstance(self._ready, h11.Request):
+            return self._ready.method.decode("ascii", "replace"), self._ready.target.decode(
+                "ascii", "replace"
+            )
+        return None
 
     # -- the connection -----------------------------------------------------------------------
 
-    def serve(self) -> None:
-        """Answer requests until the peer closes, stalls, errs, or either side asks to close."""
-        # A client that stalls mid-request (or idles between requests) is dropped after this long.
-        self.connection.settimeout(self.server.client_timeout_s)
+    def serve(self) -> bool:
+        """Answer the request whose head is ready, then any already received after it. True:
+        wait for the next one in the server's loop; False: close the connection."""
         try:
             while True:
-                self._close = False
-                # What h11 already holds of the next request counts towards its head.
-                self._head = bytearray(self._h11.trailing_data[0][: MAX_HEADER_BYTES + 1])
-                try:
-                    event = self._next_event(reading_head=True)
-                except h11.RemoteProtocolError as exc:
-                    self._send_problem(self._head_problem(exc))
-                    return
-                if not isinstance(event, h11.Request):
-                    return  # ConnectionClosed: the peer is done
+                ready, self._ready = self._ready, None
+                if isinstance(ready, h11.RemoteProtocolError):
+                    self._send_problem(self._head_problem(ready))
+                    return False
+                if not isinstance(ready, h11.Request):
+                    return False  # ConnectionClosed: the peer is done
                 oversized = self._oversized_head()
                 if oversized is not None:
                     self._send_problem(oversized)
-                    return
-                self._handle(event)
+                    return False
+                self._handle(ready)
                 if self._close or self._h11.our_state is not h11.DONE:
-                    return
+                    return False
                 if self._h11.their_state is not h11.DONE:
-                    return  # the body was not read to its end: the framing is lost
+                    return False  # the body was not read to its end: the framing is lost
                 self._h11.start_next_cycle()
+                self.begin_request(time.monotonic() + self.server.client_timeout_s)
+                if not self.head_ready():
+                    return not self.server.stopping
         except _Gone:
-            return
+            return False
 
-    def _next_event(self, *, reading_head: bool = False) -> Any:
+    def _next_event(self) -> Any:
         while True:
             event = self._h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            remaining_s = self.deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise _Gone  # the whole request did not arrive in time: drop the client
             try:
+                self.connection.settimeout(remaining_s)
                 data = self.connection.recv(_RECV_BYTES)
             except OSError as exc:  # TimeoutError included: the stalled client is dropped
                 raise _Gone from exc
-            if reading_head and len(self._head) <= MAX_HEADER_BYTES:
-                self._head += data
             self._h11.receive_data(data)
 
     def _oversized_head(self) -> Problem | None:
@@ -368,6 +425,9 @@ class ConnectionHandler:
             payload = b"".join(self._out)
             self._out.clear()
             try:
+                # A peer that does not read its answer is dropped after this long (a body's
+                # recv may have left the socket with the request deadline's last moments).
+                self.connection.settimeout(self.server.client_timeout_s)
                 self.connection.sendall(payload)
             except OSError as exc:
                 raise _Gone from exc
