@@ -44,6 +44,7 @@ Notify = Annotated[
     list[str] | None,
     typer.Option(
         "--notify",
+        metavar="URL",
         help="An Apprise URL to send the alert to (repeatable): ntfy://, mailto://, "
         "slack://, tgram://, json://host/ ... Secrets in it are never printed.",
     ),
@@ -118,27 +119,40 @@ def alerts_add(
         str | None, typer.Argument(help="The symbol (none with --budget), e.g. AAPL:US.")
     ] = None,
     above: Annotated[
-        str | None, typer.Option("--above", help="Fire when the price reaches PRICE or more.")
+        str | None,
+        typer.Option("--above", metavar="PRICE", help="Fire when the price reaches PRICE or more."),
     ] = None,
     below: Annotated[
-        str | None, typer.Option("--below", help="Fire when the price falls to PRICE or less.")
+        str | None,
+        typer.Option(
+            "--below", metavar="PRICE", help="Fire when the price falls to PRICE or less."
+        ),
     ] = None,
     move: Annotated[
-        str | None, typer.Option("--move", help="Fire on a move of PCT percent either way.")
+        str | None,
+        typer.Option("--move", metavar="PCT", help="Fire on a move of PCT percent either way."),
     ] = None,
     basis: Annotated[
         str | None,
-        typer.Option("--from", help="What --move is measured from: close (default) or last-alert."),
+        typer.Option(
+            "--from",
+            metavar="BASIS",
+            help="What --move is measured from: close (default) or last-alert.",
+        ),
     ] = None,
     stale: Annotated[
         str | None,
         typer.Option(
-            "--stale", help="Fire when no new quote lands for DURATION (15m, 2h) while open."
+            "--stale",
+            metavar="DURATION",
+            help="Fire when no new quote lands for DURATION (15m, 2h) while open.",
         ),
     ] = None,
     budget: Annotated[
         str | None,
-        typer.Option("--budget", help="Fire when today's Bright Data spend reaches PCT %."),
+        typer.Option(
+            "--budget", metavar="PCT", help="Fire when today's Bright Data spend reaches PCT %."
+        ),
     ] = None,
     notify: Notify = None,
     as_json: AsJson = False,
