@@ -83,6 +83,8 @@ def budget_report(
         # The ledger's own answer (its rolling 24-hour window holds money past midnight);
         # a ledger that does not say falls back to the budget day's end.
         "paused_until": (ledger.get("money_frees_at") or day_end.isoformat()) if paused else None,
+        # A cluster whose Redis lost the ledger: nothing is paid until every node reported.
+        "recovering": bool(ledger.get("recovering")),
         "runs_out_at": None if runs_out is None else runs_out.isoformat(),
         "lasts_the_day": runs_out is None and not paused,
         "paid_by_hour": by_hour,
@@ -175,6 +177,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
         f"budget: {usd(report.get('spent_usd'))} of {usd(report.get('budget_usd'))} spent today "
         f"({report.get('requests_used')}/{report.get('requests_allowed')} requests)"
     )
+    if report.get("recovering"):
+        return f"{spent}; Bright Data paused: Redis lost the cluster's spend (see the store below)"
     if report.get("paused_until"):
         until = short_time(report["paused_until"])
         return f"{spent}; Bright Data paused until {until} (budget spent)"

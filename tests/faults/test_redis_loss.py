@@ -154,6 +154,7 @@ def test_a_killed_node_is_waited_for_and_reports_when_it_comes_back(
         assert ledger["state"] == "recovering" and ledger["waiting_for"] == ["node-b"], ledger
         shown = a.cli("status")
         assert "node-b" in shown.stdout and "free sources only" in shown.stdout, shown.stdout
+        assert "Bright Data paused: Redis lost the cluster's spend" in shown.stdout  # the money
         b.start()  # B reports what it paid from its data dir
         body = wait_recovered(a)
         assert body["budget"]["requests_used"] >= BUDGET_REQUESTS, body["budget"]
