@@ -132,4 +132,3 @@ def test_grouping_takes_the_symbol_out_of_the_message() -> None:
     )
     assert [(g.cause, g.count) for g in groups] == [("timeout on it", 2), ("HTTP 500", 1)]
     assert summary_lines(groups) == ["2 x timeout on it: A:US, B:US", "C:US: HTTP 500"]
-

@@ -179,7 +179,8 @@ def fetch(
     if as_json:
         print_json(result)
     elif quotes:
-        console().print(quotes_table(quotes))
+        screen = console()
+        screen.print(quotes_table(quotes, width=screen.width))
     from crawler.orchestrator.failures import group_failures, summary_lines
 
     # One line per cause, not one per symbol (the full list: --json).
@@ -459,7 +460,8 @@ def history(
         print_json(result)
     elif quotes:
         title = f"history of {result['symbol']}, {order} first"
-        console().print(quotes_table(quotes, title=title))
+        screen = console()
+        screen.print(quotes_table(quotes, title=title, width=screen.width))
     else:
         typer.echo(f"no recorded quotes for {result.get('symbol', symbol)}")
     _say_if_cut(symbol, len(quotes), int(result.get("total") or len(quotes)), order)

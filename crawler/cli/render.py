@@ -70,30 +70,46 @@ def _pct(value: Any) -> str:
     return f"{number:+.2f}%"
 
 
-def quotes_table(quotes: Iterable[Mapping[str, Any]], title: str | None = None) -> Table:
-    """symbol, price, currency, change %, as of, source, age, stale."""
+def quotes_table(
+    quotes: Iterable[Mapping[str, Any]], title: str | None = None, width: int = 160
+) -> Table:
+    """symbol, price (with its currency), change %, as of, source, age, stale: one line per
+    quote, no wider than `width`. At 80 columns the time loses its date, then the least
+    needed columns go (age, as of, source...); the symbol and the price are never cut (at 80
+    columns rich used to squeeze the price itself to `233.36…` and wrap every row)."""
+    from crawler.cli.status_screen import Column, fit
+
     now = datetime.now(UTC)
-    table = Table(title=title)
-    for name in ("symbol", "price", "currency", "change %", "as of (UTC)", "source", "age"):
-        table.add_column(name, justify="right" if name in ("price", "change %", "age") else "left")
-    table.add_column("stale")
-    for quote in quotes:
+    rows = [dict(quote) for quote in quotes]
+
+    def source_of(quote: Mapping[str, Any]) -> str:
         source = str(quote.get("source", "-"))
         if quote.get("from_cache"):
             source += " (cache)"
         if quote.get("interval"):
             source += f" {quote['interval']} bar"
-        cells = (
-            quote.get("symbol", "-"),
-            quote.get("price", "-"),
-            quote.get("currency") or "-",
-            _pct(quote.get("change_pct")),
-            _short_time(quote.get("as_of")),
-            source,
-            format_age(_age_of(quote, now)),
-            _stale_text(quote.get("stale"), quote.get("source_stale")),
-        )
-        table.add_row(*(_cell(value) for value in cells))
+        return source
+
+    def price(quote: Mapping[str, Any]) -> Text:
+        return _cell(f"{quote.get('price', '-')} {quote.get('currency') or ''}".rstrip())
+
+    columns = [
+        Column("symbol", lambda q: _cell(q.get("symbol", "-"))),
+        Column("price", price, justify="right"),
+        Column("change %", lambda q: _cell(_pct(q.get("change_pct"))), justify="right",
+               drop_rank=3),
+        Column("as of (UTC)", lambda q: _cell(_short_time(q.get("as_of"))),
+               short=lambda q: _cell(_short_time(q.get("as_of"))[11:16] or "-"), drop_rank=5),
+        Column("source", lambda q: _cell(source_of(q)),
+               short=lambda q: _cell("cache" if q.get("from_cache") else q.get("source", "-")),
+               drop_rank=4),
+        Column("age", lambda q: _cell(format_age(_age_of(q, now))), justify="right",
+               drop_rank=6),
+        Column("stale", lambda q: _cell(_stale_text(q.get("stale"), q.get("source_stale"))),
+               drop_rank=2),
+    ]  # fmt: skip
+    table = fit(columns, rows, width)
+    table.title = title
     return table
 
 
@@ -132,7 +148,7 @@ def yahoo_line(yahoo: Mapping[str, Any] | None) -> str | None:
 
 
 def _stream_line(stream: Any) -> str | None:
-    """"live stream connected: 262 subscribed, 1,234 ticks, last 0s ago" (None when off)."""
+    """ "live stream connected: 262 subscribed, 1,234 ticks, last 0s ago" (None when off)."""
     if not isinstance(stream, Mapping):
         return None
     text = (

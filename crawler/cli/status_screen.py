@@ -30,7 +30,16 @@ from rich.text import Text
 
 from crawler.cli.status_view import STATUS_MAX_ROWS
 
-__all__ = ["STATUS_MAX_ROWS", "format_age", "money", "plural", "render_status", "render_symbol"]
+__all__ = [
+    "STATUS_MAX_ROWS",
+    "Column",
+    "fit",
+    "format_age",
+    "money",
+    "plural",
+    "render_status",
+    "render_symbol",
+]
 
 _GAP = 2  # spaces between columns
 
@@ -97,7 +106,7 @@ def _age_since(stamp: Any, now: datetime) -> float | None:
 
 
 @dataclass
-class _Column:
+class Column:
     """One column: its header, how to render a row (full and, optionally, short), its
     alignment, and how readily it goes when the width is short (higher goes first)."""
 
@@ -108,7 +117,7 @@ class _Column:
     drop_rank: int = 0  # 0: never dropped
 
 
-def _fit(columns: list[_Column], rows: Sequence[Mapping[str, Any]], width: int) -> Table:
+def fit(columns: list[Column], rows: Sequence[Mapping[str, Any]], width: int) -> Table:
     """A borderless table of `rows` no wider than `width`: the widest columns' short forms
     first, then columns by `drop_rank`, until it fits (the symbol and price always stay)."""
     chosen = [(column, column.cell) for column in columns]
@@ -203,19 +212,19 @@ def _market(now: datetime, short: bool) -> Callable[[Mapping[str, Any]], Text]:
     return cell
 
 
-def _symbol_columns(now: datetime) -> list[_Column]:
+def _symbol_columns(now: datetime) -> list[Column]:
     def quote_field(name: str) -> Callable[[Mapping[str, Any]], Text]:
         return lambda entry: Text(str((entry.get("last_quote") or {}).get(name) or "-"))
 
     return [
-        _Column("symbol", lambda e: Text(str(e.get("symbol")))),
-        _Column("price", _price, justify="right"),
-        _Column("change", _change, justify="right", drop_rank=4),
-        _Column("age", lambda e: Text(format_age(e.get("age_s"))), justify="right", drop_rank=3),
-        _Column("state", _state),
-        _Column("market", _market(now, short=False), short=_market(now, short=True), drop_rank=5),
-        _Column("source", quote_field("source"), drop_rank=6),
-        _Column(
+        Column("symbol", lambda e: Text(str(e.get("symbol")))),
+        Column("price", _price, justify="right"),
+        Column("change", _change, justify="right", drop_rank=4),
+        Column("age", lambda e: Text(format_age(e.get("age_s"))), justify="right", drop_rank=3),
+        Column("state", _state),
+        Column("market", _market(now, short=False), short=_market(now, short=True), drop_rank=5),
+        Column("source", quote_field("source"), drop_rank=6),
+        Column(
             "as of",
             lambda e: Text(_when((e.get("last_quote") or {}).get("as_of"), now)),
             drop_rank=7,
@@ -242,15 +251,15 @@ def _sources_table(status: Mapping[str, Any], width: int) -> Table:
         return lambda row: Text(f"{int(row['usage'].get(key, 0) or 0):,}")
 
     fixed = [
-        _Column("source", lambda row: Text(str(row["name"]))),
-        _Column(
+        Column("source", lambda row: Text(str(row["name"]))),
+        Column(
             "breaker",
             lambda row: _breaker_text(str(row["breaker"].get("state", "not configured"))),
         ),
-        _Column("requests", count("total_requests"), justify="right"),
-        _Column("ok", count("successes"), justify="right", drop_rank=2),
-        _Column("failed", count("failures"), justify="right", drop_rank=3),
-        _Column("skipped", count("skipped"), justify="right", drop_rank=4),
+        Column("requests", count("total_requests"), justify="right"),
+        Column("ok", count("successes"), justify="right", drop_rank=2),
+        Column("failed", count("failures"), justify="right", drop_rank=3),
+        Column("skipped", count("skipped"), justify="right", drop_rank=4),
     ]
     used = sum(max([len(c.header)] + [c.cell(r).cell_len for r in rows]) + _GAP for c in fixed)
     room = max(12, width - used)
@@ -259,7 +268,7 @@ def _sources_table(status: Mapping[str, Any], width: int) -> Table:
         text = str(row["usage"].get("last_error") or "-")
         return Text(text if len(text) <= room else text[: room - 1] + "…")
 
-    return _fit([*fixed, _Column("last error", last_error, drop_rank=1)], rows, width)
+    return fit([*fixed, Column("last error", last_error, drop_rank=1)], rows, width)
 
 
 def _render_store(store: Mapping[str, Any], out: Console) -> None:
@@ -454,7 +463,7 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
     for group in summary.get("pending_reasons") or []:
         out.print(_reason_line(group), highlight=False, markup=False, overflow="fold")
     if shown:
-        out.print(_fit(_symbol_columns(now), shown, width))
+        out.print(fit(_symbol_columns(now), shown, width))
     elif not tracked:
         out.print("no symbols tracked; add one with `crawler symbols add AAPL:US`")
     if tracked > len(shown):
