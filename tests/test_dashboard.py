@@ -475,9 +475,11 @@ def test_without_the_token_nothing_is_served(env: dict[str, Any]) -> None:
     status, headers, _ = dashboard.request("GET", "/?token=not-the-token", cookie=False)
     assert status == 403 and "set-cookie" not in headers
     status, _, _ = dashboard.request(
-        "GET", "/api/snapshot", cookie=False, headers={"Cookie": "crawler_dashboard=forged"}
-    )
+        "GET", "/api/snapshot", cookie=False,
+        headers={"Cookie": f"crawler_dashboard_{dashboard.port}=forged"},
+    )  # fmt: skip
     assert status == 401
+    assert dashboard.cookie().startswith(f"crawler_dashboard_{dashboard.port}=")
 
 
 def test_a_foreign_host_header_is_refused(env: dict[str, Any]) -> None:

@@ -110,8 +110,11 @@ def _create_token(path: Path) -> str:
 class Keys:
     """What the token opens: the cookie's value, the CSRF token, and their checks."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, port: int = 0) -> None:
         self._token = token.encode("ascii")
+        # Cookies ignore ports: two dashboards on one host (two daemons) would sign each other
+        # out if they shared the name.
+        self.cookie_name = f"{COOKIE_NAME}_{port}" if port else COOKIE_NAME
         self.cookie_value = self._derive(b"session-cookie-v1")
         self.csrf = self._derive(b"csrf-v1")
 
@@ -136,7 +139,7 @@ class Keys:
 
     def set_cookie(self) -> str:
         """The Set-Cookie value: HttpOnly, SameSite=Strict, the whole site, the session only."""
-        return f"{COOKIE_NAME}={self.cookie_value}; Path=/; HttpOnly; SameSite=Strict"
+        return f"{self.cookie_name}={self.cookie_value}; Path=/; HttpOnly; SameSite=Strict"
 
 
 def is_loopback(host: str) -> bool:

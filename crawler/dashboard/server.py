@@ -46,7 +46,6 @@ from urllib.parse import parse_qs, quote, urlsplit
 from crawler.daemon.client import ControlClient
 from crawler.dashboard.hub import Hub, epoch_ms
 from crawler.dashboard.security import (
-    COOKIE_NAME,
     CSRF_HEADER,
     SECURITY_HEADERS,
     Keys,
@@ -256,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             jar.load(raw)
         except CookieError:
             return None
-        morsel = jar.get(COOKIE_NAME)
+        morsel = jar.get(self.keys.cookie_name)
         return morsel.value if morsel is not None else None
 
     def _signed_in(self) -> bool:
@@ -538,6 +537,7 @@ class DashboardServer:
                 f"({exc.strerror}); choose another with --port (0: any free port)"
             ) from exc
         self._server = server
+        self.keys = Handler.keys = Keys(self._token, self.port)
         Handler.hosts = allowed_hosts(self.host, self.port)
         Handler.origins = frozenset("http://" + host for host in Handler.hosts)
         self._thread = threading.Thread(
