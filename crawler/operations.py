@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from crawler.orchestrator.hybrid_source import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.backend import WatchlistStore
-    from crawler.store.history import HistoryStore, Kind
+    from crawler.store.history import HistoryStore, Kind, TimeBy
     from crawler.store.history_recorder import HistoryRecorder
 
 __all__ = [
@@ -937,8 +937,13 @@ class Operations:
         symbols: Iterable[str] | None = None,
         major_units: bool = False,
         kind: str = "all",
+        time_by: str = "fetched",
     ) -> tuple[int, Iterator[bytes]]:
         """(rows, the history as CSV, JSONL or Parquet bytes in chunks, oldest first).
+
+        `since`/`until` apply to when crawler fetched each quote (`time_by` "fetched", the
+        default: "the last hour's quotes" are those collected in it, whatever their source's
+        own time) or to the quote's own time ("quote").
 
         The export is written to a temporary file first, so a bad argument or a storage error
         is raised here, before the first byte is sent, and the row count is known up front;
@@ -947,7 +952,12 @@ class Operations:
         now = self._now()
         start, end = _parse_time("since", since, now), _parse_time("until", until, now)
         wanted = None if symbols is None else [parse_symbol(s).canonical for s in symbols]
-        return self._spool(fmt, start, end, wanted, major_units=major_units, kind=_kind(kind))
+        if time_by not in ("fetched", "quote"):
+            raise ConfigError(f"--by {time_by!r} is not known; use fetched or quote")
+        by: TimeBy = "fetched" if time_by == "fetched" else "quote"
+        return self._spool(
+            fmt, start, end, wanted, major_units=major_units, kind=_kind(kind), time_by=by
+        )
 
     def _spool(
         self,
@@ -959,6 +969,7 @@ class Operations:
         newest_first: bool = False,
         major_units: bool = False,
         kind: Kind = "all",
+        time_by: TimeBy = "quote",
     ) -> tuple[int, Iterator[bytes]]:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl, parquet")
@@ -968,8 +979,9 @@ class Operations:
         spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
         try:
             rows = self._history().export(
-                checked, spool, start, end, symbols, limit, newest_first, major_units, kind
-            )
+                checked, spool, start, end, symbols, limit, newest_first, major_units, kind,
+                time_by,
+            )  # fmt: skip
             spool.seek(0)
         except BaseException:
             spool.close()

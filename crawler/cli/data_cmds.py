@@ -202,8 +202,14 @@ def symbols_add(
     symbols: Annotated[list[str], typer.Argument(help="Symbols to track.")],
     asset_class: AssetClassOpt = None,
     as_json: AsJson = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="A line per symbol, however many.")
+    ] = False,
 ) -> None:
-    """Track symbols (persisted; the daemon picks them up at its next collection)."""
+    """Track symbols (persisted; the daemon picks them up at its next collection).
+
+    Up to 5 symbols get a line each; more get a summary (how many added, by asset class, and
+    which were already tracked); --verbose or --json lists every one."""
     _canonical(symbols, asset_class)
     settings = load(ctx)
 
@@ -218,21 +224,47 @@ def symbols_add(
         return _add_until_full(symbols, lambda s: ops.add_symbol(s, asset_class))
 
     results, full = _via_daemon_or_offline(settings, remote, local)
-    for result in results:
-        if result.get("notice"):
-            note(str(result["notice"]))
+    notices = [str(result["notice"]) for result in results if result.get("notice")]
+    each = as_json or verbose or len(results) <= _ADD_LINES_MAX
+    for notice in notices if each else notices[:_ADD_LINES_MAX]:
+        note(notice)
+    if not each and len(notices) > _ADD_LINES_MAX:
+        note(f"… and {len(notices) - _ADD_LINES_MAX:,} more Yahoo spellings translated")
     if as_json:
         print_json({"symbols": results})
-    else:
+    elif each:
         for result in results:
             verb = "added" if result.get("added") else "already tracked:"
             typer.echo(f"{verb} {result.get('symbol')} ({result.get('asset_class')})")
+    else:
+        typer.echo(_add_summary(results))
     if full is not None:
         left = symbols[len(results) :]
         fail(
             f"{full.message.partition(';')[0]}: {len(left):,} of the {len(symbols):,} symbols "
             f"given were not added, from {left[0]} on; remove symbols before adding more"
         )
+
+
+#: `symbols add` of more symbols than this prints a summary instead of a line each.
+_ADD_LINES_MAX = 5
+
+
+def _add_summary(results: list[dict[str, Any]]) -> str:
+    """ "added 278 symbols (stocks 270, forex 8); 2 already tracked: VOD:LN, BP/:LN"."""
+    added = [r for r in results if r.get("added")]
+    kept = [str(r.get("symbol")) for r in results if not r.get("added")]
+    classes: dict[str, int] = {}
+    for result in added:
+        name = str(result.get("asset_class"))
+        classes[name] = classes.get(name, 0) + 1
+    text = f"added {plural(len(added), 'symbol')}"
+    if classes:
+        text += " (" + ", ".join(f"{name} {count:,}" for name, count in classes.items()) + ")"
+    if kept:
+        shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3:,} more" if len(kept) > 3 else "")
+        text += f"; {len(kept):,} already tracked: {shown}"
+    return text + "; `crawler symbols list` shows them all"
 
 
 def _add_until_full(
@@ -387,7 +419,10 @@ def _query(**values: str | None) -> dict[str, str]:
 def history(
     ctx: typer.Context,
     symbol: Annotated[str, typer.Argument(help="The symbol, e.g. AAPL:US.")],
-    since: Annotated[str | None, typer.Option("--since", help="2h, 7d, 2026-11-01...")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="2h, 7d, 2026-11-01... (on the quote's own time, as of)."),
+    ] = None,
     until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
     limit: Annotated[
         int | None,
@@ -491,7 +526,10 @@ def export(
     fmt: Annotated[
         str | None, typer.Option("--format", help="csv (default), jsonl or parquet (needs -o).")
     ] = None,
-    since: Annotated[str | None, typer.Option("--since", help="2h, 7d, 2026-11-01...")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="2h, 7d, 2026-11-01... (on when it was fetched; see --by)."),
+    ] = None,
     until: Annotated[str | None, typer.Option("--until", help="Same forms as --since.")] = None,
     symbols: Annotated[
         str | None, typer.Option("--symbols", help="Comma-separated, e.g. AAPL:US,VOD:LN.")
@@ -501,9 +539,23 @@ def export(
     as_jsonl: Annotated[bool, typer.Option("--jsonl", help="Same as --format jsonl.")] = False,
     major_units: MajorUnitsOpt = False,
     kind: KindOpt = "all",
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            help="Which time --since/--until filter on: fetched (when crawler got the quote; "
+            "the default) or quote (the quote's own time, as its source stamped it).",
+        ),
+    ] = "fetched",
 ) -> None:
-    """Export the quote history as CSV, JSON lines (stdout unless -o) or Parquet (-o FILE)."""
+    """Export the quote history as CSV, JSON lines (stdout unless -o) or Parquet (-o FILE).
+
+    --since 1h means the quotes fetched in the last hour (a quote fetched five minutes ago
+    whose source time is old is in it); --by quote filters on the quote's own time instead.
+    """
     fmt = choose_format(fmt, {"csv": as_csv, "jsonl": as_jsonl}, EXPORT_FORMATS)
+    if by not in ("fetched", "quote"):
+        fail(f"--by {by!r} is not known; use fetched or quote", 2)
     if fmt == "parquet":
         if output is None:
             fail("--format parquet writes a file: add -o FILE, e.g. -o history.parquet", 2)
@@ -529,6 +581,7 @@ def export(
                     symbols=symbols,
                     units="major" if major else None,
                     kind=kind,
+                    by=by,
                 )
                 headers: dict[str, str] = {}
                 chunks = client_for(settings).stream("GET", "/export", query, headers=headers)
@@ -536,7 +589,7 @@ def export(
                 return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
             def local(ops: Operations) -> tuple[int, int]:
-                rows, chunks = ops.export(fmt, since, until, wanted, major, kind)
+                rows, chunks = ops.export(fmt, since, until, wanted, major, kind, by)
                 return rows, _copy_rows(chunks, target, rows, fmt, bar)
 
             rows, written = _via_daemon_or_offline(settings, remote, local, creates=False)

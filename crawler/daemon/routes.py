@@ -355,6 +355,7 @@ def register_routes(
             symbols,
             _major_units(request),
             query.get("kind", "all"),
+            query.get("by", "fetched"),
         )
         return Response(
             stream=stream,

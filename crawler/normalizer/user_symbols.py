@@ -62,6 +62,8 @@ _CRYPTO_BY_YAHOO: Final = _first_key_by_value(CRYPTO_BASES)
 _CRYPTO_PAIR: Final = re.compile(r"([A-Z]{2,5})-([A-Z]{3})\Z")
 _FX_PAIR: Final = re.compile(r"([A-Z]{6})=X\Z")
 _SHARE_CLASS: Final = re.compile(r"([A-Z0-9]+)[-.]([A-Z]{1,2})\Z")
+#: TICKER.XYZ with a suffix of three or four letters that no exchange has (FOO.XYZ): refused.
+_UNKNOWN_SUFFIX: Final = re.compile(r"([A-Z0-9][A-Z0-9-]*)(\.[A-Z]{3,4})\Z")
 _LOCAL: Final = re.compile(r"([A-Z0-9][A-Z0-9-]*)(\.[A-Z]{1,3})\Z")
 
 # Which asset classes each kind of suffix can mean; anything else contradicts the symbol.
@@ -123,6 +125,16 @@ def read_symbol(text: str, asset_class: AssetClass | None = None) -> UserSymbol:
         raise SymbolError(f"symbol must be text, got {type(text).__name__}")
     shown = text.strip().upper()
     translated = from_yahoo(text)
+    unknown_suffix = _UNKNOWN_SUFFIX.match(shown) if translated is None else None
+    if unknown_suffix:
+        # Yahoo's TICKER.SUFFIX form with a suffix we do not know: taking it for a US ticker
+        # "FOO.XYZ:US" (as before) silently tracked something that does not exist.
+        known = ", ".join(sorted(_EXCHANGE_BY_SUFFIX)[:8])
+        raise SymbolError(
+            f"{shown}: {unknown_suffix.group(2)} is not a Yahoo exchange suffix crawler knows "
+            f"({known}, ...); write Bloomberg's TICKER:SUFFIX, e.g. "
+            f"{unknown_suffix.group(1)}:US or {unknown_suffix.group(1)}:LN"
+        )
     symbol = parse_symbol(translated or text)
     folded = _fold_crypto(symbol)
     _check_class(folded, asset_class, shown)

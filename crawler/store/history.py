@@ -59,7 +59,15 @@ from crawler.normalizer.units import major_row
 from crawler.store.datadir import ensure_data_dir, refuse_empty_file, store_open_lock
 from crawler.utils.exceptions import ConfigError, StorageError
 
-__all__ = ["CSV_COLUMNS", "HISTORY_FILENAME", "KINDS", "HistoryStore", "Kind", "parse_time_spec"]
+__all__ = [
+    "CSV_COLUMNS",
+    "HISTORY_FILENAME",
+    "KINDS",
+    "HistoryStore",
+    "Kind",
+    "TimeBy",
+    "parse_time_spec",
+]
 
 HISTORY_FILENAME = "history.sqlite3"
 #: The CSV header, in this fixed order. Timestamps are ISO 8601 UTC, prices exact strings.
@@ -86,6 +94,8 @@ CSV_COLUMNS: tuple[str, ...] = (
 
 #: Which rows a read asks for: backfilled bars, collected quotes, or both.
 Kind = Literal["quotes", "bars", "all"]
+#: Which time --since/--until filter on: the quote's own ("quote") or its fetch ("fetched").
+TimeBy = Literal["quote", "fetched"]
 KINDS: tuple[str, ...] = ("all", "quotes", "bars")
 
 # 1: quotes. 2: `bar_interval` ('' for a collected quote, "1d"... for a backfilled bar) in the
@@ -318,8 +328,10 @@ def _json_dict(row: Sequence[Any]) -> dict[str, Any]:
 
 
 def _time_filter(
-    since: datetime | None, until: datetime | None, kind: Kind = "all"
+    since: datetime | None, until: datetime | None, kind: Kind = "all", by: TimeBy = "quote"
 ) -> tuple[list[str], list[Any]]:
+    """SQL clauses for a kind and a half-open time range on the quote's own time (`by`
+    "quote", `as_of`) or on when crawler fetched it ("fetched", `fetched_at`)."""
     clauses: list[str] = []
     params: list[Any] = []
     if kind == "bars":
@@ -328,11 +340,14 @@ def _time_filter(
         clauses.append("bar_interval = ''")
     elif kind != "all":
         raise ValueError(f"unknown kind {kind!r}; use all, quotes or bars")
+    if by not in ("quote", "fetched"):
+        raise ValueError(f"unknown time {by!r}; use quote or fetched")
+    column = "fetched_at_us" if by == "fetched" else "as_of_us"
     if since is not None:
-        clauses.append("as_of_us >= ?")
+        clauses.append(f"{column} >= ?")
         params.append(_to_us(since))
     if until is not None:
-        clauses.append("as_of_us < ?")
+        clauses.append(f"{column} < ?")
         params.append(_to_us(until))
     return clauses, params
 
@@ -648,8 +663,11 @@ class HistoryStore:
         newest_first: bool = False,
         major_units: bool = False,
         kind: Kind = "all",
+        time_by: TimeBy = "quote",
     ) -> int:
         """Stream matching rows to `out` (text or binary, UTF-8) ordered by as_of; returns rows.
+        `since`/`until` apply to the quote's own time, or with `time_by` "fetched" to when it
+        was fetched.
 
         CSV has the `CSV_COLUMNS` header; JSONL is one ``Quote.to_json_dict()`` per line;
         Parquet (binary `out` only; pyarrow, an optional extra) has the same columns, typed
@@ -660,7 +678,7 @@ class HistoryStore:
         """
         if fmt not in ("csv", "jsonl", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; use 'csv', 'jsonl' or 'parquet'")
-        clauses, params = _time_filter(since, until, kind)
+        clauses, params = _time_filter(since, until, kind, time_by)
         if symbols is not None:
             wanted = list(dict.fromkeys(symbols))
             if not wanted:
