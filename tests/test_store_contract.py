@@ -279,6 +279,19 @@ def test_ledger_time_zone_change_waits_for_the_day_end(backend: Backend) -> None
         moved.reserve()
 
 
+def test_ledger_refuses_with_one_rule_and_says_when_money_frees_up(backend: Backend) -> None:
+    ledger = backend.ledger(requests=2)
+    for _ in range(2):
+        ledger.settle(ledger.reserve())
+    assert ledger.can_reserve() is False
+    with pytest.raises(BudgetExhaustedError) as caught:
+        ledger.reserve()
+    # Both backends word it alike (crawler.store.ledger.exhausted_error): a new budget day
+    # frees money once the 24 hours before it have aged out.
+    assert caught.value.message.startswith("daily budget exhausted: 2/2 requests, $0.003 spent")
+    assert "money frees up at 2026-03-03 12:0" in caught.value.message, caught.value.message
+
+
 def test_ledger_day_is_in_the_budget_time_zone(backend: Backend) -> None:
     ledger = backend.ledger(requests=2, timezone="Asia/Tokyo")
     assert ledger.day() == "2026-03-02"  # 21:00 in Tokyo

@@ -60,6 +60,8 @@ __all__ = [
     "Reservation",
     "budget_terms",
     "current_boot_id",
+    "exhausted_error",
+    "fits",
     "micro_from_usd",
     "usd_from_micro",
 ]
@@ -125,6 +127,49 @@ def budget_terms(
             "America/New_York"
         ) from exc
     return budget_micro, cost_micro, zone
+
+
+def fits(used_micro: int, window_micro: int, budget_micro: int, cost_micro: int) -> bool:
+    """The budget's rule, written once for every ledger backend (the Redis script applies the
+    same inequalities atomically): one more request of `cost_micro` fits when today's spend
+    (billed + open reservations) and the last 24 hours' both stay within the budget."""
+    return max(used_micro, window_micro) + cost_micro <= budget_micro
+
+
+def exhausted_error(
+    used_micro: int,
+    used_count: int,
+    window_micro: int,
+    budget_micro: int,
+    cost_micro: int,
+    frees_at: datetime,
+) -> BudgetExhaustedError:
+    """The error of a request that does not `fit`, for every ledger backend: today's spend
+    (a new budget day frees money) or the 24-hour window (money frees as spend ages out),
+    with when money really frees up."""
+    allowed = budget_micro // cost_micro if cost_micro else 0
+    when = _at(frees_at)
+    if used_micro + cost_micro > budget_micro:
+        return BudgetExhaustedError(
+            current_usage=used_count,
+            budget_limit=allowed,
+            cost_spent=usd_from_micro(used_micro),
+            message=(
+                f"daily budget exhausted: {used_count}/{allowed} requests, "
+                f"${usd_from_micro(used_micro)} spent; money frees up {when} (a new budget day, "
+                "once the spend of the 24 hours before it has aged out), or raise TOTAL_BUDGET"
+            ),
+        )
+    return BudgetExhaustedError(
+        current_usage=used_count,
+        budget_limit=allowed,
+        cost_spent=usd_from_micro(window_micro),
+        message=(
+            f"daily budget exhausted: the last 24 hours hold "
+            f"${usd_from_micro(window_micro)} of ${usd_from_micro(budget_micro)}"
+            f"; money frees up {when}, as that spend turns 24 hours old, or raise TOTAL_BUDGET"
+        ),
+    )
 
 
 def usd_from_micro(amount_micro: int) -> Decimal:
@@ -337,36 +382,12 @@ class BudgetLedger:
             record, is_new = self._load_day(today)
             window = self._load_window(real)
             window_micro = sum(window.values())
-            if (
-                record.used_micro + self._cost_micro > self._budget_micro
-                or window_micro + self._cost_micro > self._budget_micro
-            ):
-                frees_at = self._frees_at(record.used_micro, window, clock, real)
-                when = _at(frees_at)
-                if record.used_micro + self._cost_micro > self._budget_micro:
-                    raise BudgetExhaustedError(
-                        current_usage=record.used_count,
-                        budget_limit=self.requests_allowed,
-                        cost_spent=usd_from_micro(record.used_micro),
-                        message=(
-                            f"daily budget exhausted: {record.used_count}/"
-                            f"{self.requests_allowed} requests, "
-                            f"${usd_from_micro(record.used_micro)} spent; money frees up {when} "
-                            "(a new budget day, once the spend of the 24 hours before it has "
-                            "aged out), or raise TOTAL_BUDGET"
-                        ),
-                    )
-                raise BudgetExhaustedError(
-                    current_usage=record.used_count,
-                    budget_limit=self.requests_allowed,
-                    cost_spent=usd_from_micro(window_micro),
-                    message=(
-                        f"daily budget exhausted: the last 24 hours hold "
-                        f"${usd_from_micro(window_micro)} of ${usd_from_micro(self._budget_micro)}"
-                        f"; money frees up {when}, as that spend turns 24 hours old, "
-                        "or raise TOTAL_BUDGET"
-                    ),
-                )
+            if not fits(record.used_micro, window_micro, self._budget_micro, self._cost_micro):
+                raise exhausted_error(
+                    record.used_micro, record.used_count, window_micro,
+                    self._budget_micro, self._cost_micro,
+                    self._frees_at(record.used_micro, window, clock, real),
+                )  # fmt: skip
             reservation = Reservation(
                 id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro
             )
@@ -446,7 +467,7 @@ class BudgetLedger:
             clock, real = self._resolve(self._load_clock())
             record, _ = self._load_day(clock.day)
             window_micro = sum(self._load_window(real).values())
-        return max(record.used_micro, window_micro) + self._cost_micro <= self._budget_micro
+        return fits(record.used_micro, window_micro, self._budget_micro, self._cost_micro)
 
     # -- roll-over and status -------------------------------------------------------------
 

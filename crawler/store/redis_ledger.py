@@ -68,6 +68,8 @@ from crawler.store.ledger import (
     Reservation,
     budget_terms,
     current_boot_id,
+    exhausted_error,
+    fits,
     usd_from_micro,
 )
 from crawler.store.redis_client import RedisConnection, text_map
@@ -379,22 +381,16 @@ class RedisLedger:
         )
 
     def _exhausted(self, used: int, count: int, window: int) -> BudgetExhaustedError:
-        if used + self._cost_micro > self._budget_micro:
-            return BudgetExhaustedError(
-                current_usage=count,
-                budget_limit=self.requests_allowed,
-                cost_spent=usd_from_micro(used),
-            )
-        return BudgetExhaustedError(
-            current_usage=count,
-            budget_limit=self.requests_allowed,
-            cost_spent=usd_from_micro(window),
-            message=(
-                f"daily budget exhausted: the last 24 hours hold "
-                f"${usd_from_micro(window)} of ${usd_from_micro(self._budget_micro)}"
-                "; money comes back as that spend turns 24 hours old, or raise TOTAL_BUDGET"
-            ),
-        )
+        """The script refused: the shared rule's error, with when money frees up."""
+        try:
+            ends_us = self._resolve(self._read_clock())[1]
+        except StorageError:
+            ends_us = _us(self._aware_now() + timedelta(days=1))
+        frees_at = self._frees_at(used, window, ends_us) or self._aware_now().isoformat()
+        return exhausted_error(
+            used, count, window, self._budget_micro, self._cost_micro,
+            datetime.fromisoformat(frees_at),
+        )  # fmt: skip
 
     # -- the recovery gate (crawler.store.redis_epoch) ------------------------------------
 
@@ -592,7 +588,7 @@ class RedisLedger:
             self._pass_gate(code, found)
         fields, window = self._current()
         used = fields.get("billed_micro", 0) + fields.get("reserved_micro", 0)
-        return max(used, window) + self._cost_micro <= self._budget_micro
+        return fits(used, window, self._budget_micro, self._cost_micro)
 
     # -- roll-over and status -------------------------------------------------------------
 
@@ -694,7 +690,7 @@ class RedisLedger:
         room). The day key frees at the budget day's end; the 24-hour window is kept here as a
         sum, not by minute, so a full window is said at its latest: 24 hours from now."""
         cost, budget = self._cost_micro, self._budget_micro
-        if max(used_micro, window_micro) + cost <= budget:
+        if fits(used_micro, window_micro, budget, cost):
             return None
         now = self._aware_now()
         free_at = _from_us(ends_us) if used_micro + cost > budget else now
