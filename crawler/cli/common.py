@@ -6,6 +6,7 @@ Imports only typer, the settings and the control client: this is on `crawler sta
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -14,7 +15,7 @@ import typer
 
 from crawler.cli.locate import Located, locate_daemon, location_is_explicit
 from crawler.daemon.client import ControlClient
-from crawler.utils.text import clean_text
+from crawler.utils.text import clean_data, clean_text
 
 if TYPE_CHECKING:
     from crawler.config import Settings
@@ -82,7 +83,18 @@ def client_for(
     """A client for the daemon's control socket (the one found, unless `locate` is False:
     then exactly the configured one, as `crawler start` needs)."""
     path = daemon_location(settings).socket if locate else settings.socket_path
-    return ControlClient(path, timeout_s=timeout_s)
+    return _CleanClient(path, timeout_s=timeout_s)
+
+
+class _CleanClient(ControlClient):
+    """A ControlClient whose answers hold no escape sequence or control character: whatever
+    the daemon says (names, errors quoting upstream text) may be printed on a terminal."""
+
+    def request(
+        self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        status, answer = super().request(method, path, body, query)
+        return status, clean_data(answer)
 
 
 def warn(message: str) -> None:

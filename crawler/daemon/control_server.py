@@ -444,6 +444,8 @@ _RECV_BYTES = 65536
 
 
 def _is_stop_target(target: str) -> bool:
+    if target.startswith(("http://", "https://")):  # absolute-form: its path is what counts
+        target = "/" + target.split("/", 3)[-1] if target.count("/") >= 3 else "/"
     return target.partition("?")[0] in _STOP_TARGETS
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,32 @@ def test_fetch_status_and_history_through_the_daemon_show_no_escape_sequence(
 
 
 # -- the CLI's last guard, for text that did not pass a normalizer (old rows, foreign logs) ------
+
+
+def test_the_cli_cleans_whatever_the_daemon_answers(tmp_path: Path) -> None:
+    """A daemon (an older one, say) whose answers carry raw escapes: the CLI prints none of
+    them, whichever command asked (the client cleans every answer it reads)."""
+    from crawler.daemon.control_server import ControlServer, Response
+    from tests.faults.daemon_harness import clean_env
+
+    hostile = {"symbols": [{"symbol": "AAPL:US", "asset_class": "stock\x1b[31m"}],
+               "spent_today": "1\x1b]0;PWNED\x07", "note": HOSTILE_NAME}  # fmt: skip
+    server = ControlServer(tmp_path / "run" / "c.sock")
+    server.route("GET", "/symbols", lambda r: Response(body=hostile))
+    server.route("GET", "/budget", lambda r: Response(body=hostile))
+    env = clean_env(tmp_path, CRAWLER_SOCKET=str(server.socket_path), DATA_DIR=str(tmp_path))
+    with server:
+        for args in (("symbols", "list"), ("symbols", "list", "--json"), ("budget", "--json")):
+            shown = subprocess.run(
+                [sys.executable, "-m", "crawler", *args], env=env, cwd=tmp_path,
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert shown.returncode == 0, (args, shown.stderr)
+            text = shown.stdout + shown.stderr
+            if "--json" in args:
+                text = json.dumps(json.loads(shown.stdout), ensure_ascii=False)
+            assert _controls(text) == [], (args, text)
+            assert "PWNED" not in text  # an OSC sequence goes whole, its payload too
 
 
 def test_tables_read_no_markup_and_print_no_escape_sequence() -> None:
