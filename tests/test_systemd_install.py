@@ -228,7 +228,7 @@ def test_the_readme_systemd_install_runs_and_root_cli_controls_it(install: Insta
     assert "bright_data" not in (body.get("config_errors") or {})
     added = install.root_cli("symbols", "add", "AAPL:US")
     assert added.returncode == 0, added.stderr
-    fetched = install.root_cli("fetch", "AAPL:US", "--json")
+    fetched = install.root_cli("fetch", "AAPL:US", "--paid", "--json")
     assert fetched.returncode == 0, fetched.stderr
     assert json.loads(fetched.stdout)["quotes"][0]["source"] == "bright_data"  # the key loaded
     table = install.root_cli("status")
