@@ -589,6 +589,37 @@ def _csrf(dashboard: Dashboard) -> str:
     return page[start : page.index(b'"', start)].decode()
 
 
+# -- the daemon going away ------------------------------------------------------------------
+
+
+def test_the_page_says_when_the_daemon_stops_and_recovers_when_it_is_back(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
+    driver: WebDriver = env["driver"]
+    daemon = DaemonHarness(env["market"], tmp_path)
+    daemon.start()
+    dashboard: Dashboard | None = None
+    try:
+        assert daemon.cli("symbols", "add", "AAPL:US").returncode == 0
+        dashboard = Dashboard(daemon)
+        driver.get(dashboard.url)
+        wait_ready(driver)
+        banner = "return document.getElementById('banner').hidden ? '' : " \
+                 "document.getElementById('banner').textContent"  # fmt: skip
+        assert driver.execute_script(banner) == ""
+        assert daemon.stop() == 0
+        until(driver, lambda d: "not answering" in d.execute_script(banner))
+        daemon.start()
+        until(driver, lambda d: d.execute_script(banner) == "")
+        assert daemon.cli("symbols", "add", "VOD:LN").returncode == 0  # by the CLI, not the page
+        until(driver, lambda d: "VOD:LN" in row_prices(d))
+    finally:
+        if dashboard is not None:
+            dashboard.stop()
+        daemon.stop()
+        env["driver"].get(env["dashboard"].url)
+
+
 # -- a Redis cluster node with no Bright Data key --------------------------------------------
 
 

@@ -284,6 +284,10 @@ class Hub:
     def _take_status(self, document: dict[str, Any]) -> None:
         status = {key: value for key, value in document.items() if key != "symbols"}
         status["bright_data_key_set"] = self.key_set
+        tracked = (status.get("symbols_summary") or {}).get("tracked")
+        if isinstance(tracked, int) and tracked != len(self.rows):
+            self._rows_wanted = True  # `crawler symbols add` elsewhere: no event says so
+            self._wake.set()
         self._status_at = self._clock()
         if not self.collections:
             last = (status.get("scheduler") or {}).get("last_collection")
