@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, str] = {
     "stream": "bench_stream.py",
     "yahoo": "bench_yahoo.py",
     "pacing": "bench_pacing.py",
+    "firstday": "bench_firstday.py",
     "cluster": "bench_cluster.py",
     "dashboard": "bench_dashboard.py",
     "backfill": "bench_backfill.py",

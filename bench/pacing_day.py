@@ -5,10 +5,12 @@ injected wall clock that jumps one collection interval at a time.
     result = simulate_day(market, data_dir, watchlist_200(), pacing="even")
     result["exhausted_at"], result["spent_pct"], result["max_open_gap_h"]
 
-The free path: `free="yahoo"` adds `FakeYahooQuotes`, a few-line client of the fake Yahoo's
-chart endpoint named "yfinance" (real HTTP, no pandas), so a day of ~5,000 free quotes takes
-seconds rather than the minutes the yfinance library needs; `free=None` has no free source
-(the test's setting: who gets paid requests does not depend on how free quotes are fetched).
+The fakes run on the simulated clock (Yahoo's quotes lag by their exchange's delay, Bloomberg's
+by `BLOOMBERG_LAG_MIN`). The free path: `free="yahoo"` adds `FakeYahooQuotes`, a few-line
+client of the fake Yahoo's chart endpoint named "yfinance" (real HTTP, no pandas), so a day
+of ~5,000 free quotes takes seconds rather than the minutes the yfinance library needs;
+`free=None` has no free source (the test's setting: who gets paid requests does not depend on
+how free quotes are fetched).
 Used by tests/test_pacing_day.py and bench/bench_pacing.py.
 """
 
@@ -122,6 +124,8 @@ def simulate_day(
     policy: str = "paced",
     stream: bool = False,
     yahoo_down: tuple[float, float] | None = None,
+    bloomberg_lag_min: dict[str, int] | None = None,
+    max_quote_age_s: float = 1200.0,
 ) -> dict[str, Any]:
     """Run one budget day of collections every INTERVAL_S from `day` 00:00 and measure it.
 
@@ -131,7 +135,14 @@ def simulate_day(
     `spent_pct`, `max_open_gap_h` (the longest open-market time any symbol
     went without a Bloomberg quote), `never_paid` (open at some point, never paid), per-hour
     paid-quote coverage, the Bright Data share of requests, `over_budget` (the ledger ever
-    above the budget) and CPU seconds per collection.
+    above the budget) and CPU seconds per collection; `spent_usd`, the seed's `targets` (and
+    `targets_met`), quote age p50/p95 per market while open (`age_min_by_market`) and
+    `paid_by_reason`.
+
+    `policy` is `[budget] policy` (needed, paced, seed); `stream` simulates Yahoo's stream
+    (each trading symbol's tick in the cache before a collection, as late as Yahoo's delay for
+    its exchange); `yahoo_down` = (from, to) hours of the day when Yahoo refuses connections;
+    `bloomberg_lag_min` the Bloomberg pages' lag per suffix (BLOOMBERG_LAG_MIN by default).
     """
     now = _Now(day)
     hours = MarketHours(now=now)
@@ -139,7 +150,8 @@ def simulate_day(
     # Yahoo is delayed (London 15 min, Tokyo 20), real time elsewhere.
     market.yahoo.set_clock(now)
     market.bright_data.set_clock(now)
-    for suffix, lag_min in BLOOMBERG_LAG_MIN.items():
+    for suffix, lag_min in (BLOOMBERG_LAG_MIN if bloomberg_lag_min is None
+                            else bloomberg_lag_min).items():  # fmt: skip
         market.bright_data.set_lag(suffix, lag_min)
     ledger = BudgetLedger(data_dir / "ledger", budget_usd, COST_USD, now=now)
     cache = QuoteCache(data_dir / "cache", ttl_s=INTERVAL_S, clock=lambda: now().timestamp())
@@ -157,7 +169,11 @@ def simulate_day(
     )
     times = QuoteTimes(data_dir / "quote_times")
     spending = SpendingPolicy(
-        pacing=pacing, interval_s=INTERVAL_S, market_hours=hours, policy=policy
+        pacing=pacing,
+        interval_s=INTERVAL_S,
+        market_hours=hours,
+        policy=policy,
+        max_quote_age_s=max_quote_age_s,
     )
     collector = Collector(market_hours=hours, now=now, quote_times=times, spending=spending)
     symbols = [parse_symbol(name, asset) for name, asset in watchlist]

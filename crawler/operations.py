@@ -723,9 +723,13 @@ class Operations:
         )
 
     def _allowance_now(self, remaining: int, now: datetime) -> int | None:
-        """What a collection starting now could spend (None: unpaced, or no Bright Data)."""
+        """What a collection starting now could spend (None: unpaced, or no Bright Data): the
+        scheduler's own reckoning when there is one, so `status` and `budget` agree with what
+        the next collection gets."""
         if "bright_data" not in self.hybrid.sources:
             return None
+        if self.scheduler is not None and self.scheduler.hybrid is self.hybrid:
+            return self.scheduler.paid_allowance_now()
         from crawler.orchestrator.spending import SpendingPolicy
 
         policy = self.scheduler.spending if self.scheduler is not None else None

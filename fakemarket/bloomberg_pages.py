@@ -115,7 +115,14 @@ def generated_quote(symbol: str, last_update: datetime | None = None) -> PageQuo
     unit = Decimal(int.from_bytes(digest[:8], "big")) / Decimal(2**64)  # in [0, 1)
     swing = Decimal(int.from_bytes(digest[8:12], "big")) / Decimal(2**32) - Decimal("0.5")
     decimals = 2
-    if suffix == "CUR":
+    crypto = _crypto_twin(ticker) if suffix == "CUR" else None
+    if crypto is not None:
+        # The same number the fake Yahoo gives the pair (BTC-USD for XBTUSD:CUR): one
+        # instrument, one price level, whichever source is asked.
+        from fakemarket.yahoo import generated_yahoo_quote
+
+        price = Decimal(str(generated_yahoo_quote(crypto, datetime(2026, 1, 1, tzinfo=UTC)).price))
+    elif suffix == "CUR":
         decimals = 4
         base = Decimal(100) if ticker.endswith("JPY") else Decimal(1)
         price = base * (Decimal("0.5") + unit * Decimal("1.5"))
@@ -148,6 +155,24 @@ def generated_quote(symbol: str, last_update: datetime | None = None) -> PageQuo
         last_update=last_update,
         decimals=decimals,
     )
+
+
+#: Bloomberg's crypto codes whose Yahoo form differs (XBT is BTC); the others are the same.
+_CRYPTO_CODES = {"XBT": "BTC", "XET": "ETH"}
+_CRYPTO_BASES = {"XRP", "LTC", "BCH", "ADA", "SOL", "DOT", "XLM", "DOGE"}
+_CRYPTO_QUOTES = ("USD", "EUR", "GBP", "USDT")
+
+
+def _crypto_twin(ticker: str) -> str | None:
+    """The fake Yahoo's symbol of a Bloomberg crypto pair ("XBTUSD" -> "BTC-USD"); None for
+    anything else (FX pairs)."""
+    for quote in _CRYPTO_QUOTES:
+        if ticker.endswith(quote) and len(ticker) > len(quote):
+            base = ticker[: -len(quote)]
+            base = _CRYPTO_CODES.get(base, base)
+            if base in _CRYPTO_BASES or base in _CRYPTO_CODES.values():
+                return f"{base}-{quote}"
+    return None
 
 
 def quote_page(quote: PageQuote) -> bytes:

@@ -52,6 +52,8 @@ def env(market: FakeMarket, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         DATA_DIR=str(base / "data"),
         CRAWLER_SOCKET=str(base / "run" / "crawler.sock"),
         CRAWLER_CONFIG=str(base / "config.toml"),
+        # Every other setting is the default; the collections measured are the forced ones.
+        AUTO_UPDATE_ENABLED="false",
     )
     (base / "data").mkdir(mode=0o700)
     added = crawler(env, "symbols", "add", *YAHOO_SERVED, *BLOOMBERG_ONLY)
@@ -64,6 +66,13 @@ def env(market: FakeMarket, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         crawler(env, "stop")
 
 
+def _allowance(collect_json: str) -> int | None:
+    body = json.loads(collect_json)
+    report = body.get("report", body) if isinstance(body, dict) else {}
+    value = report.get("paid_allowance")
+    return None if value is None else int(value)
+
+
 def _paid_symbols(market: FakeMarket) -> set[str]:
     return {r.symbol for r in market.bright_data.log_requests() if r.symbol}
 
@@ -71,8 +80,14 @@ def _paid_symbols(market: FakeMarket) -> set[str]:
 def test_yahoo_served_symbols_cost_nothing_and_the_reasons_are_named(
     market: FakeMarket, env: dict[str, str]
 ) -> None:
+    # Issue 22 item 5: what `budget` and `status` say a collection may pay is what it gets.
+    shown = json.loads(crawler(env, "budget", "--json").stdout)["allowance_per_collection"]
+    status = json.loads(crawler(env, "status", "--json").stdout)
+    assert status["spending"]["allowance_per_collection"] == shown
     collected = crawler(env, "collect", "--json")
     assert collected.returncode in (0, 1), collected.stderr
+    assert isinstance(shown, int) and shown > 0
+    assert _allowance(collected.stdout) == shown, (collected.stdout[-400:], shown)
     assert not _paid_symbols(market) & set(YAHOO_SERVED)
     assert _paid_symbols(market) <= set(BLOOMBERG_ONLY) and _paid_symbols(market)
     report = json.loads(crawler(env, "budget", "--json").stdout)
@@ -83,8 +98,10 @@ def test_yahoo_served_symbols_cost_nothing_and_the_reasons_are_named(
 
     # The second collection asks Yahoo nothing about the 280 it knows it cannot serve.
     market.yahoo.reset()
+    shown = json.loads(crawler(env, "budget", "--json").stdout)["allowance_per_collection"]
     again = crawler(env, "collect", "--json")
     assert again.returncode in (0, 1), again.stderr
+    assert _allowance(again.stdout) == shown
     asked = {s for batch in market.yahoo.batch_symbols() for s in batch}
     charts = {r.symbol for r in market.yahoo.requests_of("chart")}
     assert not {s for s in asked | charts if s and s.startswith("ZZZZ")}, sorted(asked)[:5]

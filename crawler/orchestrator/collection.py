@@ -231,28 +231,11 @@ class Collector:
         started_at = self._now()
         start_s = self._clock()
         log.debug("collection starting", symbols=len(tracked))
-        errors: dict[str, str] = {}
-        skipped: list[str] = []
-        regular: list[Symbol] = []
-        closing: list[Symbol] = []
-        every: list[Symbol] = []
-        open_now: dict[str, bool] = {}
         times = self._read_times()
-        for canonical, asset_class in tracked:
-            try:
-                sym = parse_symbol(canonical, asset_class)
-            except CrawlerError as exc:  # a bad entry written to the watchlist by hand
-                errors[canonical] = exc.message
-                continue
-            every.append(sym)
-            is_open = self._is_open(sym, started_at)
-            open_now[sym.canonical] = is_open
-            if is_open:
-                regular.append(sym)
-            elif self._closed_and_quoted(sym, started_at, times, hybrid):
-                skipped.append(sym.canonical)
-            else:
-                closing.append(sym)  # not fetched since the close (or never): fetch once more
+        due = self._due(hybrid, tracked, started_at, times)
+        errors, skipped, regular, closing, every, open_now = (
+            due.errors, due.skipped, due.regular, due.closing, due.every, due.open_now
+        )  # fmt: skip
 
         events = self._events
         total = len(regular) + len(closing)
@@ -351,7 +334,7 @@ class Collector:
         fetched = [q for q in quotes if not q.from_cache]
         self._note_times(fetched, started_at)
         if self._spending is not None:
-            self._spending.learn(quotes, open_now)
+            self._spending.learn(quotes, open_now, started_at)
             # What the seed's order would have paid for: every symbol due that the cache or
             # the stream did not answer fresh (the ledger would have stopped it at the budget).
             free_served = sum(1 for q in quotes if q.from_cache and not q.stale)
@@ -389,6 +372,48 @@ class Collector:
         if events is not None:
             events.publish("collection_end", **report.as_dict())
         return report
+
+    def _due(
+        self,
+        hybrid: HybridDataSource,
+        tracked: Sequence[tuple[str, AssetClass]],
+        at: datetime,
+        times: dict[str, SymbolTimes],
+    ) -> _Due:
+        """Which symbols a collection at `at` fetches (open; closed but not quoted since the
+        close) and which it skips (closed and quoted)."""
+        due = _Due()
+        for canonical, asset_class in tracked:
+            try:
+                sym = parse_symbol(canonical, asset_class)
+            except CrawlerError as exc:  # a bad entry written to the watchlist by hand
+                due.errors[canonical] = exc.message
+                continue
+            due.every.append(sym)
+            is_open = self._is_open(sym, at)
+            due.open_now[sym.canonical] = is_open
+            if is_open:
+                due.regular.append(sym)
+            elif self._closed_and_quoted(sym, at, times, hybrid):
+                due.skipped.append(sym.canonical)
+            else:
+                due.closing.append(sym)  # not fetched since the close (or never): once more
+        return due
+
+    def preview_allowance(
+        self, hybrid: HybridDataSource, tracked: Sequence[tuple[str, AssetClass]], at: datetime
+    ) -> int | None:
+        """The paid allowance a collection starting at `at` would get, reckoned as `collect`
+        reckons it (the same symbols due, the same share of the budget), without carrying
+        anything: what `crawler status` and `crawler budget` show."""
+        if self._spending is None:
+            return None
+        remaining = self._remaining(hybrid)
+        if remaining is None:
+            return None
+        due = self._due(hybrid, tracked, at, self._read_times())
+        count = len(due.regular) + len(due.closing)
+        return self._spending.preview(count, due.every, _share_of(hybrid, remaining), at)
 
     # -- memory of quotes and money -----------------------------------------------------------
 
@@ -575,6 +600,18 @@ class Collector:
         except Exception:  # unknown calendar etc.: fetching too often beats never fetching
             log.warning("market hours unknown; fetching it", symbol=sym.canonical, exc_info=True)
             return True
+
+
+@dataclass(slots=True)
+class _Due:
+    """What one collection has to do, symbol by symbol (see `Collector._due`)."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    regular: list[Symbol] = field(default_factory=list)
+    closing: list[Symbol] = field(default_factory=list)
+    every: list[Symbol] = field(default_factory=list)
+    open_now: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

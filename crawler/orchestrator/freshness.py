@@ -5,10 +5,11 @@
     lags.observe("XLON", paid=True, lag_s=30.0)      # a Bloomberg page 30 s behind
     lags.paid_fresher_by("XLON")                     # 875.0: paying buys 14.6 minutes here
 
-A quote's lag is the time between its own timestamp (`as_of`: Yahoo's `regularMarketTime`,
-the stream's tick time, Bloomberg's `lastUpdate`) and when we received it, observed only
-while its market is open (a closed market's quote is the close, however old). The median of
-the last `window` lags of each kind is the market's figure, so one slow answer moves nothing.
+A quote's lag is its age when a collection served it: the collection's time minus the quote's
+own timestamp (`as_of`: Yahoo's `regularMarketTime`, the stream's tick time, Bloomberg's
+`lastUpdate`), observed only while its market is open (a closed market's quote is the close,
+however old). The median of the last `window` lags of each kind is the market's figure, so one
+slow answer moves nothing.
 Nothing is assumed: a market whose paid quotes were never seen has no paid figure.
 """
 

@@ -415,6 +415,14 @@ class DataScheduler:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def paid_allowance_now(self) -> int | None:
+        """The paid allowance a collection starting now would get, reckoned as the collection
+        reckons it (None: unpaced, or no paid source)."""
+        hybrid = self._hybrid
+        if hybrid is None or "bright_data" not in hybrid.sources:
+            return None
+        return self._collector.preview_allowance(hybrid, self._tracked_items(), self._now())
+
     def _tracked_items(self) -> list[tuple[str, AssetClass]]:
         with self._symbols_lock:
             if self._watchlist is not None:

@@ -278,13 +278,14 @@ class SpendingPolicy:
         self._remember(at, candidates, plan)
         return plan
 
-    def learn(self, quotes: Sequence[Quote], open_now: Mapping[str, bool]) -> None:
-        """Note each quote's lag (received minus its own time) for its market, while open."""
+    def learn(self, quotes: Sequence[Quote], open_now: Mapping[str, bool], at: datetime) -> None:
+        """Note how old each quote a collection at `at` served was (`at` minus its own time),
+        for its market while open: the age a user gets from that kind of source there."""
         for quote in quotes:
             if quote.as_of is None or quote.stale or not open_now.get(quote.symbol, False):
                 continue
             market = self._market_of_name(quote.symbol, quote.asset_class)
-            lag_s = (quote.fetched_at - quote.as_of).total_seconds()
+            lag_s = (at - quote.as_of).total_seconds()
             self.lags.observe(market, paid=quote.source == "bright_data", lag_s=lag_s)
 
     def count_collection(self, at: datetime, *, seed_order: int, paid: int) -> None:

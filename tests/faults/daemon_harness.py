@@ -88,7 +88,9 @@ class DaemonHarness:
             MARKET_HOURS_ENABLED="false",
             COLLECTION_JITTER_SECONDS="0",
             LOG_FORMAT="json",
-            **settings,
+            # The harness pins the plumbing with the seed's order (Bright Data first); the
+            # needs-based default policy is proven in test_cost_policy_daemon.py.
+            **{"BUDGET_POLICY": "paced", **settings},
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None

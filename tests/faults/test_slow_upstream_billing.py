@@ -45,6 +45,7 @@ def test_slow_answers_are_counted_as_spent_and_never_overspend(
         REQUEST_TIMEOUT_SECONDS="1",
         TOTAL_BUDGET="0.003",
         COST_PER_REQUEST="0.0015",
+        BUDGET_POLICY="paced",  # Bright Data first: the billing of slow answers is the point
     )
     subprocess.run(
         [sys.executable, "-m", "crawler", "fetch", "--fresh", *SYMBOLS],
