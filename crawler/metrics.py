@@ -28,6 +28,7 @@ Families (a sample is left out, never invented, when status does not know the fi
     crawler_breaker_rejections_total{source}            counter
     crawler_budget_{remaining,spent,total}_usd          gauges; today's budget (resets daily)
     crawler_budget_requests_used / _allowed             gauges; today's paid requests
+    crawler_paid_requests_total{reason}                 counter; today's billed, by reason
     crawler_cache_hits_total / crawler_cache_misses_total   counters (hit ratio: rate() them)
     crawler_cache_entries                               gauge
     crawler_stale_served_total                          counter
@@ -295,6 +296,7 @@ def _families(status: Status) -> Iterator[Metric]:
     yield from _source_families(status)
     yield from _breaker_families(_section(status, "breakers"))
     yield from _budget_families(_section(status, "budget"))
+    yield from _reason_families(_section(status, "spending"))
     yield from _cache_families(status)
     yield from _collection_families(status)
     yield from _stream_families(status)
@@ -369,6 +371,21 @@ _BUDGET: Final = (
         "Paid requests a full day's budget buys at the current cost.",
     ),
 )
+
+
+def _reason_families(spending: Mapping[str, Any]) -> Iterator[Metric]:
+    """Today's billed Bright Data requests by why they were made (the ledger's own counts, so
+    it starts again with each budget day, as a counter after a restart does)."""
+    family = CounterMetricFamily(
+        "crawler_paid_requests",
+        "Billed Bright Data requests today by reason: unservable, free_failing, free_too_old, "
+        "rotation, asked, seed (unrecorded: from before reasons were kept).",
+        labels=["reason"],
+    )
+    reasons = spending.get("paid_by_reason")
+    for reason, count in (reasons.items() if isinstance(reasons, Mapping) else ()):
+        family.add_metric([str(reason)], float(count))
+    yield family
 
 
 def _budget_families(budget: Mapping[str, Any]) -> Iterator[Metric]:

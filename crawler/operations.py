@@ -222,17 +222,53 @@ class Operations:
         """
         parsed, errors, notices = self.parse_symbols(symbols, asset_class)
         unpaid, reasons = self._fetch_money(parsed, paid)
+        reported: set[str] = set()
+
+        def done_once(key: str, outcome: Quote | CrawlerError) -> None:
+            # A symbol whose free try failed is fetched again (paid): counted once, at the end.
+            retried = key in unpaid and "bright_data" in self.hybrid.sources
+            if on_done is not None and key not in reported and (
+                not retried or _fresh_quote(outcome)
+            ):
+                reported.add(key)
+                on_done(key, outcome)
+
+        def done_last(key: str, outcome: Quote | CrawlerError) -> None:
+            if on_done is not None and key not in reported:
+                reported.add(key)
+                on_done(key, outcome)
+
         recorder = self._recorder()
+        keep = recorder.keep if recorder is not None else None
         try:
             results = self.hybrid.fetch_many(
                 parsed,
                 force_fresh=fresh or paid,
-                on_done=on_done,
+                on_done=done_once,
                 unpaid=unpaid,
                 paid_reasons=reasons,
                 past_live=paid,
-                on_quote=recorder.keep if recorder is not None else None,
+                on_quote=keep,
             )
+            # "needed": what the free path could not serve now may pay (it is failing for it).
+            retry = [
+                sym
+                for sym in parsed
+                if sym.canonical in unpaid and not _fresh_quote(results.get(sym.canonical))
+            ]
+            if retry and "bright_data" in self.hybrid.sources:
+                results.update(
+                    self.hybrid.fetch_many(
+                        retry,
+                        force_fresh=fresh,
+                        on_done=done_last,
+                        paid_reasons={
+                            sym.canonical: self.hybrid.free_need(sym) or "free_failing"
+                            for sym in retry
+                        },
+                        on_quote=keep,
+                    )
+                )
         finally:
             if recorder is not None:
                 recorder.close()
@@ -698,7 +734,9 @@ class Operations:
         now = self._now()
         stats = stats if stats is not None else self.hybrid.get_statistics()
         ledger = stats.get("cost_tracking", {})
-        breakdown = self.hybrid.ledger.breakdown() if with_breakdown else {}
+        # Read for status too: the spend by reason (one small read) is on its money line and
+        # in the metrics; the per-hour and per-symbol parts are dropped there.
+        breakdown = self.hybrid.ledger.breakdown()
         remaining = requests_left(ledger)
         return dict(
             jsonable(
@@ -1041,6 +1079,10 @@ def _history_limit(limit: int | None, most: int | None) -> int | None:
             + (" (--csv or `crawler export` stream more)" if most is not None else "")
         )
     return limit
+
+
+def _fresh_quote(outcome: Quote | CrawlerError | None) -> bool:
+    return isinstance(outcome, Quote) and not outcome.stale
 
 
 def _open(hours: MarketHours, sym: Symbol, at: datetime) -> bool:

@@ -95,6 +95,16 @@ def test_yahoo_served_symbols_cost_nothing_and_the_reasons_are_named(
     assert report["paid_by_reason"]["unservable"] == report["requests_used"] > 0
     text = crawler(env, "budget").stdout
     assert "unservable" in text
+    status = json.loads(crawler(env, "status", "--json").stdout)
+    assert status["spending"]["paid_by_reason"] == report["paid_by_reason"]
+    metrics = json.loads(crawler(env, "status", "--json").stdout)["daemon"]["socket"]
+    assert metrics  # the Prometheus text comes over the same socket:
+    scraped = subprocess.run(
+        ["curl", "-s", "--unix-socket", metrics, "http://localhost/v1/metrics"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+    line = f'crawler_paid_requests_total{{reason="unservable"}} {report["requests_used"]}.0'
+    assert line in scraped.splitlines(), [x for x in scraped.splitlines() if "paid_req" in x]
 
     # The second collection asks Yahoo nothing about the 280 it knows it cannot serve.
     market.yahoo.reset()

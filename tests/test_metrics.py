@@ -75,6 +75,7 @@ FAMILIES = {
     "crawler_budget_total_usd": "gauge",
     "crawler_budget_requests_used": "gauge",
     "crawler_budget_requests_allowed": "gauge",
+    "crawler_paid_requests_total": "counter",
     "crawler_cache_hits_total": "counter",
     "crawler_cache_misses_total": "counter",
     "crawler_cache_entries": "gauge",
@@ -217,6 +218,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     monkeypatch.setenv("CRAWLER_CONFIG", str(config_file))
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MARKET_HOURS_ENABLED", "false")
+    # The scenario counts Bright Data first (the seed's order), then its breaker opening.
+    monkeypatch.setenv("BUDGET_POLICY", "paced")
     reset_settings()
     yield get_settings()
     reset_settings()

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from crawler.config import Settings, load_settings
+from crawler.normalizer.schemas import AssetClass
 from crawler.orchestrator.collection import Collector
 from crawler.orchestrator.hybrid_source import HybridDataSource
 from crawler.store.history import HistoryStore
@@ -321,17 +322,32 @@ def test_a_breaker_opened_on_one_node_stops_the_others(
     assert other.usage["bright_data"].skipped == 1
 
 
-def test_pacing_takes_this_nodes_share_of_the_cluster_budget(
-    redis_url: str, make_node: Callable[..., HybridDataSource]
+def test_a_nodes_pacing_share_follows_the_work_it_leases(
+    redis_url: str, market: FakeMarket, make_node: Callable[..., HybridDataSource]
 ) -> None:
-    from crawler.orchestrator.collection import _share_of
+    """Issue 18: three nodes collecting 10 symbols on a 20-request budget (the day's last
+    collection) pay for all 10, each for the ones it leased. Each used to take a third of what
+    was left (6 of 10 paid, 4 left to the free path while the budget had room)."""
+    from datetime import UTC, datetime
 
-    nodes = [make_node(redis_url, f"node-{i}") for i in range(3)]
-    assert _share_of(nodes[0], 30) == 30  # no heartbeat yet: nobody else is known
+    from crawler.orchestrator.spending import SpendingPolicy
+
+    late = datetime(2026, 3, 10, 23, 50, tzinfo=UTC)
+    nodes = [
+        make_node(redis_url, f"node-{i}", total_budget=Decimal("0.03")) for i in range(3)
+    ]
     for node in nodes:
         assert node.stores is not None
         node.stores.nodes.beat({}, ttl_s=30)
-    assert _share_of(nodes[0], 30) == 10  # three live nodes pace against one ledger
+    tracked = [(name, AssetClass.STOCKS) for name in SYMBOLS[:10]]
+    collectors = [
+        Collector(now=lambda: late, spending=SpendingPolicy(policy="paced")) for _ in nodes
+    ]
+    reports = run_together(
+        [lambda n=n, c=c: c.collect(n, tracked) for n, c in zip(nodes, collectors, strict=True)]
+    )
+    assert market.bright_data.billed_count == 10
+    assert sum(r.sources.get("bright_data", 0) for r in reports) == 10
 
 
 def test_nodes_batching_on_yahoo_together_ask_for_each_symbol_once(

@@ -633,13 +633,9 @@ def _paid_requests(hybrid: HybridDataSource) -> int:
 
 
 def _share_of(hybrid: HybridDataSource, remaining: int) -> int:
-    """This node's share of the cluster's `remaining` paid requests: every live node paces
-    against the same shared ledger, so each takes 1/N of it (alone, all of it)."""
-    stores = getattr(hybrid, "stores", None)
-    if stores is None or not stores.shared:
-        return remaining
-    try:
-        live = max(1, len(stores.nodes.nodes()))
-    except CrawlerError:
-        return remaining  # unknown: the ledger still caps the day
-    return remaining // live
+    """What this node paces against: the cluster's whole `remaining`. Every node ranks the same
+    shared watchlist from the same shared quote times, so the nodes choose the same symbols to
+    pay for; the fetch leases then decide which node pays for each. A node's share is thereby
+    the chosen work it leases. (Each taking 1/N of what was left paid for 6 of 10 symbols on a
+    20-request budget with three nodes.) The ledger still caps the day."""
+    return remaining
