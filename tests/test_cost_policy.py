@@ -132,3 +132,18 @@ def test_a_day_where_paying_buys_freshness_in_tokyo_and_nothing_in_london(
     ages = day["age_min_by_market"]
     assert ages["Tokyo"]["p50"] < 2 and ages["London"]["p50"] > 15
     assert day["targets_met"] is True
+
+
+def test_streamed_quotes_count_as_free_serves_in_the_seed_targets() -> None:
+    from crawler.orchestrator.budget_report import targets
+
+    # A streaming daemon: no cache lookups, no source request, 40 quotes from the stream.
+    empty = targets({}, {"hits": 0, "misses": 0})
+    assert empty["cache_hit_rate_pct"]["value"] is None  # "no data yet" without the stream
+    got = targets(
+        {"yfinance": {"total_requests": 10, "successes": 10}, "bright_data": {}},
+        {"hits": 0, "misses": 10},
+        live_served=40,
+    )
+    assert got["cache_hit_rate_pct"]["value"] == 80.0 and got["cache_hit_rate_pct"]["met"]
+    assert got["bright_data_share_pct"]["value"] == 0.0

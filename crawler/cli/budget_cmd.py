@@ -74,6 +74,11 @@ def render_budget(report: Mapping[str, Any]) -> str:
     allowance = report.get("allowance_per_collection")
     if report.get("pacing") == "off":
         lines.append("pacing: off (first come, first served)")
+    elif allowance is not None and report.get("policy") == "needed":
+        lines.append(
+            f"pacing: even; a collection now may make up to {allowance} paid requests, only "
+            "for symbols the free path cannot serve (policy needed)"
+        )
     elif allowance is not None:
         lines.append(f"pacing: even; a collection now may make {allowance} paid requests")
     if report.get("paused_until"):

@@ -186,6 +186,8 @@ def summary_line(report: Mapping[str, Any]) -> str:
     allowance = report.get("allowance_per_collection")
     if report.get("pacing") == "off":
         parts.append("pacing off")
+    elif allowance is not None and report.get("policy") == "needed":
+        parts.append(f"up to {allowance} paid per collection now, only where Yahoo cannot serve")
     elif allowance is not None:
         parts.append(f"{allowance} paid per collection now")
     runs_out = report.get("runs_out_at")

@@ -510,11 +510,11 @@ class Collector:
             if not isinstance(outcome, Quote) or outcome.stale:
                 needs[sym.canonical] = hybrid.free_need(sym) or "free_failing"
         candidates = [sym for sym in due if sym.canonical in needs]
-        if not candidates:
-            return None
         remaining = self._remaining(hybrid)
         if remaining is None:
             return None
+        if not candidates:  # nothing needs paying for: the allowance, unused, is reported
+            return spending.preview(len(due), every, _share_of(hybrid, remaining), at)
         # 2. The needs, rationed by the pacing: by need, then the oldest paid quote.
         plan = spending.ration(
             needs,

@@ -995,7 +995,7 @@ class HybridDataSource:
                 continue
             skip = self._skip_reason(name, breaker)
             if skip is None and name == BRIGHT_DATA and not paid:
-                skip = "paced: no paid request for it in this collection"
+                skip = "not paid for: the budget policy gave it no paid request now"
             if skip is None and name == YFINANCE and self._yahoo_skips(sym):
                 skip = self._unknown_reason(sym)
             if skip is not None:
