@@ -59,7 +59,7 @@ def dashboard(
     idle_timeout_s: Annotated[
         float,
         typer.Option(
-            "--idle-timeout", min=0.1, max=3600,
+            "--idle-timeout", min=0.1, max=3600, metavar="SECONDS",
             help="Seconds a silent browser connection is kept open (15).",
         ),
     ] = 15.0,
