@@ -113,11 +113,13 @@ def test_status_in_another_directory_finds_the_daemon_started_in_the_checkout(
     body = json.loads(status.stdout)
     assert body["running"] is True
     assert [row["symbol"] for row in body["symbols"]] == ["AAPL:US"]
-    assert f"using the one running at {checkout.socket_path}" in status.stderr
+    assert body["daemon"]["socket"] == str(checkout.socket_path)
     table = checkout.cli("status")
     assert table.returncode == 0 and "AAPL:US" in table.stdout
+    assert f"socket {checkout.socket_path}" in table.stdout and table.stderr == ""
     listed = checkout.cli("symbols", "list", "--json")
     assert listed.returncode == 0, listed.stderr
+    assert f"using the one running at {checkout.socket_path}" in listed.stderr
     assert [s["symbol"] for s in json.loads(listed.stdout)["symbols"]] == ["AAPL:US"]
     assert not (checkout.base / "home" / ".local" / "share" / "crawler").exists()
     # `crawler socket` names it, for curl.

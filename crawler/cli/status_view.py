@@ -45,12 +45,8 @@ def show_status(
 
     if explicit is None:
         explicit = location_is_explicit()
-    found = locate_daemon(socket_path, explicit)
-    if found.elsewhere:
-        sys.stderr.write(
-            f"note: no daemon at {socket_path}; using the one running at {found.socket}\n"
-        )
-    socket_path = found.socket
+    # Found elsewhere: no note here, the screen's "socket" line (and --json's) says which.
+    socket_path = locate_daemon(socket_path, explicit).socket
     from crawler.cli.render import console, print_json, render_status
 
     try:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
-from crawler.orchestrator.failures import group_failures, groups_json, summary_lines
+from crawler.orchestrator.failures import first_few, group_failures, groups_json
 from crawler.orchestrator.pacing import requests_left
 from crawler.store.history_recorder import HistoryRecorder
 from crawler.store.quote_times import SymbolTimes
@@ -361,13 +361,20 @@ class Collector:
             storage_error=(f"storage: {storage_last}" if storage_count > storage_before else None),
         )
         log.info("collection done", summary=report.summary())
+        stale_names = [q.symbol for q in quotes if q.stale]
+        if stale_names:
+            log.info(
+                "collection served stale quotes",
+                count=len(stale_names),
+                symbols=first_few(stale_names),
+            )
         for group in group_failures(report.errors):
             # Each cause once per collection, with its count and the first few symbols.
             log.warning(
                 "collection failures",
                 count=group.count,
                 cause=group.cause,
-                symbols=summary_lines([group])[0].rpartition(": ")[2],
+                symbols=first_few(group.symbols),
             )
         if events is not None:
             events.publish("collection_end", **report.as_dict())

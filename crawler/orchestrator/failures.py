@@ -21,6 +21,7 @@ __all__ = [
     "FIRST_SYMBOLS",
     "FailureGroup",
     "cause_of",
+    "first_few",
     "group_failures",
     "groups_json",
     "summary_lines",
@@ -66,6 +67,12 @@ def group_failures(errors: Mapping[str, Any]) -> list[FailureGroup]:
     return sorted(groups.values(), key=lambda group: -group.count)
 
 
+def first_few(symbols: list[str], first: int = FIRST_SYMBOLS) -> str:
+    """ "A, B, C and 138 more" (or just the names when there are no more)."""
+    more = len(symbols) - min(first, len(symbols))
+    return ", ".join(symbols[:first]) + (f" and {more:,} more" if more else "")
+
+
 def summary_lines(groups: list[FailureGroup], first: int = FIRST_SYMBOLS) -> list[str]:
     """One line per cause: "141 x <cause>: A, B, C and 138 more"; a cause of one symbol is
     "SYMBOL: <its message>", as before there were groups."""
@@ -74,10 +81,7 @@ def summary_lines(groups: list[FailureGroup], first: int = FIRST_SYMBOLS) -> lis
         if group.count == 1:
             lines.append(f"{group.symbols[0]}: {group.message}")
             continue
-        named = ", ".join(group.symbols[:first])
-        more = group.count - min(first, group.count)
-        tail = f" and {more:,} more" if more else ""
-        lines.append(f"{group.count:,} x {group.cause}: {named}{tail}")
+        lines.append(f"{group.count:,} x {group.cause}: {first_few(group.symbols, first)}")
     return lines
 
 

@@ -1068,8 +1068,9 @@ class HybridDataSource:
         last = self.cache.get_last_known(sym.canonical)
         if last is not None:
             self._stale_served += 1
-            # Pacing leaves many symbols without a paid request by design: not worth a warning.
-            level = logging.INFO if not paid else logging.WARNING
+            # Pacing leaves many symbols without a paid request by design: not worth a warning,
+            # nor a line per symbol (a collection logs how many it served stale, once).
+            level = logging.DEBUG if not paid else logging.WARNING
             log.log(
                 level, "serving stale quote", symbol=sym.canonical,
                 reasons="; ".join(reasons.values()),
