@@ -202,12 +202,18 @@ class _UnixServer(socketserver.UnixStreamServer):
         try:
             while not self._end_loop.is_set():
                 for key, _ in selector.select(poll_interval):
-                    if key.data is _LISTENER:
-                        self._accept(selector)
-                    elif key.data is _WAKE:
-                        self._take_parked(selector)
-                    else:
-                        self._read_head(selector, key.fd)
+                    try:
+                        if key.data is _LISTENER:
+                            self._accept(selector)
+                        elif key.data is _WAKE:
+                            self._take_parked(selector)
+                        else:
+                            self._read_head(selector, key.fd)
+                    except Exception:
+                        # One connection's surprise must not end the loop (and with it the
+                        # control socket): log it, drop that connection, go on.
+                        logger.exception("control loop: a connection failed")
+                        self._drop_fd(selector, key.fd)
                 self._drop_late(selector, time.monotonic())
         finally:
             with self._lock:
@@ -300,6 +306,12 @@ class _UnixServer(socketserver.UnixStreamServer):
             return
         self._dispatch(entry)
 
+    def _drop_fd(self, selector: selectors.BaseSelector, fd: int) -> None:
+        entry = self._waiting.get(fd)
+        if entry is not None:
+            self._forget(selector, entry)
+            entry.conn.close()
+
     def _drop_late(self, selector: selectors.BaseSelector, now: float) -> None:
         late = [entry for entry in self._waiting.values() if entry.handler.deadline <= now]
         for entry in late:
@@ -341,7 +353,14 @@ class _UnixServer(socketserver.UnixStreamServer):
             entry.conn.setblocking(True)
             self._refuse(entry.conn, 503, "too many requests to the control socket; try again")
             return
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError:  # "can't start new thread": the process is at its limit
+            with self._lock:
+                self._connections.pop(thread, None)
+            self._release(entry, reserved, again=False)
+            entry.conn.close()
+            raise
 
     def _serve(self, entry: _Waiting, reserved: bool) -> None:
         again = False
