@@ -10,6 +10,7 @@ morning: the contrast shows these checks can fail.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,16 @@ def test_two_hours_of_yahoo_failing_are_paid_for_and_the_budget_lasts_the_day(
     assert day["coverage_pct_by_hour"]["15"] == 100.0
     assert day["exhausted_at"] is None and day["starved_collections"] == 0
     assert day["over_budget"] is False
+
+
+def test_a_weekend_first_day_pays_for_no_close_that_yahoo_has(
+    market: FakeMarket, tmp_path: Path
+) -> None:
+    """A fresh data dir on a Saturday: every stock market's close is fetched once, from Yahoo,
+    for nothing (the seed's order paid for each one)."""
+    saturday = datetime(2026, 3, 14, tzinfo=UTC)
+    needed = _day(market, tmp_path, "needed", day=saturday)
+    seed = _day(market, tmp_path, "seed", day=saturday)
+    assert needed["requests_used"] == 0, needed["paid_by_reason"]
+    assert needed["served"]["yfinance"] >= 30  # the closes, free
+    assert seed["requests_used"] >= 30  # the same closes, paid
