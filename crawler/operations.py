@@ -175,10 +175,11 @@ class Operations:
 
         # The same backend as the daemon's (a cluster's shared budget included), owned by the
         # hybrid fetcher, which closes it.
-        hybrid = HybridDataSource(
-            settings, unknowns=YahooUnknowns(data_dir / YAHOO_UNKNOWNS_FILE)
-        )
+        hybrid = HybridDataSource(settings)
         assert hybrid.stores is not None
+        hybrid.unknowns = YahooUnknowns(
+            data_dir / YAHOO_UNKNOWNS_FILE, redis=hybrid.stores.redis
+        )
         return cls(
             settings,
             hybrid=hybrid,

@@ -121,3 +121,23 @@ def test_a_symbol_whose_chart_says_unknown_is_remembered_too(
         with pytest.raises(NoSourceAvailableError, match="Yahoo does not know"):
             hybrid.get_quote("ZZZZQ:US", force_fresh=True)
     assert yahoo_fake.count("chart", "ZZZZQ") == 1
+
+
+def test_a_cluster_shares_the_memory_through_redis(tmp_path: Path, redis_url: str) -> None:
+    from crawler.store.redis_client import RedisConnection
+
+    now = Now()
+    ticks = iter(float(i) * 100 for i in range(1000))  # each read is past SHARED_READ_S
+    one_redis, other_redis = RedisConnection(redis_url), RedisConnection(redis_url)
+    one = YahooUnknowns(tmp_path / "a.json", now=now, redis=one_redis, clock=lambda: next(ticks))
+    other = YahooUnknowns(
+        tmp_path / "b.json", now=now, redis=other_redis, clock=lambda: next(ticks)
+    )
+    try:
+        one.note_unknown("HOLD9:US")
+        assert other.skip("HOLD9:US")  # told by the first node's answer: not asked here
+        other.note_served("HOLD9:US")  # listed after all, found by the other node
+        assert not one.skip("HOLD9:US")
+    finally:
+        one_redis.close()
+        other_redis.close()

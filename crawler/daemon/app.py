@@ -160,8 +160,9 @@ class Daemon:
             on_breaker_change=on_breaker_change,
             on_fetch=metrics.record_fetch,
             events=events,
-            # Symbols Yahoo does not know are not asked again every collection.
-            unknowns=YahooUnknowns(self.data_dir / YAHOO_UNKNOWNS_FILE),
+            # Symbols Yahoo does not know are not asked again every collection (a cluster
+            # shares them through Redis).
+            unknowns=YahooUnknowns(self.data_dir / YAHOO_UNKNOWNS_FILE, redis=stores.redis),
         )
         self.watchlist = stores.watchlist
         self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)

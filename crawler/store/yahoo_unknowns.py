@@ -10,8 +10,10 @@ long each time it is still unknown, up to `max_retry_s` (1 day): a newly listed 
 back within a day, and a symbol that never will costs Yahoo one question a day.
 
 Kept in one small JSON file in the data dir (written whole, atomically, when it changes), so a
-restart does not ask Yahoo about 280 unknown symbols again. Each node of a cluster keeps its
-own (the cost of not sharing it: one question per node and retry period).
+restart does not ask Yahoo about 280 unknown symbols again. With `redis` (a cluster), the
+entries are also kept in one Redis hash that every node reads (at most every `SHARED_READ_S`)
+and writes: one node's answer from Yahoo spares the others the question. Redis away: the
+local copy answers, and the node carries on.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ import contextlib
 import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crawler.logging import get_logger
 from crawler.utils.clock import WallClock, utc_now
+from crawler.utils.exceptions import StorageError
+
+if TYPE_CHECKING:
+    from crawler.store.redis_client import RedisConnection
 
 __all__ = ["FIRST_RETRY_S", "MAX_RETRY_S", "YAHOO_UNKNOWNS_FILE", "UnknownEntry", "YahooUnknowns"]
 
@@ -39,6 +47,9 @@ log = get_logger("crawler.store")
 FIRST_RETRY_S = 3600.0
 #: The longest wait: a newly listed symbol is found within a day.
 MAX_RETRY_S = 86400.0
+#: How stale the copy of the cluster's shared entries may get before it is read again.
+SHARED_READ_S = 10.0
+_WHAT = "yahoo unknown-symbol memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,8 @@ class YahooUnknowns:
         now: WallClock = utc_now,
         first_retry_s: float = FIRST_RETRY_S,
         max_retry_s: float = MAX_RETRY_S,
+        redis: RedisConnection | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < first_retry_s <= max_retry_s:
             raise ValueError("need 0 < first_retry_s <= max_retry_s")
@@ -76,9 +89,14 @@ class YahooUnknowns:
         self._max_s = float(max_retry_s)
         self._lock = threading.Lock()
         self._entries: dict[str, UnknownEntry] = self._load()
+        self._redis = redis
+        self._key = redis.key("yahoo_unknown") if redis is not None else ""
+        self._clock = clock
+        self._read_at_s: float | None = None
 
     def skip(self, canonical: str) -> bool:
         """Whether Yahoo is not to be asked about `canonical` now (unknown, retry not due)."""
+        self._refresh()
         with self._lock:
             entry = self._entries.get(canonical)
         return entry is not None and self._now() < entry.retry_at
@@ -97,16 +115,20 @@ class YahooUnknowns:
             if old is not None and now < old.retry_at:
                 return  # told twice in one period (a batch and a chart): one backoff step
             backoff_s = self._first_s if old is None else min(old.backoff_s * 2, self._max_s)
-            self._entries[canonical] = UnknownEntry(
+            entry = self._entries[canonical] = UnknownEntry(
                 since=now, retry_at=now + timedelta(seconds=backoff_s), backoff_s=backoff_s
             )
             self._save_locked()
+        self._share(canonical, entry)
 
     def note_served(self, canonical: str) -> None:
         """Yahoo served `canonical`: forget it."""
         with self._lock:
-            if self._entries.pop(canonical, None) is not None:
+            known = self._entries.pop(canonical, None) is not None
+            if known:
                 self._save_locked()
+        if known:
+            self._share(canonical, None)
 
     def forget(self, canonical: str) -> None:
         """A symbol no longer tracked."""
@@ -119,20 +141,55 @@ class YahooUnknowns:
             waiting = sum(1 for e in self._entries.values() if now < e.retry_at)
             return {"remembered": len(self._entries), "not_asked_now": waiting}
 
+    # -- the cluster's copy (Redis) --------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Take the cluster's entries (one HGETALL, at most every SHARED_READ_S)."""
+        redis = self._redis
+        now_s = self._clock()
+        if redis is None or (
+            self._read_at_s is not None and now_s - self._read_at_s < SHARED_READ_S
+        ):
+            return
+        self._read_at_s = now_s
+        try:
+            with redis.errors(_WHAT):
+                raw = redis.client.hgetall(self._key)
+        except StorageError as exc:
+            log.debug("unknown-symbol memory: the local copy answers", error=exc.message)
+            return
+        # Redis answered: its entries are the memory (one noted while it was away is asked
+        # again once, at worst).
+        shared: dict[str, UnknownEntry] = {}
+        for name, text in raw.items():
+            try:
+                shared[_text(name)] = _entry(json.loads(_text(text)))
+            except (ValueError, KeyError, TypeError):
+                continue  # one damaged entry costs one question to Yahoo
+        with self._lock:
+            if shared != self._entries:
+                self._entries = shared
+                self._save_locked()
+
+    def _share(self, canonical: str, entry: UnknownEntry | None) -> None:
+        redis = self._redis
+        if redis is None:
+            return
+        try:
+            with redis.errors(_WHAT):
+                if entry is None:
+                    redis.client.hdel(self._key, canonical)
+                else:
+                    redis.client.hset(self._key, canonical, json.dumps(entry.to_json()))
+        except StorageError as exc:  # the local copy still spares this node the question
+            log.debug("unknown-symbol memory kept locally only", error=exc.message)
+
     # -- the file ---------------------------------------------------------------------------
     def _load(self) -> dict[str, UnknownEntry]:
         if self._path is None or not self._path.exists():
             return {}
         try:
             raw = json.loads(self._path.read_text(encoding="utf-8"))
-            return {
-                str(name): UnknownEntry(
-                    since=datetime.fromisoformat(item["since"]),
-                    retry_at=datetime.fromisoformat(item["retry_at"]),
-                    backoff_s=float(item["backoff_s"]),
-                )
-                for name, item in dict(raw).items()
-            }
+            return {str(name): _entry(item) for name, item in dict(raw).items()}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # A lost memory costs one question per symbol to Yahoo: start afresh, say so.
             log.warning("unknown-symbol memory unreadable; starting afresh", error=str(exc))
@@ -153,3 +210,15 @@ class YahooUnknowns:
                 tmp.unlink()
             # Not fatal: the memory lives on in this process; the next change tries again.
             log.warning("could not keep the unknown-symbol memory", error=str(exc))
+
+
+def _entry(item: Any) -> UnknownEntry:
+    return UnknownEntry(
+        since=datetime.fromisoformat(item["since"]),
+        retry_at=datetime.fromisoformat(item["retry_at"]),
+        backoff_s=float(item["backoff_s"]),
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
