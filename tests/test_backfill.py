@@ -13,6 +13,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -417,6 +418,49 @@ def test_backfill_goes_through_the_running_daemon(
             want["interval"],
         )
         assert got["as_of"].isoformat() == want["as_of"]
+
+
+def test_one_backfill_at_a_time_in_the_daemon(fake: FakeMarket, daemon_env: dict[str, str]) -> None:
+    # The first one waits out 429s (a second each); a second one meanwhile is refused.
+    def refused() -> int:
+        return sum(1 for r in fake.yahoo.requests_of("chart") if r.outcome == "bars:429")
+
+    refused_before = refused()
+    fake.yahoo.rate_limit_bars(after=0, times=3, retry_after_s=1)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "crawler",
+            "backfill",
+            "MSFT:US",
+            "--since",
+            SINCE,
+            "--until",
+            UNTIL,
+            "--json",
+        ],
+        env=daemon_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while refused() == refused_before:
+            assert time.monotonic() < deadline, "the first backfill never reached Yahoo"
+            time.sleep(0.05)
+        second = crawler(daemon_env, "backfill", "NVDA:US", "--since", SINCE, "--until", UNTIL)
+        assert second.returncode == 2
+        assert "a backfill is already running" in second.stderr
+        out, err = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err
+    report = json.loads(out)
+    assert report["rate_limited"] == 3 and report["added"] == {"MSFT:US": 10}
 
 
 def test_usage_errors(fake: FakeMarket, tmp_path: Path) -> None:
