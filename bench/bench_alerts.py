@@ -1,8 +1,8 @@
 """Benchmark: what alerts cost a collection, and that a bad notify target costs it nothing more.
 
-One real daemon (Bright Data at 50 ms, 16 workers, the stream off) collects N fresh symbols
-(200; --quick 20) per round, interleaved over four set-ups, each round on symbols it has never
-seen (so every quote is fetched):
+One real daemon (the fake market at 50 ms, 16 workers, the stream off, a cache TTL of 1 s)
+collects the same N symbols (200; --quick 20) per round, every quote fetched again (the TTL has
+run out), interleaved over four set-ups (ABCD, then DCBA):
 
   none      no alert rules
   fast      a rule on each of K of the symbols (20; --quick 5), each firing at the symbol's
@@ -15,9 +15,9 @@ seen (so every quote is fetched):
 An untimed warm-up collection comes first. Figures per set-up: the collection's wall time
 (POST /collect until its report, median and min of the rounds) and the daemon's CPU time per
 quote (utime + stime from /proc), each as a ratio to `none` from the same rounds. Target: a
-hanging or refusing target costs a collection no more than the fast one does, within noise:
-its fastest collection at most 1.25x the fastest without alerts (on a shared machine the
-minimum is the figure other work disturbs least; the medians are reported beside it).
+hanging or refusing target costs a collection nothing it can see: median wall time at most
+1.25x `none`'s (the slack is the shared machine's noise; the fast target is the reference for
+what the firings themselves cost).
 
     python bench/bench_alerts.py [--quick] [--symbols 200] [--firing 20] [--rounds 8]
 """
@@ -40,6 +40,7 @@ from bench._common import DaemonProcess, fake_market, finish, median, parser, ra
 __all__ = ["main"]
 
 TARGET_RATIO = 1.25
+CACHE_TTL_S = 1
 SETUPS = ("none", "fast", "hanging", "refusing")
 
 
@@ -102,21 +103,21 @@ def _one_round(
     setup: str,
     symbols: list[str],
     url: str | None,
-    old: list[str],
     firing: int,
-) -> dict[str, float]:
+    last_end_s: float,
+) -> dict[str, Any]:
     client = daemon.client
-    for symbol in old:  # untimed: a fresh watchlist, and no rule left from the last round
-        client.delete("/symbols/" + symbol.replace(":", "%3A"))
-    for alert in client.call("GET", "/alerts")["alerts"]:
+    for alert in client.call("GET", "/alerts")["alerts"]:  # untimed: fresh rules each round
         client.delete(f"/alerts/{alert['id']}")
-    daemon.add_symbols(symbols)
     if url is not None:
         for symbol in symbols[:firing]:
             body = {"kind": "above", "symbol": symbol, "threshold": "0.0001", "notify": [url]}
             client.call("POST", "/alerts", body)
     want = firing if url is not None else 0
     _wait(lambda: client.call("GET", "/alerts")["evaluator"]["rules"] == want, "rules loaded")
+    # The cached quotes (TTL 1 s) must have expired: every symbol is fetched again.
+    while time.monotonic() < last_end_s + CACHE_TTL_S + 0.2:
+        time.sleep(0.05)
     fired_before = client.call("GET", "/alerts")["evaluator"]["fired"]
     cpu_before = _cpu_s(daemon.pid)
     started = time.perf_counter()
@@ -130,7 +131,12 @@ def _one_round(
             lambda: client.call("GET", "/alerts")["evaluator"]["fired"] - fired_before == want,
             "every firing",
         )
-    return {"wall_s": wall_s, "cpu_ms_per_quote": cpu_s * 1000 / len(symbols)}
+    return {
+        "wall_s": wall_s,
+        "cpu_ms_per_quote": cpu_s * 1000 / len(symbols),
+        "end_s": time.monotonic(),
+        "sources": report.get("sources"),
+    }
 
 
 def main() -> int:
@@ -147,26 +153,31 @@ def main() -> int:
         "hanging": hanging.url,
         "refusing": _closed_port_url(),
     }
-    results: dict[str, list[dict[str, float]]] = {setup: [] for setup in SETUPS}
+    results: dict[str, list[dict[str, Any]]] = {setup: [] for setup in SETUPS}
     env = {
         "STREAM_ENABLED": "false",
         "MAX_WORKERS": "16",
         "ALERTS_CHECK_INTERVAL_SECONDS": "0.2",
         "ALERTS_NOTIFY_TIMEOUT_SECONDS": "300",  # the hanging target holds a notice that long
+        "CACHE_TTL_SECONDS": str(CACHE_TTL_S),
     }
     try:
         with fake_market(latency_s=0.05) as market, DaemonProcess(market, env) as daemon:
+            # The same symbols every round (a watchlist that grows slows every collection
+            # a little; that drift is not what is measured here).
+            symbols = [f"A{i:04d}:US" for i in range(count)]
+            daemon.add_symbols(symbols)
             # Untimed: the first collection loads the sources (imports, Yahoo's cookie), the
             # first rule Apprise; neither belongs to a set-up's figures.
-            old = [f"W{i:04d}:US" for i in range(count)]
-            _one_round(daemon, "warm-up", old, fast.url, [], min(firing, count))
+            warm = _one_round(daemon, "warm-up", symbols, fast.url, firing, 0.0)
+            print(f"warm-up: sources {warm['sources']}", flush=True)
+            last_end_s = float(warm["end_s"])
             for round_no in range(rounds):
                 order = SETUPS if round_no % 2 == 0 else tuple(reversed(SETUPS))
-                for index, setup in enumerate(order):
-                    symbols = [f"A{round_no}{index}{i:04d}:US" for i in range(count)]
-                    figures = _one_round(daemon, setup, symbols, urls[setup], old, firing)
+                for setup in order:
+                    figures = _one_round(daemon, setup, symbols, urls[setup], firing, last_end_s)
                     results[setup].append(figures)
-                    old = symbols
+                    last_end_s = float(figures["end_s"])
                     print(
                         f"round {round_no + 1} {setup:9s} {figures['wall_s']:.3f} s "
                         f"{figures['cpu_ms_per_quote']:.3f} ms CPU/quote",
@@ -192,13 +203,11 @@ def main() -> int:
             "cpu_vs_none": ratio(median(cpus[setup]), base_cpu),
         }
     figures["fast_notices_received"] = fast.count
-    met = all(
-        figures[setup]["wall_min_vs_none_min"] <= TARGET_RATIO for setup in ("hanging", "refusing")
-    )
+    met = all(figures[setup]["wall_vs_none"] <= TARGET_RATIO for setup in ("hanging", "refusing"))
     return finish(
         "alerts",
         figures,
-        f"a hanging or refusing notify target: the fastest collection <= {TARGET_RATIO}x none's",
+        f"a hanging or refusing notify target: median collection <= {TARGET_RATIO}x none's",
         met,
     )
 
