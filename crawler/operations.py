@@ -56,6 +56,7 @@ __all__ = [
     "HISTORY_DEFAULT_ROWS",
     "HISTORY_MAX_JSON_ROWS",
     "Operations",
+    "check_history_limit",
     "jsonable",
     "parse_asset_class",
 ]
@@ -1064,6 +1065,12 @@ def _kind(text: str) -> Kind:
     if text in ("all", "both"):
         return "all"
     raise ConfigError(f"--kind {text!r} is not known; use all, quotes or bars")
+
+
+def check_history_limit(limit: int | None, streamed: bool) -> None:
+    """ConfigError (exit 2) for a `history --limit` out of range, as `history` would raise it
+    (the CLI checks first, so the answer is the same with no data dir to read)."""
+    _history_limit(limit, None if streamed else HISTORY_MAX_JSON_ROWS)
 
 
 def _history_limit(limit: int | None, most: int | None) -> int | None:

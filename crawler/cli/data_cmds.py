@@ -450,6 +450,9 @@ def history(
     fmt = choose_format(fmt, {"json": as_json, "csv": as_csv}, HISTORY_FORMATS)
     (symbol,) = _canonical([symbol])
     _check_times(since, until)
+    from crawler.operations import check_history_limit
+
+    check_history_limit(limit, streamed=fmt in STREAM_FORMATS)
     settings = load(ctx)
     order = "oldest" if oldest_first else "newest"
     major = major_units or settings.major_units
