@@ -29,6 +29,7 @@ Families (a sample is left out, never invented, when status does not know the fi
     crawler_budget_{remaining,spent,total}_usd          gauges; today's budget (resets daily)
     crawler_budget_requests_used / _allowed             gauges; today's paid requests
     crawler_paid_requests_total{reason}                 counter; today's billed, by reason
+    crawler_budget_seed_order_requests, _saved_usd      gauges; the seed's order vs the policy
     crawler_cache_hits_total / crawler_cache_misses_total   counters (hit ratio: rate() them)
     crawler_cache_entries                               gauge
     crawler_stale_served_total                          counter
@@ -386,6 +387,18 @@ def _reason_families(spending: Mapping[str, Any]) -> Iterator[Metric]:
     for reason, count in (reasons.items() if isinstance(reasons, Mapping) else ()):
         family.add_metric([str(reason)], float(count))
     yield family
+    saved = spending.get("seed_order")
+    saved = saved if isinstance(saved, Mapping) else {}
+    yield _gauge(
+        "crawler_budget_seed_order_requests",
+        "Paid requests the seed's order would have made for today's collections.",
+        saved.get("requests"),
+    )
+    yield _gauge(
+        "crawler_budget_saved_usd",
+        "What the budget policy saved today against the seed's order, in USD.",
+        saved.get("saved_usd"),
+    )
 
 
 def _budget_families(budget: Mapping[str, Any]) -> Iterator[Metric]:

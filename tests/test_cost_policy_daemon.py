@@ -112,6 +112,10 @@ def test_yahoo_served_symbols_cost_nothing_and_the_reasons_are_named(
     again = crawler(env, "collect", "--json")
     assert again.returncode in (0, 1), again.stderr
     assert _allowance(again.stdout) == shown
+    # What the policy saved: the seed's order would have paid for every symbol fetched.
+    saved = json.loads(crawler(env, "budget", "--json").stdout)["seed_order"]
+    assert saved["paid"] < saved["requests"] and saved["saved_requests"] > 0, saved
+    assert "the seed's order would have paid" in crawler(env, "budget").stdout
     asked = {s for batch in market.yahoo.batch_symbols() for s in batch}
     charts = {r.symbol for r in market.yahoo.requests_of("chart")}
     assert not {s for s in asked | charts if s and s.startswith("ZZZZ")}, sorted(asked)[:5]

@@ -76,6 +76,8 @@ FAMILIES = {
     "crawler_budget_requests_used": "gauge",
     "crawler_budget_requests_allowed": "gauge",
     "crawler_paid_requests_total": "counter",
+    "crawler_budget_seed_order_requests": "gauge",
+    "crawler_budget_saved_usd": "gauge",
     "crawler_cache_hits_total": "counter",
     "crawler_cache_misses_total": "counter",
     "crawler_cache_entries": "gauge",

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -45,7 +46,7 @@ from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass
 from crawler.normalizer.symbols import parse_symbol
 from crawler.orchestrator.collection import CollectionReport, Collector, MarketClock
-from crawler.orchestrator.spending import SpendingPolicy
+from crawler.orchestrator.spending import SEED_ORDER_FILE, SpendingPolicy
 from crawler.utils.clock import WallClock, utc_now
 from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
 
@@ -152,6 +153,10 @@ class DataScheduler:
             # The daemon passes `[budget] policy`; a scheduler used as a library (the seed's
             # examples) keeps the seed's documented behaviour: paced, Bright Data first.
             policy=budget_policy or "paced",
+            # Today's paid requests against the seed's order: the daemon keeps them on disk.
+            counts_path=(
+                Path(settings.data_dir) / SEED_ORDER_FILE if budget_policy is not None else None
+            ),
             max_quote_age_s=float(settings.budget_max_quote_age_seconds),
             interval_s=self.update_interval_s,
             timezone=settings.budget_timezone,

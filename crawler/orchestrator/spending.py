@@ -32,11 +32,14 @@ How the free path fetches (one by one, or in batches) is the hybrid source's bus
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from crawler.normalizer.schemas import AssetClass, Quote
@@ -48,7 +51,18 @@ from crawler.orchestrator.pacing import (
     paced_allowance,
 )
 
-__all__ = ["NEEDS", "PAID_REASONS", "POLICIES", "PaidPlan", "SpendingPolicy", "TradingHours"]
+__all__ = [
+    "NEEDS",
+    "PAID_REASONS",
+    "POLICIES",
+    "SEED_ORDER_FILE",
+    "PaidPlan",
+    "SpendingPolicy",
+    "TradingHours",
+]
+
+#: The data dir's file of today's paid requests against the seed's order.
+SEED_ORDER_FILE = "seed_order.json"
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 #: `[budget] policy` values.
@@ -104,6 +118,7 @@ class SpendingPolicy:
         policy: str = "paced",
         max_quote_age_s: float = 1200.0,
         lags: SourceLags | None = None,
+        counts_path: Path | None = None,
     ) -> None:
         if pacing not in ("even", "off"):
             raise ValueError(f"pacing {pacing!r} must be 'even' or 'off'")
@@ -118,6 +133,9 @@ class SpendingPolicy:
         # Per budget day: paid requests the seed's order would have made, and those made.
         self._day_counts: dict[str, int] = {"seed_order": 0, "paid": 0}
         self._counts_day: str | None = None
+        # Kept in the data dir when given, so a restart keeps today's "saved" figures.
+        self._counts_path = counts_path
+        self._load_counts()
         self.interval_s = float(interval_s)
         self.timezone = timezone
         self._market_hours = market_hours
@@ -296,6 +314,7 @@ class SpendingPolicy:
                 self._counts_day, self._day_counts = day, {"seed_order": 0, "paid": 0}
             self._day_counts["seed_order"] += max(0, seed_order)
             self._day_counts["paid"] += max(0, paid)
+            self._save_counts()
 
     def day_counts(self, at: datetime) -> dict[str, int]:
         """Today's (budget day's) collection counts: seed_order, paid."""
@@ -304,6 +323,28 @@ class SpendingPolicy:
             if self._counts_day != day:
                 return {"seed_order": 0, "paid": 0}
             return dict(self._day_counts)
+
+    def _load_counts(self) -> None:
+        if self._counts_path is None:
+            return
+        try:
+            raw = json.loads(self._counts_path.read_text(encoding="utf-8"))
+            self._counts_day = str(raw["day"])
+            self._day_counts = {"seed_order": int(raw["seed_order"]), "paid": int(raw["paid"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # none yet, or unreadable: today's figures start again
+
+    def _save_counts(self) -> None:
+        path = self._counts_path
+        if path is None:
+            return
+        body = json.dumps({"day": self._counts_day, **self._day_counts})
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(body, encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:  # a figure for `crawler budget`, not money: kept in memory
+            return
 
     def _may_probe(self, market: str, at: datetime) -> bool:
         with self._lock:
