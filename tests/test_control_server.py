@@ -829,7 +829,7 @@ def test_another_uid_cannot_get_an_answer(sock_path: Path, world_dir: Path) -> N
         assert _probe_as_nobody(control.socket_path) == {"error": "PermissionError"}
     # A directory others can write (like /tmp) is refused (issue 13: hostile local users).
     os.chmod(world_dir, 0o1777)
-    with pytest.raises(DaemonError, match="writable by others"):
+    with pytest.raises(ConfigError, match="writable by others"):
         make_server(world_dir / "d.sock").start()
 
 

@@ -126,11 +126,14 @@ def _start_detached(
         args += ["--log-format", log_format]
     if interval is not None:
         args += ["--interval", str(interval)]
+    from crawler.daemon.socket_file import secure_directory
     from crawler.store.datadir import ensure_data_dir
 
-    # Checked here, before the log is opened in it: a data dir another user could redirect is
-    # refused with exit 2 (the daemon would refuse it too, but only after our log went there).
+    # Checked here, before the log is opened in it: a data dir or socket dir another user
+    # could redirect is refused with exit 2 (the daemon would refuse it too, but only after
+    # our log went there, and its exit would be "did not start", 1).
     log_path = ensure_data_dir(data_dir) / "crawler.log"
+    secure_directory(settings.socket_path.parent, settings.socket_path.name)
     child = spawn_detached(args, log_path)
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:

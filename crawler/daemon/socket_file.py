@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from crawler.logging import get_logger
-from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
+from crawler.utils.exceptions import ConfigError, DaemonAlreadyRunningError, DaemonError
 from crawler.utils.trusted_path import UntrustedPathError, trusted_path, writable_by_others
 
 __all__ = [
@@ -91,6 +91,8 @@ def socket_is_live(path: Path, timeout_s: float = 1.0) -> bool:
 def secure_directory(directory: Path, socket_name: str) -> None:
     """Create `directory` 0700, or check that an existing one is ours and safe to bind in.
 
+    A directory another user owns, could redirect, or may write is a ConfigError (exit 2).
+
     No other user may be able to redirect it (`trusted_path`: no link or directory of theirs
     on the way). Only a directory created here is chmod-ed: an existing one, reached perhaps
     through a link, is never changed. One writable by others (like /tmp) is refused; one
@@ -120,7 +122,7 @@ def secure_directory(directory: Path, socket_name: str) -> None:
         info = os.fstat(fd)
         if info.st_uid != os.geteuid():
             # Its owner could swap our socket for theirs, or plant a symlink where it goes.
-            raise DaemonError(
+            raise ConfigError(
                 f"control socket directory {directory} belongs to uid {info.st_uid}, not to "
                 f"this daemon's user (uid {os.geteuid()}); set CRAWLER_SOCKET in a directory "
                 "you own"
@@ -135,7 +137,7 @@ def secure_directory(directory: Path, socket_name: str) -> None:
     if writable_by_others(info):
         # Shared and writable by others (like /tmp): another user could take the socket's
         # name first, or hold the directory's lock. Refused rather than left as is.
-        raise DaemonError(
+        raise ConfigError(
             f"control socket directory {directory} is writable by others (mode "
             f"{stat.S_IMODE(info.st_mode):o}); set CRAWLER_SOCKET in a directory of its own, "
             "e.g. $XDG_RUNTIME_DIR/crawler or RuntimeDirectory=crawler"
@@ -152,11 +154,12 @@ def secure_directory(directory: Path, socket_name: str) -> None:
 
 
 def _check_trusted(directory: Path) -> Path:
-    """`trusted_path(directory)`, its refusal as a one-line DaemonError."""
+    """`trusted_path(directory)`, its refusal as a one-line ConfigError (exit 2: fixed by
+    CRAWLER_SOCKET)."""
     try:
         return trusted_path(directory)
     except UntrustedPathError as exc:
-        raise DaemonError(
+        raise ConfigError(
             f"control socket directory {directory} is refused: {exc.culprit} {exc.reason}, "
             "who could redirect it; set CRAWLER_SOCKET in a directory you own"
         ) from None

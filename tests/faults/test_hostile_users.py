@@ -252,9 +252,10 @@ def test_a_store_link_planted_in_the_data_dir_is_refused_and_its_target_untouche
     assert daemon.data_dir.stat().st_mode & 0o7777 == data_mode
 
 
+@pytest.mark.parametrize("command", [("start", "--foreground"), ("start",)])
 @pytest.mark.parametrize("planted", ["parent", "link"], ids=["nobody-parent", "nobody-link"])
 def test_a_socket_dir_another_user_can_redirect_is_refused_and_not_chmod_ed(
-    market: FakeMarket, tmp_path: Path, planted: str
+    market: FakeMarket, tmp_path: Path, planted: str, command: tuple[str, ...]
 ) -> None:
     """A socket-dir link to a dir of root's (0755) was chmod-ed 0700 before the start failed."""
     target = tmp_path / "root-0755"
@@ -266,8 +267,8 @@ def test_a_socket_dir_another_user_can_redirect_is_refused_and_not_chmod_ed(
         os.chown(parent, NOBODY, NOBODY)
     _plant_link(parent / "run", target)
     daemon = _harness(market, tmp_path, parent / "run" / "crawler.sock")
-    result = daemon.cli("start", "--foreground")
-    assert result.returncode != 0
+    result = daemon.cli(*command)
+    assert result.returncode == 2, (result.stdout, result.stderr)
     line = one_clean_line(result.stderr)
     assert "control socket directory" in line and f"uid {NOBODY}" in line, line
     assert target.stat().st_mode & 0o7777 == 0o755
