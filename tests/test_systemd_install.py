@@ -300,3 +300,25 @@ def test_root_does_not_trust_another_users_socket_outside_a_root_directory(
     )  # fmt: skip
     assert result.returncode == 1
     assert "not trusting it" in one_clean_line(result.stderr)
+
+
+def test_a_root_only_config_named_directly_is_one_line_naming_the_credential(
+    install: Install,
+) -> None:
+    """The old unit's way (CRAWLER_CONFIG=/etc/crawler/config.toml, root-only): exit 2 with one
+    line that says how to hand the file over, not "unexpected PermissionError" (exit 1)."""
+    for line in readme_install_lines():
+        if "/etc/crawler" in line:
+            assert install.run_readme(line).returncode == 0
+    for config_dir_mode in (0o700, 0o755):
+        os.chmod(install.etc, config_dir_mode)
+        result = subprocess.run(
+            [install.python, "-m", "crawler", "config", "show"],
+            user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
+            env={**install.python_env, "HOME": "/nonexistent",
+                 "CRAWLER_CONFIG": str(install.etc / "config.toml")},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        line = one_clean_line(result.stderr)
+        assert "PermissionError" in line and "LoadCredential=config.toml:" in line

@@ -100,6 +100,12 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             data = tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{shown}: invalid TOML: {exc}".replace("\n", " ")) from None
+    except PermissionError:
+        raise ConfigError(
+            f"{shown}: cannot read it as uid {os.geteuid()}: PermissionError; make it readable "
+            f"by this user, or, under systemd, pass it as a credential "
+            f"(LoadCredential={CONFIG_CREDENTIAL_NAME}:{shown})"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{shown}: cannot read it: {type(exc).__name__}") from None
     sections = ", ".join(TOML_KEYS)
@@ -194,6 +200,17 @@ def find_config_file(explicit: Path | str | None = None) -> Path | None:
         named, where = os.environ["CRAWLER_CONFIG"], "CRAWLER_CONFIG"
     if named is not None:
         path = Path(named).expanduser()
+        try:
+            path.stat()
+        except PermissionError:
+            # A root-only /etc/crawler (0700) seen by the service user: not a missing file.
+            raise ConfigError(
+                f"config: {where} = {json.dumps(str(named))} cannot be read by this user "
+                f"(uid {os.geteuid()}): PermissionError; make it readable, or, under systemd, "
+                f"pass it as a credential (LoadCredential={CONFIG_CREDENTIAL_NAME}:{named})"
+            ) from None
+        except OSError:
+            pass
         if not path.is_file():
             raise ConfigError(
                 f"config: {where} = {json.dumps(str(named))} is not a file; "
