@@ -7,7 +7,8 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
     GET    /status?rows=N               everything `crawler status` shows (N symbol rows, stale
                                         and pending first; all without rows)
     GET    /health                      {"status": "ok", "pid": ...}: cheap, for probes
-    POST   /fetch      {"symbols": [...], "fresh": false, "asset_class": null, "progress": false}
+    POST   /fetch      {"symbols": [...], "fresh": false, "asset_class": null, "progress": false,
+                        "paid": false}
                                         "progress": true streams JSON lines as symbols finish
     GET    /symbols
     POST   /symbols    {"symbol": "TSLA:US", "asset_class": null}   201 added, 200 already there
