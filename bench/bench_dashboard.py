@@ -9,7 +9,8 @@ Two figures, both against a real daemon over the fake market (its own process):
 2. What open tabs cost the daemon: rounds (3; --quick 1) of C collections (10; --quick 1), each
    forced through the socket (POST /collect), alternating between "none" (no dashboard process,
    no browser tab) and "tabs" (a `crawler dashboard` process and two Chromium tabs showing the
-   full table, live); the order flips every round. The daemon's CPU seconds (utime + stime)
+   full table, live, opened before: their first paint and sparklines done); the order flips
+   every round. The daemon's CPU seconds (utime + stime)
    over the C collections and its VmRSS after them, min and median per mode, and their ratios.
    The dashboard process's own CPU and RSS are reported beside them (it is not the daemon).
 
@@ -187,6 +188,8 @@ def main() -> int:
                             _open_table(driver, dashboard.origin + "/", len(symbols))
                             driver.switch_to.new_window("tab")
                             _open_table(driver, dashboard.origin + "/", len(symbols))
+                            # Open, not opening: the rows on screen have their sparklines.
+                            _wait(driver, "return document.body.dataset.sparksLoading === '0'")
                             dash_before = _cpu_s(dashboard.proc.pid)
                             used, rss_after, fetched = _collections(daemon, args.collections)
                             dash_cpu.append(_cpu_s(dashboard.proc.pid) - dash_before)

@@ -163,6 +163,7 @@ async function loadSparks() {
   sparkTimer = 0;
   const wanted = [...sparkQueue].slice(0, 100);
   for (const symbol of wanted) sparkQueue.delete(symbol);
+  document.body.dataset.sparksLoading = "1";
   try {
     const points = await getJSON("/api/sparks?symbols=" + wanted.map(encodeURIComponent).join(","));
     for (const symbol of wanted) {
@@ -176,6 +177,7 @@ async function loadSparks() {
     for (const symbol of wanted) { const entry = rows.get(symbol); if (entry) entry.sparkState = "none"; }
   }
   if (sparkQueue.size) sparkTimer = setTimeout(loadSparks, 50);
+  else document.body.dataset.sparksLoading = "0";
 }
 
 // -- the cards ---------------------------------------------------------------------------------
