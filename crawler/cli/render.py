@@ -16,7 +16,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from crawler.cli.status_screen import STATUS_MAX_ROWS, format_age, plural, render_status
+from crawler.cli.status_screen import (
+    STATUS_MAX_ROWS,
+    _age_of,
+    _short_time,
+    format_age,
+    plural,
+    render_status,
+    yahoo_line,
+)
 from crawler.utils.text import clean_text
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "quotes_table",
     "render_status",
     "symbols_table",
+    "yahoo_line",
 ]
 
 
@@ -39,25 +48,6 @@ def console() -> Console:
 def print_json(data: Any) -> None:
     """`data` as indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def _age_of(quote: Mapping[str, Any], now: datetime) -> float | None:
-    stamp = quote.get("as_of") or quote.get("fetched_at")
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return (now - datetime.fromisoformat(stamp)).total_seconds()
-    except ValueError:
-        return None
-
-
-def _short_time(stamp: Any) -> str:
-    if not isinstance(stamp, str):
-        return "-"
-    try:
-        return datetime.fromisoformat(stamp).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return stamp
 
 
 def _pct(value: Any) -> str:
@@ -118,51 +108,6 @@ def _stale_text(stale: Any, source_stale: Any) -> str:
     if source_stale:
         return "suspended?"
     return "yes" if stale else "no"
-
-
-def yahoo_line(yahoo: Mapping[str, Any] | None) -> str | None:
-    """One line on how Yahoo treats us: the rate, batches, and a 429 pause if there is one."""
-    if not yahoo:
-        return None
-    throttle = yahoo.get("throttle") or {}
-    text = "yahoo: "
-    rate = throttle.get("max_requests_per_second")
-    if isinstance(rate, int | float):
-        text += f"at most {rate:g} requests/s, "
-    text += (
-        f"{yahoo.get('batch_requests', 0)} batch requests "
-        f"({yahoo.get('batch_quotes', 0)} quotes, {yahoo.get('batch_fallbacks', 0)} sent to "
-        f"the chart), {yahoo.get('fetches', 0)} chart requests"
-    )
-    if throttle.get("throttled"):
-        text += (
-            f"; THROTTLED by Yahoo (HTTP 429): paused {format_age(throttle.get('paused_for_s'))}"
-            f" more, {throttle.get('rate_limited_total', 0)} rate-limited answers so far"
-        )
-    elif throttle.get("rate_limited_total"):
-        text += (
-            f"; {throttle.get('rate_limited_total')} rate-limited answers, last at "
-            f"{_short_time(throttle.get('last_rate_limited_at'))}"
-        )
-    return text
-
-
-def _stream_line(stream: Any) -> str | None:
-    """ "live stream connected: 262 subscribed, 1,234 ticks, last 0s ago" (None when off)."""
-    if not isinstance(stream, Mapping):
-        return None
-    text = (
-        f"live stream {stream.get('state')}: {stream.get('subscribed', 0)} subscribed, "
-        f"{stream.get('ticks', 0):,} ticks"
-    )
-    last = _age_of({"as_of": stream.get("last_tick_at")}, datetime.now(UTC))
-    if last is not None:
-        text += f", last {format_age(last)} ago"
-    if stream.get("bad_frames"):
-        text += f", {stream.get('bad_frames')} bad frames skipped"
-    if stream.get("last_error") and stream.get("state") != "connected":
-        text += f" ({stream.get('last_error')})"
-    return text
 
 
 def symbols_table(symbols: Iterable[Mapping[str, Any]]) -> Table:

@@ -20,11 +20,9 @@ from typing import Any
 
 from crawler.utils.exceptions import CrawlerError, DaemonNotRunningError
 
-__all__ = ["EXIT_NOT_RUNNING", "STATUS_MAX_ROWS", "quick_status", "show_status"]
+__all__ = ["EXIT_NOT_RUNNING", "quick_status", "show_status"]
 
 EXIT_NOT_RUNNING = 3
-#: Symbol rows `crawler status` draws at most, stale and pending first; --json has them all.
-STATUS_MAX_ROWS = 50
 _QUICK_FLAGS = frozenset({"--json", "--major-units"})
 #: A status answer for a large watchlist takes the daemon a moment to build.
 _STATUS_TIMEOUT_S = 30.0
@@ -47,7 +45,7 @@ def show_status(
         explicit = location_is_explicit()
     # Found elsewhere: no note here, the screen's "socket" line (and --json's) says which.
     socket_path = locate_daemon(socket_path, explicit).socket
-    from crawler.cli.render import console, print_json, render_status
+    from crawler.cli.render import STATUS_MAX_ROWS, console, print_json, render_status
 
     try:
         # A screen draws STATUS_MAX_ROWS symbols: ask for no more (--json gets them all).

@@ -190,6 +190,17 @@ class _UnixServer(socketserver.UnixStreamServer):
         self._evicted = 0
         self._evict_logged_at = -_FLOOD_LOG_EVERY_S
 
+    # -- what a connection asks of its server (http11.ConnectionHost) --------------------------
+
+    @property
+    def max_body_bytes(self) -> int:
+        """A request body over this is refused with 413."""
+        return self.control.max_body_bytes
+
+    def match(self, method: str, segments: list[str]) -> tuple[Handler, dict[str, str]]:
+        """The route's handler and path parameters, or a Problem (404, 405)."""
+        return self.control._match(method, segments)
+
     # -- the loop ------------------------------------------------------------------------------
 
     def serve_forever(self, poll_interval: float = 0.05) -> None:

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import h11
@@ -41,14 +41,12 @@ from crawler.daemon.socket_file import PeerCredentials
 from crawler.logging import get_logger
 from crawler.utils.exceptions import CrawlerError
 
-if TYPE_CHECKING:
-    from crawler.daemon.control_server import _UnixServer
-
 __all__ = [
     "LINGER_S",
     "MAX_HEADER_BYTES",
     "MAX_HEADER_FIELDS",
     "ConnectionHandler",
+    "ConnectionHost",
     "encode_json",
     "lingering_close",
     "raw_error_response",
@@ -131,6 +129,26 @@ class _Gone(Exception):
     """The peer closed, stalled past the timeout, or the socket failed: stop without answering."""
 
 
+class ConnectionHost(Protocol):
+    """What a connection needs of the server that accepted it (the control server's loop)."""
+
+    @property
+    def client_timeout_s(self) -> float:
+        """Each request, head and body, must arrive within this many seconds."""
+
+    @property
+    def stopping(self) -> bool:
+        """True once the server is shutting down: no further request on a kept-alive line."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """A request body over this is refused with 413."""
+
+    def match(self, method: str, segments: list[str]) -> tuple[Handler, dict[str, str]]:
+        """The handler and path parameters for `method` on decoded `segments`, or a Problem
+        (404, 405)."""
+
+
 class ConnectionHandler:
     """Serves the requests of one connection (keep-alive aware) and answers in JSON, never HTML.
 
@@ -145,7 +163,7 @@ class ConnectionHandler:
     (a timeout per read let one byte every few seconds hold a connection forever).
     """
 
-    def __init__(self, conn: socket.socket, peer: PeerCredentials, server: _UnixServer) -> None:
+    def __init__(self, conn: socket.socket, peer: PeerCredentials, server: ConnectionHost) -> None:
         self.connection = conn
         self.peer = peer
         self.server = server
@@ -274,20 +292,19 @@ class ConnectionHandler:
         return Problem(status, f"malformed request: {exc}", close=True)
 
     def _too_large(self) -> str:
-        return f"the body is over the {self.server.control.max_body_bytes}-byte limit"
+        return f"the body is over the {self.server.max_body_bytes}-byte limit"
 
     # -- one request --------------------------------------------------------------------------
 
     def _handle(self, event: h11.Request) -> None:
         self._method = event.method.decode("ascii")
         self._target = event.target.decode("ascii")
-        control = self.server.control
         try:
             self._check_head(event)
             raw_body = self._read_body()
             raw_path, query = self._split_target(self._target)
             segments = self._decode_segments(raw_path)
-            handler, params = control._match(self._method, segments)
+            handler, params = self.server.match(self._method, segments)
             body = self._decode_json(raw_body)
         except Problem as problem:
             self._send_problem(problem)
@@ -328,7 +345,7 @@ class ConnectionHandler:
             # through a proxy that would pick the other one.
             raise Problem(400, "Transfer-Encoding and Content-Length together", close=True)
         length = next((int(v) for n, v in event.headers if n == b"content-length"), None)
-        if length is not None and length > self.server.control.max_body_bytes:
+        if length is not None and length > self.server.max_body_bytes:
             raise Problem(413, self._too_large(), close=True)
 
     def _read_body(self) -> bytes:
@@ -336,7 +353,7 @@ class ConnectionHandler:
             # Only now, with the head checked: an oversized or malformed request is refused
             # before the client sends its body.
             self._send(h11.InformationalResponse(status_code=100, headers=[]))
-        limit = self.server.control.max_body_bytes
+        limit = self.server.max_body_bytes
         parts: list[bytes] = []
         total = 0
         while True:
