@@ -62,7 +62,8 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "per_symbol_vs_pool_median",
         "batched_default_data_requests",
     },
-    "pacing": {"symbols", "paced", "unpaced", "cpu_paced_vs_unpaced"},
+    "pacing": {"symbols", "paced", "unpaced", "cpu_paced_vs_unpaced", "policies"},
+    "firstday": {"first_collection_s", "first", "second_collection_s", "second"},
     "status": {"status_vs_health", "cli_vs_python", "status_large_ms", "quotecache_vs_raw"},
     "dashboard": {
         "table_ready_ms_median",
@@ -87,7 +88,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     },
 }
 #: Benchmarks that start the daemon: they need `crawler start --foreground` to exist.
-NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status", "dashboard", "alerts"}
+NEEDS_DAEMON = {"cli", "memory", "socket", "stream", "status", "dashboard", "alerts", "firstday"}
 
 
 def _daemon_available() -> bool:
