@@ -198,7 +198,7 @@ def config_error(
     else:
         explanation = _explain(name, first, fields)
     if name == "redis_url":  # its own mask: the password anywhere in it, nothing else
-        from crawler.store.redis_client import redact_url
+        from crawler.utils.urls import redact_url
 
         shown = show(redact_url(_plain(value)))
     else:

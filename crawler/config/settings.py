@@ -45,6 +45,7 @@ from crawler.config.messages import (
 from crawler.config.sources import default_data_dir, env_dir, settings_sources
 from crawler.normalizer.schemas import SOURCE_NAMES
 from crawler.utils.exceptions import ConfigError
+from crawler.utils.urls import redact_url
 
 __all__ = ["Settings", "resolve_socket_path"]
 
@@ -412,8 +413,6 @@ def resolve_socket_path(settings: Settings) -> Path:
 
 
 def _shown_url(url: SecretStr) -> str:
-    from crawler.store.redis_client import redact_url
-
     return redact_url(url.get_secret_value())
 
 

@@ -18,17 +18,13 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from crawler.utils.clock import utc_now
 from crawler.utils.exceptions import ParseError
 from crawler.utils.text import clean_text, has_controls
 
 __all__ = ["SOURCE_NAMES", "AssetClass", "Quote", "utc_now"]
 
 SOURCE_NAMES = ("bright_data", "yfinance")
-
-
-def utc_now() -> datetime:
-    """The current time, UTC-aware. The default `now` wherever a wall clock is injected."""
-    return datetime.now(UTC)
 
 
 class AssetClass(StrEnum):

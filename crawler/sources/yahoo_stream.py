@@ -48,7 +48,7 @@ from crawler.normalizer.yahoo_stream import (
     pricing_id,
     pricing_to_quote,
 )
-from crawler.orchestrator.circuit_breaker import CircuitBreaker
+from crawler.sources.circuit_breaker import CircuitBreaker
 from crawler.utils.clock import utc_now
 from crawler.utils.exceptions import (
     CircuitBreakerError,

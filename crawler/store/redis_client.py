@@ -26,9 +26,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from crawler.utils.exceptions import ConfigError, StorageError, StoreUnavailableError
+from crawler.utils.urls import redact_url, url_secrets
 
 if TYPE_CHECKING:
     import redis
@@ -52,71 +53,8 @@ _SCHEMES: Final = ("redis", "rediss", "unix")
 RETRY_S: Final = 2.0
 #: Redis' persistence settings are asked again after this long (status asks often).
 _PERSISTENCE_S: Final = 30.0
-_MASK: Final = "****"
 #: The Redis settings a cluster needs (README, "Running several nodes on one Redis").
 PERSISTENCE: Final = "appendonly yes, appendfsync everysec, maxmemory-policy noeviction"
-
-
-def redact_url(url: str) -> str:
-    """`url` with every credential in it replaced by ****, for logs, status and errors.
-
-    Whatever form the password takes: ``redis://:pw@h``, ``redis://user:pw@h``, a bare
-    ``redis://pw@h`` (userinfo without a colon may be a password), a ``?password=`` query
-    parameter (any name holding "pass", any case), over ``rediss://`` or ``unix://``. A URL
-    that cannot be parsed is not shown at all.
-
-    >>> redact_url("redis://h:6379/0?db=1&password=s3cret")
-    'redis://h:6379/0?db=1&password=****'
-    >>> redact_url("unix:///run/redis.sock?password=s3cret")
-    'unix:///run/redis.sock?password=****'
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(a Redis URL that cannot be parsed; not shown)"
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{_MASK}@{hostport}" if colon else f"{_MASK}@{hostport}"
-    query = "&".join(_redact_param(param) for param in parts.query.split("&"))
-    if url.startswith(f"{parts.scheme}://"):  # keep unix:///path's empty host
-        shown = f"{parts.scheme}://{netloc}{parts.path}"
-        shown += f"?{query}" if query else ""
-        return shown + (f"#{parts.fragment}" if parts.fragment else "")
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def url_secrets(url: str) -> list[str]:
-    """The credentials written in `url` (as written and percent-decoded), for the log
-    redactor: a message that echoes one (a library's error) still never shows it."""
-    found: list[str] = []
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return [url]  # unparseable: the whole URL is the secret
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    if at:
-        found.append(userinfo.partition(":")[2] or userinfo)
-    for param in parts.query.split("&"):
-        name, _, value = param.partition("=")
-        if _is_secret_param(name):
-            found.append(value)
-    out: list[str] = []
-    for text in found:
-        for form in (text, unquote(text), unquote_plus(text)):
-            if form and form not in out:
-                out.append(form)
-    return out
-
-
-def _is_secret_param(name: str) -> bool:
-    return "pass" in unquote_plus(name).lower()
-
-
-def _redact_param(param: str) -> str:
-    name, eq, _ = param.partition("=")
-    return f"{name}={_MASK}" if eq and _is_secret_param(name) else param
 
 
 class RedisConnection:

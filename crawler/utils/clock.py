@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
-
-from crawler.normalizer.schemas import utc_now
+from datetime import UTC, datetime
 
 __all__ = ["Clock", "MonotonicClock", "WallClock", "monotonic", "utc_now"]
 
@@ -18,3 +16,8 @@ Clock = Callable[[], float]
 WallClock = Callable[[], datetime]
 
 monotonic: MonotonicClock = time.monotonic
+
+
+def utc_now() -> datetime:
+    """The current time, UTC-aware. The default `now` wherever a wall clock is injected."""
+    return datetime.now(UTC)
