@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from crawler.utils.exceptions import CrawlerError
+from crawler.utils.sse import iter_sse
 
 if TYPE_CHECKING:
     from crawler.daemon.client import ControlClient
@@ -98,17 +99,9 @@ def json_lines(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 
 
 def sse_events(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """The JSON `data:` payloads of a Server-Sent Events stream (comments skipped)."""
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data: "):
-                try:
-                    yield json.loads(line[6:])
-                except ValueError:
-                    continue
+    """The JSON `data:` payloads of a Server-Sent Events stream (comments skipped): the one
+    reader, `crawler.utils.sse.iter_sse` (it also takes "data:" without its optional space)."""
+    return iter_sse(chunks)
 
 
 class CollectionWatch:

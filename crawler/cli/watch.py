@@ -33,6 +33,7 @@ import typer
 from crawler.cli.common import client_for, fail, load
 from crawler.daemon.client import ControlClient
 from crawler.utils.exceptions import CrawlerError, DaemonError
+from crawler.utils.sse import iter_sse as read_sse
 from crawler.utils.text import clean_data
 
 __all__ = ["Board", "iter_sse", "quote_line", "register", "watch"]
@@ -47,20 +48,10 @@ _CHROME_LINES = 7
 
 
 def iter_sse(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """The JSON objects of the `data:` lines of a Server-Sent Events body (comments skipped)."""
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data:"):
-                try:
-                    event = json.loads(line[5:].strip())
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    # Upstream text (names, errors) without terminal escapes.
-                    yield clean_data(event)
+    """The JSON objects of the `data:` lines of a Server-Sent Events body (comments skipped),
+    read by `crawler.utils.sse` and cleaned of terminal escapes (upstream names, errors)."""
+    for event in read_sse(chunks):
+        yield clean_data(event)
 
 
 class Board:

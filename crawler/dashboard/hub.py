@@ -27,13 +27,14 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
 from crawler.daemon.client import ControlClient
 from crawler.utils.exceptions import CrawlerError
+from crawler.utils.sse import iter_sse
 
 __all__ = ["Hub", "Tab", "epoch_ms", "iter_sse", "row_from_status"]
 
@@ -88,22 +89,6 @@ def row_from_status(entry: dict[str, Any]) -> dict[str, Any]:
         "market_open": market.get("open"),
         "next_open": market.get("next_open"),
     }
-
-
-def iter_sse(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-    """The JSON objects of the `data:` lines of a Server-Sent Events body (comments skipped)."""
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data:"):
-                try:
-                    event = json.loads(line[5:].strip())
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    yield event
 
 
 class Tab:
