@@ -139,3 +139,18 @@ def test_a_sign_in_ticket_works_once() -> None:
     assert not tickets.redeem(None) and not tickets.redeem("made-up")
     expired = _Tickets(ttl_s=-1)
     assert not expired.redeem(expired.issue())
+
+
+def test_with_no_tab_for_the_grace_period_the_hub_is_idle(tmp_path: Path) -> None:
+    now = [100.0]
+    hub = Hub(ControlClient(tmp_path / "none.sock"), idle_grace_s=30, clock=lambda: now[0])
+    assert not hub._idle()  # just started: the grace runs from here
+    now[0] += 30
+    assert hub._idle()
+    tab = hub.subscribe()
+    assert tab is not None and not hub._idle()
+    tab.close()
+    now[0] += 29
+    assert not hub._idle()  # a reload's gap
+    now[0] += 1
+    assert hub._idle()

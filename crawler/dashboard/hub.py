@@ -9,14 +9,15 @@ once, and every tab is told.
     hub.stop()
 
 The daemon's cost does not grow with tabs: one event stream (of the daemon's 16 watcher slots)
-feeds every tab; `/v1/status` without rows is polled every `status_every_s` (every second while
-a collection runs: its progress) and `/v1/budget` every `budget_every_s`, and after each
-collection, only while a tab is open; the whole watchlist (`/v1/status` with every
-row) is read at most every `rows_every_s`, after a collection, and after a symbol is added or
-removed. Quote events are folded into rows and sent to tabs in batches every `flush_every_s`
-(the newest quote of each symbol once), so 1,000 streaming symbols cost a tab a few messages a
-second. A tab more than `tab_queue_size` batches behind is dropped (its page reconnects and
-reloads its snapshot): a stuck tab never holds the hub up.
+feeds every tab, and is open only while a tab is (or was, `idle_grace_s` ago); while a tab is
+open, `/v1/status` without rows is read every `status_every_s` (every second while a collection
+runs: its progress), `/v1/budget` every `budget_every_s` and after each collection, and the
+whole watchlist (`/v1/status` with every row) at most every `rows_every_s`, when the tracked
+count changes, and after a symbol is added or removed here. Quote events are folded into rows
+and sent to tabs in batches every `flush_every_s` (the newest quote of each symbol once), so
+1,000 streaming symbols cost a tab a few messages a second. A tab more than `tab_queue_size`
+batches behind is dropped (its page reconnects and reloads its snapshot): a stuck tab never
+holds the hub up.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class Hub:
         flush_every_s: float = 0.25,
         max_tabs: int = 8,
         tab_queue_size: int = 64,
+        idle_grace_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -168,6 +170,11 @@ class Hub:
         self.progress: dict[str, Any] | None = None
         self.daemon_up = False
         self.collecting = False
+        # No tab for `idle_grace_s`: the event stream is closed (the daemon builds no events
+        # for us) until a tab comes back; a reload's gap is well inside the grace.
+        self.idle_grace_s = idle_grace_s
+        self._idle_since: float | None = clock()
+        self._tab_came = threading.Event()
         self.key_set: bool | None = None
         self.events_connected = False
         self.events_error: str | None = None
@@ -306,9 +313,18 @@ class Hub:
 
     # -- the event stream -------------------------------------------------------------------
 
+    def _idle(self) -> bool:
+        """No tab has been open for the grace period."""
+        since = self._idle_since
+        return not self._tabs and since is not None and self._clock() - since >= self.idle_grace_s
+
     def _events_loop(self) -> None:
         backoff_s = 0.5
         while not self._stop.is_set():
+            if self._idle():
+                self._tab_came.wait(1.0)
+                self._tab_came.clear()
+                continue
             try:
                 stream = self._events_client.stream("GET", "/events", query={"types": _EVENT_TYPES})
             except CrawlerError as exc:
@@ -330,7 +346,7 @@ class Hub:
                 self.daemon_up = True
                 self._pending["events"] = self._events_state()
                 self._pending["daemon_up"] = True
-            if was_down:
+            if was_down or self._rows_at is None:
                 self._rows_wanted = True
                 self._wake.set()
             try:
@@ -454,6 +470,14 @@ class Hub:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            stream = self._events_stream
+            if stream is not None and self._idle():
+                with self._lock:
+                    self._rows_at = None  # quotes will be missed: read the rows at the next tab
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    with suppress(Exception):
+                        close()
             now = self._clock()
             watched = bool(self._tabs)
             try:
@@ -578,12 +602,16 @@ class Hub:
                 return None
             tab = Tab(self, self.tab_queue_size)
             self._tabs = (*self._tabs, tab)
+            self._idle_since = None
+        self._tab_came.set()
         self._wake.set()
         return tab
 
     def _leave(self, tab: Tab) -> None:
         with self._lock:
             self._tabs = tuple(t for t in self._tabs if t is not tab)
+            if not self._tabs and self._idle_since is None:
+                self._idle_since = self._clock()
 
     @property
     def tab_count(self) -> int:
