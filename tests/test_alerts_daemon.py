@@ -257,6 +257,11 @@ def test_a_hanging_receiver_does_not_hold_a_collection_up(
         for symbol in symbols:
             assert sum(f"{symbol} at " in n["message"] for n in receiver.notices) == 1, symbol
         assert receiver.notices[-1]["title"].startswith("crawler: ")
+        status, text = daemon.client().get("/metrics")
+        lines = set(str(text).splitlines())
+        assert status == 200 and "crawler_alerts_fired_total 8.0" in lines, text
+        assert 'crawler_alert_notices_total{outcome="sent"} 8.0' in lines
+        assert "crawler_alerts_rules 8.0" in lines and "crawler_alert_notices_pending 0.0" in lines
     finally:
         receiver.release()
         assert daemon.stop() == 0, daemon.log_tail()

@@ -97,6 +97,13 @@ FAMILIES = {
     "crawler_stream_bad_frames_total": "counter",
     "crawler_event_watchers": "gauge",
 }
+#: What the daemon's alerts add (`crawler.alerts.metrics`).
+ALERTS_FAMILIES = {
+    "crawler_alerts_rules": "gauge",
+    "crawler_alerts_fired_total": "counter",
+    "crawler_alert_notices_total": "counter",
+    "crawler_alert_notices_pending": "gauge",
+}
 #: What prometheus_client's process collector adds in the daemon (Linux).
 PROCESS_FAMILIES = {
     "process_virtual_memory_bytes": "gauge",
@@ -764,7 +771,7 @@ def test_daemon_metrics_agree_with_its_status(tmp_path: Path) -> None:
             code, text = client.get("/metrics")
             assert code == 200, text
             assert isinstance(text, str)
-            check_structure(text, FAMILIES | PROCESS_FAMILIES)
+            check_structure(text, FAMILIES | PROCESS_FAMILIES | ALERTS_FAMILIES)
             budget, cache = status["budget"], status["cache"]
             assert value(text, "crawler_budget_remaining_usd") == float(budget["budget_remaining"])
             assert value(text, "crawler_budget_spent_usd") == float(budget["total_cost"]) > 0
@@ -794,7 +801,7 @@ def test_daemon_metrics_agree_with_its_status(tmp_path: Path) -> None:
             assert value(text, "crawler_fetch_duration_seconds_count", source="bright_data") == 1
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
                 served = answer.read().decode()
-            check_structure(served, FAMILIES | PROCESS_FAMILIES)
+            check_structure(served, FAMILIES | PROCESS_FAMILIES | ALERTS_FAMILIES)
             assert value(served, "crawler_fetch_duration_seconds_count", source="bright_data") == 1
             assert value(served, "crawler_budget_requests_used") == 1
         finally:

@@ -22,6 +22,8 @@ from crawler.alerts.service import AlertService
 from crawler.alerts.store import AlertStore, open_alert_store
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from crawler.config import Settings
     from crawler.events import EventBus
     from crawler.markets.hours import MarketHours
@@ -56,8 +58,10 @@ def build_alerts(
     stores: Stores,
     events: EventBus,
     market_hours: MarketHours | None,
+    registry: CollectorRegistry | None = None,
 ) -> Alerts:
-    """The alerts of a node over `stores` (its Redis when shared), listening on `events`."""
+    """The alerts of a node over `stores` (its Redis when shared), listening on `events`;
+    their Prometheus families on `registry` when given."""
     from crawler.normalizer.symbols import parse_symbol
 
     store, _ = open_alert_store(settings, stores.redis)
@@ -83,6 +87,10 @@ def build_alerts(
         budget_used_pct=budget_used_pct,
     )
     events.add_quote_listener(evaluator.on_quote)
+    if registry is not None:
+        from crawler.alerts.metrics import AlertsCollector
+
+        registry.register(AlertsCollector(evaluator))
     watchlist = stores.watchlist
     service = AlertService(
         store,

@@ -172,7 +172,9 @@ class Daemon:
         from crawler.alerts.node import build_alerts
 
         # Alerts look at every quote the bus publishes (stream, collections, fetches).
-        self.alerts = build_alerts(settings, stores, events, self.market_hours)
+        self.alerts = build_alerts(
+            settings, stores, events, self.market_hours, registry=metrics.registry
+        )
         # The closed-market memory is one of the stores: shared by a cluster on Redis.
         self.quote_times = stores.quote_times
         heartbeat_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
