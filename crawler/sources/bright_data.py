@@ -50,6 +50,7 @@ from crawler.normalizer.bloomberg import (
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol, bloomberg_url
 from crawler.store.backend import LedgerStore
+from crawler.utils.error_map import ErrorTable, caught
 from crawler.utils.exceptions import (
     BilledFailureError,
     ConfigError,
@@ -60,11 +61,27 @@ from crawler.utils.exceptions import (
     UnknownSymbolError,
 )
 
-__all__ = ["BrightDataSource"]
+__all__ = ["REQUESTS_ERRORS", "BrightDataSource"]
 
 logger = get_logger("crawler.sources.bright_data")
 
 _CHUNK_BYTES = 64 * 1024
+
+#: requests' (and urllib3's) errors and ours (`crawler.utils.error_map`), most specific first:
+#: a request that cannot be built is our configuration; anything else is transient. `_send`
+#: adds what a table cannot say: whether Bright Data may have billed it, and why it failed.
+REQUESTS_ERRORS: ErrorTable = (
+    (requests.ConnectTimeout, TransientSourceError),
+    (requests.ReadTimeout, TransientSourceError),
+    (requests.exceptions.MissingSchema, SourceConfigError),
+    (requests.exceptions.InvalidSchema, SourceConfigError),
+    (requests.exceptions.InvalidURL, SourceConfigError),
+    (requests.exceptions.InvalidHeader, SourceConfigError),
+    (requests.ConnectionError, TransientSourceError),
+    (requests.RequestException, TransientSourceError),
+    (urllib3.exceptions.HTTPError, TransientSourceError),
+)
+_UNBUILDABLE = caught(REQUESTS_ERRORS, SourceConfigError)
 _RATE_LIMIT_CODES = frozenset(("sr_rate_limit",))
 
 
@@ -289,12 +306,7 @@ class BrightDataSource:
             raise TransientSourceError(
                 f"Bright Data did not answer within {timeout[1]:g}s (counted as spent)"
             ) from exc
-        except (
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.InvalidURL,
-            requests.exceptions.InvalidHeader,
-        ) as exc:
+        except _UNBUILDABLE as exc:
             billing.billed = False  # refused before anything was sent
             raise SourceConfigError(
                 f"Bright Data request could not be built: {self._clean(str(exc))}"
@@ -312,7 +324,7 @@ class BrightDataSource:
             raise TransientSourceError(
                 f"Bright Data: cannot reach {host} ({_connection_reason(exc)}; no network?)"
             ) from exc
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        except caught(REQUESTS_ERRORS) as exc:
             if _never_connected(exc):
                 billing.billed = False
                 outcome = "not sent"

@@ -50,6 +50,7 @@ from crawler.normalizer.yahoo_stream import (
 )
 from crawler.sources.circuit_breaker import CircuitBreaker
 from crawler.utils.clock import utc_now
+from crawler.utils.error_map import ErrorTable, caught
 from crawler.utils.exceptions import (
     CircuitBreakerError,
     CrawlerError,
@@ -57,9 +58,25 @@ from crawler.utils.exceptions import (
     TransientSourceError,
 )
 
-__all__ = ["StreamState", "YahooStream"]
+__all__ = ["StreamState", "YahooStream", "stream_errors"]
 
 log = get_logger("crawler.stream")
+
+
+def stream_errors() -> ErrorTable:
+    """websockets' errors and ours when connecting (`crawler.utils.error_map`): refused, timed
+    out, a handshake or URI websockets rejects, or any other of its errors, the stream could
+    not open: TransientSourceError, which the breaker counts and the stream retries after a
+    backoff. (A connection lost later is no error: `_session` records it and reconnects.)"""
+    from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+    return (
+        (OSError, TransientSourceError),
+        (TimeoutError, TransientSourceError),
+        (InvalidHandshake, TransientSourceError),
+        (InvalidURI, TransientSourceError),
+        (WebSocketException, TransientSourceError),
+    )
 
 
 class StreamState:
@@ -232,7 +249,6 @@ class YahooStream:
         return wanted
 
     def _connect(self) -> Any:
-        from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
 
         self._set_state(StreamState.CONNECTING, self._shown_endpoint())
@@ -244,7 +260,7 @@ class YahooStream:
                 max_size=MAX_FRAME_BYTES,  # a bigger frame closes the connection (1009)
                 compression=None,
             )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        except caught(stream_errors()) as exc:
             raise TransientSourceError(
                 f"stream: cannot connect to {self._shown_endpoint()}: {type(exc).__name__}"
             ) from exc

@@ -58,6 +58,7 @@ from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol, to_yahoo
 from crawler.normalizer.yahoo import is_invalid_crumb, parse_chart, parse_quote_batch
 from crawler.sources.base import BatchAnswer
+from crawler.utils.error_map import ErrorTable, mapped_class
 from crawler.utils.exceptions import (
     APIError,
     ConfigError,
@@ -75,7 +76,13 @@ if TYPE_CHECKING:
     from crawler.sources.yahoo_redirect import RedirectingSession
     from crawler.sources.yahoo_throttle import YahooThrottle
 
-__all__ = ["DEFAULT_BATCH_SIZE", "MAX_BATCH_SIZE", "MAX_BODY_BYTES", "YFinanceSource"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_BATCH_SIZE",
+    "MAX_BODY_BYTES",
+    "YFinanceSource",
+    "curl_errors",
+]
 
 #: Symbols per `/v7/finance/quote` request: `[yfinance] batch_size`, env YFINANCE_BATCH_SIZE.
 DEFAULT_BATCH_SIZE = 50
@@ -542,6 +549,23 @@ def _after_colon(message: str) -> str:
     return message.split(": ", 1)[1] if ": " in message else message
 
 
+def curl_errors() -> ErrorTable:
+    """curl_cffi's errors and ours (`crawler.utils.error_map`), by class alone: an answer that
+    is not JSON is Yahoo's fault (APIError); any other request failure, or the socket's, is
+    transient; curl's own errors outside a request (a WebSocket, fingerprints) are an APIError.
+    `_translate` decides before the table where an HTTP status or our disk says more (404, 429,
+    5xx, a full disk) and after it for yfinance's own errors."""
+    from curl_cffi.curl import CurlError
+    from curl_cffi.requests.exceptions import InvalidJSONError, RequestException
+
+    return (
+        (InvalidJSONError, APIError),
+        (RequestException, TransientSourceError),
+        (OSError, TransientSourceError),
+        (CurlError, APIError),
+    )
+
+
 def _translate(exc: Exception, chart_status: int | None, what: str) -> APIError | StorageError:
     """Our error for whatever yfinance/curl_cffi raised (`chart_status`: the last chart
     answer's HTTP status on this thread, when there was one)."""
@@ -563,10 +587,12 @@ def _translate(exc: Exception, chart_status: int | None, what: str) -> APIError 
         if response_status == 404:
             return UnknownSymbolError(f"yfinance: Yahoo does not know {what} (HTTP 404)")
     try:
-        from curl_cffi.requests.exceptions import InvalidJSONError, RequestException
+        table = curl_errors()
+        from curl_cffi.requests.exceptions import InvalidJSONError
         from yfinance import exceptions as yf_errors
     except ImportError:  # yfinance itself failed to load: nothing finer to say
         return APIError(f"yfinance: failed for {what}: {type(exc).__name__}: {detail}")
+    by_class = mapped_class(table, exc)
     if isinstance(exc, yf_errors.YFRateLimitError) or chart_status == 429:
         return RateLimitedError(f"yfinance: Yahoo rate-limited the request for {what}")
     if chart_status is not None and chart_status >= 500:
@@ -577,7 +603,7 @@ def _translate(exc: Exception, chart_status: int | None, what: str) -> APIError 
         return APIError(f"yfinance: Yahoo's chart answer for {what} is not JSON")
     if chart_status is not None and 400 <= chart_status < 500 and chart_status != 404:
         return APIError(f"yfinance: Yahoo answered {chart_status} for {what}")
-    if isinstance(exc, RequestException | OSError):
+    if by_class is TransientSourceError:
         unreachable = _unreachable(detail)
         if unreachable is not None:
             return TransientSourceError(

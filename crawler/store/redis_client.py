@@ -28,6 +28,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from crawler.utils.error_map import ErrorTable, caught
 from crawler.utils.exceptions import ConfigError, StorageError, StoreUnavailableError
 from crawler.utils.urls import redact_url, url_secrets
 
@@ -40,6 +41,7 @@ __all__ = [
     "RETRY_S",
     "RedisConnection",
     "redact_url",
+    "redis_errors",
     "text_map",
     "url_secrets",
 ]
@@ -55,6 +57,20 @@ RETRY_S: Final = 2.0
 _PERSISTENCE_S: Final = 30.0
 #: The Redis settings a cluster needs (README, "Running several nodes on one Redis").
 PERSISTENCE: Final = "appendonly yes, appendfsync everysec, maxmemory-policy noeviction"
+
+
+def redis_errors(module: Any) -> ErrorTable:
+    """redis-py's errors and ours (`crawler.utils.error_map`), `module` being redis: Redis out
+    of reach (down, still loading its data, too slow, the socket failing) is
+    StoreUnavailableError, failed fast for RETRY_S and retried; anything else it raises is a
+    command Redis refused, StorageError."""
+    return (
+        (module.ConnectionError, StoreUnavailableError),
+        (module.TimeoutError, StoreUnavailableError),
+        (module.BusyLoadingError, StoreUnavailableError),
+        (OSError, StoreUnavailableError),
+        (module.RedisError, StorageError),
+    )
 
 
 class RedisConnection:
@@ -88,12 +104,9 @@ class RedisConnection:
         self.shown_url = redact_url(url)
         self.key_prefix = key_prefix
         self._module = redis_module
-        self._unavailable: tuple[type[BaseException], ...] = (
-            redis_module.ConnectionError,
-            redis_module.TimeoutError,
-            redis_module.BusyLoadingError,
-            OSError,
-        )
+        self.error_table = redis_errors(redis_module)
+        self._unavailable = caught(self.error_table, StoreUnavailableError)
+        self._refused = caught(self.error_table, StorageError)
         try:
             self.client: redis.Redis = redis_module.Redis.from_url(
                 url,
@@ -144,7 +157,7 @@ class RedisConnection:
                 f"{what}: Redis at {self.shown_url} is unreachable ({type(exc).__name__}); "
                 "start it or fix redis_url; crawler reconnects by itself"
             ) from exc
-        except self._module.RedisError as exc:
+        except self._refused as exc:
             raise StorageError(
                 f"{what}: Redis at {self.shown_url} refused a command: {_first_line(exc)}"
             ) from exc
