@@ -337,8 +337,11 @@ class Collector:
             self._spending.learn(quotes, open_now, started_at)
             # What the seed's order would have paid for: every symbol due that the cache or
             # the stream did not answer fresh (the ledger would have stopped it at the budget).
+            # Without a key the seed's order pays nothing either: nothing was saved.
             free_served = sum(1 for q in quotes if q.from_cache and not q.stale)
             seed_order = len(regular) + len(closing) - free_served
+            if BRIGHT_DATA not in hybrid.sources:
+                seed_order = 0
             if remaining_at_start is not None:
                 seed_order = min(seed_order, remaining_at_start)
             self._spending.count_collection(
