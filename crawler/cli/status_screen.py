@@ -382,8 +382,9 @@ def yahoo_line(yahoo: Mapping[str, Any] | None) -> str | None:
         text += f"at most {rate:g} requests/s, "
     text += (
         f"{yahoo.get('batch_requests', 0)} batch requests "
-        f"({yahoo.get('batch_quotes', 0)} quotes, {yahoo.get('batch_fallbacks', 0)} sent to "
-        f"the chart), {yahoo.get('fetches', 0)} chart requests"
+        f"({yahoo.get('batch_quotes', 0)} quotes, {yahoo.get('batch_left_out', 0)} left out "
+        f"as unknown, {yahoo.get('batch_fallbacks', 0)} sent to the chart), "
+        f"{yahoo.get('fetches', 0)} chart requests"
     )
     if throttle.get("throttled"):
         text += (

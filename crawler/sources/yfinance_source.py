@@ -213,7 +213,10 @@ class YFinanceSource:
         with self._lock:
             self._batch["requests"] += 1
             self._batch["quotes"] += len(quotes)
-            self._batch["fallbacks"] += len(fallback)
+            # Left out: what Yahoo does not know (the daemon remembers it and asks no chart);
+            # partial answers are what goes on to the chart.
+            self._batch["left_out"] += len(omitted)
+            self._batch["fallbacks"] += len(fallback.keys() - omitted)
         return BatchAnswer(quotes=quotes, fallback=fallback, errors=errors, omitted=omitted)
 
     def fetch_bars(
@@ -294,6 +297,7 @@ class YFinanceSource:
                 "batch_failed": self._batch["failed"],
                 "batch_quotes": self._batch["quotes"],
                 "batch_fallbacks": self._batch["fallbacks"],
+                "batch_left_out": self._batch["left_out"],
                 "crumb_refreshes": self._outcomes["crumb_refresh"],
                 "throttle": self.throttle.statistics() if self.throttle is not None else None,
             }
