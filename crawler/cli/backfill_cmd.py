@@ -106,8 +106,11 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
         print_json(result)
     else:
         symbols = int(result.get("symbols") or 0)
+        done = f"{symbols - len(errors)} of {plural(symbols, 'symbol')}" if errors else (
+            plural(symbols, "symbol")
+        )
         typer.echo(
-            f"backfilled {plural(symbols, 'symbol')} at {result.get('interval')}: "
+            f"backfilled {done} at {result.get('interval')}: "
             f"{plural(int(result.get('bars_added') or 0), 'new bar')} from "
             f"{plural(int(result.get('requests') or 0), 'chart request')}"
             + (

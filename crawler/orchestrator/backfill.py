@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import Quote, utc_now
-from crawler.normalizer.symbols import Symbol
+from crawler.normalizer.symbols import Symbol, to_yahoo
 from crawler.utils.exceptions import (
     APIError,
     RateLimitedError,
@@ -316,6 +316,7 @@ class Backfiller:
     ) -> None:
         """One window, asked again after each 429 (the bucket's shared pause in between)."""
         limited = 0
+        to_yahoo(window.symbol)  # no Yahoo form: the symbol's error, and no request counted
         while True:
             report.requests += 1
             try:

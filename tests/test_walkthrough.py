@@ -1,0 +1,109 @@
+"""What a new user sees running the real daemon without a Bright Data key (the README's
+"without a key, yfinance serves quotes for free"), against the fake market: the numbers each
+command prints agree with what was really asked of Yahoo and Bright Data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fakemarket import FakeMarket
+
+REPO = Path(__file__).resolve().parents[1]
+SERVED = ["AAA:US", "VOD:LN", "7203:JP"]
+UNKNOWN = ["ZZZZ1:US", "ZZZZ2:US"]  # the fake Yahoo does not know ZZZZ*
+NO_YAHOO_FORM = ["GT2:GOV"]  # only US Treasuries have a Yahoo form
+
+
+@pytest.fixture(scope="module")
+def market() -> Iterator[FakeMarket]:
+    with FakeMarket() as fake:
+        yield fake
+
+
+def crawler(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crawler", *args],
+        env=env, capture_output=True, text=True, timeout=180, cwd=env["DATA_DIR"] + "/..",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(market: FakeMarket, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    base = tmp_path_factory.mktemp("walk")
+    (base / "config.toml").write_text("")  # every default
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BRIGHT_DATA_", "YFINANCE_", "BUDGET_", "STREAM_", "DATA_DIR"))
+    }
+    env.update(market.environment(with_bright_data=False))  # no key
+    env.update(
+        PYTHONPATH=str(REPO),
+        DATA_DIR=str(base / "data"),
+        CRAWLER_SOCKET=str(base / "run" / "crawler.sock"),
+        CRAWLER_CONFIG=str(base / "config.toml"),
+        AUTO_UPDATE_ENABLED="false",
+        STREAM_ENABLED="false",  # every quote from a batch: what Yahoo was asked is exact
+    )
+    (base / "data").mkdir(mode=0o700)
+    added = crawler(env, "symbols", "add", *SERVED, *UNKNOWN, *NO_YAHOO_FORM)
+    assert added.returncode == 0, added.stderr
+    started = crawler(env, "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        yield env
+    finally:
+        crawler(env, "stop")
+
+
+def test_without_a_key_the_seed_order_saves_nothing_and_yahoo_line_is_true(
+    market: FakeMarket, env: dict[str, str]
+) -> None:
+    market.yahoo.reset()
+    collected = crawler(env, "collect", "--json")
+    assert collected.returncode == 1, collected.stderr  # the unknown ones: no source
+    assert market.bright_data.log_requests() == []
+    # The seed's order pays Bright Data only with a key: without one it would have paid
+    # nothing, so nothing was saved (it said 5 requests "saved" here before).
+    report = json.loads(crawler(env, "budget", "--json").stdout)
+    assert report["requests_used"] == 0
+    saved = report["seed_order"]
+    assert saved is None or (saved["requests"], saved["saved_requests"]) == (0, 0), saved
+    text = crawler(env, "budget").stdout
+    assert "would have paid 0 requests" in text or "seed's order" not in text, text
+
+    # Status's Yahoo line: the two left out of the batch were not sent to the chart (it said
+    # "2 sent to the chart, 0 chart requests").
+    assert market.yahoo.count("chart") == 0
+    status = json.loads(crawler(env, "status", "--json").stdout)
+    yahoo = status["yahoo"]
+    assert (yahoo["batch_left_out"], yahoo["batch_fallbacks"]) == (2, 0), yahoo
+    line = next(x for x in crawler(env, "status").stdout.splitlines() if x.startswith("yahoo:"))
+    assert "2 left out as unknown, 0 sent to the chart), 0 chart requests" in line, line
+
+
+def test_a_backfill_with_failures_says_how_many_symbols_it_filled(
+    market: FakeMarket, env: dict[str, str]
+) -> None:
+    market.yahoo.reset()
+    ran = crawler(env, "backfill", "AAA:US", "ZZZZ1:US", "GT2:GOV", "--since", "30d", "--json")
+    assert ran.returncode == 1, ran.stderr
+    result = json.loads(ran.stdout)
+    # GT2:GOV has no Yahoo form: no request was made for it (it counted one before).
+    assert market.yahoo.count("chart") == 2
+    assert result["requests"] == 2, result
+    assert result["added"]["AAA:US"] > 0 and set(result["errors"]) == {"ZZZZ1:US", "GT2:GOV"}
+
+    text = crawler(env, "backfill", "7203:JP", "ZZZZ2:US", "--since", "30d")
+    assert text.returncode == 1, text.stderr
+    # It said "backfilled 2 symbols" with one of them failed.
+    assert text.stdout.startswith("backfilled 1 of 2 symbols at 1d: "), text.stdout
+    assert "from 2 chart requests" in text.stdout, text.stdout
+    assert "ZZZZ2:US" in text.stderr
