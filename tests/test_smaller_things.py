@@ -20,6 +20,8 @@ from tests.faults.daemon_harness import DaemonHarness, one_clean_line
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonHarness]:
     with FakeMarket() as market:
         harness = DaemonHarness(market, tmp_path_factory.mktemp("small"), STREAM_ENABLED="false")
+        # yfinance only: an old Yahoo time must stay old (Bright Data would pay for a fresh one).
+        harness.env.pop("BRIGHT_DATA_API_KEY")
         harness.start()
         try:
             yield harness
