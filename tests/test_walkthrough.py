@@ -107,3 +107,17 @@ def test_a_backfill_with_failures_says_how_many_symbols_it_filled(
     assert text.stdout.startswith("backfilled 1 of 2 symbols at 1d: "), text.stdout
     assert "from 2 chart requests" in text.stdout, text.stdout
     assert "ZZZZ2:US" in text.stderr
+
+
+def test_removing_many_symbols_prints_a_summary_as_adding_does(env: dict[str, str]) -> None:
+    many = [f"RM{c}:US" for c in "ABCDEFG"]
+    assert crawler(env, "symbols", "add", *many).returncode == 0
+    gone = crawler(env, "symbols", "remove", *many, "NOPE:US")
+    assert gone.returncode == 1, gone.stderr  # one was not tracked
+    # It printed a line per symbol (1,000 lines for a big watchlist).
+    assert gone.stdout.splitlines() == ["removed 7 symbols"], gone.stdout
+    assert "1 symbol not tracked: NOPE:US" in gone.stderr, gone.stderr
+    listed = json.loads(crawler(env, "symbols", "list", "--json").stdout)
+    assert not set(many) & {str(r["symbol"]) for r in listed["symbols"]}, listed
+    each = crawler(env, "symbols", "remove", "--verbose", "NOPE1:US", "NOPE2:US")
+    assert each.returncode == 1 and "NOPE2:US is not tracked" in each.stderr, each.stderr

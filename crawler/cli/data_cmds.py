@@ -286,8 +286,14 @@ def symbols_remove(
     ctx: typer.Context,
     symbols: Annotated[list[str], typer.Argument(help="Symbols to stop tracking.")],
     as_json: AsJson = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="A line per symbol, however many.")
+    ] = False,
 ) -> None:
-    """Stop tracking symbols; exit 1 if one was not tracked."""
+    """Stop tracking symbols; exit 1 if one was not tracked.
+
+    Up to 5 symbols get a line each; more get a summary (how many removed, and which were not
+    tracked); --verbose or --json lists every one."""
     symbols = _canonical(symbols)
     settings = load(ctx)
 
@@ -314,11 +320,19 @@ def symbols_remove(
     if as_json:
         print_json({"symbols": results})
         raise typer.Exit(1 if missing else 0)
-    for result in results:
-        if result.get("removed"):
-            typer.echo(f"removed {result.get('symbol')}")
-        else:
-            warn(f"{result.get('symbol')} is not tracked")
+    if verbose or len(results) <= _ADD_LINES_MAX:
+        for result in results:
+            if result.get("removed"):
+                typer.echo(f"removed {result.get('symbol')}")
+            else:
+                warn(f"{result.get('symbol')} is not tracked")
+    else:
+        removed = sum(1 for result in results if result.get("removed"))
+        typer.echo(f"removed {plural(removed, 'symbol')}")
+        if missing:
+            names = [str(r.get("symbol")) for r in results if not r.get("removed")]
+            shown = ", ".join(names[:3]) + (f" and {missing - 3:,} more" if missing > 3 else "")
+            warn(f"{plural(missing, 'symbol')} not tracked: {shown}")
     raise typer.Exit(1 if missing else 0)
 
 
