@@ -27,7 +27,7 @@ import warnings
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,24 +43,14 @@ from crawler.markets.calendars import (
     market_of as _market_of,
 )
 from crawler.normalizer.schemas import AssetClass, utc_now
+from crawler.utils.clock import epoch_us as _to_us
+from crawler.utils.clock import from_epoch_us as _from_us
 
 __all__ = ["MarketHours"]
 
 _log = get_logger(__name__)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
 # Globex halts 16:00-17:00 Chicago daily; CMES sessions run 17:00 to 17:00 and omit it.
 _CME_HALT = (time(16), ZoneInfo("America/Chicago"))
-
-
-def _to_us(value: datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _ONE_MICROSECOND
-
-
-def _from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
 
 
 @dataclass(frozen=True)

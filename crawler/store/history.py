@@ -57,6 +57,8 @@ from typing import IO, Any, Literal, cast
 from crawler.normalizer.schemas import AssetClass, Quote, utc_now
 from crawler.normalizer.units import major_row
 from crawler.store.datadir import ensure_data_dir, refuse_empty_file, store_open_lock
+from crawler.utils.clock import epoch_us as _to_us
+from crawler.utils.clock import from_epoch_us as _from_us
 from crawler.utils.exceptions import ConfigError, StorageError
 
 __all__ = [
@@ -104,8 +106,6 @@ _SCHEMA_VERSION = 2
 _BUSY_TIMEOUT_MS = 10_000
 # Big enough to amortise the per-call overhead, small enough to keep memory flat.
 _FETCH_BATCH_ROWS = 2_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MICROSECOND = timedelta(microseconds=1)
 
 _SCHEMA = (
     """
@@ -159,17 +159,6 @@ _COLUMNS = (
 )
 _INSERT = f"INSERT OR IGNORE INTO quotes ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
 _SELECT = f"SELECT {_COLUMNS} FROM quotes"
-
-
-def _to_us(value: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _ONE_MICROSECOND
-
-
-def _from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
 
 
 def _dec(value: Decimal | None) -> str | None:

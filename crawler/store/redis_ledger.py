@@ -53,7 +53,7 @@ import threading
 import time as _time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -84,6 +84,8 @@ from crawler.store.redis_epoch import (
     encode_report,
 )
 from crawler.utils.clock import MonotonicClock, WallClock, utc_now
+from crawler.utils.clock import epoch_us as _us
+from crawler.utils.clock import from_epoch_us as _from_us
 from crawler.utils.exceptions import BudgetExhaustedError, StorageError, StoreUnavailableError
 
 __all__ = ["RedisLedger"]
@@ -782,14 +784,6 @@ class RedisLedger:
                 _SEEN_KEY,
                 {"day": day, "epoch": epoch, "used_micro": used_micro, "used_count": used_count},
             )
-
-
-def _us(instant: datetime) -> int:
-    return int(instant.timestamp() * 1_000_000)
-
-
-def _from_us(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
 
 
 def _default_node(local_dir: Path) -> str:

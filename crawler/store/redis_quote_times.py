@@ -15,12 +15,13 @@ losing this memory costs at most one more fetch per symbol, never money beyond t
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from crawler.logging import get_logger
 from crawler.store.quote_times import QuoteTimes, SymbolTimes
 from crawler.store.redis_client import RedisConnection, text_map
+from crawler.utils.clock import epoch_us, from_epoch_us
 from crawler.utils.exceptions import StorageError
 
 __all__ = ["RedisQuoteTimes"]
@@ -76,7 +77,7 @@ class RedisQuoteTimes:
         self.local.record(quoted, paid_set)
         args: list[str | int] = []
         for name, at in quoted.items():
-            args += [name, int(at.timestamp() * 1_000_000), int(name in paid_set)]
+            args += [name, epoch_us(at), int(name in paid_set)]
         try:
             with self._redis.errors(_WHAT):
                 self._record(keys=[self._quote_key, self._paid_key], args=args)
@@ -99,6 +100,6 @@ def _time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromtimestamp(int(value) / 1_000_000, tz=UTC)
+        return from_epoch_us(int(value))
     except (ValueError, OverflowError, OSError):
         return None
