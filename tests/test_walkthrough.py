@@ -121,3 +121,44 @@ def test_removing_many_symbols_prints_a_summary_as_adding_does(env: dict[str, st
     assert not set(many) & {str(r["symbol"]) for r in listed["symbols"]}, listed
     each = crawler(env, "symbols", "remove", "--verbose", "NOPE1:US", "NOPE2:US")
     assert each.returncode == 1 and "NOPE2:US is not tracked" in each.stderr, each.stderr
+
+
+def test_parquet_export_rounds_a_change_with_more_than_12_decimals_instead_of_failing(
+    tmp_path: Path,
+) -> None:
+    # A float32 change from Yahoo's stream, as a 1,000-symbol daemon stored it for CADJPY:CUR:
+    # the export failed ("cannot write Parquet: Rescaling Decimal value would cause data loss").
+    pq = pytest.importorskip("pyarrow.parquet")
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from crawler.normalizer.schemas import AssetClass, Quote
+    from crawler.store.history import HistoryStore
+
+    at = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    quotes = [
+        Quote(symbol="CADJPY:CUR", price=Decimal("111.31842"), source="yahoo_stream",
+              currency="JPY", change=Decimal("-0.0000014538922"), change_pct=Decimal("-0.25"),
+              as_of=at, fetched_at=at, asset_class=AssetClass.FOREX),
+        Quote(symbol="AAA:US", price=Decimal("398.76"), source="yfinance", currency="USD",
+              change=Decimal("1.33"), as_of=at, fetched_at=at, asset_class=AssetClass.STOCKS),
+    ]  # fmt: skip
+    (tmp_path / "data").mkdir(mode=0o700)
+    with HistoryStore(tmp_path / "data" / "history") as history:
+        history.record(quotes)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRAWLER_", "DATA_DIR"))}
+    (tmp_path / "config.toml").write_text("")
+    env.update(
+        PYTHONPATH=str(REPO),
+        DATA_DIR=str(tmp_path / "data"),
+        CRAWLER_SOCKET=str(tmp_path / "run" / "crawler.sock"),
+        CRAWLER_CONFIG=str(tmp_path / "config.toml"),
+    )
+    out = tmp_path / "out.parquet"
+    done = crawler(env, "export", "--format", "parquet", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(out).to_pylist()
+    by_symbol = {row["symbol"]: row for row in table}
+    assert by_symbol["CADJPY:CUR"]["change"] == Decimal("-0.000001453892")  # half-even, 12
+    assert by_symbol["CADJPY:CUR"]["price"] == Decimal("111.31842")  # the rest exact
+    assert by_symbol["AAA:US"]["change"] == Decimal("1.33")

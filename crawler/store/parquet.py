@@ -12,7 +12,8 @@ The columns, in `CSV_COLUMNS` order, with their Arrow types:
   ``previous_close``): **exact decimals**, ``decimal128(38, 12)``. The history keeps every price
   as the exact decimal string the source gave; a double would change 0.1 into
   0.1000000000000000055..., so doubles are not used. Arrow casts the stored strings itself (no
-  Python object per cell), and refuses, rather than rounds, a value with more than 12 decimals;
+  Python object per cell); a value with more than 12 decimals (a streamed float32 change) is
+  rounded half-even to 12 (its column in that row group only, in Python), not refused;
 - ``volume``: int64; ``stale`` and ``from_cache``: bool; the rest strings.
 
 Rows go from the SQLite cursor to the file `ROW_GROUP_ROWS` at a time: one row group is the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import IO, Any
 
 from crawler.utils.exceptions import ConfigError, StorageError
@@ -41,6 +43,7 @@ __all__ = [
 ROW_GROUP_ROWS = 16_384
 DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 12
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
 _EXTRA_HINT = (
     "Parquet export needs pyarrow, an optional extra: pip install 'crawler[parquet]' "
     "(make dev installs it)"
@@ -104,7 +107,7 @@ def write_parquet(
                 stored = list(zip(*batch, strict=True))
                 del batch
                 arrays = [
-                    pa.array(stored[position], type=raw).cast(field.type)
+                    _column(pa, stored[position], raw, field.type)
                     for position, raw, field in zip(positions, raw_types, schema, strict=True)
                 ]
                 del stored
@@ -118,3 +121,26 @@ def write_parquet(
     except OSError as exc:
         raise StorageError(f"cannot write Parquet: {exc.strerror or exc}") from exc
     return written
+
+
+def _column(pa: Any, values: Sequence[Any], raw: Any, kind: Any) -> Any:
+    """One column of a row group: Arrow casts the stored values itself. A decimal with more
+    decimals than `DECIMAL_SCALE` (a streamed float32 change such as -0.0000014538922) makes
+    that cast refuse the whole column: then, and only then, that column's values are rounded
+    half-even to the scale in Python (the rest stay exact), rather than fail the export."""
+    array = pa.array(values, type=raw)
+    try:
+        return array.cast(kind)
+    except pa.ArrowInvalid:
+        if not pa.types.is_decimal(kind):
+            raise
+    with localcontext() as context:
+        context.prec = DECIMAL_PRECISION
+        try:
+            rounded = [
+                None if v is None else Decimal(v).quantize(_QUANTUM, ROUND_HALF_EVEN)
+                for v in values
+            ]
+        except (InvalidOperation, TypeError, ValueError):
+            return array.cast(kind)  # not a rounding matter: Arrow's own error
+    return pa.array(rounded, type=kind)
