@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import socket
 import stat
 import struct
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from crawler.logging import get_logger
 from crawler.utils.exceptions import ConfigError, DaemonAlreadyRunningError, DaemonError
+from crawler.utils.locks import flock_within
 from crawler.utils.trusted_path import UntrustedPathError, trusted_path, writable_by_others
 
 __all__ = [
@@ -177,20 +176,13 @@ def directory_lock(directory: Path) -> Iterator[None]:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         # Not a blocking flock: anyone who can open the directory can hold its lock forever.
-        deadline = time.monotonic() + DIRECTORY_LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise DaemonError(
-                        f"control socket directory {directory} stayed locked by another "
-                        f"process for {DIRECTORY_LOCK_TIMEOUT_S:g} s; if no other crawler is "
-                        "starting, another user holds it: use a directory of your own for "
-                        "CRAWLER_SOCKET"
-                    ) from None
-                time.sleep(0.05)
+        if not flock_within(fd, DIRECTORY_LOCK_TIMEOUT_S, poll_s=0.05):
+            raise DaemonError(
+                f"control socket directory {directory} stayed locked by another "
+                f"process for {DIRECTORY_LOCK_TIMEOUT_S:g} s; if no other crawler is "
+                "starting, another user holds it: use a directory of your own for "
+                "CRAWLER_SOCKET"
+            )
         yield
     finally:
         os.close(fd)

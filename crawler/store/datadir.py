@@ -18,7 +18,6 @@ planted in the data dir could run code. `JSONOnlyDisk` refuses such rows instead
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import sqlite3
 import stat
@@ -34,6 +33,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW
 
 from crawler.store.thread_cache import ThreadCache
 from crawler.utils.exceptions import DataDirError, StorageError
+from crawler.utils.locks import flock_within
 from crawler.utils.trusted_path import UntrustedPathError, trusted_path, writable_by_others
 
 __all__ = [
@@ -283,19 +283,12 @@ def store_open_lock(directory: Path, what: str) -> Iterator[None]:
     except OSError as exc:
         raise storage_error(what, directory, exc) from exc
     try:
-        deadline = time.monotonic() + _OPEN_LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StorageError(
-                        f"{what} at {directory} has been held by another process opening it "
-                        f"for over {_OPEN_LOCK_TIMEOUT_S:.0f} s ({lock_path}); stop that "
-                        "process and try again"
-                    ) from None
-                time.sleep(0.01)
+        if not flock_within(fd, _OPEN_LOCK_TIMEOUT_S, poll_s=0.01):
+            raise StorageError(
+                f"{what} at {directory} has been held by another process opening it "
+                f"for over {_OPEN_LOCK_TIMEOUT_S:.0f} s ({lock_path}); stop that "
+                "process and try again"
+            )
         yield
     finally:
         os.close(fd)
