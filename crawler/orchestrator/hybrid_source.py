@@ -1169,7 +1169,7 @@ class HybridDataSource:
         if name in self.config_errors:
             return f"disabled: {self.config_errors[name]}"
         if not breaker.is_available():
-            remaining = breaker._get_recovery_time_remaining()
+            remaining = breaker.recovery_remaining_s()
             if remaining > 0:
                 return f"circuit open; retry in {math.ceil(remaining)}s"
             return f"circuit {breaker.state}; a trial call is in flight"

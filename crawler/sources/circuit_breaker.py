@@ -216,13 +216,15 @@ class CircuitBreaker:
                 },
             }
 
-    def _get_recovery_time_remaining(self) -> float:
-        """Seconds until an OPEN breaker admits a trial call; 0.0 when not open.
-
-        Kept under the seed's name because its troubleshooting guide calls it.
-        """
+    def recovery_remaining_s(self) -> float:
+        """Seconds until an OPEN breaker admits a trial call; 0.0 when not open."""
         with self._lock:
             return self._remaining_locked(self._clock())
+
+    def _get_recovery_time_remaining(self) -> float:
+        """`recovery_remaining_s`, kept under the seed's name because its troubleshooting
+        guide calls it."""
+        return self.recovery_remaining_s()
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self.state.value!r})"

@@ -212,7 +212,7 @@ class YahooStream:
                 conn = self.breaker.call(self._connect)
             except (CircuitBreakerError, CrawlerError) as exc:
                 self.last_error = exc.message
-                wait_s = max(backoff_s, self.breaker._get_recovery_time_remaining())
+                wait_s = max(backoff_s, self.breaker.recovery_remaining_s())
                 self._set_state(StreamState.BACKING_OFF, f"{exc.message}; retry in {wait_s:.0f}s")
                 self._pause(wait_s * random.uniform(1.0, 1.2))
                 backoff_s = min(self.backoff_max_s, backoff_s * 2)
