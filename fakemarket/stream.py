@@ -33,7 +33,7 @@ from typing import Literal
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
-from fakemarket.yahoo import EXCHANGE_DELAY_MIN, _profile
+from fakemarket.yahoo import _UNKNOWN_PREFIXES, EXCHANGE_DELAY_MIN, _profile
 
 __all__ = ["YahooStreamFake", "encode_pricing"]
 
@@ -299,7 +299,8 @@ class YahooStreamFake:
             with self._lock:
                 if conn not in self._connections:
                     return
-                names = sorted(self._connections[conn])
+                # Yahoo streams nothing for a symbol it does not know (as its chart 404s).
+                names = sorted(n for n in self._connections[conn] if not _unknown(n))
             now_s = time.monotonic()
             owed += len(names) * self.tick_rate * (now_s - last_s)
             last_s = now_s
@@ -328,3 +329,8 @@ class YahooStreamFake:
             if limit is not None and sent >= limit:
                 conn.socket.close()  # a cut, not a close handshake
                 return
+
+
+def _unknown(yahoo_id: str) -> bool:
+    """A symbol the fake Yahoo does not know ("ZZZZ1.L", "UNKNOWN"): never ticked."""
+    return yahoo_id.upper().startswith(_UNKNOWN_PREFIXES)

@@ -162,3 +162,22 @@ def test_parquet_export_rounds_a_change_with_more_than_12_decimals_instead_of_fa
     assert by_symbol["CADJPY:CUR"]["change"] == Decimal("-0.000001453892")  # half-even, 12
     assert by_symbol["CADJPY:CUR"]["price"] == Decimal("111.31842")  # the rest exact
     assert by_symbol["AAA:US"]["change"] == Decimal("1.33")
+
+
+def test_the_fake_stream_ticks_no_symbol_the_fake_yahoo_does_not_know() -> None:
+    # The offline walk served 20 ZZZZn:LN "from the stream" that the fake's chart and batch
+    # say do not exist, so the needs-based policy looked as if it never paid for them.
+    from websockets.sync.client import connect
+
+    from crawler.normalizer.yahoo_stream import decode_frame
+    from fakemarket.stream import YahooStreamFake
+
+    fake = YahooStreamFake(port=0, tick_rate=50.0)
+    fake.start()
+    try:
+        with connect(fake.url, open_timeout=10) as ws:
+            ws.send(json.dumps({"subscribe": ["ZZZZ1.L", "VOD.L"]}))
+            ids = [decode_frame(ws.recv(timeout=10)).id for _ in range(20)]
+    finally:
+        fake.stop()
+    assert set(ids) == {"VOD.L"}, ids
