@@ -88,6 +88,8 @@ _INVALID_CRUMB_BODY = (
     b'{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Crumb"}}}'
 )
 _UNKNOWN_PREFIXES = ("UNKNOWN", "ZZZZ")
+# What a crypto pair may be quoted in (BTC-JPY in JPY, as Yahoo does; BRK-B is a share class).
+_CRYPTO_QUOTES = ("USD", "EUR", "GBP", "USDT", "JPY", "CAD", "AUD", "CHF", "KRW")
 _NOT_FOUND_BODY = (
     b'{"chart":{"result":null,"error":{"code":"Not Found",'
     b'"description":"No data found, symbol may be delisted"}}}'
@@ -254,7 +256,7 @@ def _profile(symbol: str) -> tuple[str, str, str, str, float, float, int]:
     if symbol.startswith("^"):
         currency, exchange, tz_name = _INDICES.get(symbol, ("USD", "SNP", "America/New_York"))
         return "INDEX", currency, exchange, tz_name, 1_000.0, 40_000.0, 2
-    if "-" in symbol and symbol.rsplit("-", 1)[1] in ("USD", "EUR", "GBP", "USDT"):
+    if "-" in symbol and symbol.rsplit("-", 1)[1] in _CRYPTO_QUOTES:
         currency = symbol.rsplit("-", 1)[1]
         return "CRYPTOCURRENCY", currency, "CCC", "UTC", 1.0, 100_000.0, 2
     suffix = "." + symbol.rsplit(".", 1)[1] if "." in symbol else ""

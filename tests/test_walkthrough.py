@@ -181,3 +181,17 @@ def test_the_fake_stream_ticks_no_symbol_the_fake_yahoo_does_not_know() -> None:
     finally:
         fake.stop()
     assert set(ids) == {"VOD.L"}, ids
+
+
+def test_a_crypto_pair_in_yen_or_dollars_abroad_is_priced_in_its_own_currency(
+    market: FakeMarket, env: dict[str, str]
+) -> None:
+    # The walk's XRPAUD:CUR and XBTJPY:CUR came back in USD from the fake Yahoo.
+    fetched = crawler(env, "fetch", "XRPAUD:CUR", "XBTJPY:CUR", "XBTEUR:CUR", "--json")
+    assert fetched.returncode == 0, fetched.stderr
+    body = json.loads(fetched.stdout)
+    quotes = body["quotes"] if isinstance(body, dict) else body
+    currencies = {q["symbol"]: q["currency"] for q in quotes}
+    assert currencies == {"XRPAUD:CUR": "AUD", "XBTJPY:CUR": "JPY", "XBTEUR:CUR": "EUR"}
+    classes = {q["symbol"]: q["asset_class"] for q in quotes}
+    assert set(classes.values()) == {"crypto"}, classes
