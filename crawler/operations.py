@@ -740,7 +740,7 @@ class Operations:
         # in the metrics; the per-hour and per-symbol parts are dropped there.
         breakdown = self.hybrid.ledger.breakdown()
         remaining = requests_left(ledger)
-        return dict(
+        report = dict(
             jsonable(
                 budget_report(
                     ledger,
@@ -761,6 +761,9 @@ class Operations:
                 )
             )
         )
+        # Without a key nothing is ever spent: say so rather than "lasts the day".
+        report["bright_data_configured"] = "bright_data" in self.hybrid.sources
+        return report
 
     def _allowance_now(self, remaining: int, now: datetime) -> int | None:
         """What a collection starting now could spend (None: unpaced, or no Bright Data): the

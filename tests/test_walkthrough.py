@@ -195,3 +195,18 @@ def test_a_crypto_pair_in_yen_or_dollars_abroad_is_priced_in_its_own_currency(
     assert currencies == {"XRPAUD:CUR": "AUD", "XBTJPY:CUR": "JPY", "XBTEUR:CUR": "EUR"}
     classes = {q["symbol"]: q["asset_class"] for q in quotes}
     assert set(classes.values()) == {"crypto"}, classes
+
+
+def test_without_a_key_status_and_budget_say_bright_data_is_not_configured(
+    env: dict[str, str],
+) -> None:
+    # Both said "budget: $0.00 of $5.50 spent today (0/3666 requests); lasts the day", as if
+    # money were being spent at some pace.
+    report = json.loads(crawler(env, "budget", "--json").stdout)
+    assert report["bright_data_configured"] is False
+    status = crawler(env, "status").stdout
+    line = next(x for x in status.splitlines() if x.startswith("budget:"))
+    assert "Bright Data not configured (no BRIGHT_DATA_API_KEY)" in line, line
+    assert "lasts the day" not in line
+    budget = crawler(env, "budget").stdout
+    assert "Bright Data not configured (no BRIGHT_DATA_API_KEY)" in budget, budget

@@ -93,6 +93,10 @@ def render_budget(report: Mapping[str, Any]) -> str:
         )
     else:
         lines.append("at the current pace the budget lasts the day")
+    if report.get("bright_data_configured") is False:
+        from crawler.orchestrator.budget_report import NO_KEY
+
+        lines.append(NO_KEY)
     if report.get("policy"):
         lines.append(f"policy: {report['policy']}")
     reasons = report.get("paid_by_reason") or {}

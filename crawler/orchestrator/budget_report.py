@@ -171,12 +171,18 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
+#: What status and budget say when no Bright Data key is set.
+NO_KEY = "Bright Data not configured (no BRIGHT_DATA_API_KEY): yfinance serves every quote, free"
+
+
 def summary_line(report: Mapping[str, Any]) -> str:
     """The one line `crawler status` shows about the money."""
     spent = (
         f"budget: {usd(report.get('spent_usd'))} of {usd(report.get('budget_usd'))} spent today "
         f"({report.get('requests_used')}/{report.get('requests_allowed')} requests)"
     )
+    if report.get("bright_data_configured") is False:
+        return f"{spent}; {NO_KEY}"
     if report.get("recovering"):
         return f"{spent}; Bright Data paused: Redis lost the cluster's spend (see the store below)"
     if report.get("paused_until"):
