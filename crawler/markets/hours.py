@@ -45,6 +45,7 @@ from crawler.markets.calendars import (
 from crawler.normalizer.schemas import AssetClass, utc_now
 from crawler.utils.clock import epoch_us as _to_us
 from crawler.utils.clock import from_epoch_us as _from_us
+from crawler.utils.heavy_imports import import_pandas
 
 __all__ = ["MarketHours"]
 
@@ -90,7 +91,7 @@ class _Intervals:
 
 def _schedule_intervals(calendar: Any, clip_close: tuple[time, ZoneInfo] | None) -> _Intervals:
     """Trading intervals of an exchange_calendars calendar, lunch breaks cut out."""
-    import pandas as pd  # lazy: only the daemon pays for pandas
+    pd = import_pandas()  # lazy: only the daemon pays for pandas
 
     pairs: list[tuple[int, int]] = []
     schedule = calendar.schedule
@@ -263,6 +264,7 @@ class MarketHours:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 warnings.simplefilter("ignore", FutureWarning)
+                import_pandas()  # before exchange_calendars: pandas without pyarrow
                 import exchange_calendars  # lazy: pulls in pandas, ~0.6 s
 
                 calendar = exchange_calendars.get_calendar(name)

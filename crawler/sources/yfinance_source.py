@@ -71,6 +71,7 @@ from crawler.utils.exceptions import (
     TransientSourceError,
     UnknownSymbolError,
 )
+from crawler.utils.heavy_imports import import_pandas
 
 if TYPE_CHECKING:
     from crawler.sources.yahoo_redirect import RedirectingSession
@@ -498,6 +499,7 @@ class _CappedBody:
 def _load_yfinance(cache_dir: Path) -> ModuleType:
     """Import yfinance on first use and configure its process-wide state once."""
     global _yfinance_cache_dir
+    import_pandas()  # before yfinance: pandas without pyarrow
     import yfinance
     import yfinance.cache
     import yfinance.data

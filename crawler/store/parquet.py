@@ -30,6 +30,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 from typing import IO, Any
 
 from crawler.utils.exceptions import ConfigError, StorageError
+from crawler.utils.heavy_imports import import_pyarrow
 
 __all__ = [
     "DECIMAL_PRECISION",
@@ -54,11 +55,9 @@ _TIME_COLUMNS = ("as_of", "fetched_at")
 
 def _pyarrow() -> Any:
     try:
-        import pyarrow
-        import pyarrow.parquet
+        return import_pyarrow()
     except ImportError:
         raise ConfigError(_EXTRA_HINT) from None
-    return pyarrow
 
 
 def parquet_schema(columns: Sequence[str]) -> Any:
