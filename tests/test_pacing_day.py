@@ -86,7 +86,9 @@ def test_two_hours_of_yahoo_failing_are_paid_for_and_the_budget_lasts_the_day(
 ) -> None:
     day = _day(market, tmp_path, "needed", yahoo_down=(14.0, 16.0))
     assert day["paid_by_reason"].get("free_failing", 0) > 0
-    assert set(day["paid_by_reason"]) == {"free_failing"}
+    # Beside the outage, at most Tokyo's probe (one paid quote to learn Bloomberg's lag there).
+    assert set(day["paid_by_reason"]) <= {"free_failing", "free_too_old"}
+    assert day["paid_by_reason"].get("free_too_old", 0) <= 1
     # Every symbol open in the window got a paid quote in each of its hours.
     assert day["coverage_pct_by_hour"]["14"] == 100.0
     assert day["coverage_pct_by_hour"]["15"] == 100.0
