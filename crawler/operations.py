@@ -29,7 +29,7 @@ from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.normalizer.units import to_major
-from crawler.normalizer.user_symbols import read_symbol
+from crawler.normalizer.user_symbols import UserSymbol, read_symbol
 from crawler.utils.exceptions import (
     ConfigError,
     CrawlerError,
@@ -37,6 +37,7 @@ from crawler.utils.exceptions import (
     StorageError,
     SymbolError,
     UsageError,
+    WatchlistFullError,
 )
 
 if TYPE_CHECKING:
@@ -384,13 +385,35 @@ class Operations:
     ) -> dict[str, Any]:
         """Track `symbol`; `added` is False when it was already tracked (under any spelling:
         VOD.L and VOD:LN are one entry). `notice` says what a Yahoo-form input became."""
-        read = read_symbol(symbol, parse_asset_class(asset_class))
+        answer = self._add_read(read_symbol(symbol, parse_asset_class(asset_class)))
+        self._refresh_stream()
+        return answer
+
+    def add_symbols(
+        self, symbols: Sequence[str], asset_class: str | AssetClass | None = None
+    ) -> dict[str, Any]:
+        """Track many symbols in one call: every one is read first (a bad one adds none), then
+        added in order until the watchlist is full. `symbols` holds one answer per symbol
+        added or already tracked (as `add_symbol`'s), `full` the refusal when it filled up."""
+        asset = parse_asset_class(asset_class)
+        reads = [read_symbol(symbol, asset) for symbol in symbols]
+        answers: list[dict[str, Any]] = []
+        body: dict[str, Any] = {"symbols": answers}
+        try:
+            for read in reads:
+                answers.append(self._add_read(read))
+        except WatchlistFullError as exc:
+            body["full"] = exc.message
+        finally:
+            self._refresh_stream()  # once for the whole list, not once a symbol
+        return body
+
+    def _add_read(self, read: UserSymbol) -> dict[str, Any]:
         sym = read.symbol
         added = self.watchlist.add(sym, sym.asset_class)
         if self.scheduler is not None:
             # The scheduler re-reads the watchlist, but keeps its own mirror in step too.
             self.scheduler.add_symbol(sym.canonical, sym.asset_class)
-        self._refresh_stream()
         answer = {"symbol": sym.canonical, "asset_class": sym.asset_class.value, "added": added}
         if read.notice:
             answer["notice"] = read.notice

@@ -10,6 +10,7 @@ import socket
 import stat
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,29 @@ def test_a_fetch_of_more_symbols_than_one_request_holds(daemon: DaemonHarness) -
     body = json.loads(result.stdout)
     assert body["errors"] == {}
     assert sorted(q["symbol"] for q in body["quotes"]) == symbols
+
+
+def test_adding_many_symbols_through_the_daemon_past_its_limit(tmp_path: Path) -> None:
+    """`crawler symbols add` of 12,000 through the daemon goes 1,000 a request (it was one
+    request a symbol: 15 s for 1,000): every symbol up to the limit is added in order, and the
+    rest are named in one line as offline."""
+    given = [f"T{index}:US" for index in range(12_000)]
+    with FakeMarket() as market:
+        harness = DaemonHarness(market, tmp_path)
+        harness.start()
+        try:
+            result = harness.cli("symbols", "add", *given, "--json", timeout_s=300)
+            assert result.returncode == 1, result.stderr[-2000:]
+            added = json.loads(result.stdout)["symbols"]
+            assert [entry["symbol"] for entry in added] == given[:10_000]
+            assert result.stderr.strip().splitlines()[-1] == (
+                "error: watchlist is full (10,000 symbols): 2,000 of the 12,000 symbols given "
+                "were not added, from T10000:US on; remove symbols before adding more"
+            )
+            again = harness.cli("symbols", "add", *given[:1_500])
+            assert again.returncode == 0, again.stderr
+            assert again.stdout.startswith("added 0 symbols; 1,500 already tracked: T0:US, ")
+            listed = harness.client().call("GET", "/symbols")["symbols"]
+            assert [entry["symbol"] for entry in listed] == given[:10_000]
+        finally:
+            assert harness.stop() == 0

@@ -12,6 +12,8 @@ version, also sent with every answer in the `Crawler-Api-Version` header.
                                         "progress": true streams JSON lines as symbols finish
     GET    /symbols
     POST   /symbols    {"symbol": "TSLA:US", "asset_class": null}   201 added, 200 already there
+                       {"symbols": [...up to 1,000], "asset_class": null}   200 {"symbols": [one
+                       answer each], "full": "..." when the watchlist filled up part-way}
     DELETE /symbols/{symbol}            404 NotTracked when it was not tracked
     POST   /collect                     a collection now; its report
     POST   /stop                        202; the daemon stops as on SIGTERM
@@ -291,8 +293,18 @@ def register_routes(
 
     def add_symbol(request: Request) -> Response:
         body = _body(request)
-        _unknown_fields(body, {"symbol", "asset_class"})
-        result = ops.add_symbol(_required_str(body, "symbol"), _optional_str(body, "asset_class"))
+        _unknown_fields(body, {"symbol", "symbols", "asset_class"})
+        asset_class = _optional_str(body, "asset_class")
+        if "symbols" in body:  # many in one request: `crawler symbols add` of a long list
+            if "symbol" in body:
+                raise _BadRequest("give 'symbol' or 'symbols', not both")
+            symbols = body["symbols"]
+            if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+                raise _BadRequest("'symbols' must be a list of strings, e.g. [\"AAPL:US\"]")
+            if not symbols or len(symbols) > _MAX_FETCH_SYMBOLS:
+                raise _BadRequest(f"'symbols' must hold 1 to {_MAX_FETCH_SYMBOLS} symbols")
+            return Response(body=ops.add_symbols(symbols, asset_class))
+        result = ops.add_symbol(_required_str(body, "symbol"), asset_class)
         return Response(status=201 if result["added"] else 200, body=result)
 
     def remove_symbol(request: Request) -> Response:
