@@ -186,7 +186,7 @@ def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
     low = round(min(price, open_px) - spread / 2, decimals)
     volume = 0 if instrument in ("CURRENCY", "INDEX") else 1_000 + int.from_bytes(digest[12:16])
     delay_min = EXCHANGE_DELAY_MIN.get(exchange, 15)
-    trading = _trading(instrument, tz_name, now)
+    trading = _trading(instrument, tz_name, now, symbol)
     return YahooQuote(
         symbol=symbol,
         price=price,
@@ -196,7 +196,7 @@ def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
         high=high,
         low=low,
         volume=volume,
-        regular_market_time=_market_time(instrument, tz_name, delay_min, now),
+        regular_market_time=_market_time(instrument, tz_name, delay_min, now, symbol),
         instrument_type=instrument,
         exchange_name=exchange,
         timezone_name=tz_name,
@@ -212,27 +212,55 @@ def generated_yahoo_quote(symbol: str, now: datetime) -> YahooQuote:
     )
 
 
-def _trading(instrument: str, tz_name: str, now: datetime) -> bool:
-    """Whether the exchange trades at `now`: crypto always, FX on weekdays (UTC), the rest in
-    `REGULAR_HOURS` on local weekdays (holidays are not modelled)."""
+#: Treasury yields Yahoo quotes as indices: they trade on the futures' week, as futures do.
+_TREASURY_YIELDS = frozenset({"^IRX", "^FVX", "^TNX", "^TYX"})
+
+
+def _on_globex(instrument: str, symbol: str) -> bool:
+    return instrument == "FUTURE" or symbol in _TREASURY_YIELDS
+
+
+def _globex_trading(now: datetime) -> bool:
+    """CME Globex's week: Sunday 18:00 to Friday 17:00 New York, halted 17:00-18:00 on the
+    evenings between (crawler's own market hours follow the same rule)."""
+    local = now.astimezone(ZoneInfo("America/New_York"))
+    day, clock = local.weekday(), local.time()
+    if day == 5:
+        return False
+    if day == 6:
+        return clock >= time(18)
+    if day == 4:
+        return clock < time(17)
+    return not time(17) <= clock < time(18)
+
+
+def _trading(instrument: str, tz_name: str, now: datetime, symbol: str = "") -> bool:
+    """Whether the exchange trades at `now`: crypto always, FX on weekdays (UTC), futures and
+    Treasury yields on Globex's week, the rest in `REGULAR_HOURS` on local weekdays (holidays
+    are not modelled)."""
     if instrument == "CRYPTOCURRENCY":
         return True
     if instrument == "CURRENCY":
         return now.astimezone(UTC).weekday() < 5
+    if _on_globex(instrument, symbol):
+        return _globex_trading(now)
     local = now.astimezone(ZoneInfo(tz_name))
     opens, closes = REGULAR_HOURS.get(tz_name, _DEFAULT_HOURS)
     return local.weekday() < 5 and opens <= local.time() < closes
 
 
-def _market_time(instrument: str, tz_name: str, delay_min: int, now: datetime) -> int:
+def _market_time(
+    instrument: str, tz_name: str, delay_min: int, now: datetime, symbol: str = ""
+) -> int:
     """`regularMarketTime`: the minute `delay_min` before `now` while the exchange trades; the
     last close (the last regular session's end) while it does not."""
     minute = now.astimezone(UTC).replace(second=0, microsecond=0)
-    if _trading(instrument, tz_name, now):
+    if _trading(instrument, tz_name, now, symbol):
         return int((minute - timedelta(minutes=delay_min)).timestamp())
-    zone = ZoneInfo(tz_name)
+    globex = _on_globex(instrument, symbol)
+    zone = ZoneInfo("America/New_York" if globex else tz_name)
     local = now.astimezone(zone)
-    closes = REGULAR_HOURS.get(tz_name, _DEFAULT_HOURS)[1]
+    closes = time(17) if globex else REGULAR_HOURS.get(tz_name, _DEFAULT_HOURS)[1]
     day = local.date()
     for _ in range(8):
         close = datetime.combine(day, closes, tzinfo=zone)
