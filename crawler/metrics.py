@@ -77,6 +77,7 @@ from prometheus_client.registry import Collector
 
 from crawler import __version__
 from crawler.logging import get_logger
+from crawler.utils.connection_cap import ConnectionCap
 from crawler.utils.exceptions import ConfigError, DaemonError
 
 __all__ = [
@@ -541,7 +542,7 @@ class _Handler(WSGIRequestHandler):
         log.debug("metrics request", peer=self.address_string(), request=format % args)
 
 
-class _CappedServer(ThreadingWSGIServer):
+class _CappedServer(ConnectionCap, ThreadingWSGIServer):
     """prometheus_client's threading WSGI server with at most `max_connections` at once; the
     next one is closed at once instead of getting a thread (a scraper never needs many)."""
 
@@ -553,26 +554,11 @@ class _CappedServer(ThreadingWSGIServer):
     def __init__(
         self, address: tuple[str, int], handler: type[_Handler], max_connections: int
     ) -> None:
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self.max_connections = max_connections
+        self.set_cap(max_connections)
         super().__init__(address, handler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("metrics port busy; closing a connection", connections=self.max_connections)
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def refuse(self, request: Any) -> None:
+        log.warning("metrics port busy; closing a connection", connections=self.max_connections)
 
 
 def _app(render: Callable[[], str]) -> Callable[..., Iterable[bytes]]:

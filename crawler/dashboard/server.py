@@ -52,6 +52,7 @@ from crawler.dashboard.security import (
     allowed_hosts,
     host_allowed,
 )
+from crawler.utils.connection_cap import ConnectionCap
 from crawler.utils.exceptions import CrawlerError, DaemonError
 
 __all__ = ["RANGES", "DashboardServer", "chart_points"]
@@ -121,7 +122,7 @@ def _extremes(bucket: list[tuple[int, float]]) -> list[list[float]]:
     return [[t, price] for t, price in chosen]
 
 
-class _CappedServer(ThreadingHTTPServer):
+class _CappedServer(ConnectionCap, ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     # socketserver's 5 drops the SYNs of a burst (a browser opens 6 connections at once, each
@@ -131,33 +132,19 @@ class _CappedServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[_Handler], cap: int) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self._slots = threading.BoundedSemaphore(cap)
+        self.set_cap(cap)
         super().__init__(address, handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A browser that goes away mid-request (a reset, a closed tab) is no error to print.
         log.debug("a dashboard connection failed", exc_info=True)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                    b"Connection: close\r\nRetry-After: 1\r\n\r\n"
-                )
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def refuse(self, request: Any) -> None:
+        with contextlib.suppress(OSError):
+            request.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\nRetry-After: 1\r\n\r\n"
+            )
 
 
 class _Tickets:
