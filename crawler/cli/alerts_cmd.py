@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from crawler.cli.common import client_for, fail, load, note, warn
+from crawler.cli.common import client_for, fail, load, no_data_dir, note, warn
 from crawler.cli.render import console, print_json
 from crawler.utils.exceptions import DaemonNotRunningError, UsageError
 
@@ -75,11 +75,7 @@ def _via_daemon_or_offline(
         return remote()
     except DaemonNotRunningError as exc:
         if not creates and settings.redis_url is None and not Path(settings.data_dir).exists():
-            raise DaemonNotRunningError(
-                f"{exc.message.partition(';')[0]}, and there is no data dir at "
-                f"{settings.data_dir}; start the daemon (`crawler start`), or point DATA_DIR "
-                "or CRAWLER_SOCKET at yours"
-            ) from None
+            raise no_data_dir(settings, exc) from None
     with _offline(settings) as service:
         return local(service)
 

@@ -15,13 +15,22 @@ import typer
 
 from crawler.cli.locate import Located, locate_daemon, location_is_explicit
 from crawler.daemon.client import ControlClient
+from crawler.utils.exceptions import DaemonNotRunningError
 from crawler.utils.text import clean_data, clean_text
 
 if TYPE_CHECKING:
     from crawler.config import Settings
 
 __all__ = [
-    "CliState", "client_for", "daemon_location", "fail", "load", "note", "state_of", "warn",
+    "CliState",
+    "client_for",
+    "daemon_location",
+    "fail",
+    "load",
+    "no_data_dir",
+    "note",
+    "state_of",
+    "warn",
 ]  # fmt: skip
 
 #: Control requests that may run a fetch or a collection get this long before giving up.
@@ -113,3 +122,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One error line on stderr, then exit with `code`."""
     warn(message)
     raise typer.Exit(code)
+
+
+def no_data_dir(settings: Settings, exc: DaemonNotRunningError) -> DaemonNotRunningError:
+    """What a command that only reads says with no daemon and no data dir (exit 3): where it
+    looked, instead of an empty answer from a directory it would have just created."""
+    return DaemonNotRunningError(
+        f"{exc.message.partition(';')[0]}, and there is no data dir at "
+        f"{settings.data_dir}; start the daemon (`crawler start`), or point DATA_DIR "
+        "or CRAWLER_SOCKET at yours"
+    )

@@ -16,7 +16,7 @@ from urllib.parse import quote as url_quote
 
 import typer
 
-from crawler.cli.common import client_for, fail, load, note, warn
+from crawler.cli.common import client_for, fail, load, no_data_dir, note, warn
 from crawler.cli.progress import Bar, json_lines, progress_bar
 from crawler.cli.render import console, plural, print_json, quotes_table, symbols_table
 from crawler.utils.exceptions import (
@@ -90,11 +90,7 @@ def _via_daemon_or_offline(
         return cast(T, clean_data(remote()))
     except DaemonNotRunningError as exc:
         if not creates and not Path(settings.data_dir).exists():
-            raise DaemonNotRunningError(
-                f"{exc.message.partition(';')[0]}, and there is no data dir at "
-                f"{settings.data_dir}; start the daemon (`crawler start`), or point DATA_DIR "
-                "or CRAWLER_SOCKET at yours"
-            ) from None
+            raise no_data_dir(settings, exc) from None
     with _offline(settings) as ops:
         return cast(T, clean_data(local(ops)))
 
