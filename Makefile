@@ -50,6 +50,7 @@ test: dev redis-server chromium
 
 lint: dev
 	$(BIN)/ruff check crawler tests bench fakemarket
+	$(BIN)/ruff format --check crawler tests bench fakemarket
 	$(BIN)/lint-imports
 
 typecheck: dev

@@ -385,7 +385,7 @@ def _reason_families(spending: Mapping[str, Any]) -> Iterator[Metric]:
         labels=["reason"],
     )
     reasons = spending.get("paid_by_reason")
-    for reason, count in (reasons.items() if isinstance(reasons, Mapping) else ()):
+    for reason, count in reasons.items() if isinstance(reasons, Mapping) else ():
         family.add_metric([str(reason)], float(count))
     yield family
     saved = spending.get("seed_order")
@@ -649,9 +649,7 @@ class MetricsHTTPServer:
             timeout = timeout_s
 
         try:
-            server = _CappedServer(
-                (_LOOPBACK, self._requested_port), Handler, self.max_connections
-            )
+            server = _CappedServer((_LOOPBACK, self._requested_port), Handler, self.max_connections)
         except OSError as exc:
             raise DaemonError(
                 f"cannot serve metrics on {_LOOPBACK}:{self._requested_port} ({exc.strerror}); "
@@ -683,4 +681,3 @@ class MetricsHTTPServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-

@@ -179,9 +179,7 @@ class Operations:
         # hybrid fetcher, which closes it.
         hybrid = HybridDataSource(settings)
         assert hybrid.stores is not None
-        hybrid.unknowns = YahooUnknowns(
-            data_dir / YAHOO_UNKNOWNS_FILE, redis=hybrid.stores.redis
-        )
+        hybrid.unknowns = YahooUnknowns(data_dir / YAHOO_UNKNOWNS_FILE, redis=hybrid.stores.redis)
         return cls(
             settings,
             hybrid=hybrid,
@@ -230,8 +228,10 @@ class Operations:
         def done_once(key: str, outcome: Quote | CrawlerError) -> None:
             # A symbol whose free try failed is fetched again (paid): counted once, at the end.
             retried = key in unpaid and "bright_data" in self.hybrid.sources
-            if on_done is not None and key not in reported and (
-                not retried or _fresh_quote(outcome)
+            if (
+                on_done is not None
+                and key not in reported
+                and (not retried or _fresh_quote(outcome))
             ):
                 reported.add(key)
                 on_done(key, outcome)

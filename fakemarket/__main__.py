@@ -1,7 +1,7 @@
 """Run the fake market by hand, so the daemon can run offline against it:
 
-    python -m fakemarket --bright-data-port 8801 --yahoo-port 8802 --stream-port 8803
-    # then, in another shell, export the variables it prints and `crawler start --foreground`
+python -m fakemarket --bright-data-port 8801 --yahoo-port 8802 --stream-port 8803
+# then, in another shell, export the variables it prints and `crawler start --foreground`
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """A separate process for the store tests: races on one data dir, crashes, privileged probes.
 
-    python tests/store_worker.py ledger-race DIR BUDGET_USD COST_USD NOW_ISO THREADS
-        prints "ready", waits for a line on stdin, then every thread reserves until the budget
-        is exhausted, settling two of three reservations and releasing the third; prints
-        {"settled": n, "released": m} as JSON.
-    python tests/store_worker.py ledger-hold DIR BUDGET_USD COST_USD NOW_ISO
-        reserves once, prints "reserved", then sleeps until killed.
-    python tests/store_worker.py watchlist-add DIR PREFIX COUNT THREADS
-        prints "ready", waits for a line on stdin, adds PREFIX<i>:US for i < COUNT (split over
-        THREADS threads), prints "done".
-    With STORE_REDIS_URL set, the ledger commands use RedisLedger on that Redis (DIR then holds
-    the node's local record): the same races, on the Redis backend.
-    python tests/store_worker.py datadir PATH
-        prints "ok PATH", or "StorageError: <message>" and exits 1.
+python tests/store_worker.py ledger-race DIR BUDGET_USD COST_USD NOW_ISO THREADS
+    prints "ready", waits for a line on stdin, then every thread reserves until the budget
+    is exhausted, settling two of three reservations and releasing the third; prints
+    {"settled": n, "released": m} as JSON.
+python tests/store_worker.py ledger-hold DIR BUDGET_USD COST_USD NOW_ISO
+    reserves once, prints "reserved", then sleeps until killed.
+python tests/store_worker.py watchlist-add DIR PREFIX COUNT THREADS
+    prints "ready", waits for a line on stdin, adds PREFIX<i>:US for i < COUNT (split over
+    THREADS threads), prints "done".
+With STORE_REDIS_URL set, the ledger commands use RedisLedger on that Redis (DIR then holds
+the node's local record): the same races, on the Redis backend.
+python tests/store_worker.py datadir PATH
+    prints "ok PATH", or "StorageError: <message>" and exits 1.
 """
 
 from __future__ import annotations

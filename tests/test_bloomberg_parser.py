@@ -377,7 +377,7 @@ def test_two_scripts_that_agree_give_the_first_and_one_for_another_symbol_is_ign
 def test_a_script_lookalike_inside_another_script_is_not_the_payload(aapl_capture: bytes) -> None:
     # Text that merely looks like the tag, inside a JS string: an HTML parser reads it as
     # script text (the lookalike's own "</script>" ends that script, as in a browser).
-    lookalike = b"<script>var s = '<div id=\"__NEXT_DATA__\">{\"price\":\"0.01\"}</div>';</script>"
+    lookalike = b'<script>var s = \'<div id="__NEXT_DATA__">{"price":"0.01"}</div>\';</script>'
     page = _before_real_script(aapl_capture, lookalike)
     assert str(parse_bloomberg_page(page, parse_symbol("AAPL:US"), FETCHED_AT).price) == "262.36"
 

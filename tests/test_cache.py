@@ -183,8 +183,10 @@ def test_bad_ttl_is_refused(tmp_path: Path) -> None:
         {"stored_at": "yesterday", "quote": {}},
         {"stored_at": 1_800_000_000.0},
         {"stored_at": 1_800_000_000.0, "quote": {"symbol": "AAPL:US"}},  # no price
-        {"stored_at": 1_800_000_000.0, "quote": {"symbol": "AAPL:US", "price": "abc",
-                                                  "source": "x"}},
+        {
+            "stored_at": 1_800_000_000.0,
+            "quote": {"symbol": "AAPL:US", "price": "abc", "source": "x"},
+        },
     ],
 )
 def test_malformed_entry_is_a_miss_and_is_deleted(tmp_path: Path, planted: object) -> None:
@@ -257,10 +259,14 @@ def plant_pickle_values(directory: Path, payload: bytes) -> None:
     evil_file.parent.mkdir(parents=True)
     evil_file.write_bytes(payload)
     with sqlite3.connect(directory / "cache.db") as con:
-        con.execute("UPDATE Cache SET mode = ?, value = ?, filename = NULL WHERE rowid % 2 = 1",
-                    (MODE_PICKLE, payload))
-        con.execute("UPDATE Cache SET mode = ?, value = NULL, filename = ? WHERE rowid % 2 = 0",
-                    (MODE_PICKLE, "ev/il/payload.val"))
+        con.execute(
+            "UPDATE Cache SET mode = ?, value = ?, filename = NULL WHERE rowid % 2 = 1",
+            (MODE_PICKLE, payload),
+        )
+        con.execute(
+            "UPDATE Cache SET mode = ?, value = NULL, filename = ? WHERE rowid % 2 = 0",
+            (MODE_PICKLE, "ev/il/payload.val"),
+        )
     con.close()
 
 

@@ -186,12 +186,14 @@ def test_symbols_add_and_remove_print_json(env: dict[str, str]) -> None:
     added = crawler(env, "symbols", "add", "VOD:LN", "AAPL", "--json")
     assert added.returncode == 0, added.stderr
     assert [(s["symbol"], s["added"]) for s in json.loads(added.stdout)["symbols"]] == [
-        ("VOD:LN", True), ("AAPL:US", True)
+        ("VOD:LN", True),
+        ("AAPL:US", True),
     ]
     removed = crawler(env, "symbols", "remove", "VOD:LN", "NOPE:US", "--json")
     assert removed.returncode == 1  # one was not tracked
     assert [(s["symbol"], s["removed"]) for s in json.loads(removed.stdout)["symbols"]] == [
-        ("VOD:LN", True), ("NOPE:US", False)
+        ("VOD:LN", True),
+        ("NOPE:US", False),
     ]
 
 

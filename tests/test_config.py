@@ -69,9 +69,7 @@ def write_toml(path: Path, text: str) -> Path:
     return path
 
 
-def error_of(
-    overrides: dict[str, object] | None = None, *, config_file: Path | None = None
-) -> str:
+def error_of(overrides: dict[str, object] | None = None, *, config_file: Path | None = None) -> str:
     with pytest.raises(ConfigError) as caught:
         load_settings(overrides, config_file=config_file)
     message = str(caught.value)
@@ -313,8 +311,7 @@ def test_error_names_the_toml_key(clean_env: Path) -> None:
 
 def test_several_problems_are_counted_not_listed() -> None:
     assert error_of({"max_workers": 0, "metrics_port": -1}) == (
-        "config: max_workers = 0 is too small; use 1 or more; from a command-line flag "
-        "(and 1 more)"
+        "config: max_workers = 0 is too small; use 1 or more; from a command-line flag (and 1 more)"
     )
 
 
@@ -351,7 +348,7 @@ def test_toml_syntax_error_is_one_line(clean_env: Path) -> None:
 
 
 @hyp_settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(min_value=-10**6, max_value=10**6))
+@given(st.integers(min_value=-(10**6), max_value=10**6))
 def test_interval_is_accepted_exactly_inside_its_range(interval_s: int) -> None:
     if 60 <= interval_s <= 86400:
         assert load_settings({"update_interval_seconds": interval_s}).update_interval_seconds == (

@@ -301,7 +301,10 @@ def test_second_start_says_already_running_and_succeeds(daemon_env: dict[str, st
     as_json = crawler(daemon_env, "start", "--json")
     assert as_json.returncode == 0
     assert json.loads(as_json.stdout) == {
-        "running": True, "started": False, "pid": int(pid), "socket": str(sock),
+        "running": True,
+        "started": False,
+        "pid": int(pid),
+        "socket": str(sock),
         "data_dir": str(data),
     }
     # A second foreground daemon cannot run: refused with the holder's pid (exit 1).

@@ -190,10 +190,12 @@ def screenshot(env: dict[str, Any], name: str) -> Path:
 
 def text_of(driver: WebDriver, element_id: str) -> str:
     """An element's text, read in one script (the cards are redrawn as news arrives)."""
-    return str(driver.execute_script(
-        "const e = document.getElementById(arguments[0]); return e ? e.textContent : ''",
-        element_id,
-    ))
+    return str(
+        driver.execute_script(
+            "const e = document.getElementById(arguments[0]); return e ? e.textContent : ''",
+            element_id,
+        )
+    )
 
 
 def row_prices(driver: WebDriver) -> dict[str, str]:
@@ -257,16 +259,18 @@ def test_the_budget_gauge_matches_crawler_budget_json(env: dict[str, Any]) -> No
     wait_ready(driver)
     spent = driver.find_element(By.ID, "budget-spent")
     assert spent.get_attribute("data-spent") == report["spent_usd"]
-    assert driver.find_element(By.ID, "budget-left").get_attribute("data-left") == (
-        report["remaining_usd"]
+    assert (
+        driver.find_element(By.ID, "budget-left").get_attribute("data-left")
+        == (report["remaining_usd"])
     )
     requests_text = driver.find_element(By.ID, "budget-requests").text
     assert f"{report['requests_used']} of {report['requests_allowed']}" in requests_text
     targets = driver.find_elements(By.CSS_SELECTOR, "#targets tr")
     assert [t.get_attribute("data-target") for t in targets] == list(report["targets"])
     assert driver.find_element(By.ID, "budget-runout").text == (
-        "lasts the day" if report["lasts_the_day"] else driver.find_element(
-            By.ID, "budget-runout").text
+        "lasts the day"
+        if report["lasts_the_day"]
+        else driver.find_element(By.ID, "budget-runout").text
     )
     bars = driver.find_elements(By.CSS_SELECTOR, "#pace-chart rect.bar")
     assert len(bars) == len(report["paid_by_hour"])
@@ -340,8 +344,15 @@ def test_the_symbol_page_charts_the_history_and_downloads_its_csv(env: dict[str,
           == str(history["total"]))  # fmt: skip
     assert driver.find_elements(By.CSS_SELECTOR, "#price-chart polyline.price-line")
     driver.find_element(By.CSS_SELECTOR, "#ranges button[data-range='all']").click()
-    until(driver, lambda d: "on" in d.find_element(
-        By.CSS_SELECTOR, "#ranges button[data-range='all']").get_attribute("class"))
+    until(
+        driver,
+        lambda d: (
+            "on"
+            in d.find_element(By.CSS_SELECTOR, "#ranges button[data-range='all']").get_attribute(
+                "class"
+            )
+        ),
+    )
     screenshot(env, "symbol")
     downloads: Path = env["base"] / "downloads"
     driver.find_element(By.ID, "csv").click()
@@ -574,8 +585,14 @@ def test_the_bright_data_key_never_reaches_the_page(env: dict[str, Any]) -> None
     dashboard: Dashboard = env["dashboard"]
     key = env["market"].api_key
     assert key
-    for path in ("/", "/symbol?s=AAPL:US", "/api/snapshot", "/static/app.js",
-                 "/api/history?symbol=AAPL:US&range=all", "/api/sparks?symbols=AAPL:US"):
+    for path in (
+        "/",
+        "/symbol?s=AAPL:US",
+        "/api/snapshot",
+        "/static/app.js",
+        "/api/history?symbol=AAPL:US&range=all",
+        "/api/sparks?symbols=AAPL:US",
+    ):
         status, _, body = dashboard.request("GET", path)
         assert status == 200, path
         assert key.encode() not in body, path

@@ -119,8 +119,10 @@ def test_path_under_proc(tmp_path: Path) -> None:
     ],
 )
 def test_storage_errors_translates_at_the_boundary(raised: Exception, expected: str) -> None:
-    with pytest.raises(StorageError, match=expected) as info, storage_errors("test store",
-                                                                             Path("/x")):
+    with (
+        pytest.raises(StorageError, match=expected) as info,
+        storage_errors("test store", Path("/x")),
+    ):
         raise raised
     assert info.value.__cause__ is raised
     assert "/x" in str(info.value)
@@ -133,7 +135,12 @@ def run_worker(prefix: list[str], data_dir: Path) -> subprocess.CompletedProcess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [*prefix, sys.executable, str(WORKER), "datadir", str(data_dir)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -150,7 +157,8 @@ def mount_namespace(tmp_path: Path) -> None:
     probe_dir.mkdir()
     probe = subprocess.run(
         ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=16k tmpfs {probe_dir}"],
-        capture_output=True, check=False,
+        capture_output=True,
+        check=False,
     )
     if probe.returncode != 0:
         pytest.skip("no permission for a private mount namespace")
@@ -349,7 +357,10 @@ def test_processes_creating_one_new_store_at_once_all_open_it(
         openers = [
             subprocess.Popen(
                 [sys.executable, "-c", opener, str(directory)],
-                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
             )
             for _ in range(6)
         ]

@@ -125,9 +125,7 @@ def test_asset_classes_of_suffixes_both_ways() -> None:
     [("BNBUSD:CUR", "CRYPTO"), ("XBTUSD:CUR", "CRYPTO"), ("USDTUSD:CUR", "CRYPTO"),
      ("USDTRY:CUR", "FX"), ("USDCAD:CUR", "FX"), ("EURUSD:CUR", "FX")],
 )  # fmt: skip
-def test_crypto_pairs_are_crypto_for_parsing_and_market_hours_alike(
-    text: str, market: str
-) -> None:
+def test_crypto_pairs_are_crypto_for_parsing_and_market_hours_alike(text: str, market: str) -> None:
     symbol = parse_symbol(text)
     assert (symbol.asset_class is AssetClass.CRYPTO) == (market == "CRYPTO")
     assert market_of(text, None) == market

@@ -43,3 +43,24 @@ def test_no_module_imports_itself_back() -> None:
         and graph.chain_exists(importer=imported, imported=importer)
     )
     assert circles == [], "import circles (A imports B, and B leads back to A): " + str(circles)
+
+
+def test_the_code_is_ruff_formatted() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "format",
+            "--check",
+            "crawler",
+            "tests",
+            "bench",
+            "fakemarket",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, "run `ruff format crawler tests bench fakemarket`:\n" + run.stdout

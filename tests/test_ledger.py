@@ -54,21 +54,37 @@ def budget_for(requests: int, cost: Decimal = COST) -> Decimal:
     return cost * requests
 
 
-def make_ledger(directory: Path, requests: int = 5, now: FakeNow | None = None,
-                timezone: str = "UTC", cost: Decimal = COST,
-                mono: Callable[[], float] | None = None) -> BudgetLedger:
+def make_ledger(
+    directory: Path,
+    requests: int = 5,
+    now: FakeNow | None = None,
+    timezone: str = "UTC",
+    cost: Decimal = COST,
+    mono: Callable[[], float] | None = None,
+) -> BudgetLedger:
     """A ledger on `now`; real time (the monotonic clock) follows `now` unless `mono` is given."""
     now = now or FakeNow(NOON)
-    return BudgetLedger(directory, budget_for(requests, cost), cost, timezone=timezone,
-                        now=now, clock=mono or now.monotonic, boot_id=lambda: "boot-1")
+    return BudgetLedger(
+        directory,
+        budget_for(requests, cost),
+        cost,
+        timezone=timezone,
+        now=now,
+        clock=mono or now.monotonic,
+        boot_id=lambda: "boot-1",
+    )
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, str(WORKER), *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=REPO, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
     )
 
 
@@ -88,10 +104,12 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("ops", "returns", "billed", "open_"),
-                         [row[1:] for row in TABLE], ids=[row[0] for row in TABLE])
-def test_reserve_settle_release_table(tmp_path: Path, ops: list[str], returns: list[bool],
-                                      billed: int, open_: int) -> None:
+@pytest.mark.parametrize(
+    ("ops", "returns", "billed", "open_"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE]
+)
+def test_reserve_settle_release_table(
+    tmp_path: Path, ops: list[str], returns: list[bool], billed: int, open_: int
+) -> None:
     ledger = make_ledger(tmp_path)
     held: list[Reservation] = []
     got: list[bool] = []
@@ -177,8 +195,9 @@ def test_statistics_money_is_decimal(tmp_path: Path) -> None:
     assert stats["last_rollover"] is None
 
 
-@pytest.mark.parametrize("bad", [Decimal("0.0000001"), Decimal("-1"), Decimal("NaN"),
-                                 Decimal("Infinity")])
+@pytest.mark.parametrize(
+    "bad", [Decimal("0.0000001"), Decimal("-1"), Decimal("NaN"), Decimal("Infinity")]
+)
 def test_amounts_finer_than_a_micro_or_negative_are_refused(tmp_path: Path, bad: Decimal) -> None:
     with pytest.raises(ConfigError):
         micro_from_usd(bad)
@@ -274,8 +293,9 @@ def test_two_processes_never_overspend(tmp_path: Path) -> None:
 
 def test_reservation_of_a_killed_process_stays_spent(tmp_path: Path) -> None:
     budget_requests = 3
-    worker = spawn("ledger-hold", str(tmp_path), str(budget_for(budget_requests)), str(COST),
-                   NOON.isoformat())
+    worker = spawn(
+        "ledger-hold", str(tmp_path), str(budget_for(budget_requests)), str(COST), NOON.isoformat()
+    )
     try:
         assert worker.stdout is not None
         line = worker.stdout.readline()
@@ -379,8 +399,10 @@ def test_time_zone_change_mid_day_takes_effect_at_the_next_boundary(
     # Past the UTC midnight the new zone's calendar applies; the window still holds the spend.
     now.current = datetime(2026, 11, 29, 0, 30, tzinfo=UTC)
     expected = now.current.astimezone(ZoneInfo(zone)).date()
-    assert moved.day() == max(expected, date(2026, 11, 29)).isoformat() or expected.isoformat() \
-        == "2026-11-28"
+    assert (
+        moved.day() == max(expected, date(2026, 11, 29)).isoformat()
+        or expected.isoformat() == "2026-11-28"
+    )
     with pytest.raises(BudgetExhaustedError):
         moved.reserve()
     # 24 hours after the spend: one day's budget again, and no more.
@@ -408,8 +430,15 @@ def test_spend_in_any_24_hours_never_exceeds_one_days_budget(tmp_path: Path) -> 
         if i == 700:
             mono.current = 50.0  # rebooted: the monotonic clock starts again
         now = FakeNow(real + steps[(i // 97) % len(steps)])
-        ledger = BudgetLedger(tmp_path, budget_for(budget), COST, timezone=zones[(i // 61) % 5],
-                              now=now, clock=mono, boot_id=lambda b=boot: b)
+        ledger = BudgetLedger(
+            tmp_path,
+            budget_for(budget),
+            COST,
+            timezone=zones[(i // 61) % 5],
+            now=now,
+            clock=mono,
+            boot_id=lambda b=boot: b,
+        )
         try:
             ledger.settle(ledger.reserve())
         except BudgetExhaustedError:

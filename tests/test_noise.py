@@ -93,8 +93,7 @@ def test_a_breaker_opening_is_logged_once(detached: DaemonHarness, market: FakeM
     opened = [
         r
         for r in _log_records(detached)
-        if (r.get("breaker") == "bright_data"
-        and r.get("new") == "open")
+        if (r.get("breaker") == "bright_data" and r.get("new") == "open")
         or ("bright_data" in str(r.get("event")) and "open" in str(r.get("event")))
     ]
     assert len(opened) == 1, opened

@@ -43,7 +43,7 @@ def sample_quotes() -> list[Quote]:
             as_of=T0,
             fetched_at=T0 + timedelta(seconds=3, microseconds=250),
             asset_class=AssetClass.STOCKS,
-            name="Vodafone, \"Group\"\nplc",
+            name='Vodafone, "Group"\nplc',
         ),
         # No source time, no optional fields, flags set.
         Quote(

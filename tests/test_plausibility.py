@@ -103,9 +103,7 @@ def test_only_yields_futures_and_spreads_may_go_negative() -> None:
         (datetime(2001, 9, 10, tzinfo=UTC), True, "more than 7 days old"),
     ],
 )
-def test_times_that_cannot_be_true_are_refused(
-    as_of: datetime, live: bool, reason: str
-) -> None:
+def test_times_that_cannot_be_true_are_refused(as_of: datetime, live: bool, reason: str) -> None:
     with pytest.raises(ImplausibleQuoteError, match=reason):
         check_quote(quote("262.36", as_of=as_of), now=NOW, live=live)
 
@@ -166,9 +164,7 @@ def test_a_new_level_that_persists_a_minute_is_taken_a_glitch_is_not() -> None:
     with pytest.raises(ImplausibleQuoteError):
         gate.check(quote("50.20", at=soon), now=soon, reference=last)
     later = NOW + CONFIRM_AFTER
-    assert gate.check(quote("50.30", at=later), now=later, reference=last).price == Decimal(
-        "50.30"
-    )
+    assert gate.check(quote("50.30", at=later), now=later, reference=last).price == Decimal("50.30")
     # A glitch that does not come back leaves nothing behind.
     with pytest.raises(ImplausibleQuoteError):
         gate.check(quote("0.00001", at=later), now=later, reference=quote("50.30"))

@@ -80,9 +80,7 @@ def node_settings(market: FakeMarket, base: Path, url: str, name: str, **extra: 
 
 
 @pytest.fixture
-def make_node(
-    market: FakeMarket, tmp_path: Path
-) -> Iterator[Callable[..., HybridDataSource]]:
+def make_node(market: FakeMarket, tmp_path: Path) -> Iterator[Callable[..., HybridDataSource]]:
     made: list[HybridDataSource] = []
 
     def make(url: str, name: str, **extra: Any) -> HybridDataSource:
@@ -270,9 +268,7 @@ def test_fresh_after_the_intervals_fetch_is_done_fetches_at_once(
         raise AssertionError(f"waited {seconds}s although no fetch was in flight")
 
     one = HybridDataSource(node_settings(market, tmp_path, redis_url, "node-a"))
-    other = HybridDataSource(
-        node_settings(market, tmp_path, redis_url, "node-b"), sleep=no_waiting
-    )
+    other = HybridDataSource(node_settings(market, tmp_path, redis_url, "node-b"), sleep=no_waiting)
     try:
         one.get_quote("R01:US")
         assert other.get_quote("R01:US").from_cache is True  # the interval's quote, shared
@@ -333,9 +329,7 @@ def test_a_nodes_pacing_share_follows_the_work_it_leases(
     from crawler.orchestrator.spending import SpendingPolicy
 
     late = datetime(2026, 3, 10, 23, 50, tzinfo=UTC)
-    nodes = [
-        make_node(redis_url, f"node-{i}", total_budget=Decimal("0.03")) for i in range(3)
-    ]
+    nodes = [make_node(redis_url, f"node-{i}", total_budget=Decimal("0.03")) for i in range(3)]
     for node in nodes:
         assert node.stores is not None
         node.stores.nodes.beat({}, ttl_s=30)

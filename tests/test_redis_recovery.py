@@ -42,9 +42,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make(
-    redis_url: str, tmp_path: Path, clock: Clock
-) -> Iterator[Callable[..., RedisLedger]]:
+def make(redis_url: str, tmp_path: Path, clock: Clock) -> Iterator[Callable[..., RedisLedger]]:
     made: list[tuple[RedisLedger, RedisConnection]] = []
     live: list[str] = []
 

@@ -129,9 +129,7 @@ def test_the_chart_fallback_serves_a_symbol_whose_batch_record_was_refused(
     results = make_hybrid().fetch_many(BATCH)
     spot = results["SPOT:US"]
     assert isinstance(spot, Quote), spot
-    assert spot.price == Decimal(str(yahoo_fake.quote_for("SPOT").price)).quantize(
-        Decimal("0.01")
-    )
+    assert spot.price == Decimal(str(yahoo_fake.quote_for("SPOT").price)).quantize(Decimal("0.01"))
     assert yahoo_fake.count("chart", "SPOT") == 1 and yahoo_fake.count("chart") == 1
 
 

@@ -23,7 +23,7 @@ def test_comments_fields_bad_json_and_non_objects_are_skipped() -> None:
 
 
 def test_a_line_split_across_chunks_is_joined_and_a_partial_last_line_waits() -> None:
-    chunks = [b'da', b'ta: {"a"', b': 1}\n', b'data: {"b": 2}']
+    chunks = [b"da", b'ta: {"a"', b": 1}\n", b'data: {"b": 2}']
     assert list(iter_sse(chunks)) == [{"a": 1}]
 
 

@@ -336,12 +336,25 @@ def test_ledger_processes_racing_never_overspend(backend: Backend) -> None:
     # Opened once first: three processes creating one new SQLite file at the same instant is
     # not what this test is about.
     backend.ledger(requests=requests)
-    args = ["ledger-race", str(backend.tmp / "a" / "ledger-local" if backend.url else
-            backend.tmp / "a" / "ledger"), str(COST * requests), str(COST), NOON.isoformat(), "4"]
+    args = [
+        "ledger-race",
+        str(backend.tmp / "a" / "ledger-local" if backend.url else backend.tmp / "a" / "ledger"),
+        str(COST * requests),
+        str(COST),
+        NOON.isoformat(),
+        "4",
+    ]
     pipe = subprocess.PIPE
     workers = [
-        subprocess.Popen([sys.executable, str(WORKER), *args], stdin=pipe, stdout=pipe,
-                         stderr=pipe, text=True, cwd=REPO, env=backend.env())
+        subprocess.Popen(
+            [sys.executable, str(WORKER), *args],
+            stdin=pipe,
+            stdout=pipe,
+            stderr=pipe,
+            text=True,
+            cwd=REPO,
+            env=backend.env(),
+        )
         for _ in range(3)
     ]
     results: list[dict[str, Any]] = []

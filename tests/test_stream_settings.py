@@ -27,8 +27,7 @@ def test_defaults_stream_from_yahoo(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_config_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toml = (
-        '[stream]\nenabled = false\nendpoint = "ws://127.0.0.1:9/"\n'
-        "history_interval_seconds = 5\n"
+        '[stream]\nenabled = false\nendpoint = "ws://127.0.0.1:9/"\nhistory_interval_seconds = 5\n'
     )
     monkeypatch.delenv("STREAM_ENABLED", raising=False)
     monkeypatch.delenv("YFINANCE_STREAM_ENDPOINT", raising=False)

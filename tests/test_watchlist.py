@@ -68,8 +68,7 @@ def test_persists_across_instances(tmp_path: Path) -> None:
     first.add("SPX:IND", AssetClass.INDICES)
     first.close()
     second = Watchlist(tmp_path)
-    assert second.items() == [("GC1:COM", AssetClass.COMMODITIES),
-                              ("SPX:IND", AssetClass.INDICES)]
+    assert second.items() == [("GC1:COM", AssetClass.COMMODITIES), ("SPX:IND", AssetClass.INDICES)]
     second.remove("GC1:COM")
     assert Watchlist(tmp_path).symbols() == ["SPX:IND"]
 
@@ -107,8 +106,12 @@ def test_two_processes_adding_at_once_lose_nothing(tmp_path: Path) -> None:
     workers = [
         subprocess.Popen(
             [sys.executable, str(WORKER), "watchlist-add", str(tmp_path), prefix, str(count), "4"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, cwd=REPO, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env=env,
         )
         for prefix in ("P", "Q")
     ]

@@ -233,9 +233,7 @@ class _Lane:
         self.owner = owner
         self.queue: queue.Queue[Notice | None] = queue.Queue(maxsize=queue_size)
         self.stopping = threading.Event()
-        self.thread = threading.Thread(
-            target=self.run, name=f"crawler-notify-{index}", daemon=True
-        )
+        self.thread = threading.Thread(target=self.run, name=f"crawler-notify-{index}", daemon=True)
         self.thread.start()
 
     def run(self) -> None:

@@ -106,8 +106,10 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
         print_json(result)
     else:
         symbols = int(result.get("symbols") or 0)
-        done = f"{symbols - len(errors)} of {plural(symbols, 'symbol')}" if errors else (
-            plural(symbols, "symbol")
+        done = (
+            f"{symbols - len(errors)} of {plural(symbols, 'symbol')}"
+            if errors
+            else (plural(symbols, "symbol"))
         )
         typer.echo(
             f"backfilled {done} at {result.get('interval')}: "

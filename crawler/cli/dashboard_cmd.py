@@ -42,14 +42,18 @@ def dashboard(
     host: Annotated[
         str,
         typer.Option(
-            "--host", envvar="CRAWLER_DASHBOARD_HOST",
+            "--host",
+            envvar="CRAWLER_DASHBOARD_HOST",
             help="Address to listen on; loopback unless you configure another.",
         ),
     ] = "127.0.0.1",
     port: Annotated[
         int,
         typer.Option(
-            "--port", min=0, max=65535, envvar="CRAWLER_DASHBOARD_PORT",
+            "--port",
+            min=0,
+            max=65535,
+            envvar="CRAWLER_DASHBOARD_PORT",
             help="TCP port (0: any free one).",
         ),
     ] = DEFAULT_PORT,
@@ -59,12 +63,15 @@ def dashboard(
     idle_timeout_s: Annotated[
         float,
         typer.Option(
-            "--idle-timeout", min=0.1, max=3600, metavar="SECONDS",
+            "--idle-timeout",
+            min=0.1,
+            max=3600,
+            metavar="SECONDS",
             help="Seconds a silent browser connection is kept open (15).",
         ),
     ] = 15.0,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print {\"url\", \"pid\"} as one JSON line.")
+        bool, typer.Option("--json", help='Print {"url", "pid"} as one JSON line.')
     ] = False,
 ) -> None:
     """A live dashboard in your browser: watchlist, budget, sources, collections."""

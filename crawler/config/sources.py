@@ -43,6 +43,7 @@ __all__ = [
     "settings_sources",
 ]
 
+
 def settings_sources(
     settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource
 ) -> tuple[PydanticBaseSettingsSource, ...]:

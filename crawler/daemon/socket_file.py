@@ -58,6 +58,7 @@ class PeerCredentials(NamedTuple):
     uid: int
     gid: int
 
+
 def peer_credentials(conn: socket.socket) -> PeerCredentials:
     """The peer's pid, effective uid and gid, as the kernel reports them (OSError if not)."""
     size = struct.calcsize("3i")

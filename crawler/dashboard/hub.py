@@ -481,9 +481,7 @@ class Hub:
             now = self._clock()
             watched = bool(self._tabs)
             try:
-                if self._rows_wanted or (
-                    watched and _due(self._rows_at, self.rows_every_s, now)
-                ):
+                if self._rows_wanted or (watched and _due(self._rows_at, self.rows_every_s, now)):
                     self.refresh_rows()
                 elif watched and _due(
                     self._status_at,

@@ -216,8 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refuse_page(self, status: int, message: str) -> None:
         body = (
-            "<!doctype html><meta charset=utf-8><title>crawler dashboard</title>"
-            f"<p>{message}</p>"
+            f"<!doctype html><meta charset=utf-8><title>crawler dashboard</title><p>{message}</p>"
         ).encode()
         self._send(status, body, "text/html; charset=utf-8")
 
@@ -259,15 +258,21 @@ class _Handler(BaseHTTPRequestHandler):
             if not (
                 self.keys.token_ok(query.get("token")) or self.tickets.redeem(query.get("ticket"))
             ):
-                self._refuse_page(403, "This token is not the dashboard's. Run `crawler "
-                                  "dashboard` again and open the address it prints.")
+                self._refuse_page(
+                    403,
+                    "This token is not the dashboard's. Run `crawler "
+                    "dashboard` again and open the address it prints.",
+                )
                 return
             self._head(303, "text/plain", 0, Location="/", Set_Cookie=self.keys.set_cookie())
             return
         if not self._signed_in():
             if url.path in _PAGES:
-                self._refuse_page(401, "Open the address `crawler dashboard` printed (it "
-                                  "carries the token), or run it again.")
+                self._refuse_page(
+                    401,
+                    "Open the address `crawler dashboard` printed (it "
+                    "carries the token), or run it again.",
+                )
             else:
                 self._error(401, "not signed in: open the address `crawler dashboard` printed")
             return
@@ -280,8 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path in _PAGES:
             page = _static(_PAGES[path]).replace(b"{{csrf}}", self.keys.csrf.encode("ascii"))
             self._send(200, page, "text/html; charset=utf-8")
-        elif path.startswith("/static/") and path[len("/static/"):] in _STATIC:
-            name = path[len("/static/"):]
+        elif path.startswith("/static/") and path[len("/static/") :] in _STATIC:
+            name = path[len("/static/") :]
             self._send(200, _static(name), _STATIC[name])
         elif path == "/api/snapshot":
             self._json(200, self.hub.snapshot(query.get("symbol")))
@@ -542,4 +547,3 @@ class DashboardServer:
         if thread is not None:
             thread.join(timeout_s)
         self._server = self._thread = None
-

@@ -69,6 +69,7 @@ INDEX_MARKETS: dict[str, str] = {
     "OMX": "XSTO",
 }
 
+
 def market_of(symbol: str, asset_class: AssetClass | None) -> str:
     """The market code of a canonical "TICKER:SUFFIX" symbol; "UNKNOWN" when we cannot tell."""
     ticker, _, suffix = symbol.strip().upper().rpartition(":")

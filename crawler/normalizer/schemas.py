@@ -126,7 +126,7 @@ class Quote:
 
     @property
     def kind(self) -> str:
-        """"bar" for a backfilled bar, "quote" for a collected quote."""
+        """ "bar" for a backfilled bar, "quote" for a collected quote."""
         return "quote" if self.interval is None else "bar"
 
     @classmethod

@@ -99,9 +99,7 @@ def major_dict(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def major_row(
-    row: Sequence[Any], currency_at: int, price_at: Sequence[int]
-) -> Sequence[Any]:
+def major_row(row: Sequence[Any], currency_at: int, price_at: Sequence[int]) -> Sequence[Any]:
     """A stored row (exact decimal strings) in major units: `row[currency_at]` is its currency
     and `price_at` the positions of its amounts. The same row when nothing changes."""
     unit = major_unit(row[currency_at])

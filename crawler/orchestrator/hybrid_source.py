@@ -1036,8 +1036,10 @@ class HybridDataSource:
                 reasons[name] = exc.message
                 self._count_failure(name, usage, exc)
                 self._note_free(name, sym, failed=True)
-                if name == YFINANCE and self.unknowns is not None and isinstance(
-                    exc, UnknownSymbolError
+                if (
+                    name == YFINANCE
+                    and self.unknowns is not None
+                    and isinstance(exc, UnknownSymbolError)
                 ):
                     self.unknowns.note_unknown(sym.canonical)
                 if name == BRIGHT_DATA and self.events is not None:
@@ -1123,9 +1125,7 @@ class HybridDataSource:
             count = self._storage_errors
             self._last_storage_error = exc.message
         if count == 1 or count % 100 == 0:
-            log.error(
-                "storage error #%d%s: %s", count, f" ({what})" if what else "", exc.message
-            )
+            log.error("storage error #%d%s: %s", count, f" ({what})" if what else "", exc.message)
 
     def _note_free(self, name: str, sym: Symbol, *, failed: bool) -> None:
         if name != YFINANCE:

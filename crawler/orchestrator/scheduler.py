@@ -250,8 +250,7 @@ class DataScheduler:
                 misfire_grace_time=max(1, int(interval_s // 2)),
                 # The first collection runs at start, not one interval later: a freshly
                 # started collector should have quotes to show.
-                next_run_time=datetime.now(UTC)
-                + timedelta(seconds=self._first_collection_delay_s),
+                next_run_time=datetime.now(UTC) + timedelta(seconds=self._first_collection_delay_s),
             )
             scheduler.add_job(
                 self._budget_rollover,

@@ -228,9 +228,7 @@ class YFinanceSource:
         as for `fetch`; a range Yahoo refuses is APIError naming Yahoo's reason."""
         yahoo_symbol = to_yahoo(symbol)
         what = f"{yahoo_symbol} ({symbol.canonical})"
-        return self._run(
-            self._fetch_bars, symbol, yahoo_symbol, interval, start, end, what=what
-        )
+        return self._run(self._fetch_bars, symbol, yahoo_symbol, interval, start, end, what=what)
 
     def _fetch_bars(
         self,

@@ -44,6 +44,7 @@ _QUOTE_PREFIX: Final = "quote:"
 _LAST_PREFIX: Final = "last:"
 _WHAT: Final = "quote cache"
 
+
 class QuoteCache:
     """Fresh and last-known quotes under `directory`, shared by threads and processes.
 

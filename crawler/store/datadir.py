@@ -112,8 +112,7 @@ def _describe(path: Path, exc: OSError) -> str:
         return f"data dir {path} is full ({reason}); free some space or set DATA_DIR elsewhere"
     if exc.errno == errno.ENOTDIR:
         return (
-            f"data dir {path} is not a directory ({reason}); "
-            "set DATA_DIR to a writable directory"
+            f"data dir {path} is not a directory ({reason}); set DATA_DIR to a writable directory"
         )
     return f"data dir {path} is not writable ({reason}); set DATA_DIR to a writable directory"
 
@@ -137,9 +136,7 @@ def ensure_data_dir(path: Path) -> Path:
         with suppress(FileExistsError):
             path.mkdir(mode=_DIR_MODE, parents=True)
             created = True
-        fd = os.open(
-            _trusted(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
+        fd = os.open(_trusted(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             info = os.fstat(fd)
             if info.st_uid != os.geteuid():

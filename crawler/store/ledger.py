@@ -88,6 +88,8 @@ def current_boot_id() -> str:
         return _BOOT_ID_FILE.read_text().strip()
     except OSError:
         return ""
+
+
 _WHAT: Final = "budget ledger"
 
 
@@ -388,9 +390,7 @@ class BudgetLedger:
                     self._budget_micro, self._cost_micro,
                     self._frees_at(record.used_micro, window, clock, real),
                 )  # fmt: skip
-            reservation = Reservation(
-                id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro
-            )
+            reservation = Reservation(id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro)
             minute = _minute(real)
             record.open[reservation.id] = {
                 "amount_micro": reservation.amount_micro,

@@ -493,9 +493,7 @@ class RedisLedger:
     def observe(self, live: list[dict[str, Any]]) -> None:
         """After each heartbeat: notice a loss, report, complete a recovery, and keep this
         node's memory (cluster total and clock seen, peers beating) fresh. Never raises."""
-        names = sorted(
-            str(record.get("node")) for record in live if record.get("reports_spend")
-        )
+        names = sorted(str(record.get("node")) for record in live if record.get("reports_spend"))
         try:
             code, found = self._read_epoch()
             if code < 0:

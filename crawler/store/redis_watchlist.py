@@ -413,6 +413,7 @@ class RedisWatchlist:
         with storage_errors("watchlist versions", self._meta_dir):
             self._meta.set(key, value)
 
+
 def _decode(raw: dict[str, str], key: str) -> list[tuple[str, AssetClass]]:
     entries: list[tuple[int, str, AssetClass]] = []
     try:

@@ -40,9 +40,7 @@ def market() -> Iterator[FakeMarket]:
 
 
 @pytest.fixture
-def cluster(
-    redis_url: str, market: FakeMarket, tmp_path: Path
-) -> Iterator[list[DaemonHarness]]:
+def cluster(redis_url: str, market: FakeMarket, tmp_path: Path) -> Iterator[list[DaemonHarness]]:
     nodes = [
         DaemonHarness(
             market,
@@ -187,9 +185,7 @@ def test_three_daemons_one_redis(
     assert Decimal(budget["total_cost"]) == COST * budget["requests_used"]
 
 
-def test_status_shows_a_lost_redis_and_reconnects(
-    market: FakeMarket, tmp_path: Path
-) -> None:
+def test_status_shows_a_lost_redis_and_reconnects(market: FakeMarket, tmp_path: Path) -> None:
     from tests.redis_server import RedisServer, redis_server_binary
 
     if redis_server_binary() is None:

@@ -51,9 +51,7 @@ def test_one_absurd_number_in_a_yahoo_batch_fails_only_its_symbol(tmp_path: Path
         market.yahoo.set_raw("SPOT", regularMarketPrice=1e300)  # batch and chart alike
         market.yahoo.set_raw("QQQ", only="quote", regularMarketPrice=10**400)  # chart is fine
         market.yahoo.set_raw("MSFT", regularMarketChange=10**400)
-        daemon = DaemonHarness(
-            market, tmp_path, SOURCES_ORDER="yfinance", STREAM_ENABLED="false"
-        )
+        daemon = DaemonHarness(market, tmp_path, SOURCES_ORDER="yfinance", STREAM_ENABLED="false")
         daemon.start()
         try:
             code, answer = _fetch(daemon, "AAPL:US", "MSFT:US", "QQQ:US", "SPOT:US")

@@ -25,9 +25,7 @@ def _peak_kb(pid: int) -> int:
 
 def test_a_60_mb_batch_answer_fails_cleanly_without_the_memory(tmp_path: Path) -> None:
     with FakeMarket() as market:
-        daemon = DaemonHarness(
-            market, tmp_path, SOURCES_ORDER="yfinance", STREAM_ENABLED="false"
-        )
+        daemon = DaemonHarness(market, tmp_path, SOURCES_ORDER="yfinance", STREAM_ENABLED="false")
         proc = daemon.start()
         try:
             # Warm up: yfinance, curl and the JSON machinery loaded, one batch served.

@@ -54,9 +54,7 @@ def test_history_files_are_private(daemon: DaemonHarness) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_a_retention_out_of_range_is_refused_at_start(
-    market: FakeMarket, tmp_path: Path
-) -> None:
+def test_a_retention_out_of_range_is_refused_at_start(market: FakeMarket, tmp_path: Path) -> None:
     harness = DaemonHarness(market, tmp_path, HISTORY_RETENTION_DAYS="99999999")
     result = harness.cli("start", "--foreground")
     assert result.returncode == 2
