@@ -28,22 +28,18 @@ How it talks to Yahoo:
   (`TransientSourceError`); curl's own timeout (`timeout_s`) bounds the abandoned worker.
 - Errors are ours: rate limits → `RateLimitedError`, network errors and 5xx →
   `TransientSourceError`, 404 / no price → `UnknownSymbolError`, anything else → `APIError`.
-  Nothing from yfinance or curl_cffi escapes.
+  Nothing from yfinance or curl_cffi escapes (the table and the rest: `yahoo_errors`).
 
 yfinance keeps process-wide state (one session and crumb in its `YfData` singleton, its cache
 location, its config), so one `YFinanceSource` per process is the intended use; the first one
-to fetch decides yfinance's cache directory. Importing this module imports neither yfinance nor
-curl_cffi: both load on the first fetch.
+to fetch decides yfinance's cache directory (`yfinance_setup`). Importing this module imports
+neither yfinance nor curl_cffi: both load on the first fetch.
 """
 
 from __future__ import annotations
 
-import errno
-import re
-import sqlite3
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -58,20 +54,24 @@ from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol, to_yahoo
 from crawler.normalizer.yahoo import is_invalid_crumb, parse_chart, parse_quote_batch
 from crawler.sources.base import BatchAnswer
-from crawler.utils.error_map import ErrorTable, mapped_class
+from crawler.sources.yahoo_errors import after_colon, curl_errors, status_error, translate
+from crawler.sources.yfinance_setup import (
+    CappedBody,
+    file_too_large,
+    forget_cookie_and_crumb,
+    load_yfinance,
+    quiet_yfinance_warnings,
+)
 from crawler.utils.exceptions import (
     APIError,
     ConfigError,
     CrawlerError,
     ImplausibleQuoteError,
     ParseError,
-    RateLimitedError,
     SourceConfigError,
-    StorageError,
     TransientSourceError,
     UnknownSymbolError,
 )
-from crawler.utils.heavy_imports import import_pandas
 
 if TYPE_CHECKING:
     from crawler.sources.yahoo_redirect import RedirectingSession
@@ -97,13 +97,6 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 _QUOTE_URL = "https://query1.finance.yahoo.com/v7/finance/quote"
 _CHART_URL = "https://query2.finance.yahoo.com/v8/finance/chart/"
 _CHART_PARAMS = {"range": "1d", "interval": "1d", "includePrePost": "false"}
-_MESSAGE_CHARS = 240
-# pandas deprecation/future warnings attributed to yfinance's code are its business, not ours;
-# anything else still surfaces.
-_YFINANCE_MODULES = r"yfinance(\.|$)"
-
-_setup_lock = threading.Lock()
-_yfinance_cache_dir: str | None = None
 
 T = TypeVar("T")
 
@@ -252,12 +245,12 @@ class YFinanceSource:
         url = _CHART_URL + url_quote(yahoo_symbol, safe="")
         status, body = self._get(url, params, what, deadline_at_s)
         if status not in (200, 404, 422):
-            raise _status_error(status, what)
+            raise status_error(status, what)
         try:
             return parse_chart_bars(body, symbol, interval, fetched_at=self._now())
         except UnknownSymbolError as exc:
             raise UnknownSymbolError(
-                f"yfinance: Yahoo does not know {what}: {_after_colon(exc.message)}"
+                f"yfinance: Yahoo does not know {what}: {after_colon(exc.message)}"
             ) from None
         except ParseError as exc:
             raise APIError(f"yfinance: {exc.message}") from None
@@ -328,7 +321,7 @@ class YFinanceSource:
         url = _CHART_URL + url_quote(yahoo_symbol, safe="")
         status, body = self._get(url, dict(_CHART_PARAMS), what, deadline_at_s)
         if status != 200 and status != 404:
-            raise _status_error(status, what)
+            raise status_error(status, what)
         try:
             return parse_chart(body, symbol, fetched_at=self._now())
         except ImplausibleQuoteError as exc:
@@ -336,7 +329,7 @@ class YFinanceSource:
             raise ImplausibleQuoteError(f"yfinance: {exc.message}") from None
         except UnknownSymbolError as exc:
             raise UnknownSymbolError(
-                f"yfinance: Yahoo does not know {what}: {_after_colon(exc.message)}"
+                f"yfinance: Yahoo does not know {what}: {after_colon(exc.message)}"
             ) from None
         except ParseError as exc:
             if status == 404:
@@ -350,7 +343,7 @@ class YFinanceSource:
         what = f"a batch of {len(asked)} symbols"
         status, body = self._get(_QUOTE_URL, {"symbols": ",".join(asked)}, what, deadline_at_s)
         if status != 200:
-            raise _status_error(status, what)
+            raise status_error(status, what)
         try:
             return parse_quote_batch(body, asked, fetched_at=self._now())
         except ParseError as exc:
@@ -363,7 +356,7 @@ class YFinanceSource:
         Every third-party error is translated here."""
         session: RedirectingSession | None = None
         try:
-            session = self._session or self._session_for(_load_yfinance(self.cache_dir))
+            session = self._session or self._session_for(load_yfinance(self.cache_dir))
             left_s = None if deadline_at_s is None else max(0.0, deadline_at_s - self._clock())
             with session.time_limit(left_s):
                 # The crumb is kept here: asking yfinance for it on every request costs more
@@ -371,13 +364,13 @@ class YFinanceSource:
                 crumb = self._crumb_value or self._crumb(session, refresh=False)
                 for attempt in (1, 2):
                     query = {**params, "crumb": crumb} if crumb else params
-                    sink = _CappedBody(self.max_body_bytes)
+                    sink = CappedBody(self.max_body_bytes)
                     try:
                         response = session.get(
                             url, params=query, timeout=self.timeout_s, content_callback=sink.write
                         )
                     except Exception as exc:
-                        if sink.over or _file_too_large(exc):
+                        if sink.over or file_too_large(exc):
                             raise self._too_large(what) from None
                         raise
                     if sink.over:
@@ -393,7 +386,7 @@ class YFinanceSource:
             raise
         except Exception as exc:
             status_seen = session.last_chart_status() if session is not None else None
-            raise _translate(exc, status_seen, what) from exc
+            raise translate(exc, status_seen, what) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _too_large(self, what: str) -> APIError:
@@ -404,19 +397,15 @@ class YFinanceSource:
 
     def _crumb(self, session: RedirectingSession, *, refresh: bool) -> str | None:
         """yfinance's cookie and crumb for this session (`refresh` forgets the old ones)."""
-        yf = _load_yfinance(self.cache_dir)
+        yf = load_yfinance(self.cache_dir)
         # After the import: importing yfinance puts its own "default" filter in front.
-        _quiet_yfinance_warnings()
+        quiet_yfinance_warnings()
         data = yf.data.YfData(session=session)
-        lock = getattr(data, "_cookie_lock", None)
-        if refresh and lock is not None:
-            with lock:
-                # A refused crumb may come from a stale cookie too: start the dance over,
-                # without the cookie yfinance keeps on disk (another endpoint's, after
-                # YFINANCE_ENDPOINT changed: every batch failed until data/yfinance went).
-                data._crumb = None
-                data._cookie = None
-                _forget_kept_cookies(yf)
+        if refresh:
+            # A refused crumb may come from a stale cookie too: start the dance over, without
+            # the cookie yfinance keeps on disk (another endpoint's, after YFINANCE_ENDPOINT
+            # changed: every batch failed until data/yfinance went).
+            forget_cookie_and_crumb(yf, data)
         crumb, _strategy = data._get_cookie_and_crumb(timeout=self.timeout_s)
         value = str(crumb) if crumb else None
         self._crumb_value = value
@@ -439,17 +428,11 @@ class YFinanceSource:
                 raise SourceConfigError(str(exc)) from exc
             # yfinance keeps one cookie+crumb per process. Our new session's jar starts empty,
             # so a crumb remembered from an earlier session is not valid with it: forget it and
-            # let yfinance redo its (cached-cookie aware) warm-up on this session.
-            data = yf.data.YfData(session=session)
-            lock = getattr(data, "_cookie_lock", None)
-            if lock is not None:
-                with lock:
-                    data._cookie = None
-                    data._crumb = None
-                    # Nor the cookie yfinance kept on disk: it may be another endpoint's
-                    # (YFINANCE_ENDPOINT changed), and a crumb is only given for the cookie
-                    # its own server set. One cookie request per new session is the cost.
-                    _forget_kept_cookies(yf)
+            # let yfinance redo its (cached-cookie aware) warm-up on this session. Nor the
+            # cookie yfinance kept on disk: it may be another endpoint's (YFINANCE_ENDPOINT
+            # changed), and a crumb is only given for the cookie its own server set. One
+            # cookie request per new session is the cost.
+            forget_cookie_and_crumb(yf, yf.data.YfData(session=session))
             self._session = session
             return session
 
@@ -459,182 +442,3 @@ class YFinanceSource:
             self._latency_total_s += max(self._clock() - started_s, 0.0)
             if error is not None:
                 self._last_error = error.message
-
-
-def _file_too_large(exc: Exception) -> bool:
-    """curl's CURLE_FILESIZE_EXCEEDED (63): the session's backstop stopped the answer."""
-    return getattr(exc, "code", None) == _CURLE_FILESIZE_EXCEEDED or "curl: (63)" in str(exc)
-
-
-_CURLE_FILESIZE_EXCEEDED = 63
-
-
-class _CappedBody:
-    """curl's write callback for one answer: keeps the body until `limit` bytes, then asks
-    curl to abort the transfer (so a 60 MB answer costs `limit` bytes of memory, not 60 MB)."""
-
-    _ABORT = 0xFFFFFFFF  # CURL_WRITEFUNC_ERROR: the transfer stops with a write error
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.size = 0
-        self.over = False
-        self._chunks: list[bytes] = []
-
-    def write(self, chunk: bytes) -> int:
-        self.size += len(chunk)
-        if self.size > self.limit:
-            self.over = True
-            self._chunks.clear()
-            return self._ABORT
-        self._chunks.append(chunk)
-        return len(chunk)
-
-    def body(self) -> bytes:
-        return b"".join(self._chunks)
-
-
-def _load_yfinance(cache_dir: Path) -> ModuleType:
-    """Import yfinance on first use and configure its process-wide state once."""
-    global _yfinance_cache_dir
-    import_pandas()  # before yfinance: pandas without pyarrow
-    import yfinance
-    import yfinance.cache
-    import yfinance.data
-
-    module: ModuleType = yfinance
-    with _setup_lock:
-        if _yfinance_cache_dir is None:
-            # Process-global, and effectively fixed once yfinance has opened its databases.
-            yfinance.cache.set_cache_location(str(cache_dir))
-            _yfinance_cache_dir = str(cache_dir)
-        # Raise instead of logging, so failures can be mapped.
-        yfinance.config.debug.hide_exceptions = False
-    return module
-
-
-def _forget_kept_cookies(yf: ModuleType) -> None:
-    """Delete the cookies yfinance keeps in its cache directory, for every strategy."""
-    try:
-        kept = yf.cache.get_cookie_cache()
-        for strategy in ("basic", "csrf", "curlCffi"):
-            kept.store(strategy, None)
-    except Exception as exc:  # its cache is a convenience: a failure here costs a retry
-        message = f"yfinance's cookie cache could not be cleared: {_one_line(exc)}"
-        raise StorageError(message) from exc
-
-
-def _quiet_yfinance_warnings() -> None:
-    """Ignore deprecation/future warnings raised from yfinance's own modules.
-
-    Re-applied on every fetch because callers (pytest, `warnings.catch_warnings`) may reset
-    the filter list; `filterwarnings` moves an existing identical entry to the front.
-    """
-    with _setup_lock:
-        for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
-            warnings.filterwarnings("ignore", category=category, module=_YFINANCE_MODULES)
-
-
-def _status_error(status: int, what: str) -> APIError:
-    """Our error for a non-200 answer of a data request."""
-    if status == 429:
-        return RateLimitedError(f"yfinance: Yahoo rate-limited the request for {what}")
-    if status >= 500:
-        return TransientSourceError(f"yfinance: Yahoo answered {status} for {what}")
-    if status == 401:
-        return APIError(f"yfinance: Yahoo refused the crumb twice for {what} (HTTP 401)")
-    return APIError(f"yfinance: Yahoo answered {status} for {what}")
-
-
-_DISK_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EROFS))
-
-
-def _after_colon(message: str) -> str:
-    return message.split(": ", 1)[1] if ": " in message else message
-
-
-def curl_errors() -> ErrorTable:
-    """curl_cffi's errors and ours (`crawler.utils.error_map`), by class alone: an answer that
-    is not JSON is Yahoo's fault (APIError); any other request failure, or the socket's, is
-    transient; curl's own errors outside a request (a WebSocket, fingerprints) are an APIError.
-    `_translate` decides before the table where an HTTP status or our disk says more (404, 429,
-    5xx, a full disk) and after it for yfinance's own errors."""
-    from curl_cffi.curl import CurlError
-    from curl_cffi.requests.exceptions import InvalidJSONError, RequestException
-
-    return (
-        (InvalidJSONError, APIError),
-        (RequestException, TransientSourceError),
-        (OSError, TransientSourceError),
-        (CurlError, APIError),
-    )
-
-
-def _translate(exc: Exception, chart_status: int | None, what: str) -> APIError | StorageError:
-    """Our error for whatever yfinance/curl_cffi raised (`chart_status`: the last chart
-    answer's HTTP status on this thread, when there was one)."""
-    detail = _one_line(exc)
-    # yfinance keeps its caches in SQLite through peewee, whose errors are not sqlite3's.
-    peewee = type(exc).__module__.split(".")[0] == "peewee"
-    if (
-        isinstance(exc, sqlite3.Error)
-        or (peewee and type(exc).__name__ in ("OperationalError", "DatabaseError"))
-        or (isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS)
-    ):
-        # yfinance's own caches (time zones, cookies) live on our disk: a full or read-only
-        # disk is our storage failing, not Yahoo, and must not count against yfinance.
-        return StorageError(f"yfinance's cache could not be written ({what}): {detail}")
-    # An HTTPError names the answer that failed; prefer its status to the last chart's.
-    response_status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(response_status, int) and response_status >= 400:
-        chart_status = response_status
-        if response_status == 404:
-            return UnknownSymbolError(f"yfinance: Yahoo does not know {what} (HTTP 404)")
-    try:
-        table = curl_errors()
-        from curl_cffi.requests.exceptions import InvalidJSONError
-        from yfinance import exceptions as yf_errors
-    except ImportError:  # yfinance itself failed to load: nothing finer to say
-        return APIError(f"yfinance: failed for {what}: {type(exc).__name__}: {detail}")
-    by_class = mapped_class(table, exc)
-    if isinstance(exc, yf_errors.YFRateLimitError) or chart_status == 429:
-        return RateLimitedError(f"yfinance: Yahoo rate-limited the request for {what}")
-    if chart_status is not None and chart_status >= 500:
-        return TransientSourceError(f"yfinance: Yahoo answered {chart_status} for {what}")
-    if isinstance(exc, InvalidJSONError | UnicodeDecodeError) or (
-        isinstance(exc, ValueError) and "JSON" in type(exc).__name__
-    ):
-        return APIError(f"yfinance: Yahoo's chart answer for {what} is not JSON")
-    if chart_status is not None and 400 <= chart_status < 500 and chart_status != 404:
-        return APIError(f"yfinance: Yahoo answered {chart_status} for {what}")
-    if by_class is TransientSourceError:
-        unreachable = _unreachable(detail)
-        if unreachable is not None:
-            return TransientSourceError(
-                f"yfinance: cannot reach Yahoo for {what}: {unreachable} (no network?)"
-            )
-        return TransientSourceError(f"yfinance: request for {what} failed: {detail}")
-    if isinstance(exc, yf_errors.YFTickerMissingError):
-        if chart_status in (None, 200, 404):
-            reason = _one_line(getattr(exc, "rationale", "") or detail)
-            return UnknownSymbolError(f"yfinance: Yahoo does not know {what}: {reason}")
-        return APIError(f"yfinance: Yahoo answered {chart_status} for {what}: {detail}")
-    if isinstance(exc, yf_errors.YFDataException) and "DOWN" in str(exc).upper():
-        return TransientSourceError(f"yfinance: Yahoo Finance is down ({what})")
-    return APIError(f"yfinance: failed for {what}: {type(exc).__name__}: {detail}")
-
-
-# curl's numbers for "could not get there at all": resolve (proxy or host), connect.
-_CURL_UNREACHABLE = re.compile(r"curl: \((?:5|6|7)\) (?P<why>.*?)(?:\.? See https://\S+.*)?$")
-
-
-def _unreachable(detail: str) -> str | None:
-    """curl's own reason when a request never reached the server (DNS, refused), without the
-    "Failed to perform" wrapper and the link to curl's error list; None for other failures."""
-    match = _CURL_UNREACHABLE.search(detail)
-    return match.group("why").rstrip(". ") if match else None
-
-
-def _one_line(value: object) -> str:
-    text = " ".join(str(value).split())
-    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
