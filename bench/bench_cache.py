@@ -29,7 +29,7 @@ import diskcache
 
 from bench._common import finish, median, parser, ratio
 from crawler.normalizer.schemas import AssetClass, Quote
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.store.cache import QuoteCache
 from crawler.store.ledger import BudgetLedger
 

@@ -165,7 +165,7 @@ def _ledger_rates(redis_url: str, ops: int, rounds: int) -> dict[str, Any]:
 
 def _latency(market: Any, redis_url: str, count: int, rounds: int) -> dict[str, Any]:
     """ms per quote of fresh collections and of cache hits, embedded vs Redis."""
-    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.hybrid import HybridDataSource
 
     symbols = generated_symbols(count)
     with tempfile.TemporaryDirectory(prefix="bench-latency-") as tmp:

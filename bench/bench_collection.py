@@ -152,7 +152,7 @@ def _hybrid_run(
     from crawler.metrics import MetricsRecorder
     from crawler.normalizer.schemas import AssetClass
     from crawler.orchestrator.collection import Collector
-    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.store.history import HistoryStore
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"hybrid-{source}-", dir=root))

@@ -212,7 +212,7 @@ def _collection(
     from crawler.markets.hours import MarketHours
     from crawler.normalizer.schemas import AssetClass
     from crawler.orchestrator.collection import Collector
-    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.store.history import HistoryStore
 
     data_dir = Path(tempfile.mkdtemp(prefix="yahoo-collection-", dir=root))

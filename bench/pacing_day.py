@@ -34,7 +34,7 @@ from crawler.normalizer.schemas import AssetClass, Quote, utc_now
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.orchestrator.budget_report import targets
 from crawler.orchestrator.collection import Collector
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.orchestrator.spending import SpendingPolicy
 from crawler.sources.base import QuoteSource
 from crawler.sources.bright_data import BrightDataSource

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.markets.hours import MarketHours
     from crawler.metrics import MetricsRecorder
-    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.backend import WatchlistStore
     from crawler.store.history import HistoryStore, Kind, TimeBy
@@ -166,7 +166,7 @@ class Operations:
     @classmethod
     def offline(cls, settings: Settings) -> Operations:
         """Operations straight on the data dir, without a daemon (the CLI's fallback)."""
-        from crawler.orchestrator.hybrid_source import HybridDataSource
+        from crawler.orchestrator.hybrid import HybridDataSource
         from crawler.store.datadir import ensure_data_dir
         from crawler.store.history import HistoryStore
         from crawler.store.yahoo_unknowns import YAHOO_UNKNOWNS_FILE, YahooUnknowns

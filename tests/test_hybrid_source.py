@@ -19,7 +19,7 @@ import pytest
 
 from crawler.normalizer.schemas import Quote
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
-from crawler.orchestrator.hybrid_source import NEUTRAL_ERRORS, HybridDataSource
+from crawler.orchestrator.hybrid import NEUTRAL_ERRORS, HybridDataSource
 from crawler.sources.base import QuoteSource
 from crawler.sources.bright_data import BrightDataSource
 from crawler.sources.yfinance_source import YFinanceSource

@@ -47,7 +47,7 @@ from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol
 from crawler.operations import Operations
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.orchestrator.scheduler import DataScheduler
 from crawler.sources.base import QuoteSource
 from crawler.sources.bright_data import BrightDataSource

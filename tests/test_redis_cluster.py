@@ -19,7 +19,7 @@ import redis
 from crawler.config import Settings, load_settings
 from crawler.normalizer.schemas import AssetClass
 from crawler.orchestrator.collection import Collector
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.store.history import HistoryStore
 from crawler.utils.exceptions import ConfigError
 from fakemarket import FakeMarket

@@ -19,7 +19,7 @@ import pytest
 
 from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.sources.bright_data import BrightDataSource
 from crawler.sources.yahoo_stream import YahooStream
 from crawler.sources.yahoo_throttle import YahooThrottle

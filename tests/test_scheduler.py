@@ -21,7 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from crawler.config import Settings, get_settings, reset_settings
 from crawler.markets.hours import MarketHours
 from crawler.normalizer.schemas import AssetClass
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.orchestrator.scheduler import JOB_NAMES, DataScheduler
 from crawler.store.history import HistoryStore
 from crawler.store.ledger import BudgetLedger

@@ -14,7 +14,7 @@ from crawler.markets.hours import MarketHours
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.orchestrator.collection import Collector
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.orchestrator.spending import SpendingPolicy
 from crawler.sources.bright_data import BrightDataSource
 from crawler.sources.yfinance_source import YFinanceSource

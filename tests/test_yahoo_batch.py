@@ -17,7 +17,7 @@ import pytest
 
 from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import parse_symbol
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.sources.bright_data import BrightDataSource
 from crawler.sources.yahoo_throttle import YahooThrottle
 from crawler.sources.yfinance_source import YFinanceSource

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from crawler.normalizer.schemas import Quote
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.sources.yfinance_source import YFinanceSource
 from crawler.store.cache import QuoteCache
 from crawler.store.ledger import BudgetLedger

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from crawler.markets.hours import MarketHours
     from crawler.metrics import MetricsHTTPServer, MetricsRecorder
     from crawler.operations import Operations
-    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.orchestrator.live import LiveFeed
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.store.backend import QuoteTimesStore, Stores, WatchlistStore
@@ -135,7 +135,7 @@ class Daemon:
         from crawler.markets.hours import MarketHours
         from crawler.metrics import MetricsRecorder
         from crawler.operations import Operations
-        from crawler.orchestrator.hybrid_source import HybridDataSource
+        from crawler.orchestrator.hybrid import HybridDataSource
         from crawler.orchestrator.scheduler import DataScheduler
         from crawler.store.backend import open_stores
         from crawler.store.history import HistoryStore

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crawler.orchestrator.circuit_breaker import CircuitBreaker, CircuitBreakerError
-    from crawler.orchestrator.hybrid_source import AsyncHybridDataSource, HybridDataSource
+    from crawler.orchestrator.hybrid import AsyncHybridDataSource, HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
 
 __all__ = [
@@ -25,8 +25,8 @@ __all__ = [
 _HOMES = {
     "CircuitBreaker": "crawler.orchestrator.circuit_breaker",
     "CircuitBreakerError": "crawler.orchestrator.circuit_breaker",
-    "HybridDataSource": "crawler.orchestrator.hybrid_source",
-    "AsyncHybridDataSource": "crawler.orchestrator.hybrid_source",
+    "HybridDataSource": "crawler.orchestrator.hybrid",
+    "AsyncHybridDataSource": "crawler.orchestrator.hybrid",
     "DataScheduler": "crawler.orchestrator.scheduler",
 }
 

@@ -45,7 +45,7 @@ from crawler.utils.exceptions import CrawlerError
 
 if TYPE_CHECKING:
     from crawler.events import EventBus
-    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.orchestrator.spending import SpendingPolicy
     from crawler.store.backend import QuoteTimesStore
     from crawler.store.history import HistoryStore
@@ -56,7 +56,7 @@ log = get_logger("crawler.scheduler")
 
 #: The `sources` key for quotes served from the cache (fresh or stale) rather than a source.
 CACHE_SOURCE = "cache"
-#: The paid source's name (as in `crawler.orchestrator.hybrid_source`).
+#: The paid source's name (as in `crawler.orchestrator.hybrid`).
 BRIGHT_DATA = "bright_data"
 
 

@@ -53,7 +53,7 @@ from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, Sy
 if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.events import EventBus
-    from crawler.orchestrator.hybrid_source import HybridDataSource
+    from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.store.backend import QuoteTimesStore, WatchlistStore
     from crawler.store.history import HistoryStore
 
@@ -440,7 +440,7 @@ class DataScheduler:
     def _hybrid_source(self) -> HybridDataSource:
         with self._hybrid_lock:
             if self._hybrid is None:
-                from crawler.orchestrator.hybrid_source import HybridDataSource
+                from crawler.orchestrator.hybrid import HybridDataSource
 
                 self._hybrid = HybridDataSource(self._settings)
             return self._hybrid

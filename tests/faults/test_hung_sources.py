@@ -28,7 +28,7 @@ import pytest
 
 from crawler.normalizer.schemas import AssetClass
 from crawler.orchestrator.collection import Collector
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.sources.base import QuoteSource
 from crawler.sources.bright_data import BrightDataSource
 from crawler.sources.yfinance_source import YFinanceSource

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from crawler.normalizer.symbols import parse_symbol
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.sources.bright_data import BrightDataSource
 from crawler.store.cache import QuoteCache
 from crawler.store.ledger import BudgetLedger

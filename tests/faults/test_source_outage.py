@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from crawler.normalizer.schemas import Quote
-from crawler.orchestrator.hybrid_source import HybridDataSource
+from crawler.orchestrator.hybrid import HybridDataSource
 from crawler.sources.base import QuoteSource
 from crawler.sources.bright_data import BrightDataSource
 from crawler.sources.yfinance_source import YFinanceSource

@@ -18,7 +18,6 @@ asking for AAPL:US at once cost one Bright Data request.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import hashlib
@@ -40,6 +39,7 @@ from crawler.normalizer.plausibility import QuoteGate
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol, to_yahoo
 from crawler.orchestrator.circuit_breaker import CircuitBreaker
+from crawler.orchestrator.hybrid.build import BRIGHT_DATA, YFINANCE, build_sources
 from crawler.sources.base import BatchAnswer, BatchQuoteSource, PaidQuoteSource, QuoteSource
 from crawler.store.backend import CacheStore, LedgerStore, Stores
 from crawler.store.leases import FetchLeases
@@ -65,12 +65,9 @@ if TYPE_CHECKING:
     from crawler.orchestrator.live import LiveFeed
     from crawler.store.yahoo_unknowns import YahooUnknowns
 
-__all__ = ["AsyncHybridDataSource", "HybridDataSource", "SourceUsage"]
+__all__ = ["NEUTRAL_ERRORS", "HybridDataSource", "SourceUsage"]
 
 log = get_logger("crawler.hybrid")
-
-BRIGHT_DATA = "bright_data"
-YFINANCE = "yfinance"
 
 #: The seed's breaker settings: (failure_threshold, recovery_timeout seconds).
 BREAKER_SETTINGS: Mapping[str, tuple[int, float]] = {YFINANCE: (5, 60.0), BRIGHT_DATA: (3, 120.0)}
@@ -162,8 +159,13 @@ class HybridDataSource:
             stores = self._owned_stores = open_stores(settings)
         #: The backend's stores when known (status lists its nodes); None if only parts given.
         self.stores = stores
-        self.ledger: LedgerStore = ledger or _required(stores).ledger
-        self.cache: CacheStore = cache or _required(stores).cache
+        if ledger is None or cache is None:
+            if stores is None:
+                raise ValueError("pass stores=, or both ledger= and cache=, or settings")
+            ledger = ledger or stores.ledger
+            cache = cache or stores.cache
+        self.ledger: LedgerStore = ledger
+        self.cache: CacheStore = cache
         # Leases only matter when other nodes share the cache: one node coalesces in memory.
         if leases is None and stores is not None and stores.shared:
             leases = stores.leases
@@ -182,7 +184,7 @@ class HybridDataSource:
         self.live: LiveFeed | None = None
         if sources is None:
             assert settings is not None
-            sources = _sources_from_settings(settings, self.ledger, data_dir)
+            sources = build_sources(settings, self.ledger, data_dir=data_dir)
         self.sources: dict[str, QuoteSource] = {s.name: s for s in sources}
         self.breakers: dict[str, CircuitBreaker] = dict(breakers or {})
         #: Where breakers are shared between nodes (and processes): None when not known.
@@ -1300,87 +1302,6 @@ def _has_yahoo_form(sym: Symbol) -> bool:
 
 def _missed(key: str) -> TransientSourceError:
     return TransientSourceError(f"{key}: the batch deadline passed before it was fetched")
-
-
-def _required(stores: Stores | None) -> Stores:
-    if stores is None:
-        raise ValueError("pass stores=, or both ledger= and cache=, or settings")
-    return stores
-
-
-def _sources_from_settings(
-    settings: Settings, ledger: LedgerStore, data_dir: Path
-) -> list[QuoteSource]:
-    """The sources the settings ask for. Bright Data only with an API key."""
-    sources: list[QuoteSource] = []
-    for name in settings.sources_order:
-        if name == BRIGHT_DATA and settings.bright_data_api_key is not None:
-            from crawler.sources.bright_data import BrightDataSource
-
-            sources.append(
-                BrightDataSource(
-                    endpoint=settings.bright_data_endpoint,
-                    api_key=settings.bright_data_api_key.get_secret_value(),
-                    zone=settings.bright_data_zone,
-                    ledger=ledger,
-                    read_timeout_s=float(settings.request_timeout_seconds),
-                    deadline_s=float(settings.quote_deadline_seconds),
-                    pool_size=settings.max_workers,
-                )
-            )
-        elif name == YFINANCE:
-            from crawler.sources.yahoo_throttle import shared_throttle
-            from crawler.sources.yfinance_source import YFinanceSource
-            from crawler.store.datadir import ensure_data_dir
-
-            sources.append(
-                YFinanceSource(
-                    endpoint=settings.yfinance_endpoint,
-                    # Made here, 0700 like the rest of the data dir: yfinance would make it
-                    # 0755 (its time-zone and cookie caches).
-                    cache_dir=ensure_data_dir(data_dir / "yfinance"),
-                    timeout_s=float(settings.request_timeout_seconds),
-                    deadline_s=float(settings.quote_deadline_seconds),
-                    # As wide as the hybrid's own pool, or it would be the bottleneck.
-                    max_workers=settings.max_workers,
-                    batch_size=settings.yfinance_batch_size,
-                    # One bucket for the whole process, whoever builds a source.
-                    throttle=shared_throttle(settings.yfinance_max_rps),
-                )
-            )
-    return sources
-
-
-class AsyncHybridDataSource:
-    """The seed's awaitable API over the same synchronous core (calls run in worker threads).
-
-    source = AsyncHybridDataSource()
-    quote = await source.get_quote("AAPL", AssetClass.STOCKS)
-    await source.cleanup()
-    """
-
-    def __init__(self, *args: Any, hybrid: HybridDataSource | None = None, **kwargs: Any) -> None:
-        self.hybrid = hybrid or HybridDataSource(*args, **kwargs)
-
-    @property
-    def breakers(self) -> dict[str, CircuitBreaker]:
-        return self.hybrid.breakers
-
-    async def get_quote(
-        self, symbol: str, asset_class: AssetClass | None = None, force_fresh: bool = False
-    ) -> Quote:
-        return await asyncio.to_thread(self.hybrid.get_quote, symbol, asset_class, force_fresh)
-
-    async def get_quotes(
-        self, symbols: Iterable[str], asset_class: AssetClass | None = None
-    ) -> list[Quote]:
-        return await asyncio.to_thread(self.hybrid.get_quotes, list(symbols), asset_class)
-
-    def get_statistics(self) -> dict[str, Any]:
-        return self.hybrid.get_statistics()
-
-    async def cleanup(self) -> None:
-        await asyncio.to_thread(self.hybrid.cleanup)
 
 
 #: How often a waiting batch looks for `abort()`.
