@@ -164,22 +164,23 @@ class MarketHours:
     ) -> datetime | None:
         """When the last session that closed before `at` opened; None for markets that never
         close (crypto), unknown ones, and beyond our knowledge."""
-        market = _market_of(symbol, asset_class)
-        when = self._at(at)
-        if market in (CRYPTO, UNKNOWN):
-            return None
-        intervals = self._intervals(market, when)
-        at_us = _to_us(when)
-        if intervals is None or not intervals.covers(at_us):
-            return None
-        j = bisect_right(intervals.ends, at_us)
-        return _from_us(intervals.starts[j - 1]) if j > 0 else None
+        last = self._last_session(symbol, asset_class, at)
+        return None if last is None else _from_us(last[0])
 
     def last_close(
         self, symbol: str, asset_class: AssetClass | None, at: datetime | None = None
     ) -> datetime | None:
         """The latest close (lunch breaks included) at or before `at`; None when the market
         never closes (crypto, unknown) or the time is beyond our knowledge."""
+        last = self._last_session(symbol, asset_class, at)
+        return None if last is None else _from_us(last[1])
+
+    def _last_session(
+        self, symbol: str, asset_class: AssetClass | None, at: datetime | None
+    ) -> tuple[int, int] | None:
+        """(start, end) in epoch µs of the last session that closed at or before `at`; None
+        for markets that never close (crypto, unknown), before the first session known and
+        beyond our knowledge."""
         market = _market_of(symbol, asset_class)
         when = self._at(at)
         if market in (CRYPTO, UNKNOWN):
@@ -189,7 +190,7 @@ class MarketHours:
         if intervals is None or not intervals.covers(at_us):
             return None
         j = bisect_right(intervals.ends, at_us)
-        return _from_us(intervals.ends[j - 1]) if j > 0 else None
+        return (intervals.starts[j - 1], intervals.ends[j - 1]) if j > 0 else None
 
     def preload(self, markets: list[str]) -> None:
         """Build the named calendars now (the daemon calls this at start, off the hot path).

@@ -54,6 +54,7 @@ __all__ = [
     "SOURCE_NAME",
     "QuoteBatch",
     "is_invalid_crumb",
+    "load_chart",
     "parse_chart",
     "parse_quote_batch",
     "yahoo_decimal",
@@ -140,24 +141,7 @@ def parse_chart(
     without a price (a delisted instrument: HTTP 200, `indicators.quote = [{}]`), ParseError
     for anything that is not a chart.
     """
-    document = _load(body, "chart")
-    chart = document.get("chart")
-    if not isinstance(chart, dict):
-        raise ParseError(f"Yahoo's chart answer has no chart object: {_error_of(document)}")
-    results = chart.get("result")
-    error = chart.get("error")
-    if not results:
-        if isinstance(error, dict):
-            code = str(error.get("code", ""))
-            text = " ".join(str(error.get("description", "")).split())[:200]
-            if code == "Not Found" or "No data found" in text or "delisted" in text:
-                raise UnknownSymbolError(f"Yahoo does not know {symbol.canonical}: {text}")
-            raise ParseError(f"Yahoo's chart for {symbol.canonical} is an error: {code} {text}")
-        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no result")
-    result = results[0] if isinstance(results, list) else None
-    meta = result.get("meta") if isinstance(result, dict) else None
-    if not isinstance(meta, dict):
-        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no meta")
+    result, meta = load_chart(body, symbol)
     hint = _hint(meta.get("priceHint"))
     price = _price(meta.get("regularMarketPrice"), hint, symbol)
     currency = meta.get("currency")
@@ -175,26 +159,42 @@ def parse_chart(
     change = change_pct = None
     if previous is not None and instrument != _CRYPTO:
         change, change_pct = _derived_change(price, previous)
-    bar = _last_bar(result) if isinstance(result, dict) else {}
-    name = meta.get("longName") or meta.get("shortName")
-    quote = Quote(
-        symbol=symbol.canonical,
-        price=price,
-        source=SOURCE_NAME,
-        currency=str(currency),
-        change=change,
-        change_pct=change_pct,
-        open=yahoo_decimal(bar.get("open"), hint),
-        high=yahoo_decimal(meta.get("regularMarketDayHigh"), hint),
-        low=yahoo_decimal(meta.get("regularMarketDayLow"), hint),
-        previous_close=previous,
-        volume=_volume(meta.get("regularMarketVolume"), instrument),
-        as_of=_utc(meta.get("regularMarketTime")),
-        fetched_at=fetched_at or utc_now(),
-        asset_class=symbol.asset_class,
-        name=str(name) if name else None,
-    )
-    return check_quote(quote, now=quote.fetched_at)
+    opened = yahoo_decimal(_last_bar(result).get("open"), hint)
+    day = (price, str(currency), opened, previous, change, change_pct)
+    return _day_quote(meta, symbol, day, hint, instrument, fetched_at or utc_now())
+
+
+def load_chart(
+    body: bytes | str | Mapping[str, Any], symbol: Symbol, what: str = "chart"
+) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """`chart.result[0]` of a `/v8/finance/chart` answer and its `meta` (the quote's and the
+    bars' parsers both start here; `what` names the request in a refusal).
+
+    Raises UnknownSymbolError for Yahoo's "Not Found" / "No data found" / delisted envelope,
+    ParseError for another refusal and for anything that is not a chart.
+    """
+    document = _load(body, "chart")
+    chart = document.get("chart")
+    if not isinstance(chart, dict):
+        raise ParseError(
+            f"Yahoo's chart answer for {symbol.canonical} has no chart object: "
+            + _error_of(document)
+        )
+    results = chart.get("result")
+    if not results:
+        error = chart.get("error")
+        if isinstance(error, dict):
+            code = str(error.get("code", ""))
+            text = " ".join(str(error.get("description", "")).split())[:300]
+            if code == "Not Found" or "No data found" in text or "delisted" in text:
+                raise UnknownSymbolError(f"Yahoo does not know {symbol.canonical}: {text}")
+            raise ParseError(f"Yahoo refused the {what} of {symbol.canonical}: {code}: {text}")
+        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no result")
+    result = results[0] if isinstance(results, list) else None
+    meta = result.get("meta") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not isinstance(meta, dict):
+        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no meta")
+    return result, meta
 
 
 def is_invalid_crumb(status: int, body: bytes) -> bool:
@@ -287,7 +287,29 @@ def _quote_from_record(
         if change is not None and _is_number(raw_pct):
             change_pct = _signed(raw_pct, 4)
     instrument = str(record.get("quoteType") or "")
-    name = record.get("longName") or record.get("shortName")
+    opened = yahoo_decimal(record.get("regularMarketOpen"), hint)
+    day = (price, currency, opened, previous, change, change_pct)
+    return _day_quote(record, symbol, day, hint, instrument, fetched_at), ""
+
+
+#: What a chart and a batch record each read their own way: price, currency, open, previous
+#: close, change, change %.
+_Day = tuple[Decimal, str, Decimal | None, Decimal | None, Decimal | None, Decimal | None]
+
+
+def _day_quote(
+    fields: Mapping[str, Any],
+    symbol: Symbol,
+    day: _Day,
+    hint: int | None,
+    instrument: str,
+    fetched_at: datetime,
+) -> Quote:
+    """The quote, checked (`check_quote`), from what the caller read (`day`) and what a
+    chart's meta and a batch record name alike: the day's high and low, the volume, the time
+    of the price and the instrument's name."""
+    price, currency, opened, previous, change, change_pct = day
+    name = fields.get("longName") or fields.get("shortName")
     quote = Quote(
         symbol=symbol.canonical,
         price=price,
@@ -295,17 +317,17 @@ def _quote_from_record(
         currency=currency,
         change=change,
         change_pct=change_pct,
-        open=yahoo_decimal(record.get("regularMarketOpen"), hint),
-        high=yahoo_decimal(record.get("regularMarketDayHigh"), hint),
-        low=yahoo_decimal(record.get("regularMarketDayLow"), hint),
+        open=opened,
+        high=yahoo_decimal(fields.get("regularMarketDayHigh"), hint),
+        low=yahoo_decimal(fields.get("regularMarketDayLow"), hint),
         previous_close=previous,
-        volume=_volume(record.get("regularMarketVolume"), instrument),
-        as_of=_utc(record.get("regularMarketTime")),
+        volume=_volume(fields.get("regularMarketVolume"), instrument),
+        as_of=_utc(fields.get("regularMarketTime")),
         fetched_at=fetched_at,
         asset_class=symbol.asset_class,
         name=str(name) if name else None,
     )
-    return check_quote(quote, now=fetched_at), ""
+    return check_quote(quote, now=fetched_at)
 
 
 def _signed(value: Any, places: int | None) -> Decimal | None:

@@ -23,7 +23,6 @@ envelope (a range it refuses, an unknown symbol) UnknownSymbolError or ParseErro
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from typing import Any
 
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol
-from crawler.normalizer.yahoo import SOURCE_NAME, yahoo_decimal
+from crawler.normalizer.yahoo import SOURCE_NAME, load_chart, yahoo_decimal
 from crawler.utils.exceptions import ParseError, UnknownSymbolError
 
 __all__ = ["parse_chart_bars"]
@@ -47,24 +46,7 @@ def parse_chart_bars(
     fetched_at: datetime | None = None,
 ) -> list[Quote]:
     """The bars in a chart answer for `symbol` at `interval` (see the module docstring)."""
-    document = _load(body)
-    chart = document.get("chart")
-    if not isinstance(chart, dict):
-        raise ParseError(f"Yahoo's chart answer for {symbol.canonical} has no chart object")
-    results = chart.get("result")
-    if not results:
-        error = chart.get("error")
-        if isinstance(error, dict):
-            code = str(error.get("code", ""))
-            text = " ".join(str(error.get("description", "")).split())[:300]
-            if code == "Not Found" or "No data found" in text or "delisted" in text:
-                raise UnknownSymbolError(f"Yahoo does not know {symbol.canonical}: {text}")
-            raise ParseError(f"Yahoo refused the bars of {symbol.canonical}: {code}: {text}")
-        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no result")
-    result = results[0] if isinstance(results, list) else None
-    meta = result.get("meta") if isinstance(result, dict) else None
-    if not isinstance(result, dict) or not isinstance(meta, dict):
-        raise ParseError(f"Yahoo's chart for {symbol.canonical} has no meta")
+    result, meta = load_chart(body, symbol, "bars")
     currency = meta.get("currency")
     stamps = result.get("timestamp")
     if not stamps:
@@ -104,18 +86,6 @@ def parse_chart_bars(
             )
         )
     return bars
-
-
-def _load(body: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
-    if isinstance(body, Mapping):
-        return body
-    try:
-        document = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ParseError(f"Yahoo's chart answer is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ParseError("Yahoo's chart answer is not a JSON object")
-    return document
 
 
 def _series(result: Mapping[str, Any]) -> dict[str, list[Any]]:
