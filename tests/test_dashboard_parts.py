@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crawler.daemon.client import ControlClient
+from crawler.dashboard.charts import chart_points
 from crawler.dashboard.hub import Hub, row_from_status
 from crawler.dashboard.security import (
     Keys,
@@ -18,7 +19,7 @@ from crawler.dashboard.security import (
     is_loopback,
     load_or_create_token,
 )
-from crawler.dashboard.server import _Tickets, chart_points
+from crawler.dashboard.security import Tickets as _Tickets
 from crawler.utils.exceptions import DataDirError
 
 

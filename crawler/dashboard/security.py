@@ -4,6 +4,7 @@
     keys = Keys(token)
     keys.cookie_value, keys.csrf                   # derived from the token (HMAC), never the token
     host_allowed("127.0.0.1:8484", bind_host, 8484)   # DNS rebinding: only our own names
+    Tickets().issue()                              # a one-time sign-in, for a browser we start
 
 The token is the only secret: the cookie and the CSRF token are HMACs of it, so a restarted
 `crawler dashboard` keeps open tabs signed in, and a new token (delete the file) signs everyone
@@ -19,6 +20,8 @@ import ipaddress
 import os
 import secrets
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import Final
 
@@ -30,6 +33,7 @@ __all__ = [
     "SECURITY_HEADERS",
     "TOKEN_FILENAME",
     "Keys",
+    "Tickets",
     "allowed_hosts",
     "host_allowed",
     "is_loopback",
@@ -164,3 +168,28 @@ def allowed_hosts(bind_host: str, port: int) -> frozenset[str]:
 def host_allowed(host_header: str | None, allowed: frozenset[str]) -> bool:
     """Whether the request's Host header names us."""
     return host_header is not None and host_header.strip().lower() in allowed
+
+
+class Tickets:
+    """One-time sign-in tickets: what a browser started by us is given instead of the token
+    (a command line is visible to every local user; a used or expired ticket opens nothing)."""
+
+    def __init__(self, ttl_s: float = 120.0) -> None:
+        self._ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._open: dict[str, float] = {}
+
+    def issue(self) -> str:
+        """A new ticket, good once within `ttl_s`."""
+        ticket = secrets.token_urlsafe(24)
+        with self._lock:
+            self._open[ticket] = time.monotonic() + self._ttl_s
+        return ticket
+
+    def redeem(self, ticket: str | None) -> bool:
+        """Whether `ticket` was issued and has not expired; it is used up either way."""
+        if not ticket:
+            return False
+        with self._lock:
+            expires = self._open.pop(ticket, None)
+        return expires is not None and time.monotonic() < expires

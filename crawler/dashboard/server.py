@@ -28,15 +28,11 @@ At most `max_connections` connections at once (503 past them), each closed after
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import logging
 import re
-import secrets
 import socket
 import threading
-import time
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -44,18 +40,20 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from crawler.daemon.client import ControlClient
-from crawler.dashboard.hub import Hub, epoch_ms
+from crawler.dashboard.charts import chart_points, csv_lines
+from crawler.dashboard.hub import Hub
 from crawler.dashboard.security import (
     CSRF_HEADER,
     SECURITY_HEADERS,
     Keys,
+    Tickets,
     allowed_hosts,
     host_allowed,
 )
 from crawler.utils.connection_cap import ConnectionCap
 from crawler.utils.exceptions import CrawlerError, DaemonError
 
-__all__ = ["RANGES", "DashboardServer", "chart_points"]
+__all__ = ["RANGES", "DashboardServer"]
 
 log = logging.getLogger("crawler.dashboard")
 
@@ -63,7 +61,6 @@ log = logging.getLogger("crawler.dashboard")
 RANGES: dict[str, str | None] = {
     "1h": "1h", "1d": "1d", "1w": "7d", "1m": "30d", "1y": "365d", "all": None,
 }  # fmt: skip
-_MAX_CHART_POINTS = 2000
 _MAX_BODY_BYTES = 4096
 _MAX_SPARK_SYMBOLS = 200
 _KEEPALIVE_S = 10.0
@@ -79,47 +76,6 @@ _FRAME_DESTS = {"iframe", "frame", "embed", "object", "fencedframe"}
 
 def _static(name: str) -> bytes:
     return resources.files("crawler.dashboard").joinpath("static", name).read_bytes()
-
-
-def chart_points(lines: Any, rows: int | None, max_points: int = _MAX_CHART_POINTS) -> list[Any]:
-    """[[epoch ms, price], ...] oldest first from a history CSV (lines of text), at most about
-    `max_points`: when `rows` is larger, each bucket keeps its lowest and highest price (in
-    time order), so spikes survive. Memory stays flat whatever the history's size."""
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return []
-    try:
-        t_col, p_col = header.index("as_of"), header.index("price")
-    except ValueError:
-        return []
-    per_bucket = max(1, -(-(rows or 0) // max(1, max_points // 2)))
-    points: list[Any] = []
-    bucket: list[tuple[int, float]] = []
-    for record in reader:
-        try:
-            t, price = epoch_ms(record[t_col]), float(record[p_col])
-        except (IndexError, ValueError):
-            continue
-        if t is None:
-            continue
-        if per_bucket == 1:
-            points.append([t, price])
-            continue
-        bucket.append((t, price))
-        if len(bucket) >= per_bucket:
-            points.extend(_extremes(bucket))
-            bucket = []
-    if bucket:
-        points.extend(_extremes(bucket))
-    return points
-
-
-def _extremes(bucket: list[tuple[int, float]]) -> list[list[float]]:
-    low = min(bucket, key=lambda point: point[1])
-    high = max(bucket, key=lambda point: point[1])
-    chosen = sorted({low, high})
-    return [[t, price] for t, price in chosen]
 
 
 class _CappedServer(ConnectionCap, ThreadingHTTPServer):
@@ -147,29 +103,6 @@ class _CappedServer(ConnectionCap, ThreadingHTTPServer):
             )
 
 
-class _Tickets:
-    """One-time sign-in tickets: what a browser started by us is given instead of the token
-    (a command line is visible to every local user; a used or expired ticket opens nothing)."""
-
-    def __init__(self, ttl_s: float = 120.0) -> None:
-        self._ttl_s = ttl_s
-        self._lock = threading.Lock()
-        self._open: dict[str, float] = {}
-
-    def issue(self) -> str:
-        ticket = secrets.token_urlsafe(24)
-        with self._lock:
-            self._open[ticket] = time.monotonic() + self._ttl_s
-        return ticket
-
-    def redeem(self, ticket: str | None) -> bool:
-        if not ticket:
-            return False
-        with self._lock:
-            expires = self._open.pop(ticket, None)
-        return expires is not None and time.monotonic() < expires
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "crawler-dashboard"
@@ -181,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
     hosts: ClassVar[frozenset[str]]
     origins: ClassVar[frozenset[str]]
     long_client: ClassVar[ControlClient]
-    tickets: ClassVar[_Tickets]
+    tickets: ClassVar[Tickets]
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -346,10 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             rows_text = headers.get("x-crawler-rows")
             rows = int(rows_text) if rows_text and rows_text.isdigit() else None
-            text = io.TextIOWrapper(
-                io.BufferedReader(_ChunkReader(stream)), encoding="utf-8", newline=""
-            )
-            points = chart_points(text, rows)
+            points = chart_points(csv_lines(stream), rows)
             self._json(200, {"symbol": symbol, "range": range_name, "rows": rows,
                              "points": points})  # fmt: skip
         except DaemonError as exc:
@@ -442,28 +372,6 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS
 
 
-class _ChunkReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (for TextIOWrapper)."""
-
-    def __init__(self, chunks: Any) -> None:
-        self._chunks = iter(chunks)
-        self._left = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            try:
-                self._left = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._left))
-        buffer[:size] = self._left[:size]
-        self._left = self._left[size:]
-        return size
-
-
 class DashboardServer:
     """The dashboard on `host`:`port` (0: a free port); see the module docstring."""
 
@@ -486,7 +394,7 @@ class DashboardServer:
         self.idle_timeout_s = idle_timeout_s
         self._server: _CappedServer | None = None
         self._thread: threading.Thread | None = None
-        self._tickets = _Tickets()
+        self._tickets = Tickets()
 
     @property
     def port(self) -> int:
