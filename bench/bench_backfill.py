@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     count = 10 if args.quick else args.symbols
     symbols = generated_symbols(count)
 
-    from crawler.operations import Operations
+    from crawler.service.verbs import Operations
     from crawler.sources.yahoo_throttle import shared_throttle
 
     with fake_market() as market, tempfile.TemporaryDirectory(prefix="bench-backfill-") as tmp:

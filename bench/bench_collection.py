@@ -149,10 +149,10 @@ def _hybrid_run(
     with market hours and the history store."""
     from crawler.events import EventBus
     from crawler.markets.hours import MarketHours
-    from crawler.metrics import MetricsRecorder
     from crawler.normalizer.schemas import AssetClass
     from crawler.orchestrator.collection import Collector
     from crawler.orchestrator.hybrid import HybridDataSource
+    from crawler.service.metrics import MetricsRecorder
     from crawler.store.history import HistoryStore
 
     data_dir = Path(tempfile.mkdtemp(prefix=f"hybrid-{source}-", dir=root))

@@ -33,22 +33,22 @@ from prometheus_client.samples import Sample
 
 from crawler import __version__
 from crawler.config import Settings, get_settings, reset_settings
-from crawler.metrics import (
+from crawler.daemon.metrics_port import MetricsHTTPServer
+from crawler.normalizer.schemas import Quote
+from crawler.normalizer.symbols import Symbol
+from crawler.orchestrator.circuit_breaker import CircuitBreaker
+from crawler.orchestrator.hybrid import HybridDataSource
+from crawler.orchestrator.scheduler import DataScheduler
+from crawler.service.metrics import (
     BREAKER_STATES,
     CONTENT_TYPE,
     DEFAULT_DURATION_BUCKETS_S,
-    MetricsHTTPServer,
     MetricsRecorder,
     build_registry,
     exposition,
     render_metrics,
 )
-from crawler.normalizer.schemas import Quote
-from crawler.normalizer.symbols import Symbol
-from crawler.operations import Operations
-from crawler.orchestrator.circuit_breaker import CircuitBreaker
-from crawler.orchestrator.hybrid import HybridDataSource
-from crawler.orchestrator.scheduler import DataScheduler
+from crawler.service.verbs import Operations
 from crawler.sources.base import QuoteSource
 from crawler.sources.bright_data import BrightDataSource
 from crawler.sources.yfinance_source import YFinanceSource

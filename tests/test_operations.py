@@ -14,7 +14,7 @@ import pytest
 
 from crawler.config import load_settings
 from crawler.normalizer.schemas import AssetClass
-from crawler.operations import Operations
+from crawler.service.verbs import Operations
 from crawler.utils.exceptions import DaemonError
 from fakemarket.brightdata import BrightDataFake
 

@@ -14,7 +14,7 @@ from crawler.config import load_settings
 from crawler.markets.hours import MarketHours
 from crawler.markets.source_age import predates_last_session
 from crawler.normalizer.schemas import AssetClass
-from crawler.operations import Operations
+from crawler.service.verbs import Operations
 from fakemarket.yahoo import YahooFake
 
 # Monday 2025-02-17, 15:00 UTC: US markets closed for Presidents' Day; LSE open.

@@ -35,7 +35,7 @@ def budget(
     try:
         report = dict(client_for(settings, timeout_s=30.0).call("GET", "/budget"))
     except DaemonNotRunningError:
-        from crawler.operations import Operations
+        from crawler.service.verbs import Operations
 
         ops = Operations.offline(settings)
         try:

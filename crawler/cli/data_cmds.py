@@ -1,7 +1,7 @@
 """Commands about quotes and symbols: fetch, symbols, history, export.
 
 Each goes through the daemon when one answers (shared breakers, budget and cache) and works
-directly on the data dir otherwise, through the same `crawler.operations.Operations`.
+directly on the data dir otherwise, through the same `crawler.service.verbs.Operations`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from crawler.utils.text import clean_data, clean_text
 
 if TYPE_CHECKING:
     from crawler.config import Settings
-    from crawler.operations import Operations
+    from crawler.service.verbs import Operations
 
 __all__ = ["register", "symbols_app"]
 
@@ -64,7 +64,7 @@ _FETCH_BATCH = 1000
 
 @contextlib.contextmanager
 def _offline(settings: Settings) -> Iterator[Operations]:
-    from crawler.operations import Operations
+    from crawler.service.verbs import Operations
 
     ops = Operations.offline(settings)
     try:
@@ -355,7 +355,7 @@ def _canonical(symbols: list[str], asset_class: str | None = None) -> list[str]:
     a bad one or a contradicting --asset-class, before anything is sent or fetched, so a typo
     costs nothing and odd bytes never reach a URL."""
     from crawler.normalizer.user_symbols import read_symbol
-    from crawler.operations import parse_asset_class
+    from crawler.service.verbs import parse_asset_class
 
     asset = parse_asset_class(asset_class)
     return [read_symbol(text, asset).symbol.canonical for text in symbols]
@@ -367,7 +367,7 @@ def _split_valid(
     """The well-formed symbols (as given) and an error per malformed one, so one typo does not
     cost the others their quotes; SymbolError (exit 2) when none is well-formed."""
     from crawler.normalizer.user_symbols import read_symbol
-    from crawler.operations import parse_asset_class
+    from crawler.service.verbs import parse_asset_class
     from crawler.utils.exceptions import SymbolError
 
     asset = parse_asset_class(asset_class)
@@ -455,7 +455,7 @@ def history(
     fmt = choose_format(fmt, {"json": as_json, "csv": as_csv}, HISTORY_FORMATS)
     (symbol,) = _canonical([symbol])
     _check_times(since, until)
-    from crawler.operations import check_history_limit
+    from crawler.service.verbs import check_history_limit
 
     check_history_limit(limit, streamed=fmt in STREAM_FORMATS)
     settings = load(ctx)

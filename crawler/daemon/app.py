@@ -45,14 +45,15 @@ if TYPE_CHECKING:
     from crawler.config import Settings
     from crawler.daemon.control_server import ControlServer
     from crawler.daemon.heartbeat import Heartbeat
+    from crawler.daemon.metrics_port import MetricsHTTPServer
     from crawler.daemon.reload import ReloadPlan
     from crawler.events import EventBus
     from crawler.markets.hours import MarketHours
-    from crawler.metrics import MetricsHTTPServer, MetricsRecorder
-    from crawler.operations import Operations
     from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.orchestrator.live import LiveFeed
     from crawler.orchestrator.scheduler import DataScheduler
+    from crawler.service.metrics import MetricsRecorder
+    from crawler.service.verbs import Operations
     from crawler.store.backend import QuoteTimesStore, Stores, WatchlistStore
     from crawler.store.history import HistoryStore
 
@@ -133,10 +134,10 @@ class Daemon:
     def _build(self, *, with_heartbeat: bool) -> None:
         from crawler.events import EventBus
         from crawler.markets.hours import MarketHours
-        from crawler.metrics import MetricsRecorder
-        from crawler.operations import Operations
         from crawler.orchestrator.hybrid import HybridDataSource
         from crawler.orchestrator.scheduler import DataScheduler
+        from crawler.service.metrics import MetricsRecorder
+        from crawler.service.verbs import Operations
         from crawler.store.backend import open_stores
         from crawler.store.history import HistoryStore
         from crawler.store.yahoo_unknowns import YAHOO_UNKNOWNS_FILE, YahooUnknowns
@@ -535,7 +536,7 @@ class Daemon:
     def _start_metrics_port(self) -> None:
         if not self.settings.metrics_port:
             return
-        from crawler.metrics import MetricsHTTPServer
+        from crawler.daemon.metrics_port import MetricsHTTPServer
 
         assert self.operations is not None
         registry = self.operations.metrics_registry

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from crawler.daemon.control_server import ControlServer, Handler, Request, Response
-from crawler.operations import Operations
+from crawler.service.verbs import Operations
 from crawler.utils.exceptions import CrawlerError
 
 __all__ = ["register_routes"]

@@ -138,7 +138,7 @@ class DataScheduler:
             _FIRST_COLLECTION_DELAY_S if first_collection_delay_s is None
             else first_collection_delay_s
         )  # fmt: skip
-        # (job id, "error" | "missed"): the per-job counters of crawler.metrics.
+        # (job id, "error" | "missed"): the per-job counters of crawler.service.metrics.
         self._on_job_problem = on_job_problem
         self._heartbeat_interval_s = float(heartbeat_interval_s)
         self._hybrid = hybrid

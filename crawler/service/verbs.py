@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 
     from crawler.config import Settings
     from crawler.markets.hours import MarketHours
-    from crawler.metrics import MetricsRecorder
     from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
+    from crawler.service.metrics import MetricsRecorder
     from crawler.store.backend import WatchlistStore
     from crawler.store.history import HistoryStore, Kind, TimeBy
     from crawler.store.history_recorder import HistoryRecorder
@@ -834,14 +834,14 @@ class Operations:
     def metrics_registry(self) -> CollectorRegistry:
         """The Prometheus registry: status families, the recorder's metrics, process_*."""
         if self._metrics_registry is None:
-            from crawler.metrics import build_registry  # prometheus_client: daemon-only
+            from crawler.service.metrics import build_registry  # prometheus_client: daemon-only
 
             self._metrics_registry = build_registry(self.status, self.metrics, process=True)
         return self._metrics_registry
 
     def metrics_text(self) -> str:
         """The Prometheus text exposition of `metrics_registry` (GET /v1/metrics)."""
-        from crawler.metrics import exposition
+        from crawler.service.metrics import exposition
 
         return exposition(self.metrics_registry)
 
