@@ -38,7 +38,6 @@ from datetime import datetime
 from typing import Any
 
 import requests
-import requests.adapters
 import urllib3
 
 from crawler.logging import get_logger
@@ -49,8 +48,17 @@ from crawler.normalizer.bloomberg import (
 )
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol, bloomberg_url
+from crawler.sources.requests_http import (
+    REQUESTS_ERRORS,
+    UNBUILDABLE,
+    connection_reason,
+    head_text,
+    never_connected,
+    parse_retry_after,
+    pooled_session,
+)
 from crawler.store.backend import LedgerStore
-from crawler.utils.error_map import ErrorTable, caught
+from crawler.utils.error_map import caught
 from crawler.utils.exceptions import (
     BilledFailureError,
     ConfigError,
@@ -67,21 +75,6 @@ logger = get_logger("crawler.sources.bright_data")
 
 _CHUNK_BYTES = 64 * 1024
 
-#: requests' (and urllib3's) errors and ours (`crawler.utils.error_map`), most specific first:
-#: a request that cannot be built is our configuration; anything else is transient. `_send`
-#: adds what a table cannot say: whether Bright Data may have billed it, and why it failed.
-REQUESTS_ERRORS: ErrorTable = (
-    (requests.ConnectTimeout, TransientSourceError),
-    (requests.ReadTimeout, TransientSourceError),
-    (requests.exceptions.MissingSchema, SourceConfigError),
-    (requests.exceptions.InvalidSchema, SourceConfigError),
-    (requests.exceptions.InvalidURL, SourceConfigError),
-    (requests.exceptions.InvalidHeader, SourceConfigError),
-    (requests.ConnectionError, TransientSourceError),
-    (requests.RequestException, TransientSourceError),
-    (urllib3.exceptions.HTTPError, TransientSourceError),
-)
-_UNBUILDABLE = caught(REQUESTS_ERRORS, SourceConfigError)
 _RATE_LIMIT_CODES = frozenset(("sr_rate_limit",))
 
 
@@ -148,7 +141,7 @@ class BrightDataSource:
         self._zone = zone
         self._ledger = ledger
         self._own_session = session is None
-        self._session = session if session is not None else _pooled_session(pool_size)
+        self._session = session if session is not None else pooled_session(pool_size)
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._deadline_s = deadline_s
@@ -306,13 +299,13 @@ class BrightDataSource:
             raise TransientSourceError(
                 f"Bright Data did not answer within {timeout[1]:g}s (counted as spent)"
             ) from exc
-        except _UNBUILDABLE as exc:
+        except UNBUILDABLE as exc:
             billing.billed = False  # refused before anything was sent
             raise SourceConfigError(
                 f"Bright Data request could not be built: {self._clean(str(exc))}"
             ) from exc
         except requests.ConnectionError as exc:
-            if not _never_connected(exc):
+            if not never_connected(exc):
                 # A reset after sending: Bright Data may have run (and billed) the request.
                 raise TransientSourceError(
                     f"Bright Data connection lost after sending (counted as spent): "
@@ -322,10 +315,10 @@ class BrightDataSource:
             billing.billed = False
             host = urllib3.util.parse_url(self._request_url).host or "it"
             raise TransientSourceError(
-                f"Bright Data: cannot reach {host} ({_connection_reason(exc)}; no network?)"
+                f"Bright Data: cannot reach {host} ({connection_reason(exc)}; no network?)"
             ) from exc
         except caught(REQUESTS_ERRORS) as exc:
-            if _never_connected(exc):
+            if never_connected(exc):
                 billing.billed = False
                 outcome = "not sent"
             else:
@@ -343,7 +336,7 @@ class BrightDataSource:
         status = response.status_code
         headers = response.headers
         brd_error = self._clean(headers.get("x-brd-error", ""))
-        retry_after_s = _retry_after_s(headers.get("Retry-After"))
+        retry_after_s = parse_retry_after(headers.get("Retry-After"))
 
         code = headers.get("x-brd-error-code") or headers.get("x-brd-err-code") or ""
         target_status = headers.get("x-brd-status-code", "")
@@ -353,7 +346,7 @@ class BrightDataSource:
         if status == 401:
             raise self._config_error("Bright Data rejected the API key (HTTP 401); check the key")
         if status == 400:
-            detail = brd_error or self._clean(_head_text(response))
+            detail = brd_error or self._clean(head_text(response))
             raise self._config_error(
                 f"Bright Data rejected the request (HTTP 400: {detail}); "
                 f"check the zone name {self._zone!r}"
@@ -444,73 +437,3 @@ class BrightDataSource:
     def _bump(self, counter: str) -> None:
         with self._lock:
             self._stats[counter] += 1
-
-
-def _never_connected(exc: BaseException) -> bool:
-    """Whether a requests/urllib3 error proves the request was never sent: the connection was
-    refused or not established (DNS, connect timeout). Anything else may have been sent."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(
-            current,
-            urllib3.exceptions.NewConnectionError
-            | urllib3.exceptions.ConnectTimeoutError
-            | urllib3.exceptions.NameResolutionError
-            | ConnectionRefusedError,
-        ):
-            return True
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException) and id(reason) not in seen:
-            current = reason
-            continue
-        nested = current.args[0] if current.args else None
-        if isinstance(nested, BaseException) and id(nested) not in seen:
-            current = nested
-            continue
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds; the HTTP-date form is ignored (Bright Data sends seconds)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds < 86_400 else None
-
-
-def _head_text(response: requests.Response, limit_bytes: int = 512) -> str:
-    """The start of a small error body (plain text from Bright Data), for the message."""
-    try:
-        raw = response.raw.read(limit_bytes, decode_content=True)
-    except Exception:  # only a hint for a message; a broken body must not mask the real error
-        return ""
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
-
-
-def _pooled_session(pool_size: int) -> requests.Session:
-    """A Session keeping up to `pool_size` connections: as many as threads fetch at once, so
-    none is thrown away after each request ("Connection pool is full, discarding connection"
-    with requests' default of 10 under 16 workers)."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(1, pool_size))
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
-
-
-def _connection_reason(exc: requests.ConnectionError) -> str:
-    """Why a connection failed, in a few words, from urllib3's nested reasons."""
-    text = str(exc)
-    if "NameResolutionError" in text or "Name or service not known" in text:
-        return "name not resolved"
-    if "Connection refused" in text:
-        return "connection refused"
-    if "Network is unreachable" in text:
-        return "network unreachable"
-    return "connection failed"
