@@ -312,20 +312,20 @@ def _day_quote(
     name = fields.get("longName") or fields.get("shortName")
     quote = Quote(
         symbol=symbol.canonical,
-        price=price,
+        asset_class=symbol.asset_class,
+        name=str(name) if name else None,
         source=SOURCE_NAME,
+        price=price,
         currency=currency,
-        change=change,
-        change_pct=change_pct,
         open=opened,
         high=yahoo_decimal(fields.get("regularMarketDayHigh"), hint),
         low=yahoo_decimal(fields.get("regularMarketDayLow"), hint),
         previous_close=previous,
+        change=change,
+        change_pct=change_pct,
         volume=_volume(fields.get("regularMarketVolume"), instrument),
         as_of=_utc(fields.get("regularMarketTime")),
         fetched_at=fetched_at,
-        asset_class=symbol.asset_class,
-        name=str(name) if name else None,
     )
     return check_quote(quote, now=fetched_at)
 
