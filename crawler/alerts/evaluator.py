@@ -37,6 +37,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from crawler.alerts.firing import Firing, budget_firing, quote_firing, stale_firing
 from crawler.alerts.notify import Notice, Notifier, shown_url
 from crawler.alerts.rules import (
     DEFAULT_BAND_PCT,
@@ -46,8 +47,6 @@ from crawler.alerts.rules import (
     decide_budget,
     decide_quote,
     decide_stale,
-    format_duration,
-    move_pct,
 )
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import Quote, utc_now
@@ -63,16 +62,6 @@ log = get_logger("crawler.alerts")
 
 #: Firings and re-arms waiting for the alerts thread at most (one per crossing).
 WORK_QUEUE_SIZE: Final = 4096
-
-
-@dataclass(frozen=True)
-class Firing:
-    """What crossed: the value shown (a price, a percent, an age), and the message."""
-
-    rule_id: int
-    value: str
-    message: str
-    reference: Decimal | None = None  # move since the last alert: the new reference price
 
 
 @dataclass
@@ -192,7 +181,7 @@ class AlertEvaluator:
                     continue
                 decision = decide_quote(rule, state, quote, self.band_pct)
                 if decision is Decision.FIRE:
-                    firing = self._quote_firing(rule, state, quote)
+                    firing = quote_firing(rule, state, quote)
                     live.pending = self._put(("fire", firing))
                 elif decision is Decision.REARM:
                     self._rearm(live)
@@ -320,14 +309,7 @@ class AlertEvaluator:
                 decision = decide_budget(live.rule, live.state, budget_pct)
                 if decision is Decision.FIRE:
                     live.pending = True
-                    self._fire(
-                        Firing(
-                            live.rule.id,
-                            f"{budget_pct}%",
-                            f"{budget_pct}% of today's Bright Data budget is spent "
-                            f"(alert at {live.rule.threshold}%)",
-                        )
-                    )
+                    self._fire(budget_firing(live.rule, budget_pct))
                 elif decision is Decision.REARM:
                     self._rearm_now(live)
 
@@ -362,41 +344,12 @@ class AlertEvaluator:
         if decision is Decision.FIRE and age_s is not None:
             with self._lock:
                 seen = self._seen.get(rule.symbol or "")
-            last = f"last at {seen[1]:%Y-%m-%d %H:%M:%S} UTC" if seen else "none since the start"
             live.pending = True
-            self._fire(
-                Firing(
-                    rule.id,
-                    format_duration(int(age_s)),
-                    f"{rule.symbol} has had no new quote for {format_duration(int(age_s))} "
-                    f"while its market is open ({last}; alert after "
-                    f"{format_duration(rule.duration_s or 0)})",
-                )
-            )
+            self._fire(stale_firing(rule, age_s, seen[1] if seen else None))
         elif decision is Decision.REARM:
             self._rearm_now(live)
 
     # -- firing ----------------------------------------------------------------------------
-
-    def _quote_firing(self, rule: AlertRule, state: RuleState, quote: Quote) -> Firing:
-        currency = f" {quote.currency}" if quote.currency else ""
-        price = f"{quote.price}{currency}"
-        where = f"{quote.source}, {quote.fetched_at:%H:%M:%S} UTC"
-        if rule.kind in ("above", "below"):
-            text = f"{rule.symbol} at {price} is {rule.kind} {rule.threshold} ({where})"
-            return Firing(rule.id, price, text)
-        moved = move_pct(rule, state, quote) or Decimal(0)
-        shown = f"{moved:+.2f}%"
-        if rule.basis == "last-alert":
-            return Firing(
-                rule.id,
-                shown,
-                f"{rule.symbol} moved {shown} since the last alert ({state.reference} -> "
-                f"{price}; {where})",
-                reference=quote.price,
-            )
-        text = f"{rule.symbol} moved {shown} from the previous close, at {price} ({where})"
-        return Firing(rule.id, shown, text)
 
     def _fire(self, firing: Firing) -> None:
         """Claim firing N of the rule, record it, deliver it (the alerts thread)."""
