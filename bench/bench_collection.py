@@ -23,13 +23,16 @@ yfinance at least as fast as yf.download.
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,100 @@ def _timed(run: Callable[[], int]) -> Timed:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     ok = run()
     return Timed(time.perf_counter() - wall0, time.process_time() - cpu0, ok)
+
+
+class CpuSplit:
+    """Thread CPU seconds (`time.thread_time`) spent inside chosen functions, each second
+    counted once: a chosen function's own time leaves out the chosen functions it calls (a
+    ledger reservation inside the breaker's call counts as ledger, not breaker). Process CPU
+    that no chosen function holds is "the rest". Measuring only (`--profile`): the functions
+    are wrapped while `instrumented()` is open and restored after it."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self._targets: list[tuple[Any, str, str]] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def add(self, owner: Any, name: str, label: str) -> None:
+        """Count the CPU of `owner.name` (a class's method or a module's function) as `label`;
+        a name that does not exist (the code moved) is left out."""
+        if getattr(owner, name, None) is not None:
+            self._targets.append((owner, name, label))
+
+    @contextmanager
+    def instrumented(self) -> Iterator[None]:
+        saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in self._targets]
+        for owner, name, label in self._targets:
+            setattr(owner, name, self._timed(getattr(owner, name), label))
+        try:
+            yield
+        finally:
+            for owner, name, original in reversed(saved):
+                if original is None:
+                    delattr(owner, name)  # it was inherited: the base class's comes back
+                else:
+                    setattr(owner, name, original)
+
+    def _timed(self, function: Callable[..., Any], label: str) -> Callable[..., Any]:
+        split = self
+
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            stack: list[float] = split._local.__dict__.setdefault("stack", [])
+            stack.append(0.0)  # CPU of the chosen functions this call makes
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent = time.thread_time() - start
+                inner = stack.pop()
+                if stack:
+                    stack[-1] += spent
+                with split._lock:
+                    split.seconds[label] += spent - inner
+
+        return timed
+
+
+def _split_bright_data(split: CpuSplit) -> None:
+    """What `--profile` counts on the Bright Data path, the pool's share (HTTP, parse) first."""
+    import crawler.normalizer.bloomberg as bloomberg
+
+    split.add(requests.Session, "request", "HTTP (requests, body read)")
+    split.add(bloomberg, "parse_bloomberg_page", "parse the page")
+
+
+def _split_hybrid(split: CpuSplit, hybrid: Any, history: Any, hours: Any) -> None:
+    """The collection's own work per quote, beside `_split_bright_data`'s."""
+    import crawler.sources.bright_data as bright_data
+    from crawler.events import EventBus
+    from crawler.orchestrator.collection import Collector
+    from crawler.service.metrics import MetricsRecorder
+    from crawler.sources.circuit_breaker import CircuitBreaker
+    from crawler.store.history_recorder import HistoryRecorder
+
+    _split_bright_data(split)
+    split.add(bright_data.BrightDataSource, "_read_body", "HTTP (requests, body read)")
+    split.add(bright_data, "parse_bloomberg_page", "parse the page")
+    ledger = type(hybrid.ledger)
+    for name in ("reserve", "settle", "release"):
+        split.add(ledger, name, "ledger: reserve and settle")
+    split.add(ledger, "can_reserve", "ledger: can_reserve (skip check)")
+    split.add(ledger, "statistics", "ledger: statistics")
+    for name in ("put", "get", "get_last_known"):
+        split.add(type(hybrid.cache), name, "quote cache (put, last-known)")
+    split.add(type(hybrid.plausibility), "check", "plausibility gate")
+    for name in ("add", "_run"):
+        split.add(HistoryRecorder, name, "history (recorder, commits)")
+    split.add(type(history), "record", "history (recorder, commits)")
+    split.add(CircuitBreaker, "call", "circuit breaker")
+    split.add(MetricsRecorder, "record_fetch", "metrics")
+    for name in ("publish", "publish_quote"):
+        split.add(EventBus, name, "events")
+    for name in ("is_open", "last_close"):
+        split.add(type(hours), name, "market hours")
+    split.add(Collector, "collect", "collection thread (due, submit, progress, report)")
 
 
 def _plain_pool(workers: int, jobs: Sequence[Callable[[requests.Session], bool]]) -> int:
@@ -142,11 +239,12 @@ def _hybrid_run(
     source: str,
     symbols: Sequence[str],
     workers: int,
+    split: CpuSplit | None = None,
     **overrides: Any,
 ) -> tuple[Timed, dict[str, Any]]:
     """A cold-cache collection as the daemon runs one: a hybrid whose only source is `source`,
     built from the settings with the daemon's metrics recorder and event bus, and `Collector`
-    with market hours and the history store."""
+    with market hours and the history store. With `split`, its CPU is counted by function."""
     from crawler.events import EventBus
     from crawler.markets.hours import MarketHours
     from crawler.normalizer.schemas import AssetClass
@@ -160,7 +258,10 @@ def _hybrid_run(
         data_dir, market, sources_order=(source,), max_workers=workers, **overrides
     )
     metrics, events = MetricsRecorder(), EventBus()
-    hybrid = HybridDataSource(settings, on_fetch=metrics.record_fetch, events=events)
+    on_fetch = metrics.record_fetch
+    if split is not None:  # looked up at each call, so the wrapped method is the one called
+        on_fetch = lambda *args: metrics.record_fetch(*args)  # noqa: E731
+    hybrid = HybridDataSource(settings, on_fetch=on_fetch, events=events)
     history = HistoryStore(data_dir / "history", settings.history_retention_days)
     hours = MarketHours()
     collector = Collector(market_hours=hours, events=events)
@@ -177,7 +278,12 @@ def _hybrid_run(
             errors.update(report.errors)
             return int(report.sources.get(source, 0))
 
-        timed = _timed(run)
+        if split is None:
+            timed = _timed(run)
+        else:
+            _split_hybrid(split, hybrid, history, hours)
+            with split.instrumented():
+                timed = _timed(run)
         stats = hybrid.get_statistics()["source_usage"][source]
     finally:
         hybrid.cleanup()
@@ -238,6 +344,49 @@ def _line(label: str, timed: Timed, n: int, extra: str = "") -> None:
     )
 
 
+def _profile(
+    market: FakeMarketProcess, root: Path, symbols: Sequence[str], workers: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Where the CPU per quote goes (ms), the Bright Data hybrid beside its pool: `rounds`
+    instrumented runs of each, interleaved, the median of each part. Not the timed runs: the
+    wrappers cost a few microseconds per call."""
+    n = len(symbols)
+    parts: dict[str, dict[str, list[float]]] = {"hybrid": {}, "pool": {}}
+
+    def note(side: str, split: CpuSplit, timed: Timed) -> None:
+        shares = {label: seconds * 1000 / n for label, seconds in split.seconds.items()}
+        total = timed.cpu_s * 1000 / n
+        shares["the rest (threads, the hybrid's own code)"] = total - sum(shares.values())
+        shares["total (process CPU)"] = total
+        for label, value in shares.items():
+            parts[side].setdefault(label, []).append(value)
+
+    for _ in range(rounds):
+        split = CpuSplit()
+        _split_bright_data(split)
+        with split.instrumented():
+            jobs = _bright_data_jobs(market, symbols)  # binds the wrapped parser
+            timed = _timed(functools.partial(_plain_pool, workers, jobs))
+        note("pool", split, timed)
+        split = CpuSplit()
+        timed = _hybrid_run(root, market, "bright_data", symbols, workers, split=split)[0]
+        note("hybrid", split, timed)
+    table = {
+        side: {label: round(median(values), 3) for label, values in found.items()}
+        for side, found in parts.items()
+    }
+    labels = [label for label in table["hybrid"] if not label.startswith(("the rest", "total"))]
+    labels.sort(key=lambda label: -table["hybrid"][label])
+    labels += ["the rest (threads, the hybrid's own code)", "total (process CPU)"]
+    print(f"where the CPU goes, ms per quote (median of {rounds} instrumented runs each):")
+    print(f"  {'part':<52} {'hybrid':>7} {'pool':>7}")
+    for label in labels:
+        pool = table["pool"].get(label)
+        pool_text = f"{pool:7.3f}" if pool is not None else f"{'-':>7}"
+        print(f"  {label:<52} {table['hybrid'][label]:7.3f} {pool_text}")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     args_parser = parser(__doc__.splitlines()[0])
     args_parser.add_argument("--symbols", type=int, default=1000)
@@ -248,6 +397,13 @@ def main(argv: list[str] | None = None) -> int:
         "--sources", default="bright_data,yfinance", help="comma-separated; which hybrids to run"
     )
     args_parser.add_argument("--no-download", action="store_true", help="skip yf.download")
+    args_parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="then ROUNDS instrumented Bright Data runs of each: where the CPU per quote goes",
+    )
     args = args_parser.parse_args(argv)
     n = 50 if args.quick else args.symbols
     rounds = 1 if args.quick else args.rounds
@@ -341,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     met = met and vs_download <= 1.0
             print(summary)
+        if args.profile and "bright_data" in sources:
+            figures["bd_cpu_split_ms_per_quote"] = _profile(
+                market, root, symbols, workers, args.profile
+            )
     return finish(
         "collection",
         figures,

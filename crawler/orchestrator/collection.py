@@ -36,7 +36,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
-from crawler.orchestrator.failures import first_few, group_failures, groups_json
+from crawler.orchestrator.collection_report import (
+    CollectionProgress,
+    CollectionReport,
+    log_report,
+)
 from crawler.orchestrator.pacing import requests_left
 from crawler.store.history_recorder import HistoryRecorder
 from crawler.store.quote_times import SymbolTimes
@@ -78,73 +82,6 @@ class MarketClock(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class CollectionReport:
-    """What one collection did. `sources` counts quotes by where they came from: a source's
-    name, or "cache" for quotes served from the cache; `stale` counts the stale ones among
-    them. `errors` maps a symbol to its one-line error message."""
-
-    started_at: datetime
-    duration_s: float
-    symbols: int
-    quotes: int
-    errors: dict[str, str] = field(default_factory=dict)
-    skipped_closed: list[str] = field(default_factory=list)
-    sources: dict[str, int] = field(default_factory=dict)
-    stale: int = 0
-    recorded: int | None = None
-    paid_allowance: int | None = None
-    #: Our own disk failing during the collection (a full data dir): how often, and the last
-    #: message. Those quotes were served stale or not cached, never blamed on a source.
-    storage_errors: int = 0
-    storage_error: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        """False only when symbols were fetched and not one of them yielded a quote."""
-        attempted = self.symbols - len(self.skipped_closed)
-        return attempted == 0 or self.quotes > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (the `last_collection` of the scheduler's statistics)."""
-        return {
-            "started_at": self.started_at.isoformat(),
-            "duration_s": round(self.duration_s, 3),
-            "symbols": self.symbols,
-            "quotes": self.quotes,
-            "errors": dict(self.errors),
-            "failures": groups_json(group_failures(self.errors)),
-            "skipped_closed": list(self.skipped_closed),
-            "sources": dict(self.sources),
-            "stale": self.stale,
-            "recorded": self.recorded,
-            "paid_allowance": self.paid_allowance,
-            "storage_errors": self.storage_errors,
-            "storage_error": self.storage_error,
-            "succeeded": self.succeeded,
-        }
-
-    def summary(self) -> str:
-        """The one log line, e.g. "collection: 12 symbols, 11 quotes (bright_data 3,
-        yfinance 2, cache 6), 1 error, 0 skipped closed, 0.84s"."""
-        by_source = ", ".join(f"{name} {count}" for name, count in self.sources.items())
-        errors = len(self.errors)
-        text = (
-            f"collection: {self.symbols} symbol{'' if self.symbols == 1 else 's'}, "
-            f"{self.quotes} quote{'' if self.quotes == 1 else 's'}"
-            + (f" ({by_source})" if by_source else "")
-            + f", {errors} error{'' if errors == 1 else 's'}"
-            + f", {len(self.skipped_closed)} skipped closed"
-        )
-        if self.stale:
-            text += f", {self.stale} stale"
-        if self.paid_allowance is not None:
-            text += f", paid allowance {self.paid_allowance}"
-        if self.storage_errors:
-            text += f", {self.storage_errors} not stored or fetched ({self.storage_error})"
-        return text + f", {self.duration_s:.2f}s"
-
-
 class Collector:
     """Runs collections and keeps the per-symbol market-hours state between them.
 
@@ -173,7 +110,7 @@ class Collector:
         self.last_fetched_open_session: dict[str, bool] = {}
         #: symbol → its last paid quote's time, when there is no QuoteTimes store.
         self._last_paid: dict[str, datetime] = {}
-        self._in_progress: dict[str, Any] | None = None
+        self._progress: CollectionProgress | None = None
 
     def set_market_hours(self, market_hours: MarketClock | None) -> None:
         """Skip closed markets with `market_hours` from the next collection on (None: never)."""
@@ -214,12 +151,13 @@ class Collector:
         try:
             return self._collect(hybrid, tracked, history, deadline_s)
         finally:
-            self._in_progress = None
+            self._progress = None
 
     @property
     def in_progress(self) -> dict[str, Any] | None:
         """The running collection: {"started_at", "done", "total"}; None when none runs."""
-        return self._in_progress
+        progress = self._progress
+        return None if progress is None else progress.snapshot
 
     def _collect(
         self,
@@ -233,58 +171,54 @@ class Collector:
         log.debug("collection starting", symbols=len(tracked))
         times = self._read_times()
         due = self._due(hybrid, tracked, started_at, times)
-        errors, skipped, regular, closing, every, open_now = (
-            due.errors, due.skipped, due.regular, due.closing, due.every, due.open_now
-        )  # fmt: skip
-
-        events = self._events
-        total = len(regular) + len(closing)
-        if events is not None:
-            events.publish(
-                "collection_start", symbols=len(tracked), fetching=total, skipped=len(skipped)
+        total = len(due.regular) + len(due.closing)
+        if self._events is not None:
+            self._events.publish(
+                "collection_start", symbols=len(tracked), fetching=total, skipped=len(due.skipped)
             )
-        done = 0
-        started = started_at.isoformat()
-        self._in_progress = {"started_at": started, "done": 0, "total": total}
-
-        reported: set[str] = set()
-
-        def progress(key: str, outcome: Quote | CrawlerError) -> None:
-            nonlocal done  # on_done runs on the calling thread only, one at a time
-            if key in reported:  # fetched again (a paid try after the free one): counted once
-                return
-            reported.add(key)
-            done += 1
-            # A new dict, never mutated: `in_progress` readers on other threads see a whole one.
-            self._in_progress = {"started_at": started, "done": done, "total": total}
-            if events is not None:
-                events.publish(
-                    "collection_progress",
-                    done=done,
-                    total=total,
-                    symbol=key,
-                    ok=isinstance(outcome, Quote),
-                )
-
+        progress = self._progress = CollectionProgress(started_at.isoformat(), total, self._events)
         storage_before = hybrid.storage_errors()[0]
+        paid_before = _paid_requests(hybrid)
+        remaining_at_start = self._remaining(hybrid)
+        run = _Run(hybrid, due, started_at, times, progress, start_s, deadline_s)
+        results, allowance, recorded = self._fetch_all(run, history)
+        quotes = self._tally(results, due)
+        self._note_times([q for q in quotes if not q.from_cache], started_at)
+        if self._spending is not None:
+            self._count_spending(run, quotes, paid_before, remaining_at_start)
+        storage_count, storage_last = hybrid.storage_errors()
+        sources = Counter(CACHE_SOURCE if q.from_cache else q.source for q in quotes)
+        report = CollectionReport(
+            started_at=started_at,
+            duration_s=max(0.0, self._clock() - start_s),
+            symbols=len(tracked),
+            quotes=len(quotes),
+            errors=due.errors,
+            skipped_closed=due.skipped,
+            sources=dict(sorted(sources.items())),
+            stale=sum(1 for q in quotes if q.stale),
+            recorded=recorded,
+            paid_allowance=allowance,
+            storage_errors=storage_count - storage_before,
+            storage_error=(f"storage: {storage_last}" if storage_count > storage_before else None),
+        )
+        log_report(report, quotes)
+        if self._events is not None:
+            self._events.publish("collection_end", **report.as_dict())
+        return report
+
+    def _fetch_all(
+        self, run: _Run, history: HistoryStore | None
+    ) -> tuple[dict[str, Quote | CrawlerError], int | None, int | None]:
+        """Fetch what `run` has due, keeping each quote in the history as it lands: (the
+        outcomes by symbol, the paid allowance, the history rows added)."""
+        hybrid, due = run.hybrid, run.due
         results: dict[str, Quote | CrawlerError] = {}
         # Quotes go to the history as they land (batched), not when the collection ends: a
         # crash in the middle keeps what was already paid for.
         recorder = HistoryRecorder(history) if history is not None else None
         stores = getattr(hybrid, "stores", None)
-        shared = stores is not None and stores.shared
-        on_quote = None
-        if recorder is not None:
-            keep = recorder
-
-            def on_quote(quote: Quote) -> None:
-                # Alone, a cached quote was recorded when this node fetched it. In a cluster
-                # it may be another node's: every fresh quote read is recorded (history
-                # dedups repeats). A quote we paid for is on disk before its worker, and the
-                # collection's progress, move on: a kill -9 must not lose what was billed.
-                if not quote.from_cache or (shared and not quote.stale):
-                    paid = quote.source == BRIGHT_DATA and not quote.from_cache
-                    keep.add(quote, durable=paid)
+        on_quote = _history_hook(recorder, shared=stores is not None and stores.shared)
 
         def fetch(batch: _Fetch) -> dict[str, Quote | CrawlerError]:
             if not batch.symbols:
@@ -292,8 +226,8 @@ class Collector:
             return hybrid.fetch_many(
                 batch.symbols,
                 force_fresh=batch.force_fresh,
-                on_done=progress,
-                deadline_s=self._left_s(start_s, deadline_s),
+                on_done=run.progress,
+                deadline_s=self._left_s(run.start_s, run.deadline_s),
                 unpaid=batch.unpaid,
                 on_quote=on_quote,
                 # A cluster fetches each symbol once per interval, closes included.
@@ -302,86 +236,57 @@ class Collector:
                 past_live=batch.past_live,
             )
 
-        paid_before = _paid_requests(hybrid)
-        remaining_at_start = self._remaining(hybrid)
         try:
             if self._needs_based(hybrid):
                 allowance = self._fetch_needed(
-                    hybrid, regular, closing, every, started_at, times, fetch, results
+                    hybrid, due.regular, due.closing, due.every, run.at, run.times, fetch, results
                 )
             else:
                 unpaid, allowance, reasons = self._ration(
-                    hybrid, regular + closing, every, started_at, times
+                    hybrid, due.regular + due.closing, due.every, run.at, run.times
                 )
-                results.update(fetch(_Fetch(regular, False, unpaid, reasons)))
+                results.update(fetch(_Fetch(due.regular, False, unpaid, reasons)))
                 # After the regular group, not beside it: closes are rare (once per market and
                 # day). Past the cache: a quote cached just before the close is not the
                 # closing price.
-                results.update(fetch(_Fetch(closing, True, unpaid, reasons)))
+                results.update(fetch(_Fetch(due.closing, True, unpaid, reasons)))
         finally:
             recorded = recorder.close() if recorder is not None else None
+        return results, allowance, recorded
 
+    def _tally(self, results: dict[str, Quote | CrawlerError], due: _Due) -> list[Quote]:
+        """The quotes among `results` (errors go to `due.errors`), remembering for each fresh
+        one whether its market was open."""
         quotes: list[Quote] = []
         for key, outcome in results.items():
             if isinstance(outcome, CrawlerError):
-                errors[key] = outcome.message
+                due.errors[key] = outcome.message
                 continue
             quotes.append(outcome)
-            if not outcome.stale and key in open_now:
+            if not outcome.stale and key in due.open_now:
                 with self._lock:
-                    self.last_fetched_open_session[key] = open_now[key]
+                    self.last_fetched_open_session[key] = due.open_now[key]
+        return quotes
 
-        fetched = [q for q in quotes if not q.from_cache]
-        self._note_times(fetched, started_at)
-        if self._spending is not None:
-            self._spending.learn(quotes, open_now, started_at)
-            # What the seed's order would have paid for: every symbol due that the cache or
-            # the stream did not answer fresh (the ledger would have stopped it at the budget).
-            # Without a key the seed's order pays nothing either: nothing was saved.
-            free_served = sum(1 for q in quotes if q.from_cache and not q.stale)
-            seed_order = len(regular) + len(closing) - free_served
-            if BRIGHT_DATA not in hybrid.sources:
-                seed_order = 0
-            if remaining_at_start is not None:
-                seed_order = min(seed_order, remaining_at_start)
-            self._spending.count_collection(
-                started_at, seed_order=seed_order, paid=_paid_requests(hybrid) - paid_before
-            )
-        storage_count, storage_last = hybrid.storage_errors()
-        sources = Counter(CACHE_SOURCE if q.from_cache else q.source for q in quotes)
-        report = CollectionReport(
-            started_at=started_at,
-            duration_s=max(0.0, self._clock() - start_s),
-            symbols=len(tracked),
-            quotes=len(quotes),
-            errors=errors,
-            skipped_closed=skipped,
-            sources=dict(sorted(sources.items())),
-            stale=sum(1 for q in quotes if q.stale),
-            recorded=recorded,
-            paid_allowance=allowance,
-            storage_errors=storage_count - storage_before,
-            storage_error=(f"storage: {storage_last}" if storage_count > storage_before else None),
+    def _count_spending(
+        self, run: _Run, quotes: list[Quote], paid_before: int, remaining_at_start: int | None
+    ) -> None:
+        """Teach the spending policy this collection's quotes, and count what it saved."""
+        spending, hybrid, due = self._spending, run.hybrid, run.due
+        assert spending is not None
+        spending.learn(quotes, due.open_now, run.at)
+        # What the seed's order would have paid for: every symbol due that the cache or the
+        # stream did not answer fresh (the ledger would have stopped it at the budget).
+        # Without a key the seed's order pays nothing either: nothing was saved.
+        free_served = sum(1 for q in quotes if q.from_cache and not q.stale)
+        seed_order = len(due.regular) + len(due.closing) - free_served
+        if BRIGHT_DATA not in hybrid.sources:
+            seed_order = 0
+        if remaining_at_start is not None:
+            seed_order = min(seed_order, remaining_at_start)
+        spending.count_collection(
+            run.at, seed_order=seed_order, paid=_paid_requests(hybrid) - paid_before
         )
-        log.info("collection done", summary=report.summary())
-        stale_names = [q.symbol for q in quotes if q.stale]
-        if stale_names:
-            log.info(
-                "collection served stale quotes",
-                count=len(stale_names),
-                symbols=first_few(stale_names),
-            )
-        for group in group_failures(report.errors):
-            # Each cause once per collection, with its count and the first few symbols.
-            log.warning(
-                "collection failures",
-                count=group.count,
-                cause=group.cause,
-                symbols=first_few(group.symbols),
-            )
-        if events is not None:
-            events.publish("collection_end", **report.as_dict())
-        return report
 
     def _due(
         self,
@@ -634,6 +539,40 @@ class _Fetch:
     unpaid: set[str]
     reasons: dict[str, str] = field(default_factory=dict)
     past_live: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One collection under way: what `Collector._collect` hands its steps."""
+
+    hybrid: HybridDataSource
+    due: _Due
+    at: datetime
+    times: dict[str, SymbolTimes]
+    progress: CollectionProgress
+    start_s: float
+    deadline_s: float | None
+
+
+def _history_hook(
+    recorder: HistoryRecorder | None, *, shared: bool
+) -> Callable[[Quote], None] | None:
+    """`fetch_many`'s `on_quote`: each quote from a source into the history as it lands.
+
+    Alone, a cached quote was recorded when this node fetched it. In a cluster (`shared`) it
+    may be another node's: every fresh quote read is recorded (history dedups repeats). A
+    quote we paid for is on disk before its worker, and the collection's progress, move on: a
+    kill -9 must not lose what was billed.
+    """
+    if recorder is None:
+        return None
+
+    def on_quote(quote: Quote) -> None:
+        if not quote.from_cache or (shared and not quote.stale):
+            paid = quote.source == BRIGHT_DATA and not quote.from_cache
+            recorder.add(quote, durable=paid)
+
+    return on_quote
 
 
 def _paid_requests(hybrid: HybridDataSource) -> int:
