@@ -104,10 +104,7 @@ class Hub(Board):
         """Stop following the daemon; every tab is closed."""
         self._stop.set()
         self._wake.set()
-        stream = self._events_stream
-        if stream is not None:
-            with suppress(Exception):
-                stream.close()
+        _close_quietly(self._events_stream)
         for tab in self._tabs:
             tab.close()
         for thread in self._threads:
@@ -209,10 +206,7 @@ class Hub(Board):
                     self.events_error = exc.message
             finally:
                 self._events_stream = None
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    with suppress(Exception):
-                        close()
+                _close_quietly(stream)
             with self._lock:
                 self.events_connected = False
                 self._pending["events"] = self._events_state()
@@ -230,10 +224,7 @@ class Hub(Board):
             if stream is not None and self._idle():
                 with self._lock:
                     self._rows_at = None  # quotes will be missed: read the rows at the next tab
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    with suppress(Exception):
-                        close()
+                _close_quietly(stream)
             now = self._clock()
             watched = bool(self._tabs)
             try:
@@ -327,3 +318,11 @@ class Hub(Board):
 
 def _due(at: float | None, every_s: float, now: float) -> bool:
     return at is None or now - at >= every_s
+
+
+def _close_quietly(stream: Any) -> None:
+    """Close the event stream (None: none is open); it may be closing from the other side."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        with suppress(Exception):
+            close()
