@@ -1,5 +1,5 @@
-"""The daemon: wires the stores, the hybrid fetcher, the scheduler and the control socket, and
-owns the process lifecycle.
+"""The daemon: a node (`crawler.node.build_node`: the stores, the sources, the scheduler, the
+live feed, the alerts) behind the control socket, and the process lifecycle around it.
 
     daemon = Daemon(load_settings())
     exit_code = daemon.run_foreground()   # blocks until SIGTERM / SIGINT / POST /stop
@@ -14,9 +14,10 @@ applies what can change live (see `crawler.daemon.reload`).
 
 Shutdown has one path whatever asked for it (SIGTERM, SIGINT, POST /stop): the signal handler
 sets a flag, the route an Event (huey style); the main thread, polling both every 0.1 s, then
-sends STOPPING=1, closes the control socket, stops the scheduler (a running collection gets
-`SCHEDULER_STOP_S` to finish), releases the fetcher (bounded too), closes the stores and removes
-the pidfile: well within systemd's stop timeout and our own 10 s promise.
+sends STOPPING=1, closes the control socket, stops the heartbeat, closes the node (its
+scheduler gives a running collection `crawler.node.SCHEDULER_STOP_S` to finish, releasing the
+sources is bounded too) and removes the pidfile: well within systemd's stop timeout and our own
+10 s promise.
 """
 
 from __future__ import annotations
@@ -41,45 +42,24 @@ from crawler.store.datadir import ensure_data_dir
 from crawler.utils.exceptions import DaemonAlreadyRunningError, DaemonError
 
 if TYPE_CHECKING:
-    from crawler.alerts.node import Alerts
     from crawler.config import Settings
     from crawler.daemon.control_server import ControlServer
     from crawler.daemon.heartbeat import Heartbeat
     from crawler.daemon.metrics_port import MetricsHTTPServer
     from crawler.daemon.reload import ReloadPlan
-    from crawler.events import EventBus
-    from crawler.markets.hours import MarketHours
-    from crawler.orchestrator.hybrid import HybridDataSource
-    from crawler.orchestrator.live import LiveFeed
-    from crawler.orchestrator.scheduler import DataScheduler
+    from crawler.node import Node
     from crawler.service.metrics import MetricsRecorder
     from crawler.service.verbs import Operations
-    from crawler.store.backend import QuoteTimesStore, Stores, WatchlistStore
-    from crawler.store.history import HistoryStore
 
-__all__ = [
-    "CLEANUP_STOP_S",
-    "GROUND_CHECK_S",
-    "SCHEDULER_STOP_S",
-    "STREAM_FIRST_TICKS_S",
-    "Daemon",
-]
+__all__ = ["GROUND_CHECK_S", "Daemon"]
 
 log = get_logger("crawler.daemon")
 
-#: How long a running collection may take to finish once a stop is requested.
-SCHEDULER_STOP_S = 5.0
 #: Seconds between checks that the data dir, pidfile and socket are still ours.
 GROUND_CHECK_S = 2.0
 #: Signals that mean nothing to the daemon: ignored on purpose (logged), never fatal.
 _IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
-#: How long releasing the fetcher (its worker threads, HTTP sessions) may take.
-CLEANUP_STOP_S = 2.0
 _CONTROL_STOP_S = 2.0
-_STREAM_STOP_S = 2.0
-_ALERTS_STOP_S = 1.0
-#: With the stream on, how long after start the first collection waits for streamed ticks.
-STREAM_FIRST_TICKS_S = 10.0
 #: How often STATUS= is refreshed while running.
 _STATUS_REFRESH_S = 30.0
 #: How often the main loop looks at the signal flag: the latency of a SIGTERM.
@@ -113,135 +93,58 @@ class Daemon:
         self._exit_code = 0
         self._ground: dict[str, tuple[int, int]] = {}
         self.started_at: datetime | None = None
-        self.hybrid: HybridDataSource | None = None
-        self.stores: Stores | None = None
-        self.heartbeat: Heartbeat | None = None
-        self.watchlist: WatchlistStore | None = None
-        self.history: HistoryStore | None = None
-        self.quote_times: QuoteTimesStore | None = None
-        self.market_hours: MarketHours | None = None
-        self.scheduler: DataScheduler | None = None
+        #: What `crawler.node.build_node` built (it owns and closes it); None until started.
+        self.node: Node | None = None
         self.operations: Operations | None = None
-        self.server: ControlServer | None = None
         self.metrics: MetricsRecorder | None = None
+        # What the daemon itself starts around the node, and stops before closing it.
+        self.server: ControlServer | None = None
         self.metrics_server: MetricsHTTPServer | None = None
-        self.events: EventBus | None = None
-        self.live: LiveFeed | None = None
-        self.alerts: Alerts | None = None
+        self.heartbeat: Heartbeat | None = None
 
     # -- wiring ------------------------------------------------------------------------------
 
-    def _build(self, *, with_heartbeat: bool) -> None:
-        from crawler.events import EventBus
-        from crawler.markets.hours import MarketHours
-        from crawler.orchestrator.hybrid import HybridDataSource
-        from crawler.orchestrator.scheduler import DataScheduler
+    def _build(self, *, with_heartbeat: bool) -> Node:
+        """The node (`crawler.node`: it owns and closes what it builds) and the verbs over it."""
+        from crawler.node import Hooks, build_node
         from crawler.service.metrics import MetricsRecorder
         from crawler.service.verbs import Operations
-        from crawler.store.backend import open_stores
-        from crawler.store.history import HistoryStore
-        from crawler.store.yahoo_unknowns import YAHOO_UNKNOWNS_FILE, YahooUnknowns
 
-        settings = self.settings
         self.started_at = datetime.now(UTC)
         metrics = self.metrics = MetricsRecorder()
-        events = self.events = EventBus()
-
-        def on_breaker_change(name: str, old: str, new: str) -> None:
-            # The breaker logs its own change, with the reason: logging it here too said it twice.
-            metrics.record_breaker_transition(name, old, new)
-            events.publish("breaker", name=name, old=old, new=new)
-
-        # One backend for the ledger, cache, watchlist, leases and heartbeats (embedded or
-        # Redis); history stays local either way.
-        stores = self.stores = open_stores(settings)
-        self.hybrid = HybridDataSource(
-            settings,
-            stores=stores,
-            on_breaker_change=on_breaker_change,
+        watchdog_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
+        hooks = Hooks(
             on_fetch=metrics.record_fetch,
-            events=events,
-            # Symbols Yahoo does not know are not asked again every collection (a cluster
-            # shares them through Redis).
-            unknowns=YahooUnknowns(self.data_dir / YAHOO_UNKNOWNS_FILE, redis=stores.redis),
-        )
-        self.watchlist = stores.watchlist
-        self.history = HistoryStore(self.data_dir / "history", settings.history_retention_days)
-        self.market_hours = MarketHours()
-        if settings.stream_enabled:
-            self._build_live(on_breaker_change)
-        from crawler.alerts.node import build_alerts
-
-        # Alerts look at every quote the bus publishes (stream, collections, fetches).
-        self.alerts = build_alerts(
-            settings, stores, events, self.market_hours, registry=metrics.registry
-        )
-        # The closed-market memory is one of the stores: shared by a cluster on Redis.
-        self.quote_times = stores.quote_times
-        heartbeat_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
-        self.scheduler = DataScheduler(
-            settings=settings,
-            hybrid=self.hybrid,
-            watchlist=self.watchlist,
-            history=self.history,
-            market_hours=self.market_hours,
-            heartbeat=self._watchdog if heartbeat_s else None,
-            heartbeat_interval_s=heartbeat_s or 5.0,
+            on_breaker_change=metrics.record_breaker_transition,
             on_job_run=metrics.record_job_run,
-            events=events,
             on_job_problem=metrics.record_job_problem,
-            # With the stream on, the first collection waits for its first ticks: a symbol
-            # that has ticked is not fetched (and not paid for) again.
-            first_collection_delay_s=STREAM_FIRST_TICKS_S if self.live else None,
-            quote_times=self.quote_times,
-            budget_policy=settings.budget_policy,
+            registry=metrics.registry,
+            watchdog=self._watchdog,
+            watchdog_interval_s=watchdog_s,
         )
+        node = self.node = build_node(self.settings, daemon=hooks)
         self.operations = Operations(
-            settings,
-            hybrid=self.hybrid,
-            watchlist=self.watchlist,
-            history=self.history,
-            scheduler=self.scheduler,
-            market_hours=self.market_hours,
+            self.settings,
+            hybrid=node.hybrid,
+            watchlist=node.watchlist,
+            history=node.history,
+            scheduler=node.scheduler,
+            market_hours=node.market_hours,
             started_at=self.started_at,
             socket_path=self.socket_path,
             metrics=metrics,
         )
-
-    def _build_live(self, on_breaker_change: Callable[[str, str, str], None]) -> None:
-        from crawler.orchestrator.circuit_breaker import CircuitBreaker
-        from crawler.orchestrator.live import LiveFeed
-
-        settings = self.settings
-        assert self.hybrid is not None and self.watchlist is not None
-        self.live = LiveFeed(
-            settings.yfinance_stream_endpoint,
-            watchlist=self.watchlist,
-            cache=self.hybrid.cache,
-            history=self.history,
-            events=self.events,
-            market_hours=self.market_hours if settings.market_hours_enabled else None,
-            history_interval_s=float(settings.stream_history_interval_seconds),
-            fresh_s=float(settings.cache_ttl_seconds),
-            closed_grace_s=float(settings.update_interval_seconds),
-            breaker=CircuitBreaker(
-                name="yahoo_stream",
-                failure_threshold=3,
-                recovery_timeout=60.0,
-                on_state_change=on_breaker_change,
-            ),
-        )
-        self.hybrid.live = self.live
+        return node
 
     def _preload_calendars(self) -> None:
         """Build the watchlist's exchange calendars and load the last-known quotes off the
         main thread, so the first `status` and the first collection do not pay for them."""
-        hours, watchlist = self.market_hours, self.watchlist
-        if hours is None or watchlist is None:
+        if self.node is None:
             return
-        markets = sorted({hours.market_of(name, asset) for name, asset in watchlist.items()})
-
-        cache = self.hybrid.cache if self.hybrid is not None else None
+        hours, cache = self.node.market_hours, self.node.hybrid.cache
+        markets = sorted(
+            {hours.market_of(name, asset) for name, asset in self.node.watchlist.items()}
+        )
 
         def preload() -> None:
             try:
@@ -260,7 +163,8 @@ class Daemon:
 
     def _node_record(self) -> dict[str, Any]:
         """What this node's heartbeat says about it (for `crawler status` on every node)."""
-        report = self.scheduler.last_report if self.scheduler is not None else None
+        scheduler = self.node.scheduler if self.node is not None else None
+        report = scheduler.last_report if scheduler is not None else None
         last = report.as_dict() if report is not None else None
         return {
             "host": socket.gethostname(),
@@ -269,13 +173,12 @@ class Daemon:
             "last_collection": _collection_summary(last),
         }
 
-    def _start_heartbeat(self) -> None:
+    def _start_heartbeat(self, node: Node) -> None:
         from crawler.daemon.heartbeat import Heartbeat
 
-        assert self.stores is not None
-        scheduler = self.scheduler
+        scheduler = node.scheduler
         self.heartbeat = Heartbeat(
-            self.stores.nodes,
+            node.stores.nodes,
             self._node_record,
             version=lambda: scheduler.last_report if scheduler is not None else None,
         )
@@ -310,25 +213,26 @@ class Daemon:
         with self._reload_lock:
             new = self._reload_settings()
             plan = plan_reload(self.settings, new)
-            if plan.live and self.hybrid is not None and self.scheduler is not None:
+            node = self.node
+            if plan.live and node is not None and node.scheduler is not None:
                 effective = self.settings.model_copy(
                     update={name: getattr(new, name) for name in plan.live}
                 )
                 if {"total_budget", "cost_per_request"} & set(plan.live):
-                    self.hybrid.ledger.set_limits(
+                    node.hybrid.ledger.set_limits(
                         Decimal(str(effective.total_budget)),
                         Decimal(str(effective.cost_per_request)),
                     )
-                self.hybrid.settings = effective  # the sources' order is read per quote
-                hours = self.market_hours if effective.market_hours_enabled else None
-                self.scheduler.apply_settings(effective, hours)
-                if self.live is not None:
-                    self.live.set_market_hours(hours)  # what is streamed follows too
+                node.hybrid.settings = effective  # the sources' order is read per quote
+                hours = node.market_hours if effective.market_hours_enabled else None
+                node.scheduler.apply_settings(effective, hours)
+                if node.live is not None:
+                    node.live.set_market_hours(hours)  # what is streamed follows too
                 if self.operations is not None:
                     self.operations.settings = effective
                 if "log_level" in plan.live:
                     set_log_level(effective.log_level)
-                self.settings = effective
+                self.settings = node.settings = effective
             log.info("configuration reloaded", applied=plan.live, restart_needed=plan.restart)
             if plan.restart_line is not None:
                 log.warning(f"reload: {plan.restart_line}")  # the one line an operator reads
@@ -365,14 +269,9 @@ class Daemon:
         Raises DaemonAlreadyRunningError when another daemon holds the pidfile or answers on
         the socket, DaemonError / StorageError / ConfigError when start-up fails.
         """
-        from crawler.config.files import empty_key_credential
-        from crawler.daemon.control_server import ControlServer, socket_is_live
         from crawler.daemon.malloc import tune_malloc
         from crawler.daemon.registry import register as register_daemon
         from crawler.daemon.registry import unregister as unregister_daemon
-        from crawler.daemon.reload import register_reload_route
-        from crawler.daemon.routes import register_routes
-        from crawler.daemon.sse import register_event_routes
 
         # Before any thread of ours starts: only malloc arenas created later obey the cap.
         tune_malloc()
@@ -381,59 +280,13 @@ class Daemon:
         except DaemonAlreadyRunningError as exc:
             raise self._already_running(exc.pid) from None
         try:
-            previous = {
-                sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-            }
-            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
-            # SIGQUIT stops cleanly like SIGTERM; SIGUSR1/2 and SIGALRM mean nothing to us and
-            # are ignored on purpose (logged): by default each killed the daemon without its
-            # clean-up (socket and pidfile left behind, reservations held).
-            previous[signal.SIGQUIT] = signal.signal(signal.SIGQUIT, self._on_signal)
-            for ignored in _IGNORED_SIGNALS:
-                previous[ignored] = signal.signal(ignored, self._on_ignored_signal)
+            previous = self._install_signal_handlers()
             record: Path | None = None
             try:
-                self._build(with_heartbeat=True)
-                assert self.operations is not None and self.scheduler is not None
-                self.server = ControlServer(self.socket_path)
-                register_routes(self.server, self.operations, self.request_stop)
-                self._ground = self._ground_marks()
-                assert self.events is not None
-                register_event_routes(self.server, self.events)
-                if self.alerts is not None:
-                    from crawler.daemon.alert_routes import register_alert_routes
-
-                    register_alert_routes(self.server, self.alerts.service)
-                register_reload_route(self.server, self.reload)
-                try:
-                    self.server.start()
-                except DaemonAlreadyRunningError:
-                    raise self._already_running(0) from None
-                self._ground = self._ground_marks()
-                self._start_metrics_port()
-                if self.settings.auto_update_enabled:
-                    self.scheduler.start()
-                if self.alerts is not None:
-                    self.alerts.start()
-                if self.live is not None:
-                    self.live.start()
-                self._start_heartbeat()
-                if not socket_is_live(self.socket_path):
-                    raise DaemonError(f"the control socket {self.socket_path} does not answer")
+                self._start()
                 # So that `crawler status` in another directory finds this daemon.
                 record = register_daemon(self.socket_path, self.data_dir, os.getpid())
-                key_problem = empty_key_credential()
-                if key_problem:
-                    log.error("the Bright Data key is empty", problem=key_problem)
-                summary = self.status_line()
-                self.notifier.ready(summary)
-                self._preload_calendars()
-                log.info(
-                    "crawler started",
-                    pid=os.getpid(),
-                    socket=str(self.socket_path),
-                    summary=summary,
-                )
+                self._announce()
                 self._serve()
                 log.info("stopping", reason=self._signal_name or self._stop_reason or "requested")
             finally:
@@ -446,6 +299,67 @@ class Daemon:
             self.pidfile.release()
         log.info("crawler stopped")
         return self._exit_code
+
+    def _install_signal_handlers(self) -> dict[signal.Signals, Any]:
+        """Ours in place; returns the previous handlers, to put back."""
+        previous: dict[signal.Signals, Any] = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
+        # SIGQUIT stops cleanly like SIGTERM; SIGUSR1/2 and SIGALRM mean nothing to us and
+        # are ignored on purpose (logged): by default each killed the daemon without its
+        # clean-up (socket and pidfile left behind, reservations held).
+        previous[signal.SIGQUIT] = signal.signal(signal.SIGQUIT, self._on_signal)
+        for ignored in _IGNORED_SIGNALS:
+            previous[ignored] = signal.signal(ignored, self._on_ignored_signal)
+        return previous
+
+    def _start(self) -> None:
+        """Build the node, open the control socket, then start the jobs and the heartbeat."""
+        from crawler.daemon.control_server import socket_is_live
+
+        node = self._build(with_heartbeat=True)
+        self._open_control_socket(node)
+        self._start_metrics_port()
+        node.start()
+        self._start_heartbeat(node)
+        if not socket_is_live(self.socket_path):
+            raise DaemonError(f"the control socket {self.socket_path} does not answer")
+
+    def _open_control_socket(self, node: Node) -> None:
+        """The control socket with every route on it, listening."""
+        from crawler.daemon.control_server import ControlServer
+        from crawler.daemon.reload import register_reload_route
+        from crawler.daemon.routes import register_routes
+        from crawler.daemon.sse import register_event_routes
+
+        assert self.operations is not None and node.events is not None
+        self.server = ControlServer(self.socket_path)
+        register_routes(self.server, self.operations, self.request_stop)
+        self._ground = self._ground_marks()
+        register_event_routes(self.server, node.events)
+        if node.alerts is not None:
+            from crawler.daemon.alert_routes import register_alert_routes
+
+            register_alert_routes(self.server, node.alerts.service)
+        register_reload_route(self.server, self.reload)
+        try:
+            self.server.start()
+        except DaemonAlreadyRunningError:
+            raise self._already_running(0) from None
+        self._ground = self._ground_marks()
+
+    def _announce(self) -> None:
+        """READY=1 with the status line to systemd, and the start in the log."""
+        from crawler.config.files import empty_key_credential
+
+        key_problem = empty_key_credential()
+        if key_problem:
+            log.error("the Bright Data key is empty", problem=key_problem)
+        summary = self.status_line()
+        self.notifier.ready(summary)
+        self._preload_calendars()
+        log.info("crawler started", pid=os.getpid(), socket=str(self.socket_path), summary=summary)
 
     def _already_running(self, pid: int) -> DaemonAlreadyRunningError:
         """The refusal to start, naming the running daemon's pid, socket and data dir."""
@@ -544,45 +458,21 @@ class Daemon:
         self.metrics_server.start()
 
     def _shutdown(self) -> None:
-        if self.hybrid is not None:
+        node = self.node
+        if node is not None:
             # First: a collection in progress stops fetching now and records what landed
             # (a /collect handler too, which the control server's stop would wait for).
-            self.hybrid.abort()
+            node.hybrid.abort()
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        if self.events is not None:
-            self.events.close()  # watchers' streams end, so their connections close at once
+        if node is not None and node.events is not None:
+            node.events.close()  # watchers' streams end, so their connections close at once
         if self.server is not None:
             self.server.stop(_CONTROL_STOP_S)
-        if self.live is not None:
-            self.live.stop(_STREAM_STOP_S)
-        if self.scheduler is not None:
-            idle = self.scheduler.stop(timeout_s=SCHEDULER_STOP_S, abort=True)
-            self._stop_alerts()
-            if not idle:
-                # Closing a store under a running collection crashed the process (SQLite,
-                # segfault): leave them open, the process exit releases them.
-                log.warning("a collection is still running: its stores stay open until exit")
-                if self.heartbeat is not None:
-                    self.heartbeat.stop()
-                return
-        self._stop_alerts()
         if self.heartbeat is not None:
-            self.heartbeat.stop()
-        if self.hybrid is not None:
-            _bounded(self.hybrid.cleanup, CLEANUP_STOP_S, "releasing the sources")
-        for store in (self.stores, self.history):
-            if store is not None:
-                try:
-                    store.close()
-                except Exception:  # one store failing to close must not keep the others open
-                    log.exception("closing a store failed")
-
-    def _stop_alerts(self) -> None:
-        alerts, self.alerts = self.alerts, None
-        if alerts is not None:
-            # What is queued is still delivered, each thread bounded (a stuck target abandoned).
-            alerts.stop(_ALERTS_STOP_S)
+            self.heartbeat.stop()  # started last, stopped first: the node is withdrawn
+        if node is not None:
+            node.close()  # the live feed, the scheduler, the alerts, the sources, the stores
 
     def run_once(self) -> dict[str, Any]:
         """Burst mode: each scheduler job once, in this thread; returns {job: report}.
@@ -599,12 +489,12 @@ class Daemon:
                 f"{self.socket_path}); use `crawler collect` instead of a second --once run",
             ) from None
         try:
-            self._build(with_heartbeat=False)
-            assert self.scheduler is not None
-            if self.alerts is not None:
-                self.alerts.start()
+            node = self._build(with_heartbeat=False)
+            assert node.scheduler is not None
+            if node.alerts is not None:
+                node.alerts.start()
             try:
-                return self.scheduler.run_once()
+                return node.scheduler.run_once()
             finally:
                 self._shutdown()
         finally:
@@ -615,17 +505,18 @@ class Daemon:
     def status_line(self) -> str:
         """The systemd STATUS line: "tracking 12 symbols; budget $5.49 left; next ..."."""
         parts: list[str] = []
-        if self.watchlist is not None:
-            count = len(self.watchlist)
+        node = self.node
+        if node is not None:
+            count = len(node.watchlist)
             parts.append(f"tracking {count} symbol{'' if count == 1 else 's'}")
-        if self.hybrid is not None:
             try:
-                left = self.hybrid.ledger.statistics()["budget_remaining"]
+                left = node.hybrid.ledger.statistics()["budget_remaining"]
                 parts.append(f"budget ${float(left):.2f} left")
             except Exception:  # a status line must never fail
                 parts.append("budget unknown")
-        if self.scheduler is not None and self.scheduler.is_running:
-            jobs = self.scheduler.get_statistics().get("scheduled_jobs", [])
+        scheduler = node.scheduler if node is not None else None
+        if scheduler is not None and scheduler.is_running:
+            jobs = scheduler.get_statistics().get("scheduled_jobs", [])
             nxt = next((j.get("next_run") for j in jobs if j.get("id") == "collection"), None)
             if nxt:
                 at = datetime.fromisoformat(nxt).astimezone(UTC)
@@ -633,19 +524,6 @@ class Daemon:
         elif not self.settings.auto_update_enabled:
             parts.append("scheduled collection off")
         return "; ".join(parts)
-
-
-def _bounded(action: Any, timeout_s: float, what: str) -> None:
-    """Run `action` on a helper thread; abandon it (logged) after `timeout_s`."""
-    worker = threading.Thread(target=action, name="crawler-shutdown", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        log.warning(
-            "shutdown step took too long; exiting without waiting for it",
-            step=what,
-            timeout_s=timeout_s,
-        )
 
 
 def _collection_summary(report: Any) -> dict[str, Any] | None:

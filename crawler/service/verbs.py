@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from crawler.config import Settings
     from crawler.markets.hours import MarketHours
+    from crawler.node import Node
     from crawler.orchestrator.hybrid import HybridDataSource
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.service.metrics import MetricsRecorder
@@ -129,6 +130,9 @@ class Operations:
     `started_at` and `socket_path` describe the daemon in `status`.
     """
 
+    #: The node `offline` built (closed by `close`); None when the parts were passed in.
+    _node: Node | None = None
+
     def __init__(
         self,
         settings: Settings,
@@ -165,33 +169,31 @@ class Operations:
 
     @classmethod
     def offline(cls, settings: Settings) -> Operations:
-        """Operations straight on the data dir, without a daemon (the CLI's fallback)."""
-        from crawler.orchestrator.hybrid import HybridDataSource
-        from crawler.store.datadir import ensure_data_dir
-        from crawler.store.history import HistoryStore
-        from crawler.store.yahoo_unknowns import YAHOO_UNKNOWNS_FILE, YahooUnknowns
+        """Operations straight on the data dir, without a daemon (the CLI's fallback).
 
-        data_dir = ensure_data_dir(Path(settings.data_dir))
-        history = HistoryStore(data_dir / "history", settings.history_retention_days)
-        from crawler.markets.hours import MarketHours
+        Its node comes from the daemon's own wiring (`crawler.node.build_node`: the same
+        backend, a cluster's shared budget included); `close()` closes that node."""
+        from crawler.node import build_node
 
-        # The same backend as the daemon's (a cluster's shared budget included), owned by the
-        # hybrid fetcher, which closes it.
-        hybrid = HybridDataSource(settings)
-        assert hybrid.stores is not None
-        hybrid.unknowns = YahooUnknowns(data_dir / YAHOO_UNKNOWNS_FILE, redis=hybrid.stores.redis)
-        return cls(
+        node = build_node(settings)
+        operations = cls(
             settings,
-            hybrid=hybrid,
-            watchlist=hybrid.stores.watchlist,
-            history=history,
-            market_hours=MarketHours(),
+            hybrid=node.hybrid,
+            watchlist=node.watchlist,
+            history=node.history,
+            market_hours=node.market_hours,
         )
+        operations._node = node
+        return operations
 
     def close(self) -> None:
-        """Release the fetcher's threads and the stores' connections (offline use)."""
+        """Release the fetcher's threads and the stores' connections (offline use): the
+        node's whole build when `offline` made it, else what was passed in."""
         if self._bar_source is not None:
             self._bar_source.close()
+        if self._node is not None:
+            self._node.close()
+            return
         self.hybrid.cleanup()
         self.watchlist.close()
         if self.history_store is not None:
