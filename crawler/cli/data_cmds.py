@@ -355,7 +355,7 @@ def _canonical(symbols: list[str], asset_class: str | None = None) -> list[str]:
     a bad one or a contradicting --asset-class, before anything is sent or fetched, so a typo
     costs nothing and odd bytes never reach a URL."""
     from crawler.normalizer.user_symbols import read_symbol
-    from crawler.service.verbs import parse_asset_class
+    from crawler.service.answers import parse_asset_class
 
     asset = parse_asset_class(asset_class)
     return [read_symbol(text, asset).symbol.canonical for text in symbols]
@@ -367,7 +367,7 @@ def _split_valid(
     """The well-formed symbols (as given) and an error per malformed one, so one typo does not
     cost the others their quotes; SymbolError (exit 2) when none is well-formed."""
     from crawler.normalizer.user_symbols import read_symbol
-    from crawler.service.verbs import parse_asset_class
+    from crawler.service.answers import parse_asset_class
     from crawler.utils.exceptions import SymbolError
 
     asset = parse_asset_class(asset_class)
@@ -455,12 +455,13 @@ def history(
     fmt = choose_format(fmt, {"json": as_json, "csv": as_csv}, HISTORY_FORMATS)
     (symbol,) = _canonical([symbol])
     _check_times(since, until)
-    from crawler.service.verbs import check_history_limit
+    from crawler.service.exports import HistoryQuery, check_history_limit
 
     check_history_limit(limit, streamed=fmt in STREAM_FORMATS)
     settings = load(ctx)
     order = "oldest" if oldest_first else "newest"
     major = major_units or settings.major_units
+    asked = HistoryQuery(symbol, since, until, limit, oldest_first, major, kind)
     query = _query(
         symbol=symbol,
         since=since,
@@ -482,9 +483,7 @@ def history(
             return sent, int(headers.get("x-crawler-rows-total", sent) or sent)
 
         def local_csv(ops: Operations) -> tuple[int, int]:
-            sent, total, chunks = ops.history_export(
-                fmt, symbol, since, until, limit, oldest_first, major, kind
-            )
+            sent, total, chunks = ops.history_export(fmt, asked)
             _write_chunks(chunks, sys.stdout.buffer)
             return sent, total
 
@@ -495,7 +494,7 @@ def history(
     result = _via_daemon_or_offline(
         settings,
         lambda: dict(client_for(settings).call("GET", "/history", query=query)),
-        lambda ops: ops.history(symbol, since, until, limit, oldest_first, major, kind),
+        lambda ops: ops.history(asked),
         creates=False,
     )
     quotes = result.get("quotes") or []

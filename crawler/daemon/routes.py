@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from crawler.daemon.control_server import ControlServer, Handler, Request, Response
+from crawler.service.exports import HistoryQuery
 from crawler.service.verbs import Operations
 from crawler.utils.exceptions import CrawlerError
 
@@ -341,15 +342,12 @@ def register_routes(
         since, until = query.get("since"), query.get("until")
         limit, oldest_first = _int_query(request, "limit"), order == "oldest"
         major, kind = _major_units(request), query.get("kind", "all")
+        asked = HistoryQuery(symbol, since, until, limit, oldest_first, major, kind)
         if fmt == "json":
-            return Response(
-                body=ops.history(symbol, since, until, limit, oldest_first, major, kind)
-            )
+            return Response(body=ops.history(asked))
         if fmt not in ("csv", "jsonl"):
             raise _BadRequest(f"'format' must be json, csv or jsonl, not {fmt!r}")
-        sent, total, stream = ops.history_export(
-            fmt, symbol, since, until, limit, oldest_first, major, kind
-        )
+        sent, total, stream = ops.history_export(fmt, asked)
         return Response(
             stream=stream,
             content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE,

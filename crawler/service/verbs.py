@@ -8,32 +8,28 @@ mode both call `Operations`, so the two paths cannot drift apart.
 
 Every answer is a JSON-safe dict (Decimals as exact strings, datetimes ISO 8601), ready for the
 control socket or for `--json`. Bad input raises SymbolError / ConfigError (exit 2, HTTP 400).
+The status document is `crawler.service.status`'s, the money `crawler.service.budget`'s, the
+history verbs `crawler.service.exports`'s.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from crawler import __version__
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
-from crawler.normalizer.units import to_major
 from crawler.normalizer.user_symbols import UserSymbol, read_symbol
+from crawler.service.answers import error_dict, jsonable, key_problems, parse_asset_class
+from crawler.service.budget import budget_answer
+from crawler.service.exports import HistoryVerbs
+from crawler.service.status import StatusDocument
 from crawler.utils.exceptions import (
-    ConfigError,
     CrawlerError,
-    DaemonError,
     StorageError,
     SymbolError,
     UsageError,
@@ -50,84 +46,20 @@ if TYPE_CHECKING:
     from crawler.orchestrator.scheduler import DataScheduler
     from crawler.service.metrics import MetricsRecorder
     from crawler.store.backend import WatchlistStore
-    from crawler.store.history import HistoryStore, Kind, TimeBy
+    from crawler.store.history import HistoryStore
     from crawler.store.history_recorder import HistoryRecorder
 
-__all__ = [
-    "EXPORT_FORMATS",
-    "HISTORY_DEFAULT_ROWS",
-    "HISTORY_MAX_JSON_ROWS",
-    "Operations",
-    "check_history_limit",
-    "jsonable",
-    "parse_asset_class",
-]
+__all__ = ["Operations"]
 
 log = get_logger("crawler.operations")
 
-#: Formats `export` writes.
-EXPORT_FORMATS = ("csv", "jsonl", "parquet")
-_STREAM_CHUNK_BYTES = 64 * 1024
-#: Rows `history` shows when no limit is given: the newest, a few screens' worth.
-HISTORY_DEFAULT_ROWS = 100
-#: Rows a JSON history answer may hold (it is built in memory); CSV streams any number.
-HISTORY_MAX_JSON_ROWS = 10_000
 
-
-def jsonable(value: Any) -> Any:
-    """`value` made JSON-safe: Decimal → str, datetime → ISO, Enum → value, Path → str."""
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [jsonable(item) for item in value]
-    if isinstance(value, Decimal | Path):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    return value
-
-
-def parse_asset_class(text: str | AssetClass | None) -> AssetClass | None:
-    """An asset class from user text (None stays None); SymbolError naming the allowed ones."""
-    if text is None or isinstance(text, AssetClass):
-        return text
-    try:
-        return AssetClass.parse(text)
-    except ValueError as exc:
-        raise SymbolError(str(exc)) from None
-
-
-def _parse_time(name: str, text: str | None, now: datetime) -> datetime | None:
-    if text is None or text == "":
-        return None
-    from crawler.store.history import parse_time_spec
-
-    try:
-        return parse_time_spec(text, now)
-    except ValueError as exc:
-        raise ConfigError(f"--{name}: {exc}") from None
-
-
-def _key_problems() -> dict[str, str]:
-    """An empty Bright Data key credential, as a config error of `bright_data` (so status
-    shows it in red, not as a quiet "(not set)")."""
-    from crawler.config.files import empty_key_credential
-
-    problem = empty_key_credential()
-    return {"bright_data": problem} if problem else {}
-
-
-def _error_dict(error: CrawlerError) -> dict[str, str]:
-    return {"type": type(error).__name__, "message": error.message}
-
-
-class Operations:
+class Operations(HistoryVerbs):
     """The verbs of crawler over one set of stores and one hybrid fetcher.
 
     `scheduler` is the daemon's (None offline); `market_hours` adds open/closed to `status`;
-    `started_at` and `socket_path` describe the daemon in `status`.
+    `started_at` and `socket_path` describe the daemon in `status`. The history verbs come
+    from `HistoryVerbs`, the status document is a `StatusDocument` over this object's parts.
     """
 
     #: The node `offline` built (closed by `close`); None when the parts were passed in.
@@ -157,12 +89,8 @@ class Operations:
         self.socket_path = socket_path
         self.metrics = metrics
         self._now = now
-        self._started_monotonic_s = time.monotonic()
-        # Concurrent status requests share one build (see `status`).
-        self._status_lock = threading.Lock()
-        self._status_building: dict[int | None, Future[dict[str, Any]]] = {}
+        self._status = StatusDocument(self, now)
         self._metrics_registry: CollectorRegistry | None = None
-        self._session_hours: MarketHours | None = None
         # One backfill at a time: a second would only queue on the same Yahoo bucket.
         self._backfill_lock = threading.Lock()
         self._bar_source: Any = None
@@ -225,31 +153,14 @@ class Operations:
         """
         parsed, errors, notices = self.parse_symbols(symbols, asset_class)
         unpaid, reasons = self._fetch_money(parsed, paid)
-        reported: set[str] = set()
-
-        def done_once(key: str, outcome: Quote | CrawlerError) -> None:
-            # A symbol whose free try failed is fetched again (paid): counted once, at the end.
-            retried = key in unpaid and "bright_data" in self.hybrid.sources
-            if (
-                on_done is not None
-                and key not in reported
-                and (not retried or _fresh_quote(outcome))
-            ):
-                reported.add(key)
-                on_done(key, outcome)
-
-        def done_last(key: str, outcome: Quote | CrawlerError) -> None:
-            if on_done is not None and key not in reported:
-                reported.add(key)
-                on_done(key, outcome)
-
+        told = _Told(on_done, unpaid, self.hybrid)
         recorder = self._recorder()
         keep = recorder.keep if recorder is not None else None
         try:
             results = self.hybrid.fetch_many(
                 parsed,
                 force_fresh=fresh or paid,
-                on_done=done_once,
+                on_done=told.first,
                 unpaid=unpaid,
                 paid_reasons=reasons,
                 past_live=paid,
@@ -266,7 +177,7 @@ class Operations:
                     self.hybrid.fetch_many(
                         retry,
                         force_fresh=fresh,
-                        on_done=done_last,
+                        on_done=told.last,
                         paid_reasons={
                             sym.canonical: self.hybrid.free_need(sym) or "free_failing"
                             for sym in retry
@@ -277,12 +188,21 @@ class Operations:
         finally:
             if recorder is not None:
                 recorder.close()
+        return self._fetch_answer(results, errors, notices)
+
+    def _fetch_answer(
+        self,
+        results: dict[str, Quote | CrawlerError],
+        errors: dict[str, dict[str, str]],
+        notices: list[str],
+    ) -> dict[str, Any]:
+        """`fetch`'s answer: the quotes in input order, the errors, notices and warnings."""
         quotes: list[Quote] = []
         for key, outcome in results.items():
             if isinstance(outcome, Quote):
                 quotes.append(outcome)
             else:
-                errors[key] = _error_dict(outcome)
+                errors[key] = error_dict(outcome)
         now = self._now()
         answer: dict[str, Any] = {
             "quotes": [self._quote_dict(q, now) for q in quotes],
@@ -293,7 +213,7 @@ class Operations:
         # A source switched off by its configuration (a rejected key) is said with the
         # answer, even when another source served every quote: a wrong Bright Data key used
         # to fall back to yfinance in silence, exit 0.
-        problems = {**dict(getattr(self.hybrid, "config_errors", {}) or {}), **_key_problems()}
+        problems = {**dict(getattr(self.hybrid, "config_errors", {}) or {}), **key_problems()}
         if problems:
             answer["warnings"] = [
                 f"{name} is off: {message}" for name, message in sorted(problems.items())
@@ -330,7 +250,7 @@ class Operations:
             try:
                 read = read_symbol(text, asset)
             except SymbolError as exc:
-                errors[text] = _error_dict(exc)
+                errors[text] = error_dict(exc)
                 continue
             parsed.append(read.symbol)
             if read.notice:
@@ -344,23 +264,8 @@ class Operations:
         """A quote for the caller, with `source_stale`: its own time is older than its
         market's last session (suspended, delisted, or a feed stuck at the source)."""
         data = quote.to_json_dict()
-        data["source_stale"] = self._source_stale(quote, now)
+        data["source_stale"] = self._status.source_stale(quote, now)
         return data
-
-    def _source_stale(self, quote: Quote, now: datetime) -> bool:
-        from crawler.markets.source_age import GRACE, predates_last_session
-
-        if quote.as_of is None or now - quote.as_of <= GRACE:
-            return False  # the common case decides without loading a calendar
-        hours = self.market_hours
-        if hours is None:  # offline, or market hours off: calendars only for old quotes
-            from crawler.markets.hours import MarketHours
-
-            hours = self._session_hours = self._session_hours or MarketHours()
-        try:
-            return predates_last_session(quote.as_of, quote.symbol, quote.asset_class, hours, now)
-        except Exception:  # a calendar problem must not break a fetch or the status
-            return False
 
     def _recorder(self) -> _FetchRecorder | None:
         """The history writer of one `fetch`: quotes recorded as they land, a paid one
@@ -448,385 +353,22 @@ class Operations:
         report = Collector().collect(self.hybrid, self.watchlist.items(), self.history_store)
         return dict(jsonable(report.as_dict()))
 
-    # -- status and configuration ----------------------------------------------------------
+    # -- status, the money and configuration ----------------------------------------------
 
     def status(self, rows: int | None = None) -> dict[str, Any]:
-        """Everything `crawler status` shows: daemon, scheduler, sources, budget, breakers,
-        per-symbol last quote (age, stale or pending, market open), config errors.
-
-        `rows` keeps that many symbols (stale and pending first, then in watchlist order),
-        what a screen shows; `symbols_summary` counts them all either way.
-
-        Requests that arrive while a status is being built wait for it and share it (as
-        concurrent fetches of one symbol share one request): eight monitors polling at once
-        should not multiply the work.
-        """
-        with self._status_lock:
-            building = self._status_building.get(rows)
-            if building is None:
-                building = self._status_building[rows] = Future()
-                leader = True
-            else:
-                leader = False
-        if not leader:
-            failure = building.exception()  # waits for the leader's build
-            if failure is None:
-                return building.result()
-            # A fresh copy per waiter: re-raising the shared object from many threads grew its
-            # traceback with every waiter (one log entry reached 477 KB).
-            raise _fresh_copy(failure) from None
-        try:
-            document = self._build_status(rows)
-            building.set_result(document)
-            return document
-        except CrawlerError as exc:
-            building.set_exception(_fresh_copy(exc))
-            raise
-        except Exception as exc:
-            # Logged here once, with its traceback; the leader and every waiter get one line.
-            log.error("building the status failed", exc_info=True)
-            failure = DaemonError(
-                f"building the status failed ({type(exc).__name__}: {exc}); see the daemon log"
-            )
-            building.set_exception(failure)
-            raise _fresh_copy(failure) from None
-        except BaseException as exc:
-            building.set_exception(exc)
-            raise
-        finally:
-            with self._status_lock:
-                self._status_building.pop(rows, None)
-
-    def _build_status(self, rows: int | None) -> dict[str, Any]:
-        now = self._now()
-        stats = jsonable(self.hybrid.get_statistics())
-        scheduler = jsonable(self.scheduler.get_statistics()) if self.scheduler else None
-        uptime_s = round(time.monotonic() - self._started_monotonic_s, 1)
-        symbols, summary = self._symbols_status(now, rows)
-        return {
-            "daemon": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "started_at": self.started_at.isoformat() if self.started_at else None,
-                "uptime_s": uptime_s if self.started_at else None,
-                "socket": str(self.socket_path) if self.socket_path else None,
-                "data_dir": str(self.settings.data_dir),
-                "auto_update_enabled": self.settings.auto_update_enabled,
-            },
-            "scheduler": scheduler,
-            "budget": stats.get("cost_tracking", {}),
-            "sources": stats.get("source_usage", {}),
-            "cache": stats.get("cache_statistics", {}),
-            "breakers": stats.get("breakers", {}),
-            "config_errors": {**stats.get("config_errors", {}), **_key_problems()},
-            "stale_served": stats.get("stale_served", 0),
-            "stream": stats.get("stream"),
-            "events": self._events_statistics(),
-            "yahoo": stats.get("yahoo"),
-            "store": self._store_status(stats.get("leases", {})),
-            "metrics": self.metrics.snapshot() if self.metrics else None,
-            "spending": self._spending_summary(stats),
-            "symbols": symbols,
-            "symbols_summary": summary,
-        }
-
-    def _symbols_status(
-        self, now: datetime, rows: int | None
-    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        items = self.watchlist.items()
-        cache = self.hybrid.cache
-        many = getattr(cache, "last_known_many", None)
-        if callable(many):  # the embedded cache keeps them in memory
-            last: dict[str, Quote] = many(name for name, _ in items)
-        else:
-            last = {}
-            for name, _ in items:
-                quote = cache.get_last_known(name)
-                if quote is not None:
-                    last[name] = quote
-        closed_since = self._closes(now)
-        if rows is None:
-            entries = [
-                self._symbol_status(name, asset, last.get(name), now, closed_since)
-                for name, asset in items
-            ]
-            summary: dict[str, Any] = {
-                "tracked": len(entries),
-                "stale": sum(1 for entry in entries if entry["stale"]),
-                "pending": sum(1 for entry in entries if entry["pending"]),
-            }
-        else:
-            # Only the rows sent get an entry: at 10,000 symbols building them all for 50 rows
-            # was most of the answer's time. What needs a look comes first (stale, pending),
-            # then the rest, each in watchlist order.
-            # Prices first: stale ones (they need a look, and have a price), then fresh ones,
-            # then those never fetched; why those wait is in `pending_reasons`. (Pending rows
-            # first filled a 50-row screen with no price at all when 150 symbols waited.)
-            stale_rows: list[tuple[str, AssetClass]] = []
-            fine: list[tuple[str, AssetClass]] = []
-            waiting: list[tuple[str, AssetClass]] = []
-            stale = pending = 0
-            for name, asset in items:
-                quote = last.get(name)
-                if quote is None:
-                    pending += 1
-                    if len(waiting) < rows:
-                        waiting.append((name, asset))
-                elif self._stale(name, asset, quote, now, closed_since):
-                    stale += 1
-                    if len(stale_rows) < rows:
-                        stale_rows.append((name, asset))
-                elif len(fine) < rows:
-                    fine.append((name, asset))
-            shown = (stale_rows + fine + waiting)[:rows]
-            entries = [
-                self._symbol_status(name, asset, last.get(name), now, closed_since)
-                for name, asset in shown
-            ]
-            summary = {"tracked": len(items), "stale": stale, "pending": pending}
-        reasons = self._waiting_reasons()
-        waiting_names = [name for name, _ in items if name not in last]
-        summary_reasons = {name: reasons(name) for name in waiting_names}
-        for entry in entries:
-            if entry["pending"] or entry["stale"]:
-                entry["reason"] = reasons(entry["symbol"])
-        from crawler.orchestrator.failures import group_failures, groups_json
-
-        summary["pending_reasons"] = groups_json(group_failures(summary_reasons), first=5)
-        summary["shown"] = len(entries)
-        if self.market_hours is not None:
-            for entry in entries:
-                entry["market"] = self._market_status(
-                    entry["symbol"], AssetClass(entry["asset_class"]), now
-                )
-        return entries, summary
-
-    def _events_statistics(self) -> dict[str, Any] | None:
-        events = getattr(self.hybrid, "events", None)
-        return None if events is None else dict(events.statistics())
-
-    def _spending_summary(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """`budget` without its breakdown, plus the one line `crawler status` prints."""
-        from crawler.orchestrator.budget_report import summary_line
-
-        try:
-            report = self.budget(with_breakdown=False, stats=stats)
-        except Exception as exc:  # the money line must never break status
-            return {"error": f"{type(exc).__name__}: {exc}"}
-        report.pop("paid_by_hour", None)
-        report.pop("top_symbols", None)
-        report["line"] = summary_line(report)
-        return report
-
-    def _store_status(self, leases: dict[str, Any]) -> dict[str, Any]:
-        """The store backend, whether Redis answers, and the cluster's live nodes."""
-        stores = self.hybrid.stores
-        if stores is None:
-            return {"backend": "embedded", "node": None, "nodes": []}
-        out = stores.describe()
-        try:
-            out["nodes"] = jsonable(stores.nodes.nodes())
-        except StorageError as exc:
-            out["nodes"] = []
-            out["nodes_error"] = exc.message
-        out["leases"] = leases
-        return out
-
-    def _is_stale(self, source_age_s: float, fetched_age_s: float) -> bool:
-        """Stale: we fetched it longer ago than the cache keeps a quote fresh, or the source's
-        own timestamp has not moved for a whole collection interval plus that TTL (polling an
-        unchanged quote adds no history row, and this is how status shows it)."""
-        ttl_s = self.settings.cache_ttl_seconds
-        not_moving_s = ttl_s + self.settings.update_interval_seconds
-        return fetched_age_s > ttl_s or source_age_s > not_moving_s
-
-    def _stale(
-        self,
-        name: str,
-        asset: AssetClass,
-        quote: Quote,
-        now: datetime,
-        closed_since: Callable[[str, AssetClass], datetime | None],
-    ) -> bool:
-        """`_is_stale`, except that a quote fetched after its market closed is not stale while
-        the market stays closed: it is the close, and the collector rightly does not pay for it
-        again (the collector's own rule, `Collector._closed_and_quoted`)."""
-        if not self._is_stale(quote.age_s(now), (now - quote.fetched_at).total_seconds()):
-            return False
-        closed_at = closed_since(name, asset)
-        return closed_at is None or not (closed_at <= quote.fetched_at <= now)
-
-    def _closes(self, now: datetime) -> Callable[[str, AssetClass], datetime | None]:
-        """`closed_since(symbol, asset_class)`: when its market last closed if it is closed now
-        (None: open, never closes, or unknown). Asked once per market, not per symbol; nothing
-        is closed when market hours are off (the collector then fetches closed markets too)."""
-        hours = self.market_hours if self.settings.market_hours_enabled else None
-        memo: dict[str, datetime | None] = {}
-
-        def closed_since(name: str, asset: AssetClass) -> datetime | None:
-            if hours is None:
-                return None
-            try:
-                market = hours.market_of(name, asset)
-                if market not in memo:
-                    is_open = hours.is_open(name, asset, at=now)
-                    memo[market] = None if is_open else hours.last_close(name, asset, at=now)
-                return memo[market]
-            except Exception:  # a calendar problem must not break status: judged open
-                return None
-
-        return closed_since
-
-    def _waiting_reasons(self) -> Callable[[str], str]:
-        """Why a symbol has no fresh quote: its error in the last collection, its market
-        closed, or no collection since it was added."""
-        report = self.scheduler.last_report if self.scheduler is not None else None
-        errors = dict(report.errors) if report is not None else {}
-        closed = set(report.skipped_closed) if report is not None else set()
-
-        def reason(name: str) -> str:
-            if name in errors:
-                return errors[name]
-            if name in closed:
-                return "its market was closed at the last collection; fetched when it opens"
-            if report is None:
-                return "waiting for the first collection"
-            return "not collected yet: added after the last collection"
-
-        return reason
+        """Everything `crawler status` shows (see `StatusDocument.status`); `rows` keeps that
+        many symbols, stale and pending first."""
+        return self._status.status(rows)
 
     def symbol_status(self, name: str) -> dict[str, Any]:
-        """One tracked symbol's entry as in `status`, with why it waits (`reason`, its last
-        collection error in full) and its market; SymbolError if it is not tracked."""
-        canonical = read_symbol(name).symbol.canonical
-        asset = dict(self.watchlist.items()).get(canonical)
-        if asset is None:
-            raise SymbolError(
-                f"{canonical} is not tracked; `crawler symbols list` shows those that are"
-            )
-        now = self._now()
-        quote = self.hybrid.cache.get_last_known(canonical)
-        entry = self._symbol_status(canonical, asset, quote, now, self._closes(now))
-        report = self.scheduler.last_report if self.scheduler is not None else None
-        entry["last_error"] = report.errors.get(canonical) if report is not None else None
-        entry["reason"] = (
-            self._waiting_reasons()(canonical) if entry["pending"] or entry["stale"] else None
-        )
-        if self.market_hours is not None:
-            entry["market"] = self._market_status(canonical, asset, now)
-        return entry
+        """One tracked symbol's entry as in `status`, with why it waits and its market;
+        SymbolError if it is not tracked."""
+        return self._status.symbol_status(name)
 
-    def _symbol_status(
-        self,
-        name: str,
-        asset: AssetClass,
-        quote: Quote | None,
-        now: datetime,
-        closed_since: Callable[[str, AssetClass], datetime | None],
-    ) -> dict[str, Any]:
-        """One symbol's entry. Never fetched: `pending` (not stale: nothing has gone old).
-        A quote fetched after its market closed is not stale while the market stays closed:
-        it is the close, and the collector rightly does not pay for it again (a weekend
-        showed every stock and index as stale)."""
-        entry: dict[str, Any] = {"symbol": name, "asset_class": asset.value, "last_quote": None}
-        if quote is not None:
-            fetched_age_s = (now - quote.fetched_at).total_seconds()
-            stale = self._stale(name, asset, quote, now, closed_since)
-            entry["last_quote"] = _quote_json(quote, stale)
-            # A streamed tick can be stamped a hair after `now` was read: never a negative age.
-            entry["age_s"] = round(max(0.0, quote.age_s(now)), 1)
-            entry["fetched_age_s"] = round(fetched_age_s, 1)
-            entry["stale"] = stale
-            entry["source_stale"] = self._source_stale(quote, now)
-            entry["pending"] = False
-        else:
-            entry["age_s"] = entry["fetched_age_s"] = None
-            entry["stale"] = False
-            entry["source_stale"] = False
-            entry["pending"] = True
-        return entry
-
-    # -- the money -------------------------------------------------------------------------
-
-    def budget(
-        self, *, with_breakdown: bool = True, stats: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Today's spend, the allowance per collection now, when the budget runs out at this
-        pace, paid requests per hour, the top paid symbols and the seed's three targets (see
-        `crawler.orchestrator.budget_report`). Without the breakdown (for `status`) the
-        ledger's per-hour and per-symbol counts are not read."""
-        from crawler.orchestrator.budget_report import budget_report
-        from crawler.orchestrator.pacing import budget_day_end, requests_left
-
-        now = self._now()
-        stats = stats if stats is not None else self.hybrid.get_statistics()
-        ledger = stats.get("cost_tracking", {})
-        # Read for status too: the spend by reason (one small read) is on its money line and
-        # in the metrics; the per-hour and per-symbol parts are dropped there.
-        breakdown = self.hybrid.ledger.breakdown()
-        remaining = requests_left(ledger)
-        report = dict(
-            jsonable(
-                budget_report(
-                    ledger,
-                    breakdown,
-                    stats.get("source_usage", {}),
-                    stats.get("cache_statistics", {}),
-                    allowance=self._allowance_now(remaining, now),
-                    now=now,
-                    day_end=budget_day_end(now, self.settings.budget_timezone),
-                    pacing=self.settings.budget_pacing,
-                    live_served=int(stats.get("live_served") or 0),
-                    policy=self.settings.budget_policy,
-                    seed_order=(
-                        self.scheduler.spending.day_counts(now)
-                        if self.scheduler is not None
-                        else None
-                    ),
-                )
-            )
-        )
-        # Without a key nothing is ever spent: say so rather than "lasts the day".
-        report["bright_data_configured"] = "bright_data" in self.hybrid.sources
-        return report
-
-    def _allowance_now(self, remaining: int, now: datetime) -> int | None:
-        """What a collection starting now could spend (None: unpaced, or no Bright Data): the
-        scheduler's own reckoning when there is one, so `status` and `budget` agree with what
-        the next collection gets."""
-        if "bright_data" not in self.hybrid.sources:
-            return None
-        if self.scheduler is not None and self.scheduler.hybrid is self.hybrid:
-            return self.scheduler.paid_allowance_now()
-        from crawler.orchestrator.spending import SpendingPolicy
-
-        policy = self.scheduler.spending if self.scheduler is not None else None
-        if policy is None:
-            policy = SpendingPolicy(
-                pacing=self.settings.budget_pacing,
-                policy=self.settings.budget_policy,
-                max_quote_age_s=float(self.settings.budget_max_quote_age_seconds),
-                interval_s=float(self.settings.update_interval_seconds),
-                timezone=self.settings.budget_timezone,
-                market_hours=self.market_hours if self.settings.market_hours_enabled else None,
-            )
-        tracked = []
-        for name, asset in self.watchlist.items():
-            try:
-                tracked.append(parse_symbol(name, asset))
-            except SymbolError:
-                continue
-        hours = self.market_hours if self.settings.market_hours_enabled else None
-        due = len(tracked) if hours is None else sum(1 for s in tracked if _open(hours, s, now))
-        return policy.preview(due, tracked, remaining, now)
-
-    def _market_status(self, name: str, asset: AssetClass, now: datetime) -> dict[str, Any]:
-        assert self.market_hours is not None
-        try:
-            session = self.market_hours.session_status(name, asset, at=now)
-            return {key: session.get(key) for key in ("market", "open", "next_open", "next_close")}
-        except Exception as exc:  # a calendar problem must not break status
-            return {"error": f"{type(exc).__name__}: {exc}"}
+    def budget(self) -> dict[str, Any]:
+        """Today's spend, the allowance per collection now, the pace, paid requests per hour,
+        the top paid symbols and the seed's three targets (`crawler.service.budget`)."""
+        return budget_answer(self, self._now())
 
     def config(self) -> dict[str, Any]:
         """The effective configuration, secrets masked."""
@@ -877,9 +419,7 @@ class Operations:
                 raise UsageError("no symbols tracked: add some, or name symbols to backfill")
         else:
             parsed, errors, notices = self.parse_symbols(symbols)
-        now = self._now()
-        start = _parse_time("since", since or DEFAULT_SINCE, now)
-        end = _parse_time("until", until, now)
+        start, end = self._window(since or DEFAULT_SINCE, until)
         if not self._backfill_lock.acquire(blocking=False):
             raise UsageError("a backfill is already running; wait for it to finish")
         try:
@@ -916,234 +456,9 @@ class Operations:
             )
         return self._bar_source
 
-    # -- history ---------------------------------------------------------------------------
-
-    def _history(self) -> HistoryStore:
-        if self.history_store is None:
-            raise StorageError("this crawler has no history store")
-        return self.history_store
-
-    def history(
-        self,
-        symbol: str,
-        since: str | None = None,
-        until: str | None = None,
-        limit: int | None = None,
-        oldest_first: bool = False,
-        major_units: bool = False,
-        kind: str = "all",
-    ) -> dict[str, Any]:
-        """The newest `limit` quotes of `symbol` (default `HISTORY_DEFAULT_ROWS`), newest first,
-        or the oldest ones oldest first; `since`/`until` as "2h" or ISO dates; `major_units`:
-        GBp, ZAc and ILA quotes in GBP, ZAR and ILS; `kind`: "quotes" (collected), "bars"
-        (backfilled) or "all".
-
-        {"symbol", "quotes", "order": "newest_first"|"oldest_first", "limit", "total",
-        "truncated"}: `total` counts every matching row, so a cut answer says so.
-        """
-        canonical = read_symbol(symbol).symbol.canonical
-        now = self._now()
-        start, end = _parse_time("since", since, now), _parse_time("until", until, now)
-        rows_wanted = _history_limit(limit, HISTORY_MAX_JSON_ROWS)
-        assert rows_wanted is not None  # a JSON answer always has a bound
-        store = self._history()
-        # One row more than asked tells whether there are more without counting them all.
-        checked = _kind(kind)
-        rows = list(
-            store.query(
-                canonical, start, end, rows_wanted + 1, newest_first=not oldest_first, kind=checked
-            )
-        )
-        truncated = len(rows) > rows_wanted
-        total = store.count(canonical, start, end, checked) if truncated else len(rows)
-        return {
-            "symbol": canonical,
-            "quotes": [
-                (to_major(q) if major_units else q).to_json_dict() for q in rows[:rows_wanted]
-            ],
-            "order": "oldest_first" if oldest_first else "newest_first",
-            "limit": rows_wanted,
-            "total": total,
-            "truncated": truncated,
-            "kind": checked,
-        }
-
-    def history_export(
-        self,
-        fmt: str,
-        symbol: str,
-        since: str | None = None,
-        until: str | None = None,
-        limit: int | None = None,
-        oldest_first: bool = False,
-        major_units: bool = False,
-        kind: str = "all",
-    ) -> tuple[int, int, Iterator[bytes]]:
-        """`history` as CSV or JSONL: (rows sent, rows matching, the bytes in chunks).
-
-        `limit` 0 sends every matching row; None sends `HISTORY_DEFAULT_ROWS`.
-        """
-        canonical = read_symbol(symbol).symbol.canonical
-        now = self._now()
-        start, end = _parse_time("since", since, now), _parse_time("until", until, now)
-        rows_wanted = _history_limit(limit, None)
-        checked = _kind(kind)
-        total = self._history().count(canonical, start, end, checked)
-        sent, stream = self._spool(
-            fmt,
-            start,
-            end,
-            [canonical],
-            limit=rows_wanted,
-            newest_first=not oldest_first,
-            major_units=major_units,
-            kind=checked,
-        )
-        return sent, total, stream
-
-    def export(
-        self,
-        fmt: str,
-        since: str | None = None,
-        until: str | None = None,
-        symbols: Iterable[str] | None = None,
-        major_units: bool = False,
-        kind: str = "all",
-        time_by: str = "fetched",
-    ) -> tuple[int, Iterator[bytes]]:
-        """(rows, the history as CSV, JSONL or Parquet bytes in chunks, oldest first).
-
-        `since`/`until` apply to when crawler fetched each quote (`time_by` "fetched", the
-        default: "the last hour's quotes" are those collected in it, whatever their source's
-        own time) or to the quote's own time ("quote").
-
-        The export is written to a temporary file first, so a bad argument or a storage error
-        is raised here, before the first byte is sent, and the row count is known up front;
-        memory stays constant either way.
-        """
-        now = self._now()
-        start, end = _parse_time("since", since, now), _parse_time("until", until, now)
-        wanted = None if symbols is None else [parse_symbol(s).canonical for s in symbols]
-        if time_by not in ("fetched", "quote"):
-            raise ConfigError(f"--by {time_by!r} is not known; use fetched or quote")
-        by: TimeBy = "fetched" if time_by == "fetched" else "quote"
-        return self._spool(
-            fmt, start, end, wanted, major_units=major_units, kind=_kind(kind), time_by=by
-        )
-
-    def _spool(
-        self,
-        fmt: str,
-        start: datetime | None,
-        end: datetime | None,
-        symbols: list[str] | None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        major_units: bool = False,
-        kind: Kind = "all",
-        time_by: TimeBy = "quote",
-    ) -> tuple[int, Iterator[bytes]]:
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"--format {fmt!r} is not known; use one of: csv, jsonl, parquet")
-        checked: Literal["csv", "jsonl", "parquet"] = (
-            "csv" if fmt == "csv" else "parquet" if fmt == "parquet" else "jsonl"
-        )
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the generator below
-        try:
-            rows = self._history().export(
-                checked, spool, start, end, symbols, limit, newest_first, major_units, kind,
-                time_by,
-            )  # fmt: skip
-            spool.seek(0)
-        except BaseException:
-            spool.close()
-            raise
-        return rows, _chunks(spool)
-
-    def export_to(
-        self,
-        fmt: str,
-        out: Any,
-        since: str | None = None,
-        until: str | None = None,
-        symbols: Iterable[str] | None = None,
-    ) -> tuple[int, int]:
-        """Like `export`, written straight to the binary file `out`; returns (rows, bytes)."""
-        written = 0
-        rows, chunks = self.export(fmt, since, until, symbols)
-        for chunk in chunks:
-            out.write(chunk)
-            written += len(chunk)
-        return rows, written
-
-
-def _quote_json(quote: Quote, stale: bool) -> dict[str, Any]:
-    """`quote.with_flags(stale=stale).to_json_dict()`, without copying the quote first."""
-    data = quote.to_json_dict()
-    data["stale"] = stale
-    return data
-
-
-def _kind(text: str) -> Kind:
-    """A history kind from user text; ConfigError (exit 2, HTTP 400) naming the allowed ones."""
-    if text == "quotes":
-        return "quotes"
-    if text == "bars":
-        return "bars"
-    if text in ("all", "both"):
-        return "all"
-    raise ConfigError(f"--kind {text!r} is not known; use all, quotes or bars")
-
-
-def check_history_limit(limit: int | None, streamed: bool) -> None:
-    """ConfigError (exit 2) for a `history --limit` out of range, as `history` would raise it
-    (the CLI checks first, so the answer is the same with no data dir to read)."""
-    _history_limit(limit, None if streamed else HISTORY_MAX_JSON_ROWS)
-
-
-def _history_limit(limit: int | None, most: int | None) -> int | None:
-    """The rows a history answer holds: `limit`, the default for None, everything (None) for 0
-    where `most` is None; ConfigError (exit 2) for a value out of range."""
-    if limit is None:
-        return HISTORY_DEFAULT_ROWS
-    if limit == 0 and most is None:
-        return None
-    if limit < 1 or (most is not None and limit > most):
-        allowed = f"1 to {most:,}" if most is not None else "0 (all) or more"
-        raise ConfigError(
-            f"--limit {limit} is out of range; use {allowed}"
-            + (" (--csv or `crawler export` stream more)" if most is not None else "")
-        )
-    return limit
-
 
 def _fresh_quote(outcome: Quote | CrawlerError | None) -> bool:
     return isinstance(outcome, Quote) and not outcome.stale
-
-
-def _open(hours: MarketHours, sym: Symbol, at: datetime) -> bool:
-    try:
-        return hours.is_open(sym.canonical, sym.asset_class, at=at)
-    except Exception:  # a calendar problem: counted open, as the collector would fetch it
-        return True
-
-
-def _chunks(spool: Any) -> Iterator[bytes]:
-    try:
-        while chunk := spool.read(_STREAM_CHUNK_BYTES):
-            yield chunk
-    finally:
-        spool.close()
-
-
-def _fresh_copy(exc: BaseException) -> BaseException:
-    """The same error without the original's traceback, cause or context: safe to raise in
-    another thread (its own traceback starts empty). __init__ is not re-run, so subclasses
-    with their own signatures (BudgetExhaustedError) copy as they are."""
-    fresh = type(exc).__new__(type(exc))
-    fresh.args = exc.args
-    fresh.__dict__.update(exc.__dict__)
-    return fresh
 
 
 class _FetchRecorder:
@@ -1164,3 +479,36 @@ class _FetchRecorder:
             self._recorder.close()
         except StorageError as exc:
             log.warning("could not record quotes in the history", error=exc.message)
+
+
+class _Told:
+    """`fetch`'s `on_done`, told once per symbol. A symbol whose free try failed is fetched
+    again (paid): it is told then, at the end, unless its first outcome was a fresh quote."""
+
+    def __init__(
+        self,
+        on_done: Callable[[str, Quote | CrawlerError], None] | None,
+        unpaid: set[str],
+        hybrid: HybridDataSource,
+    ) -> None:
+        self._on_done = on_done
+        self._unpaid = unpaid
+        self._hybrid = hybrid
+        self._reported: set[str] = set()
+
+    def first(self, key: str, outcome: Quote | CrawlerError) -> None:
+        """The first fetch's outcome (held back when a paid retry follows)."""
+        retried = key in self._unpaid and "bright_data" in self._hybrid.sources
+        if (
+            self._on_done is not None
+            and key not in self._reported
+            and (not retried or _fresh_quote(outcome))
+        ):
+            self._reported.add(key)
+            self._on_done(key, outcome)
+
+    def last(self, key: str, outcome: Quote | CrawlerError) -> None:
+        """The paid retry's outcome."""
+        if self._on_done is not None and key not in self._reported:
+            self._reported.add(key)
+            self._on_done(key, outcome)
