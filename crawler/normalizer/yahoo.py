@@ -57,7 +57,10 @@ __all__ = [
     "load_chart",
     "parse_chart",
     "parse_quote_batch",
+    "price_hint",
     "yahoo_decimal",
+    "yahoo_time",
+    "yahoo_volume",
 ]
 
 SOURCE_NAME = "yfinance"
@@ -142,7 +145,7 @@ def parse_chart(
     for anything that is not a chart.
     """
     result, meta = load_chart(body, symbol)
-    hint = _hint(meta.get("priceHint"))
+    hint = price_hint(meta.get("priceHint"))
     price = _price(meta.get("regularMarketPrice"), hint, symbol)
     currency = meta.get("currency")
     if price is None or not currency:
@@ -266,7 +269,7 @@ def _quote_from_record(
     record: dict[str, Any], symbol: Symbol, fetched_at: datetime
 ) -> tuple[Quote | None, str]:
     """A quote from one batch record, or (None, what was missing)."""
-    hint = _hint(record.get("priceHint"))
+    hint = price_hint(record.get("priceHint"))
     price = _price(record.get("regularMarketPrice"), hint, symbol)
     currency = record.get("currency")
     if price is None or not isinstance(currency, str) or not currency:
@@ -323,8 +326,8 @@ def _day_quote(
         previous_close=previous,
         change=change,
         change_pct=change_pct,
-        volume=_volume(fields.get("regularMarketVolume"), instrument),
-        as_of=_utc(fields.get("regularMarketTime")),
+        volume=yahoo_volume(fields.get("regularMarketVolume"), instrument),
+        as_of=yahoo_time(fields.get("regularMarketTime")),
         fetched_at=fetched_at,
     )
     return check_quote(quote, now=fetched_at)
@@ -364,7 +367,8 @@ def _error_of(document: Mapping[str, Any]) -> str:
     return "unexpected shape"
 
 
-def _hint(value: Any) -> int | None:
+def price_hint(value: Any) -> int | None:
+    """Yahoo's `priceHint` (decimals to round prices to), None when absent or absurd."""
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_HINT:
         return value
     return None
@@ -380,7 +384,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _volume(value: Any, instrument: str) -> int | None:
+def yahoo_volume(value: Any, instrument: str) -> int | None:
+    """A volume as an int; None when missing, negative, beyond SQLite's integer, or 0 on an
+    instrument that has no traded volume (a currency, an index)."""
     if not _is_number(value) or value < 0 or value > _MAX_VOLUME:
         return None
     if value == 0 and instrument in _NO_VOLUME_TYPES:
@@ -388,7 +394,8 @@ def _volume(value: Any, instrument: str) -> int | None:
     return int(value)
 
 
-def _utc(value: Any) -> datetime | None:
+def yahoo_time(value: Any) -> datetime | None:
+    """Epoch seconds as a UTC datetime; None when missing, not positive or past year 9999."""
     if not _is_number(value) or value <= 0 or value > _MAX_EPOCH_S:
         return None
     try:

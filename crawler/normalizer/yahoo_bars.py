@@ -23,20 +23,23 @@ envelope (a range it refuses, an unknown symbol) UnknownSymbolError or ParseErro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.normalizer.symbols import Symbol
-from crawler.normalizer.yahoo import SOURCE_NAME, load_chart, yahoo_decimal
+from crawler.normalizer.yahoo import (
+    SOURCE_NAME,
+    load_chart,
+    price_hint,
+    yahoo_decimal,
+    yahoo_time,
+    yahoo_volume,
+)
 from crawler.utils.exceptions import ParseError, UnknownSymbolError
 
 __all__ = ["parse_chart_bars"]
-
-_MAX_HINT = 12
-_NO_VOLUME_TYPES = frozenset({"CURRENCY", "INDEX"})
 
 
 def parse_chart_bars(
@@ -58,13 +61,13 @@ def parse_chart_bars(
     if not isinstance(stamps, list):
         raise ParseError(f"Yahoo's chart for {symbol.canonical} has a malformed timestamp list")
     series = _series(result)
-    hint = _hint(meta.get("priceHint"))
+    hint = price_hint(meta.get("priceHint"))
     instrument = str(meta.get("instrumentType") or "")
     name = meta.get("longName") or meta.get("shortName")
     fetched = fetched_at or utc_now()
     bars: list[Quote] = []
     for index, stamp in enumerate(stamps):
-        at = _utc(stamp)
+        at = yahoo_time(stamp)
         close = yahoo_decimal(_at(series, "close", index), hint)
         if at is None or close is None:
             continue
@@ -77,7 +80,7 @@ def parse_chart_bars(
                 open=yahoo_decimal(_at(series, "open", index), hint),
                 high=yahoo_decimal(_at(series, "high", index), hint),
                 low=yahoo_decimal(_at(series, "low", index), hint),
-                volume=_volume(_at(series, "volume", index), instrument),
+                volume=yahoo_volume(_at(series, "volume", index), instrument),
                 as_of=at,
                 fetched_at=fetched,
                 asset_class=symbol.asset_class,
@@ -100,30 +103,3 @@ def _series(result: Mapping[str, Any]) -> dict[str, list[Any]]:
 def _at(series: dict[str, list[Any]], key: str, index: int) -> Any:
     values = series.get(key)
     return values[index] if values is not None and index < len(values) else None
-
-
-def _hint(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_HINT:
-        return value
-    return None
-
-
-def _utc(value: Any) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or value <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-def _volume(value: Any, instrument: str) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    if value == 0 and instrument in _NO_VOLUME_TYPES:
-        return None
-    return int(value)
