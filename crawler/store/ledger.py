@@ -76,6 +76,12 @@ _ROLLOVER_KEY: Final = "meta:rollover"
 _CLOCK_KEY: Final = "meta:clock"
 #: {str(epoch minute): micro-dollars reserved in that minute}, the last 24 hours only.
 _WINDOW_KEY: Final = "meta:window"
+#: {label: billed requests}: a day's label counts folded out of its `day:` record.
+_LABELS_PREFIX: Final = "labels:"
+#: Labels a day record holds before `_close` folds them into the day's `labels:` entry. Every
+#: reservation and settlement reads and rewrites the day record: with every label in it, a
+#: 1,000-symbol day decoded ~30 KB of JSON three times and encoded it twice per paid request.
+_FOLD_AT: Final = 32
 #: The rolling window: one day's budget at most per this many seconds of spend.
 WINDOW_S: Final = 86_400
 _BUCKET_S: Final = 60
@@ -206,6 +212,7 @@ class _DayRecord:
     open: dict[str, dict[str, Any]]
     # Billed requests per hour of the day ("00".."23", budget time zone) and per label (the
     # symbol): what `crawler budget` draws. Absent in records written before they existed.
+    # `by_label` holds only the labels not yet folded into the day's `labels:` entry.
     by_hour: dict[str, int] = field(default_factory=dict)
     by_label: dict[str, int] = field(default_factory=dict)
 
@@ -441,6 +448,8 @@ class BudgetLedger:
                 label = entry.get("label")
                 if isinstance(label, str):
                     record.by_label[label] = record.by_label.get(label, 0) + 1
+                    if len(record.by_label) >= _FOLD_AT:
+                        self._fold_labels(reservation.day, record)
             else:
                 self._unwindow(entry)
             self._store_day(reservation.day, record)
@@ -577,10 +586,14 @@ class BudgetLedger:
 
     def breakdown(self) -> dict[str, dict[str, int]]:
         """Today's billed requests by hour ("00".."23", budget time zone) and by label."""
-        with storage_errors(_WHAT, self._directory):
+        # One transaction: a fold between the two reads would count its labels twice or never.
+        with storage_errors(_WHAT, self._directory), self._cache.transact():
             clock, _ = self._resolve(self._load_clock())
             record, _ = self._load_day(clock.day)
-        return {"by_hour": dict(record.by_hour), "by_label": dict(record.by_label)}
+            by_label = self._load_labels(clock.day)
+        for label, count in record.by_label.items():
+            by_label[label] = by_label.get(label, 0) + count
+        return {"by_hour": dict(record.by_hour), "by_label": by_label}
 
     def days(self) -> list[str]:
         """The days with a record, oldest first (at most about DAYS_KEPT + 1)."""
@@ -623,6 +636,23 @@ class BudgetLedger:
     def _store_day(self, day: str, record: _DayRecord) -> None:
         self._cache.set(_DAY_PREFIX + day, record.to_json())
 
+    def _load_labels(self, day: str) -> dict[str, int]:
+        """The day's folded label counts (empty when none were folded yet)."""
+        try:
+            raw = self._cache.get(_LABELS_PREFIX + day)
+            return {str(k): int(v) for k, v in dict(raw or {}).items()}
+        except (CorruptRecordError, TypeError, ValueError) as exc:
+            raise self._corrupt(f"{day} (its labels)", exc) from exc
+
+    def _fold_labels(self, day: str, record: _DayRecord) -> None:
+        """Move the record's label counts into the day's `labels:` entry (inside the caller's
+        transaction, which stores the record): the record stays small whatever the day."""
+        folded = self._load_labels(day)
+        for label, count in record.by_label.items():
+            folded[label] = folded.get(label, 0) + count
+        self._cache.set(_LABELS_PREFIX + day, folded)
+        record.by_label = {}
+
     def _corrupt(self, day: str, exc: Exception) -> StorageError:
         return StorageError(
             f"budget ledger at {self._directory} has a corrupt record for {day} ({exc}); "
@@ -630,13 +660,22 @@ class BudgetLedger:
         )
 
     def _prune(self, today: date) -> None:
-        """Delete day records older than DAYS_KEPT days before `today` (inside a transaction)."""
+        """Delete day records (and their labels) older than DAYS_KEPT days before `today` (inside
+        a transaction)."""
         oldest_kept = today - timedelta(days=DAYS_KEPT)
         for key in list(self._cache.iterkeys()):
-            if not (isinstance(key, str) and key.startswith(_DAY_PREFIX)):
+            prefix = next(
+                (
+                    p
+                    for p in (_DAY_PREFIX, _LABELS_PREFIX)
+                    if isinstance(key, str) and key.startswith(p)
+                ),
+                None,
+            )
+            if prefix is None:
                 continue
             try:
-                day = date.fromisoformat(key[len(_DAY_PREFIX) :])
+                day = date.fromisoformat(key[len(prefix) :])
             except ValueError:
                 continue
             if day < oldest_kept:
