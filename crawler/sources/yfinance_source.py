@@ -299,6 +299,10 @@ class YFinanceSource:
         """`fn(*args, deadline_at_s)` on the pool, abandoned at the deadline."""
         if self._closed:
             raise APIError("yfinance source is closed")
+        if self._session is None:
+            # Importing yfinance (and pandas) is not waiting for Yahoo: on a busy machine it
+            # took the whole deadline and the first fetch was refused by the rate limit.
+            load_yfinance(self.cache_dir)
         started_s = self._clock()
         deadline_at_s = started_s + self.deadline_s
         try:
