@@ -9,7 +9,6 @@ The figures come from `crawler.service.metrics`; this module only serves them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 from wsgiref.simple_server import WSGIRequestHandler
@@ -21,6 +20,7 @@ from crawler.logging import get_logger
 from crawler.service.metrics import CONTENT_TYPE, MetricsRecorder, build_registry, exposition
 from crawler.utils.connection_cap import ConnectionCap
 from crawler.utils.exceptions import ConfigError, DaemonError
+from crawler.utils.server_thread import ServerThread
 
 __all__ = ["MetricsHTTPServer"]
 
@@ -118,18 +118,14 @@ class MetricsHTTPServer:
             self._render = lambda: exposition(given)
         else:
             self._render = source
-        self._requested_port = port
         self.max_connections = max_connections
         self.client_timeout_s = client_timeout_s
-        self._server: _CappedServer | None = None
-        self._thread: threading.Thread | None = None
+        self._served = ServerThread(port)
 
     @property
     def port(self) -> int:
         """The bound port (the requested one until started)."""
-        if self._server is None:
-            return self._requested_port
-        return int(self._server.server_address[1])
+        return self._served.port
 
     @property
     def url(self) -> str:
@@ -138,7 +134,7 @@ class MetricsHTTPServer:
 
     def start(self) -> None:
         """Bind and serve on a background thread. A no-op when already started."""
-        if self._server is not None:
+        if self._served.server is not None:
             return
         timeout_s = self.client_timeout_s
 
@@ -146,31 +142,21 @@ class MetricsHTTPServer:
             timeout = timeout_s
 
         try:
-            server = _CappedServer((_LOOPBACK, self._requested_port), Handler, self.max_connections)
+            server = _CappedServer((_LOOPBACK, self._served.requested_port), Handler,
+                                   self.max_connections)  # fmt: skip
         except OSError as exc:
             raise DaemonError(
-                f"cannot serve metrics on {_LOOPBACK}:{self._requested_port} ({exc.strerror}); "
+                f"cannot serve metrics on {_LOOPBACK}:{self._served.requested_port} "
+                f"({exc.strerror}); "
                 "choose a free METRICS_PORT, or 0 to turn the metrics port off"
             ) from exc
         server.set_app(_app(self._render))
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="crawler-metrics",
-            daemon=True,
-        )  # fmt: skip
-        self._thread.start()
+        self._served.serve(server, "crawler-metrics", poll_interval_s=0.1)
         log.info("metrics served", url=self.url)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop serving and close the socket. Idempotent."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout_s)
-        self._server = self._thread = None
+        self._served.stop(timeout_s)
 
     def __enter__(self) -> MetricsHTTPServer:
         self.start()

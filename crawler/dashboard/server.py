@@ -52,6 +52,7 @@ from crawler.dashboard.security import (
 )
 from crawler.utils.connection_cap import ConnectionCap
 from crawler.utils.exceptions import CrawlerError, DaemonError
+from crawler.utils.server_thread import ServerThread
 
 __all__ = ["RANGES", "DashboardServer"]
 
@@ -389,18 +390,14 @@ class DashboardServer:
         self._token = token
         self.keys = Keys(token)
         self.host = host
-        self._requested_port = port
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
-        self._server: _CappedServer | None = None
-        self._thread: threading.Thread | None = None
+        self._served = ServerThread(port)
         self._tickets = Tickets()
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            return self._requested_port
-        return int(self._server.server_address[1])
+        return self._served.port
 
     @property
     def origin(self) -> str:
@@ -429,29 +426,18 @@ class DashboardServer:
         Handler.hub, Handler.keys, Handler.long_client = hub, keys, long_client
         Handler.tickets = self._tickets
         try:
-            server = _CappedServer((self.host, self._requested_port), Handler,
+            server = _CappedServer((self.host, self._served.requested_port), Handler,
                                    self.max_connections)  # fmt: skip
         except OSError as exc:
             raise DaemonError(
-                f"cannot serve the dashboard on {self.host}:{self._requested_port} "
+                f"cannot serve the dashboard on {self.host}:{self._served.requested_port} "
                 f"({exc.strerror}); choose another with --port (0: any free port)"
             ) from exc
-        self._server = server
-        self.keys = Handler.keys = Keys(self._token, self.port)
-        Handler.hosts = allowed_hosts(self.host, self.port)
+        port = int(server.server_address[1])
+        self.keys = Handler.keys = Keys(self._token, port)
+        Handler.hosts = allowed_hosts(self.host, port)
         Handler.origins = frozenset("http://" + host for host in Handler.hosts)
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2},
-            name="dashboard-http", daemon=True,
-        )  # fmt: skip
-        self._thread.start()
+        self._served.serve(server, "dashboard-http", poll_interval_s=0.2)
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout_s)
-        self._server = self._thread = None
+        self._served.stop(timeout_s)

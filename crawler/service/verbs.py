@@ -20,17 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.normalizer.user_symbols import UserSymbol, read_symbol
 from crawler.service.answers import error_dict, jsonable, key_problems, parse_asset_class
 from crawler.service.budget import budget_answer
 from crawler.service.exports import HistoryVerbs
+from crawler.service.fetching import FetchRecorder, ToldOnce, fresh_quote
 from crawler.service.status import StatusDocument
 from crawler.utils.exceptions import (
     CrawlerError,
-    StorageError,
     SymbolError,
     UsageError,
     WatchlistFullError,
@@ -47,11 +46,8 @@ if TYPE_CHECKING:
     from crawler.service.metrics import MetricsRecorder
     from crawler.store.backend import WatchlistStore
     from crawler.store.history import HistoryStore
-    from crawler.store.history_recorder import HistoryRecorder
 
 __all__ = ["Operations"]
-
-log = get_logger("crawler.operations")
 
 
 class Operations(HistoryVerbs):
@@ -153,7 +149,7 @@ class Operations(HistoryVerbs):
         """
         parsed, errors, notices = self.parse_symbols(symbols, asset_class)
         unpaid, reasons = self._fetch_money(parsed, paid)
-        told = _Told(on_done, unpaid, self.hybrid)
+        told = ToldOnce(on_done, unpaid, self.hybrid)
         recorder = self._recorder()
         keep = recorder.keep if recorder is not None else None
         try:
@@ -170,7 +166,7 @@ class Operations(HistoryVerbs):
             retry = [
                 sym
                 for sym in parsed
-                if sym.canonical in unpaid and not _fresh_quote(results.get(sym.canonical))
+                if sym.canonical in unpaid and not fresh_quote(results.get(sym.canonical))
             ]
             if retry and "bright_data" in self.hybrid.sources:
                 results.update(
@@ -267,14 +263,14 @@ class Operations(HistoryVerbs):
         data["source_stale"] = self._status.source_stale(quote, now)
         return data
 
-    def _recorder(self) -> _FetchRecorder | None:
+    def _recorder(self) -> FetchRecorder | None:
         """The history writer of one `fetch`: quotes recorded as they land, a paid one
         committed before its worker moves on (a kill -9 keeps what was paid for)."""
         if self.history_store is None:
             return None
         from crawler.store.history_recorder import HistoryRecorder
 
-        return _FetchRecorder(HistoryRecorder(self.history_store))
+        return FetchRecorder(HistoryRecorder(self.history_store))
 
     # -- the watchlist ---------------------------------------------------------------------
 
@@ -455,60 +451,3 @@ class Operations(HistoryVerbs):
                 throttle=shared_throttle(settings.yfinance_max_rps),
             )
         return self._bar_source
-
-
-def _fresh_quote(outcome: Quote | CrawlerError | None) -> bool:
-    return isinstance(outcome, Quote) and not outcome.stale
-
-
-class _FetchRecorder:
-    """`fetch`'s side of a HistoryRecorder: which quotes it keeps, and failures logged, not
-    raised (the quotes were fetched and are answered; losing their row is not a failed
-    fetch)."""
-
-    def __init__(self, recorder: HistoryRecorder) -> None:
-        self._recorder = recorder
-
-    def keep(self, quote: Quote) -> None:
-        if quote.from_cache:
-            return  # recorded when it was fetched
-        self._recorder.add(quote, durable=quote.source == "bright_data")
-
-    def close(self) -> None:
-        try:
-            self._recorder.close()
-        except StorageError as exc:
-            log.warning("could not record quotes in the history", error=exc.message)
-
-
-class _Told:
-    """`fetch`'s `on_done`, told once per symbol. A symbol whose free try failed is fetched
-    again (paid): it is told then, at the end, unless its first outcome was a fresh quote."""
-
-    def __init__(
-        self,
-        on_done: Callable[[str, Quote | CrawlerError], None] | None,
-        unpaid: set[str],
-        hybrid: HybridDataSource,
-    ) -> None:
-        self._on_done = on_done
-        self._unpaid = unpaid
-        self._hybrid = hybrid
-        self._reported: set[str] = set()
-
-    def first(self, key: str, outcome: Quote | CrawlerError) -> None:
-        """The first fetch's outcome (held back when a paid retry follows)."""
-        retried = key in self._unpaid and "bright_data" in self._hybrid.sources
-        if (
-            self._on_done is not None
-            and key not in self._reported
-            and (not retried or _fresh_quote(outcome))
-        ):
-            self._reported.add(key)
-            self._on_done(key, outcome)
-
-    def last(self, key: str, outcome: Quote | CrawlerError) -> None:
-        """The paid retry's outcome."""
-        if self._on_done is not None and key not in self._reported:
-            self._reported.add(key)
-            self._on_done(key, outcome)
