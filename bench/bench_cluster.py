@@ -114,8 +114,8 @@ def _cluster(market: Any, redis_url: str, symbols: list[str]) -> dict[str, Any]:
 def _ledger_rates(redis_url: str, ops: int, rounds: int) -> dict[str, Any]:
     """reserve+settle pairs per second (wall) and CPU microseconds per pair, both backends."""
     from crawler.store.ledger import BudgetLedger
+    from crawler.store.ledger.redis import RedisLedger
     from crawler.store.redis_client import RedisConnection
-    from crawler.store.redis_ledger import RedisLedger
 
     budget = COST * 10_000_000
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:

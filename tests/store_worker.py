@@ -41,8 +41,8 @@ def _ledger(args: list[str]) -> LedgerStore:
     fixed_now = datetime.fromisoformat(now_iso)
     url = os.environ.get("STORE_REDIS_URL")
     if url:
+        from crawler.store.ledger.redis import RedisLedger
         from crawler.store.redis_client import RedisConnection
-        from crawler.store.redis_ledger import RedisLedger
 
         return RedisLedger(
             RedisConnection(url), Path(directory), Decimal(budget), Decimal(cost),

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from crawler.store.ledger.recovery import RECOVERY_GRACE_S
+from crawler.store.ledger.redis import RedisLedger
 from crawler.store.redis_client import PERSISTENCE, RedisConnection
-from crawler.store.redis_epoch import RECOVERY_GRACE_S
-from crawler.store.redis_ledger import RedisLedger
 from crawler.utils.exceptions import BudgetExhaustedError, StoreUnavailableError
 from tests.redis_server import RedisServer, redis_server_binary
 

@@ -29,11 +29,11 @@ from crawler.store.breaker_board import BreakerBoard, LocalBreakerBoard, RedisBr
 from crawler.store.cache import QuoteCache
 from crawler.store.leases import FetchLeases, LocalLeases, RedisLeases
 from crawler.store.ledger import BudgetLedger
+from crawler.store.ledger.redis import RedisLedger
 from crawler.store.nodes import LocalNodes, NodeRegistry, RedisNodes
 from crawler.store.quote_times import QuoteTimes
 from crawler.store.redis_cache import RedisQuoteCache
 from crawler.store.redis_client import RedisConnection
-from crawler.store.redis_ledger import RedisLedger
 from crawler.store.redis_quote_times import RedisQuoteTimes
 from crawler.store.redis_watchlist import RedisWatchlist
 from crawler.store.watchlist import Watchlist

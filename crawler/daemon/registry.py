@@ -11,7 +11,8 @@ the daemon was started in reads these records to find it (`crawler.cli.locate`).
     for record in running_daemons():              # records whose socket answers now
         print(record.socket, record.data_dir)
 
-Standard library only: `crawler status` reads this on its quick path.
+Standard library only (and `crawler.daemon.process`, which is too): `crawler status` reads this
+on its quick path.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from crawler.daemon.process import pid_alive
 
 __all__ = [
     "SYSTEM_SOCKET",
@@ -118,17 +121,7 @@ def running_daemons() -> list[DaemonRecord]:
             continue
         if socket_answers(record.socket):
             found.append(record)
-        elif record.pid and not _pid_alive(record.pid):
+        elif record.pid and not pid_alive(record.pid):
             with contextlib.suppress(OSError):
                 entry.unlink()
     return found
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True

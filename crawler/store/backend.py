@@ -21,8 +21,6 @@ both backends, so they cannot drift apart.
 
 from __future__ import annotations
 
-import hashlib
-import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,7 +34,7 @@ from crawler.store.breaker_board import BreakerBoard, LocalBreakerBoard, RedisBr
 from crawler.store.datadir import CACHE_SUBDIR, LEDGER_SUBDIR, WATCHLIST_SUBDIR, ensure_data_dir
 from crawler.store.leases import FetchLeases, LocalLeases, RedisLeases
 from crawler.store.ledger import Reservation
-from crawler.store.nodes import LocalNodes, NodeRegistry, RedisNodes
+from crawler.store.nodes import LocalNodes, NodeRegistry, RedisNodes, default_node_name
 from crawler.store.quote_times import QUOTE_TIMES_SUBDIR, QuoteTimes, SymbolTimes
 from crawler.store.watchlist import HasCanonical
 from crawler.utils.exceptions import StorageError
@@ -177,12 +175,6 @@ class Stores:
                 log.exception("closing a store failed")
 
 
-def default_node_name(data_dir: Path) -> str:
-    """host name plus a short hash of the data dir: two daemons on one host differ."""
-    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:6]
-    return f"{socket.gethostname()}-{digest}"
-
-
 def open_stores(settings: Settings) -> Stores:
     """The stores `settings` ask for: Redis when `redis_url` is set, else embedded."""
     from crawler.store.cache import QuoteCache
@@ -211,9 +203,9 @@ def open_stores(settings: Settings) -> Stores:
         ]  # fmt: skip
         return stores
 
+    from crawler.store.ledger.redis import RedisLedger
     from crawler.store.redis_cache import RedisQuoteCache
     from crawler.store.redis_client import RedisConnection
-    from crawler.store.redis_ledger import RedisLedger
     from crawler.store.redis_quote_times import RedisQuoteTimes
     from crawler.store.redis_watchlist import RedisWatchlist
 

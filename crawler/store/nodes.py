@@ -18,7 +18,9 @@ since when it runs and what its last collection did.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +32,16 @@ from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
 from crawler.store.redis_client import RedisConnection
 from crawler.utils.clock import Clock
 
-__all__ = ["LocalNodes", "NodeRegistry", "RedisNodes"]
+__all__ = ["LocalNodes", "NodeRegistry", "RedisNodes", "default_node_name"]
 
 _WHAT: Final = "node heartbeats"
 _PREFIX: Final = "node:"
+
+
+def default_node_name(data_dir: Path) -> str:
+    """host name plus a short hash of the data dir: two daemons on one host differ."""
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:6]
+    return f"{socket.gethostname()}-{digest}"
 
 
 class NodeRegistry(Protocol):
@@ -100,7 +108,7 @@ class RedisNodes:
     """Heartbeats shared by the cluster (Redis expires a silent node's key).
 
     Each record says `reports_spend`: the node keeps its own spend record and reports it when
-    Redis loses the ledger (`crawler.store.redis_epoch`), so a recovery waits for it.
+    Redis loses the ledger (`crawler.store.ledger.recovery`), so a recovery waits for it.
     `after_beat(live records)` runs after each beat (the ledger's and watchlist's checks).
     """
 
