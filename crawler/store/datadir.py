@@ -18,6 +18,8 @@ planted in the data dir could run code. `JSONOnlyDisk` refuses such rows instead
 from __future__ import annotations
 
 import errno
+import functools
+import json
 import os
 import sqlite3
 import stat
@@ -85,6 +87,15 @@ class JSONOnlyDisk(diskcache.JSONDisk):  # type: ignore[misc]
     for keys. Writing is JSONDisk's: JSON only, so `put`/`store` never pickle either.
     """
 
+    def put(self, key: Any) -> tuple[Any, bool]:
+        """Encode a key for the Cache table as JSONDisk does (zlib'd JSON), remembering the
+        last few thousand string keys: deflate's set-up dominates for short keys, and every
+        get and set encodes its key (a paid quote encodes about twenty)."""
+        if type(key) is not str:
+            encoded: tuple[Any, bool] = super().put(key)
+            return encoded
+        return _encoded_key(key, self.compress_level)
+
     def get(self, key: Any, raw: bool) -> Any:
         """Decode a key from the Cache table; never unpickles (raw=False means pickled)."""
         if not raw:
@@ -103,6 +114,13 @@ class JSONOnlyDisk(diskcache.JSONDisk):  # type: ignore[misc]
         except (zlib.error, ValueError, TypeError) as exc:
             # ValueError covers JSONDecodeError and UnicodeDecodeError.
             raise CorruptRecordError(f"stored value is not JSON: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_key(key: str, level: int) -> tuple[Any, bool]:
+    """(database key, raw) of a string key: JSONDisk's encoding at zlib level `level`."""
+    data = zlib.compress(json.dumps(key).encode("utf-8"), level)
+    return sqlite3.Binary(data), True
 
 
 def _describe(path: Path, exc: OSError) -> str:

@@ -25,6 +25,7 @@ we may have paid for is the safe side.
 
 from __future__ import annotations
 
+import math
 import os
 import time as _time
 import uuid
@@ -68,6 +69,11 @@ _LABELS_PREFIX: Final = "labels:"
 #: reservation and settlement reads and rewrites the day record: with every label in it, a
 #: 1,000-symbol day decoded ~30 KB of JSON three times and encoded it twice per paid request.
 _FOLD_AT: Final = 32
+#: `can_reserve` answers yes from memory for `_HINT_S` (monotonic) seconds after a reservation
+#: of this process that left room for at least `_HINT_ROOM` more requests: the hybrid asks it
+#: before every paid request, and `reserve()` stays the atomic check of the money.
+_HINT_ROOM: Final = 64
+_HINT_S: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -142,6 +148,8 @@ class BudgetLedger(LedgerTerms):
         super().__init__(total_budget_usd, cost_per_request_usd, timezone, now, clock, boot_id())
         self._directory = Path(directory)
         self._cache: diskcache.Cache = open_store(self._directory, WHAT)
+        # Until when (our `clock`) `can_reserve` may answer yes without reading: see _HINT_S.
+        self._roomy_until_s = -math.inf
 
     # -- reserve / close ------------------------------------------------------------------
 
@@ -158,6 +166,7 @@ class BudgetLedger(LedgerTerms):
             window = self._load_window(clock.real)
             window_micro = sum(window.values())
             if not fits(record.used_micro, window_micro, self._budget_micro, self._cost_micro):
+                self._roomy_until_s = -math.inf
                 raise self._refusal(
                     record.used_micro, record.used_count, window, clock.day.day_ends, clock.real
                 )
@@ -175,10 +184,25 @@ class BudgetLedger(LedgerTerms):
             self._store_day(today, record)
             self._cache.set(_WINDOW_KEY, window)
             self._cache.set(_CLOCK_KEY, clock.to_json())
+            used_micro = max(record.used_micro, window_micro + reservation.amount_micro)
+            roomy = self._budget_micro - used_micro >= _HINT_ROOM * self._cost_micro
+            self._roomy_until_s = self._clock() + _HINT_S if roomy else -math.inf
             if is_new:
                 # The first reservation of a day is a natural moment to forget old days.
                 self._prune(date.fromisoformat(today))
         return reservation
+
+    def can_reserve(self) -> bool:
+        """Whether one more request fits today and in the last 24 hours (a hint: `reserve()` is
+        the atomic check); shortly after a roomy reservation of ours, from memory."""
+        if self._clock() < self._roomy_until_s:
+            return True
+        return super().can_reserve()
+
+    def set_limits(self, total_budget_usd: Decimal, cost_per_request_usd: Decimal) -> None:
+        """New limits from a reloaded configuration, applied from the next reservation on."""
+        super().set_limits(total_budget_usd, cost_per_request_usd)
+        self._roomy_until_s = -math.inf
 
     def _close(self, reservation: Reservation, *, billed: bool) -> bool:
         with storage_errors(WHAT, self._directory), self._cache.transact():

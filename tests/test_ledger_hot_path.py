@@ -1,6 +1,7 @@
-"""The ledger's per-label counts (`crawler budget`'s top symbols) are folded out of the day
-record as they grow, so a reservation's cost does not grow with the symbols paid for that day;
-what `breakdown()` says is unchanged by the folding."""
+"""The ledger on the paid path: its per-label counts (`crawler budget`'s top symbols) are
+folded out of the day record as they grow, so a reservation's cost does not grow with the
+symbols paid for that day (what `breakdown()` says is unchanged); `can_reserve` answers from
+memory shortly after a reservation that left plenty of room, and `reserve` stays the check."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from crawler.store.ledger import DAYS_KEPT, BudgetLedger
+from crawler.utils.exceptions import BudgetExhaustedError
 
 NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -24,9 +28,9 @@ class Clock:
         return self.current.timestamp()
 
 
-def ledger_at(directory: Path, clock: Clock) -> BudgetLedger:
+def ledger_at(directory: Path, clock: Clock, budget_usd: str = "15") -> BudgetLedger:
     return BudgetLedger(
-        directory, Decimal("15"), Decimal("0.0015"), now=clock, clock=clock.monotonic
+        directory, Decimal(budget_usd), Decimal("0.0015"), now=clock, clock=clock.monotonic
     )
 
 
@@ -68,3 +72,26 @@ def test_old_days_labels_are_pruned_with_their_day(tmp_path: Path) -> None:
     keys = [key for key in ledger._cache.iterkeys() if str(key).startswith("labels:")]
     assert keys == []
     assert ledger.breakdown()["by_label"] == {"NEW:US": 1}
+
+
+def test_can_reserve_is_a_hint_and_reserve_still_guards_the_money(tmp_path: Path) -> None:
+    clock = Clock(NOON)
+    mine = ledger_at(tmp_path, clock, budget_usd="0.15")  # 100 requests
+    other = ledger_at(tmp_path, clock, budget_usd="0.15")  # another process, same directory
+    mine.settle(mine.reserve())  # room for 99 more: the hint holds for a second
+    for _ in range(99):
+        other.settle(other.reserve())
+    assert mine.can_reserve()  # from memory: the other process's spend is not read
+    with pytest.raises(BudgetExhaustedError):
+        mine.reserve()  # the atomic check reads it
+    assert not mine.can_reserve()
+    clock.current += timedelta(seconds=2)
+    assert not other.can_reserve()  # its hint ran out with its room
+
+
+def test_a_lower_budget_ends_the_hint_at_once(tmp_path: Path) -> None:
+    ledger = ledger_at(tmp_path, Clock(NOON))
+    ledger.settle(ledger.reserve())
+    assert ledger.can_reserve()
+    ledger.set_limits(Decimal("0.0015"), Decimal("0.0015"))
+    assert not ledger.can_reserve()
