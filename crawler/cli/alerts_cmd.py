@@ -15,24 +15,20 @@ exit 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from crawler.cli.common import client_for, fail, load, no_data_dir, note, warn
+from crawler.cli.common import client_for, fail, load, note, via_daemon_or_offline, warn
 from crawler.cli.render import console, print_json
-from crawler.utils.exceptions import DaemonNotRunningError, UsageError
+from crawler.utils.exceptions import UsageError
 
 if TYPE_CHECKING:
     from crawler.alerts.service import AlertService
     from crawler.config import Settings
 
 __all__ = ["alerts_app", "register"]
-
-T = TypeVar("T")
 
 alerts_app = typer.Typer(
     help="Alerts: a price above/below a line, a move, a stale quote, the budget.",
@@ -51,33 +47,38 @@ Notify = Annotated[
 ]
 
 
-@contextmanager
-def _offline(settings: Settings) -> Iterator[AlertService]:
+def _service(settings: Settings) -> AlertService:
+    """The alerts on the data dir or the cluster's Redis, for when no daemon answers."""
     from crawler.alerts.service import AlertService
 
-    service = AlertService.offline(settings)
-    try:
-        yield service
-    finally:
-        service.close()
+    return AlertService.offline(settings)
 
 
-def _via_daemon_or_offline(
+def _ask(
     settings: Settings,
-    remote: Callable[[], T],
-    local: Callable[[AlertService], T],
+    request: tuple[str, str, Any] | Callable[[], dict[str, Any]],
+    local: Callable[[AlertService], dict[str, Any]],
     creates: bool = True,
-) -> T:
-    """`remote()` if a daemon answers, else `local(service)` on the data dir (or the cluster's
-    Redis). A command that only reads or removes (`creates` False) never makes a data dir:
-    with none there it says where it looked (exit 3)."""
-    try:
-        return remote()
-    except DaemonNotRunningError as exc:
-        if not creates and settings.redis_url is None and not Path(settings.data_dir).exists():
-            raise no_data_dir(settings, exc) from None
-    with _offline(settings) as service:
-        return local(service)
+) -> dict[str, Any]:
+    """`request` (method, path, body; or a function that asks) to the daemon when one answers,
+    else `local(service)` on the data dir or the cluster's Redis; one that only reads or
+    removes (`creates` False) makes no data dir (`crawler.cli.common.via_daemon_or_offline`)."""
+    if callable(request):
+        remote = request
+    else:
+        method, path, body = request
+
+        def remote() -> dict[str, Any]:
+            return dict(client_for(settings).call(method, path, body))
+
+    return via_daemon_or_offline(
+        settings,
+        remote,
+        local,
+        _service,
+        creates=creates,
+        redis_holds_data=True,
+    )
 
 
 def _one_rule(
@@ -164,7 +165,23 @@ def alerts_add(
         "notify": list(notify or []),
     }
     settings = load(ctx)
-    # Checked here first: a bad rule is the same one line (exit 2) with or without a daemon.
+    _check_rule(kind, symbol, threshold, duration, basis)
+    result = _ask(settings, ("POST", "/alerts", body), lambda service: service.add(**body))
+    for line in result.get("notices") or []:
+        note(str(line))
+    if as_json:
+        print_json(result)
+        return
+    alert = result.get("alert") or {}
+    targets = alert.get("notify") or []
+    where = f" -> {', '.join(targets)}" if targets else " (event stream and log only)"
+    typer.echo(f"added alert {alert.get('id')}: {alert.get('rule')}{where}")
+
+
+def _check_rule(
+    kind: str, symbol: str | None, threshold: str | None, duration: str | None, basis: str | None
+) -> None:
+    """Checked here first: a bad rule is the same one line (exit 2) with or without a daemon."""
     from crawler.alerts.rules import AlertRule
 
     if kind != "budget" and symbol is not None:
@@ -178,32 +195,13 @@ def alerts_add(
         duration=duration,
         basis=basis,
     )
-    result = _via_daemon_or_offline(
-        settings,
-        lambda: dict(client_for(settings).call("POST", "/alerts", body)),
-        lambda service: service.add(**body),
-    )
-    for line in result.get("notices") or []:
-        note(str(line))
-    if as_json:
-        print_json(result)
-        return
-    alert = result.get("alert") or {}
-    targets = alert.get("notify") or []
-    where = f" -> {', '.join(targets)}" if targets else " (event stream and log only)"
-    typer.echo(f"added alert {alert.get('id')}: {alert.get('rule')}{where}")
 
 
 @alerts_app.command("list")
 def alerts_list(ctx: typer.Context, as_json: AsJson = False) -> None:
     """The alerts, their state (armed or fired) and where they are sent (secrets masked)."""
     settings = load(ctx)
-    result = _via_daemon_or_offline(
-        settings,
-        lambda: dict(client_for(settings).call("GET", "/alerts")),
-        lambda service: service.list(),
-        creates=False,
-    )
+    result = _ask(settings, ("GET", "/alerts", None), lambda service: service.list(), creates=False)
     if as_json:
         print_json(result)
         return
@@ -254,9 +252,7 @@ def alerts_remove(
             raise error_from_response(status, body)
         return dict(body)
 
-    result = _via_daemon_or_offline(
-        settings, remote, lambda service: service.remove(number), creates=False
-    )
+    result = _ask(settings, remote, lambda service: service.remove(number), creates=False)
     if as_json:
         print_json(result)
     elif result.get("removed"):
@@ -275,11 +271,8 @@ def alerts_test(ctx: typer.Context, notify: Notify = None, as_json: AsJson = Fal
 
         for url in urls:
             check_url(url)
-    result = _via_daemon_or_offline(
-        settings,
-        lambda: dict(client_for(settings).call("POST", "/alerts/test", {"notify": urls})),
-        lambda service: service.test(urls),
-    )
+    request = ("POST", "/alerts/test", {"notify": urls})
+    result = _ask(settings, request, lambda service: service.test(urls))
     if as_json:
         print_json(result)
     targets = result.get("targets") or []

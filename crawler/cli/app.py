@@ -27,6 +27,7 @@ from crawler.cli import (
     daemon_cmds,
     dashboard_cmd,
     data_cmds,
+    history_cmds,
     key_cmd,
     socket_cmd,
     watch,
@@ -101,6 +102,7 @@ daemon_cmds.register(app)
 socket_cmd.register(app)
 key_cmd.register(app)
 data_cmds.register(app)
+history_cmds.register(app)
 watch.register(app)
 budget_cmd.register(app)
 dashboard_cmd.register(app)

@@ -8,6 +8,7 @@ shared with its collections), directly on the data dir otherwise. A progress bar
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import typer
@@ -49,10 +50,10 @@ def backfill(
     Rows are bars of their interval (`crawler history --kind bars`), each with the bar's own
     time as as_of and its close as the price. Exit 1 if a symbol failed or the run stopped.
     """
-    from crawler.cli.common import load
-    from crawler.cli.data_cmds import _canonical, _offline
+    from crawler.cli.common import load, offline_operations
+    from crawler.cli.data_cmds import canonical
 
-    wanted = _canonical(list(symbols or []))
+    wanted = canonical(list(symbols or []))
     settings = load(ctx)
     arguments: dict[str, Any] = {
         "symbols": wanted,
@@ -65,7 +66,7 @@ def backfill(
         try:
             result = _remote(client_for(settings), arguments, bar)
         except DaemonNotRunningError:
-            with _offline(settings) as ops:
+            with contextlib.closing(offline_operations(settings)) as ops:
                 result = ops.backfill(
                     wanted,
                     all_tracked,

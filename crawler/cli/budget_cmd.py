@@ -11,9 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from crawler.cli.common import client_for, load
+from crawler.cli.common import client_for, load, offline_operations, via_daemon_or_offline
 from crawler.cli.render import print_json
-from crawler.utils.exceptions import DaemonNotRunningError
 
 __all__ = ["bar_chart", "register", "render_budget"]
 
@@ -32,16 +31,12 @@ def budget(
 ) -> None:
     """Today's paid requests: spend, pace, per-hour chart, top symbols, the seed's targets."""
     settings = load(ctx)
-    try:
-        report = dict(client_for(settings, timeout_s=30.0).call("GET", "/budget"))
-    except DaemonNotRunningError:
-        from crawler.service.verbs import Operations
-
-        ops = Operations.offline(settings)
-        try:
-            report = ops.budget()
-        finally:
-            ops.close()
+    report = via_daemon_or_offline(
+        settings,
+        lambda: dict(client_for(settings, timeout_s=30.0).call("GET", "/budget")),
+        lambda ops: ops.budget(),
+        offline_operations,
+    )
     if as_json:
         print_json(report)
     else:

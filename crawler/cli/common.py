@@ -5,11 +5,12 @@ Imports only typer, the settings and the control client: this is on `crawler sta
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, cast
 
 import typer
 
@@ -20,6 +21,7 @@ from crawler.utils.text import clean_data, clean_text
 
 if TYPE_CHECKING:
     from crawler.config import Settings
+    from crawler.service.verbs import Operations
 
 __all__ = [
     "CliState",
@@ -29,9 +31,13 @@ __all__ = [
     "load",
     "no_data_dir",
     "note",
+    "offline_operations",
     "state_of",
+    "via_daemon_or_offline",
     "warn",
 ]  # fmt: skip
+
+T = TypeVar("T")
 
 #: Control requests that may run a fetch or a collection get this long before giving up.
 SLOW_REQUEST_S = 300.0
@@ -132,3 +138,53 @@ def no_data_dir(settings: Settings, exc: DaemonNotRunningError) -> DaemonNotRunn
         f"{settings.data_dir}; start the daemon (`crawler start`), or point DATA_DIR "
         "or CRAWLER_SOCKET at yours"
     )
+
+
+class Closable(Protocol):
+    """What a command works on without a daemon (`Operations`, `AlertService`): closed after."""
+
+    def close(self) -> None:
+        """Release its stores."""
+
+
+C = TypeVar("C", bound=Closable)
+
+
+def via_daemon_or_offline(
+    settings: Settings,
+    remote: Callable[[], T],
+    local: Callable[[C], T],
+    offline: Callable[[Settings], C],
+    *,
+    creates: bool = True,
+    redis_holds_data: bool = False,
+    clean: bool = False,
+) -> T:
+    """`remote()` if a daemon answers, else `local(offline(settings))` on the data dir, closed
+    after.
+
+    A command that only reads or removes (`creates` False) never makes a data dir: with none
+    there it says no daemon answers and where it looked (exit 3), instead of an empty answer
+    from a directory it has just created; where `redis_holds_data`, a configured Redis (the
+    cluster's store) is enough. With `clean`, the answer loses escape sequences and control
+    characters (stored rows may predate the normalizers that clean them)."""
+    tidy: Callable[[Any], Any] = clean_data if clean else _as_is
+    try:
+        return cast(T, tidy(remote()))
+    except DaemonNotRunningError as exc:
+        in_redis = redis_holds_data and settings.redis_url is not None
+        if not creates and not in_redis and not Path(settings.data_dir).exists():
+            raise no_data_dir(settings, exc) from None
+    with contextlib.closing(offline(settings)) as backend:
+        return cast(T, tidy(local(backend)))
+
+
+def offline_operations(settings: Settings) -> Operations:
+    """The verbs on the data dir, for when no daemon answers (imported only then: pandas)."""
+    from crawler.service.verbs import Operations
+
+    return Operations.offline(settings)
+
+
+def _as_is(value: Any) -> Any:
+    return value

@@ -19,12 +19,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from crawler.cli.common import client_for, load, note
 from crawler.utils.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from crawler.dashboard.server import DashboardServer
 
 __all__ = ["DEFAULT_PORT", "dashboard", "register"]
 
@@ -37,39 +40,44 @@ def _can_open_browser() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+HostOpt = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        envvar="CRAWLER_DASHBOARD_HOST",
+        help="Address to listen on; loopback unless you configure another.",
+    ),
+]
+PortOpt = Annotated[
+    int,
+    typer.Option(
+        "--port",
+        min=0,
+        max=65535,
+        envvar="CRAWLER_DASHBOARD_PORT",
+        help="TCP port (0: any free one).",
+    ),
+]
+IdleTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--idle-timeout",
+        min=0.1,
+        max=3600,
+        metavar="SECONDS",
+        help="Seconds a silent browser connection is kept open (15).",
+    ),
+]
+
+
 def dashboard(
     ctx: typer.Context,
-    host: Annotated[
-        str,
-        typer.Option(
-            "--host",
-            envvar="CRAWLER_DASHBOARD_HOST",
-            help="Address to listen on; loopback unless you configure another.",
-        ),
-    ] = "127.0.0.1",
-    port: Annotated[
-        int,
-        typer.Option(
-            "--port",
-            min=0,
-            max=65535,
-            envvar="CRAWLER_DASHBOARD_PORT",
-            help="TCP port (0: any free one).",
-        ),
-    ] = DEFAULT_PORT,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = DEFAULT_PORT,
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Do not open a browser; only print the address.")
     ] = False,
-    idle_timeout_s: Annotated[
-        float,
-        typer.Option(
-            "--idle-timeout",
-            min=0.1,
-            max=3600,
-            metavar="SECONDS",
-            help="Seconds a silent browser connection is kept open (15).",
-        ),
-    ] = 15.0,
+    idle_timeout_s: IdleTimeoutOpt = 15.0,
     as_json: Annotated[
         bool, typer.Option("--json", help='Print {"url", "pid"} as one JSON line.')
     ] = False,
@@ -98,6 +106,15 @@ def dashboard(
     server = DashboardServer(hub, token, host, port, idle_timeout_s=idle_timeout_s)
     server.start()
     hub.start()
+    try:
+        _serve(server, as_json, no_browser)
+    finally:
+        server.stop()
+        hub.stop()
+
+
+def _serve(server: DashboardServer, as_json: bool, no_browser: bool) -> None:
+    """Say where it is, open a browser, and wait for Ctrl-C or SIGTERM."""
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -117,8 +134,6 @@ def dashboard(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
-        server.stop()
-        hub.stop()
 
 
 def register(app: typer.Typer) -> None:

@@ -449,12 +449,29 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
     first, at most STATUS_MAX_ROWS), fitted to `out`'s width."""
     now = datetime.now(UTC)
     width = out.width
+    _render_daemon(status, out, now)
+    _render_money(status, out)
+    stream_line = _stream_line(status.get("stream"))
+    if stream_line:
+        out.print(stream_line, markup=False, highlight=False, overflow="fold")
+    _render_store(status.get("store") or {}, out)
+    for name, message in (status.get("config_errors") or {}).items():
+        out.print(Text(f"config error {name}: {message}", style="bold red"), overflow="fold")
+
+    out.print()
+    out.print(_sources_table(status, width))
+    line = yahoo_line(status.get("yahoo"))
+    if line is not None:
+        out.print(line, markup=False, highlight=False, overflow="fold")
+    _render_symbols(status, out, now, width)
+
+
+def _render_daemon(status: Mapping[str, Any], out: Console, now: datetime) -> None:
+    """Who runs where, the scheduler, and the collection under way."""
     daemon = status.get("daemon") or {}
     scheduler = status.get("scheduler") or {}
     state = scheduler.get("scheduler_state") or {}
     metrics = scheduler.get("collection_metrics") or {}
-    budget = status.get("budget") or {}
-
     out.print(
         f"crawler {daemon.get('version', '?')} running (pid {daemon.get('pid')}, "
         f"up {format_age(daemon.get('uptime_s'))})",
@@ -482,33 +499,29 @@ def render_status(status: Mapping[str, Any], out: Console) -> None:
                 style="cyan",
             )
         )
+
+
+def _render_money(status: Mapping[str, Any], out: Console) -> None:
+    """One line about the money: the spending summary, else the ledger's own figures."""
+    budget = status.get("budget") or {}
     spending = status.get("spending") or {}
+    if spending.get("line"):  # in the same money format as `crawler budget`
+        out.print(str(spending["line"]), markup=False, highlight=False, overflow="fold")
+        return
     used = int(budget.get("requests_used", 0) or 0)
     allowed = budget.get("requests_allowed")
     allowed_text = f"{int(allowed):,}" if isinstance(allowed, int | float) else "?"
-    if not spending.get("line"):  # without the spending summary: the ledger's own figures
-        out.print(
-            Text(
-                f"budget {money(budget.get('budget_remaining'))} left of "
-                f"{money(budget.get('budget_total'))} today, {money(budget.get('total_cost'))} "
-                f"spent ({used:,}/{allowed_text} requests, {budget.get('budget_used_pct', 0)}%)"
-            )
+    out.print(
+        Text(
+            f"budget {money(budget.get('budget_remaining'))} left of "
+            f"{money(budget.get('budget_total'))} today, {money(budget.get('total_cost'))} "
+            f"spent ({used:,}/{allowed_text} requests, {budget.get('budget_used_pct', 0)}%)"
         )
-    if spending.get("line"):  # one line about the money, in the same money format
-        out.print(str(spending["line"]), markup=False, highlight=False, overflow="fold")
-    stream_line = _stream_line(status.get("stream"))
-    if stream_line:
-        out.print(stream_line, markup=False, highlight=False, overflow="fold")
-    _render_store(status.get("store") or {}, out)
-    for name, message in (status.get("config_errors") or {}).items():
-        out.print(Text(f"config error {name}: {message}", style="bold red"), overflow="fold")
+    )
 
-    out.print()
-    out.print(_sources_table(status, width))
-    line = yahoo_line(status.get("yahoo"))
-    if line is not None:
-        out.print(line, markup=False, highlight=False, overflow="fold")
 
+def _render_symbols(status: Mapping[str, Any], out: Console, now: datetime, width: int) -> None:
+    """The heading with the counts, the pending reasons, and the rows that fit."""
     entries = list(status.get("symbols") or [])
     summary = status.get("symbols_summary") or {}
     tracked = int(summary.get("tracked", len(entries)))

@@ -194,17 +194,21 @@ def _end_of_stream(last: dict[str, Any] | None) -> None:
     fail("the daemon closed the event stream (it stopped); the watch ended", 3)
 
 
+NdJsonOpt = Annotated[
+    bool, typer.Option("--json", help="One JSON object per event and line (NDJSON).")
+]
+MajorUnitsOpt = Annotated[
+    bool, typer.Option("--major-units", help="GBp, ZAc, ILA prices in GBP, ZAR, ILS.")
+]
+
+
 def watch(
     ctx: typer.Context,
     symbols: Annotated[
         list[str] | None, typer.Argument(help="Symbols to watch (default: every tracked one).")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per event and line (NDJSON).")
-    ] = False,
-    major_units: Annotated[
-        bool, typer.Option("--major-units", help="GBp, ZAc, ILA prices in GBP, ZAR, ILS.")
-    ] = False,
+    as_json: NdJsonOpt = False,
+    major_units: MajorUnitsOpt = False,
 ) -> None:
     """Watch quotes live (Ctrl-C to quit): price, change, source, age, as they land."""
     wanted = _canonical(list(symbols or []))
