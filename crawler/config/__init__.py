@@ -36,10 +36,10 @@ The package, one noun a module (import from `crawler.config`, not from these)::
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from crawler.config.files import CREDENTIAL_NAME, TOML_KEYS, default_data_dir, find_config_file
+from crawler.utils.lazy import by_name, lazy_attribute
 
 if TYPE_CHECKING:
     from crawler.config.current import get_settings, load_settings, reset_settings, set_settings
@@ -65,22 +65,20 @@ __all__ = [
 ]
 
 # Loaded on first use: these need pydantic, and `crawler status` only needs `files`.
-_HOMES = {
-    "get_settings": "crawler.config.current",
-    "load_settings": "crawler.config.current",
-    "reset_settings": "crawler.config.current",
-    "set_settings": "crawler.config.current",
-    "mask_secret": "crawler.config.messages",
-    "CacheConfig": "crawler.config.seed",
-    "CostConfig": "crawler.config.seed",
-    "SchedulerConfig": "crawler.config.seed",
-    "Settings": "crawler.config.settings",
-    "resolve_socket_path": "crawler.config.settings",
-}
+_HOMES = by_name(
+    {
+        "crawler.config.current": (
+            "get_settings",
+            "load_settings",
+            "reset_settings",
+            "set_settings",
+        ),
+        "crawler.config.messages": ("mask_secret",),
+        "crawler.config.seed": ("CacheConfig", "CostConfig", "SchedulerConfig"),
+        "crawler.config.settings": ("Settings", "resolve_socket_path"),
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'crawler.config' has no attribute {name!r}")
-    return getattr(import_module(home), name)
+    return lazy_attribute(__name__, _HOMES, name)

@@ -27,6 +27,7 @@ __all__ = [
     "find_config_file",
     "major_units_from_files",
     "read_toml",
+    "runtime_socket_path",
     "socket_path_from_files",
 ]
 
@@ -246,14 +247,24 @@ def socket_path_from_files(config_file: Path | str | None = None) -> Path:
     socket = os.environ.get("CRAWLER_SOCKET") or toml.get("crawler_socket")
     if socket:
         return Path(os.path.abspath(Path(socket).expanduser()))
+    runtime = runtime_socket_path()
+    if runtime is not None:
+        return runtime
+    data_dir = os.environ.get("DATA_DIR") or toml.get("data_dir") or default_data_dir()
+    return Path(os.path.abspath(Path(data_dir).expanduser())) / "crawler.sock"
+
+
+def runtime_socket_path() -> Path | None:
+    """The control socket in a runtime directory when there is one, before `<data_dir>/`:
+    `$RUNTIME_DIRECTORY/crawler.sock` (systemd), else `$XDG_RUNTIME_DIR/crawler/crawler.sock`
+    (the one home of this rule: `Settings.socket_path` and `socket_path_from_files`)."""
     runtime = env_dir("RUNTIME_DIRECTORY")
     if runtime is not None:
         return runtime / "crawler.sock"
     xdg = env_dir("XDG_RUNTIME_DIR")
     if xdg is not None:
         return xdg / "crawler" / "crawler.sock"
-    data_dir = os.environ.get("DATA_DIR") or toml.get("data_dir") or default_data_dir()
-    return Path(os.path.abspath(Path(data_dir).expanduser())) / "crawler.sock"
+    return None
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,6 +32,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from crawler.config.files import runtime_socket_path
 from crawler.config.messages import (
     SECRET_FIELDS,
     Problem,
@@ -42,7 +44,7 @@ from crawler.config.messages import (
     show,
     sources_allowed,
 )
-from crawler.config.sources import default_data_dir, env_dir, settings_sources
+from crawler.config.sources import default_data_dir, settings_sources
 from crawler.normalizer.schemas import SOURCE_NAMES
 from crawler.utils.exceptions import ConfigError
 from crawler.utils.urls import redact_url
@@ -73,6 +75,29 @@ _NUMBER_FIELDS = (
 def _unit(unit: str) -> dict[str, Any]:
     # Kept in the field's schema extras so error messages can say "(seconds)".
     return {"unit": unit}
+
+
+#: What a name field takes (once stripped), and the problem said when it does not fit.
+_NAME_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "bright_data_zone": (
+        lambda zone: bool(zone) and not any(ch.isspace() for ch in zone),
+        "is not a zone name; use the zone's name, e.g. web_unlocker1",
+    ),
+    "node_name": (
+        lambda name: (
+            len(name) <= 64 and not any(ch.isspace() or not ch.isprintable() for ch in name)
+        ),
+        "is not a node name; use up to 64 characters without spaces",
+    ),
+}
+
+
+def _seconds(default: float, most: float, description: str) -> Any:
+    """A field of a positive, finite number of seconds up to `most` (timeouts, intervals)."""
+    return Field(
+        default, gt=0, le=most, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
+        description=description,
+    )  # fmt: skip
 
 
 class Settings(BaseSettings):
@@ -134,14 +159,12 @@ class Settings(BaseSettings):
     bright_data_api_key: SecretStr | None = Field(None, description="Never printed.")
     bright_data_zone: str = Field("web_unlocker1", description="Web Unlocker zone name.")
     bright_data_endpoint: str = Field("https://api.brightdata.com", description="API base URL.")
-    request_timeout_seconds: float = Field(
-        10.0, gt=0, le=300, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
-        description="Connect + read timeout of one HTTP request.",
-    )  # fmt: skip
-    quote_deadline_seconds: float = Field(
-        30.0, gt=0, le=3600, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
-        description="Total time for one quote from one source, retries included.",
-    )  # fmt: skip
+    request_timeout_seconds: float = _seconds(
+        10.0, 300, "Connect + read timeout of one HTTP request."
+    )
+    quote_deadline_seconds: float = _seconds(
+        30.0, 3600, "Total time for one quote from one source, retries included."
+    )
     yfinance_endpoint: str = Field("", description="Yahoo base URL; empty = the real Yahoo.")
     yfinance_batch_size: int = Field(
         50, ge=1, le=200, description="Symbols per Yahoo batch quote request."
@@ -188,14 +211,12 @@ class Settings(BaseSettings):
         60, ge=1, le=86400, json_schema_extra=_unit("seconds"),
         description="A streamed symbol is written to the history at most this often.",
     )  # fmt: skip
-    alerts_check_interval_seconds: float = Field(
-        10.0, gt=0, le=3600, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
-        description="How often stale and budget alerts are looked at (and edits picked up).",
-    )  # fmt: skip
-    alerts_notify_timeout_seconds: float = Field(
-        10.0, gt=0, le=300, allow_inf_nan=False, json_schema_extra=_unit("seconds"),
-        description="Connect and read timeout of one alert notice to one target.",
-    )  # fmt: skip
+    alerts_check_interval_seconds: float = _seconds(
+        10.0, 3600, "How often stale and budget alerts are looked at (and edits picked up)."
+    )
+    alerts_notify_timeout_seconds: float = _seconds(
+        10.0, 300, "Connect and read timeout of one alert notice to one target."
+    )
     alerts_rearm_band_pct: Decimal = Field(
         Decimal("0.5"), ge=0, le=50, allow_inf_nan=False, json_schema_extra=_unit("percent"),
         description="A fired price alert re-arms once the price is back this far past its line.",
@@ -298,18 +319,20 @@ class Settings(BaseSettings):
             raise Problem("is not a websocket URL; use ws://host[:port]/ or wss://host/")
         return url
 
-    @field_validator("bright_data_zone")
+    @field_validator("bright_data_zone", "node_name")
     @classmethod
-    def _check_zone(cls, value: str) -> str:
-        zone = value.strip()
-        if not zone or any(ch.isspace() for ch in zone):
-            raise Problem("is not a zone name; use the zone's name, e.g. web_unlocker1")
-        return zone
+    def _check_name(cls, value: str, info: ValidationInfo) -> str:
+        name = value.strip()
+        fits, problem = _NAME_RULES[info.field_name or ""]
+        if not fits(name):
+            raise Problem(problem)
+        return name
 
-    @field_validator("bright_data_api_key", mode="before")
+    @field_validator("bright_data_api_key", "redis_url", mode="before")
     @classmethod
-    def _empty_key_is_unset(cls, value: Any) -> Any:
-        # Files and env values carry trailing newlines; an empty key means "not configured".
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # Files and env values carry trailing newlines; an empty key or URL means "not
+        # configured".
         if isinstance(value, str):
             return value.strip() or None
         return value
@@ -321,13 +344,6 @@ class Settings(BaseSettings):
         text = "" if value is None else value.get_secret_value()
         if any(ch.isspace() or not ch.isprintable() for ch in text):
             raise Problem("contains spaces or control characters; use the key as issued")
-        return value
-
-    @field_validator("redis_url", mode="before")
-    @classmethod
-    def _empty_url_is_unset(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return value.strip() or None
         return value
 
     @field_validator("redis_url")
@@ -347,14 +363,6 @@ class Settings(BaseSettings):
         ):
             raise Problem("is not a Redis URL; use redis://host:6379/0 (or rediss://, unix://)")
         return value
-
-    @field_validator("node_name")
-    @classmethod
-    def _check_node_name(cls, value: str) -> str:
-        name = value.strip()
-        if len(name) > 64 or any(ch.isspace() or not ch.isprintable() for ch in name):
-            raise Problem("is not a node name; use up to 64 characters without spaces")
-        return name
 
     @field_validator("data_dir", "crawler_socket", "config_file")
     @classmethod
@@ -403,13 +411,7 @@ def resolve_socket_path(settings: Settings) -> Path:
     `$XDG_RUNTIME_DIR/crawler/crawler.sock`, else `<data_dir>/crawler.sock`."""
     if settings.crawler_socket is not None:
         return settings.crawler_socket
-    runtime = env_dir("RUNTIME_DIRECTORY")
-    if runtime is not None:
-        return runtime / "crawler.sock"
-    xdg = env_dir("XDG_RUNTIME_DIR")
-    if xdg is not None:
-        return xdg / "crawler" / "crawler.sock"
-    return settings.data_dir / "crawler.sock"
+    return runtime_socket_path() or settings.data_dir / "crawler.sock"
 
 
 def _shown_url(url: SecretStr) -> str:

@@ -6,8 +6,9 @@ the CLI) does not drag in requests, yfinance or APScheduler.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from crawler.utils.lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from crawler.orchestrator.circuit_breaker import CircuitBreaker, CircuitBreakerError
@@ -32,7 +33,4 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'crawler.orchestrator' has no attribute {name!r}")
-    return getattr(import_module(home), name)
+    return lazy_attribute(__name__, _HOMES, name)
