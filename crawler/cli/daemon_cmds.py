@@ -52,16 +52,11 @@ def start(
     if once or foreground:
         from crawler.daemon.app import Daemon
         from crawler.logging import configure_logging
-        from crawler.store.redis_client import url_secrets
 
-        key = settings.bright_data_api_key
-        secrets = [key.get_secret_value()] if key is not None else []
-        if settings.redis_url is not None:
-            secrets += url_secrets(settings.redis_url.get_secret_value())
         configure_logging(
             settings.log_format,
             "debug" if state_of(ctx).debug else settings.log_level,
-            secrets=secrets,
+            secrets=settings.secret_values(),
         )
         config_file = settings.config_file
 

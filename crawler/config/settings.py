@@ -47,7 +47,7 @@ from crawler.config.messages import (
 from crawler.config.sources import default_data_dir, settings_sources
 from crawler.normalizer.schemas import SOURCE_NAMES
 from crawler.utils.exceptions import ConfigError
-from crawler.utils.urls import redact_url
+from crawler.utils.urls import redact_url, url_secrets
 
 __all__ = ["Settings", "resolve_socket_path"]
 
@@ -394,6 +394,15 @@ class Settings(BaseSettings):
     def socket_path(self) -> Path:
         """The control socket: see `resolve_socket_path`."""
         return resolve_socket_path(self)
+
+    def secret_values(self) -> list[str]:
+        """The secrets these settings hold, for the log redactor: the API key and the Redis
+        URL's credentials."""
+        key = self.bright_data_api_key
+        secrets = [key.get_secret_value()] if key is not None else []
+        if self.redis_url is not None:
+            secrets += url_secrets(self.redis_url.get_secret_value())
+        return secrets
 
     def public_dict(self) -> dict[str, Any]:
         """Every effective value, JSON-safe (Decimal as exact text), secrets masked."""
