@@ -52,8 +52,8 @@ def _cluster(market: Any, redis_url: str, symbols: list[str]) -> dict[str, Any]:
 
     from crawler.normalizer.schemas import AssetClass
     from crawler.store.redis_client import RedisConnection
-    from crawler.store.redis_watchlist import RedisWatchlist
     from crawler.store.watchlist import Watchlist
+    from crawler.store.watchlist.redis import RedisWatchlist
 
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         # Seed the shared watchlist directly (3,000 socket round trips would time the CLI).

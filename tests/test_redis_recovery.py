@@ -217,8 +217,8 @@ def test_a_flushed_watchlist_comes_back_without_its_removals(
     redis_url: str, tmp_path: Path
 ) -> None:
     from crawler.normalizer.schemas import AssetClass
-    from crawler.store.redis_watchlist import RedisWatchlist
     from crawler.store.watchlist import Watchlist
+    from crawler.store.watchlist.redis import RedisWatchlist
 
     conns: list[RedisConnection] = []
 
@@ -254,8 +254,8 @@ def test_a_new_node_adopts_the_clusters_list_and_a_new_cluster_is_seeded(
     redis_url: str, tmp_path: Path
 ) -> None:
     from crawler.normalizer.schemas import AssetClass
-    from crawler.store.redis_watchlist import RedisWatchlist
     from crawler.store.watchlist import Watchlist
+    from crawler.store.watchlist.redis import RedisWatchlist
 
     first_local = Watchlist(tmp_path / "first")
     first_local.add("S:US", AssetClass.STOCKS)  # a node that ran alone before

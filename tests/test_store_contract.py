@@ -27,16 +27,16 @@ from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.store.backend import CacheStore, LedgerStore, QuoteTimesStore, WatchlistStore
 from crawler.store.breaker_board import BreakerBoard, LocalBreakerBoard, RedisBreakerBoard
 from crawler.store.cache import QuoteCache
+from crawler.store.cache.redis import RedisQuoteCache
 from crawler.store.leases import FetchLeases, LocalLeases, RedisLeases
 from crawler.store.ledger import BudgetLedger
 from crawler.store.ledger.redis import RedisLedger
 from crawler.store.nodes import LocalNodes, NodeRegistry, RedisNodes
 from crawler.store.quote_times import QuoteTimes
-from crawler.store.redis_cache import RedisQuoteCache
+from crawler.store.quote_times.redis import RedisQuoteTimes
 from crawler.store.redis_client import RedisConnection
-from crawler.store.redis_quote_times import RedisQuoteTimes
-from crawler.store.redis_watchlist import RedisWatchlist
 from crawler.store.watchlist import Watchlist
+from crawler.store.watchlist.redis import RedisWatchlist
 from crawler.utils.exceptions import BudgetExhaustedError, WatchlistFullError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -203,11 +203,11 @@ def open_stores(settings: Settings) -> Stores:
         ]  # fmt: skip
         return stores
 
+    from crawler.store.cache.redis import RedisQuoteCache
     from crawler.store.ledger.redis import RedisLedger
-    from crawler.store.redis_cache import RedisQuoteCache
+    from crawler.store.quote_times.redis import RedisQuoteTimes
     from crawler.store.redis_client import RedisConnection
-    from crawler.store.redis_quote_times import RedisQuoteTimes
-    from crawler.store.redis_watchlist import RedisWatchlist
+    from crawler.store.watchlist.redis import RedisWatchlist
 
     redis = RedisConnection(
         settings.redis_url.get_secret_value(), max_connections=settings.max_workers * 2 + 8

@@ -1,6 +1,7 @@
 """The watchlist on Redis: one list for the whole cluster, with a local copy for reads.
 
-Same contract as `crawler.store.watchlist.Watchlist` (the store contract suite runs both). One
+Same contract and terms as `crawler.store.watchlist.Watchlist` (`crawler.store.watchlist.terms`;
+the store contract suite runs both). One
 hash, symbol -> "SEQ:asset_class", where SEQ (from a counter) keeps insertion order and is the
 symbol's version; removals leave a tombstone with a SEQ of their own:
 
@@ -13,9 +14,10 @@ An add on one node is seen by every node at its next collection (each collection
 hash: one round trip). Adds check for duplicates and the size limit inside one Lua script.
 
 When Redis is unreachable, reads answer from `local` (the node's embedded watchlist, rewritten
-whenever a read sees the shared list change), so collections go on; adds and removes fail with
-StoreUnavailableError rather than diverge. Beside the local copy, each node keeps (`meta`) the
-version of every symbol it holds, the tombstones it has seen and the epoch it belongs to.
+whenever a read sees the shared list change; `crawler.store.local_copy`), so collections go
+on; adds and removes fail with StoreUnavailableError rather than diverge. Beside the local
+copy, each node keeps (`meta`) the version of every symbol it holds, the tombstones it has
+seen and the epoch it belongs to.
 
 Redis loses the list (FLUSHALL, a restart without persistence, eviction): the epoch field goes
 with the hash. The first node to notice (at a read, an edit or its heartbeat) rebuilds the list
@@ -41,15 +43,22 @@ import diskcache
 from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
+from crawler.store.local_copy import LocalCopy
 from crawler.store.redis_client import RedisConnection, text_map
-from crawler.store.watchlist import MAX_SYMBOLS, HasCanonical, Watchlist, canonical_symbol
-from crawler.utils.exceptions import StorageError, WatchlistFullError
+from crawler.store.watchlist.embedded import Watchlist
+from crawler.store.watchlist.terms import (
+    MAX_SYMBOLS,
+    WHAT,
+    HasCanonical,
+    WatchlistTerms,
+    canonical_symbol,
+)
+from crawler.utils.exceptions import StorageError
 
 __all__ = ["EPOCH_FIELD", "RedisWatchlist"]
 
 log = get_logger("crawler.watchlist")
 
-_WHAT: Final = "watchlist"
 #: The hash field holding the list's epoch: canonical symbols never hold a space.
 EPOCH_FIELD: Final = " epoch"
 #: This node's records (meta): the version of each symbol it holds, and its tombstones.
@@ -140,7 +149,7 @@ return {ep, created, added, removed}
 """
 
 
-class RedisWatchlist:
+class RedisWatchlist(WatchlistTerms):
     """The cluster's tracked symbols; reads fall back to `local` when Redis is away.
 
     `meta_dir` holds this node's versions, tombstones and epoch (default: beside `local`).
@@ -155,8 +164,9 @@ class RedisWatchlist:
         node: str = "",
     ) -> None:
         self._redis = redis
+        self._copy = LocalCopy(redis, local, WHAT)
         self.local = local
-        self._max_symbols = max_symbols
+        super().__init__(max_symbols)
         self._node = node or f"pid-{id(self):x}"
         self._hash = redis.key("watchlist")
         self._seq = redis.key("watchlist", "seq")
@@ -185,16 +195,13 @@ class RedisWatchlist:
         keys = [self._hash, self._seq, self._removed]
         added = -2
         for _ in range(3):
-            with self._redis.errors(_WHAT):
+            with self._redis.errors(WHAT):
                 added = int(self._add(keys=keys, args=[name, asset.value, self._max_symbols]))
             if added != -2:
                 break
             self._sync()
         if added < 0:
-            raise WatchlistFullError(
-                f"watchlist is full ({self._max_symbols:,} symbols); remove some before adding "
-                f"{name}"
-            )
+            raise self._full(name)
         if added > 0:  # the copy keeps it at once: a loss before the next read keeps it too
             self._keep(name, added, asset)
         return added > 0
@@ -205,7 +212,7 @@ class RedisWatchlist:
         name = canonical_symbol(symbol)
         removed = -2
         for _ in range(3):
-            with self._redis.errors(_WHAT):
+            with self._redis.errors(WHAT):
                 removed = int(
                     self._remove(keys=[self._hash, self._seq, self._removed], args=[name])
                 )
@@ -218,34 +225,26 @@ class RedisWatchlist:
 
     def items(self) -> list[tuple[str, AssetClass]]:
         """(symbol, asset class) pairs in insertion order: Redis', or the local copy's."""
-        try:
+        return self._copy.read(self._shared_items, lambda local: local.items())
+
+    def _shared_items(self) -> list[tuple[str, AssetClass]]:
+        """Redis' list, after joining its epoch; the local copy follows it when it changed."""
+        raw = self._read()
+        epoch = raw.pop(EPOCH_FIELD, None)
+        if self._epoch is None:
+            known = self._meta_get("epoch")
+            self._epoch = known if isinstance(known, str) else ""
+        if epoch is None or epoch != self._epoch:
+            self._sync()
             raw = self._read()
-            epoch = raw.pop(EPOCH_FIELD, None)
-            if self._epoch is None:
-                known = self._meta_get("epoch")
-                self._epoch = known if isinstance(known, str) else ""
-            if epoch is None or epoch != self._epoch:
-                self._sync()
-                raw = self._read()
-                raw.pop(EPOCH_FIELD, None)
-            items = _decode(raw, self._hash)
-            if raw != self._mirrored_raw:
-                self._mirror(items, raw)
-        except StorageError as exc:
-            log.warning("watchlist: using the local copy", error=exc.message)
-            return self.local.items()
+            raw.pop(EPOCH_FIELD, None)
+        items = _decode(raw, self._hash)
+        if raw != self._mirrored_raw:
+            self._mirror(items, raw)
         return items
 
-    def symbols(self) -> list[str]:
-        """The symbols in insertion order."""
-        return [name for name, _ in self.items()]
-
-    def __contains__(self, symbol: object) -> bool:
-        if not isinstance(symbol, str):
-            symbol = getattr(symbol, "canonical", None)
-            if not isinstance(symbol, str):
-                return False
-        return symbol.strip() in self.symbols()
+    def _holds(self, name: str) -> bool:
+        return name in self.symbols()
 
     def __len__(self) -> int:
         return len(self.items())
@@ -254,7 +253,7 @@ class RedisWatchlist:
         """After a heartbeat: notice a lost list and rebuild it (never raises). One small
         read while the list is ours (not the whole hash every beat)."""
         try:
-            with self._redis.errors(_WHAT):
+            with self._redis.errors(WHAT):
                 epoch = self._redis.client.hget(self._hash, EPOCH_FIELD)
             if epoch is None or self._epoch is None or str(epoch) != self._epoch:
                 self.items()
@@ -266,7 +265,7 @@ class RedisWatchlist:
     def rebuild_status(self) -> dict[str, Any] | None:
         """The last rebuild after Redis lost the list ({at, by, symbols, removals, merged}),
         or None. Raises StoreUnavailableError when Redis is away."""
-        with self._redis.errors(_WHAT):
+        with self._redis.errors(WHAT):
             raw = text_map(self._redis.client.hgetall(self._rebuilt))
         if not raw:
             return None
@@ -284,13 +283,13 @@ class RedisWatchlist:
 
     def close(self) -> None:
         """Close the local copy's connection (the Redis connection belongs to the caller)."""
-        self.local.close()
+        self._copy.close()
         self._meta.close()
 
     # -- internals ------------------------------------------------------------------------
 
     def _read(self) -> dict[str, str]:
-        with self._redis.errors(_WHAT):
+        with self._redis.errors(WHAT):
             return text_map(self._redis.client.hgetall(self._hash))
 
     def _sync(self) -> None:
@@ -313,7 +312,7 @@ class RedisWatchlist:
             mode = "rebuild" if known else "seed"
             entries = [[name, version, asset.value] for name, (version, asset) in held.items()]
             dead = [[name, int(version)] for name, version in tombstones.items()]
-            with self._redis.errors(_WHAT):
+            with self._redis.errors(WHAT):
                 reply = self._merge(
                     keys=[self._hash, self._seq, self._removed, self._rebuilt],
                     args=[uuid.uuid4().hex, self._node,
@@ -343,7 +342,7 @@ class RedisWatchlist:
         """Make the local copy equal to `items`, and keep their versions and the cluster's
         tombstones (only when the list changed: a few writes)."""
         try:
-            with self._redis.errors(_WHAT):
+            with self._redis.errors(WHAT):
                 dead = text_map(self._redis.client.hgetall(self._removed))
             current = self.local.items()
             wanted = {name for name, _ in items}

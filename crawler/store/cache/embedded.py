@@ -1,4 +1,4 @@
-"""The quote cache: fresh quotes for `ttl_s`, and the last-known quote of every symbol forever.
+"""The quote cache in the data dir: fresh quotes for `ttl_s`, the last-known quote forever.
 
 Entries are JSON only (diskcache with `JSONOnlyDisk`): nothing read from disk is ever
 unpickled. Two keys per symbol:
@@ -7,7 +7,8 @@ unpickled. Two keys per symbol:
     last:SYMBOL   {"stored_at": epoch_s, "quote": {...}}   never expires; for stale-on-error
 
 Freshness uses the injected `clock` (epoch seconds, so several processes sharing the directory
-agree), not diskcache's own expiry. A corrupt entry is a miss and is deleted.
+agree), not diskcache's own expiry. A corrupt entry is a miss and is deleted. The entry, the
+TTL and the hit/miss counts are `crawler.store.cache.terms`'.
 
     >>> import tempfile
     >>> from decimal import Decimal
@@ -19,7 +20,6 @@ agree), not diskcache's own expiry. A corrupt entry is a miss and is deleted.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any, Final
 import diskcache
 
 from crawler.normalizer.schemas import Quote
+from crawler.store.cache.terms import WHAT, CacheTerms, decode_entry, entry_of
 from crawler.store.datadir import (
     STORE_ERRORS,
     CorruptRecordError,
@@ -36,16 +37,15 @@ from crawler.store.datadir import (
     storage_errors,
 )
 from crawler.utils.clock import Clock
-from crawler.utils.exceptions import ConfigError, ParseError
+from crawler.utils.exceptions import ParseError
 
 __all__ = ["QuoteCache"]
 
 _QUOTE_PREFIX: Final = "quote:"
 _LAST_PREFIX: Final = "last:"
-_WHAT: Final = "quote cache"
 
 
-class QuoteCache:
+class QuoteCache(CacheTerms):
     """Fresh and last-known quotes under `directory`, shared by threads and processes.
 
     Hit and miss counts, and what the last cleanup found expired, are per process (in
@@ -53,15 +53,9 @@ class QuoteCache:
     """
 
     def __init__(self, directory: Path, ttl_s: float, clock: Clock = time.time) -> None:
-        if not ttl_s > 0:
-            raise ConfigError(f"CACHE_TTL {ttl_s!r} must be above 0 seconds")
+        super().__init__(ttl_s, clock)
         self._directory = Path(directory)
-        self._ttl_s = float(ttl_s)
-        self._clock = clock
-        self._counts_lock = threading.Lock()
         self._decoded: dict[str, tuple[tuple[Any, ...], Quote]] = {}
-        self._hits = 0
-        self._misses = 0
         # What the last cleanup() found expired, and when (statistics() reads no entries).
         self._expired_at_cleanup = 0
         self._cleanup_at: float | None = None
@@ -73,31 +67,18 @@ class QuoteCache:
         self._last_keys: set[str] | None = None
         self._last_known: dict[str, Quote] | None = None
         # Disposable: an empty or corrupt cache is moved aside and rebuilt, never a refusal.
-        self._cache: diskcache.Cache = open_store(self._directory, _WHAT, disposable=True)
+        self._cache: diskcache.Cache = open_store(self._directory, WHAT, disposable=True)
 
-    @property
-    def ttl_s(self) -> float:
-        """Seconds a stored quote is served as fresh."""
-        return self._ttl_s
-
-    def get(self, symbol: str) -> Quote | None:
-        """The fresh quote for `symbol` (marked `from_cache=True`), or None. Counts hit/miss."""
-        quote = None
+    def _fresh(self, symbol: str) -> Quote | None:
         entry = self._read(_QUOTE_PREFIX + symbol, from_cache=True, stale=False)
         if entry is not None and not self._expired(entry[0]):
-            quote = entry[1]
-        with self._counts_lock:
-            if quote is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-        return quote
+            return entry[1]
+        return None
 
     def put(self, quote: Quote) -> None:
         """Store `quote` as fresh and as the symbol's last-known quote (one transaction)."""
-        stored = quote.with_flags(from_cache=False, stale=False)
-        entry = {"stored_at": self._clock(), "quote": stored.to_json_dict()}
-        with storage_errors(_WHAT, self._directory), self._cache.transact():
+        stored, entry = entry_of(quote, self._clock())
+        with storage_errors(WHAT, self._directory), self._cache.transact():
             self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
             self._cache.set(_LAST_PREFIX + quote.symbol, entry)
         self._remember([stored])
@@ -107,13 +88,12 @@ class QuoteCache:
         if not quotes:
             return
         stored_at = self._clock()
-        stored_all = [quote.with_flags(from_cache=False, stale=False) for quote in quotes]
-        with storage_errors(_WHAT, self._directory), self._cache.transact():
-            for stored in stored_all:
-                entry = {"stored_at": stored_at, "quote": stored.to_json_dict()}
+        entries = [entry_of(quote, stored_at) for quote in quotes]
+        with storage_errors(WHAT, self._directory), self._cache.transact():
+            for stored, entry in entries:
                 self._cache.set(_QUOTE_PREFIX + stored.symbol, entry)
                 self._cache.set(_LAST_PREFIX + stored.symbol, entry)
-        self._remember(stored_all)
+        self._remember([stored for stored, _ in entries])
 
     def _remember(self, stored: list[Quote]) -> None:
         """Keep the in-memory keys and last-known quotes in step with what was just written."""
@@ -154,7 +134,7 @@ class QuoteCache:
         """Delete expired fresh entries (last-known copies stay); returns how many went."""
         removed = 0
         for key in self._keys(_QUOTE_PREFIX):
-            with storage_errors(_WHAT, self._directory), self._cache.transact():
+            with storage_errors(WHAT, self._directory), self._cache.transact():
                 # Re-read inside the transaction: another process may have just refreshed it.
                 entry = self._read(key)
                 if entry is not None and self._expired(entry[0]) and self._cache.delete(key):
@@ -166,7 +146,7 @@ class QuoteCache:
 
     def clear(self) -> int:
         """Delete every entry, last-known copies included; returns how many went."""
-        with storage_errors(_WHAT, self._directory):
+        with storage_errors(WHAT, self._directory):
             removed = int(self._cache.clear())
         with self._counts_lock:
             # Reloaded (empty) at next use.
@@ -195,18 +175,14 @@ class QuoteCache:
                 if self._fresh_keys is None or self._last_keys is None:
                     self._fresh_keys, self._last_keys = fresh, last
         with self._counts_lock:
-            hits, misses = self._hits, self._misses
             expired, checked_at = self._expired_at_cleanup, self._cleanup_at
             size = len(self._fresh_keys or ())
             last_known = len(self._last_keys or ())
-        lookups = hits + misses
-        with storage_errors(_WHAT, self._directory):
+        with storage_errors(WHAT, self._directory):
             entries = len(self._cache)
             volume_bytes = int(self._cache.volume())
         return {
-            "hits": hits,
-            "misses": misses,
-            "hit_rate_pct": round(hits * 100 / lookups, 2) if lookups else 0.0,
+            **self._lookups(),
             "size": size,
             "expired": expired,
             "expired_checked_at": checked_at,
@@ -222,12 +198,9 @@ class QuoteCache:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _expired(self, stored_at: float) -> bool:
-        return self._clock() - stored_at >= self._ttl_s
-
     def _keys(self, prefix: str) -> list[str]:
         # Keys we cannot decode come back as UNREADABLE_KEY (not a str) and are skipped.
-        with storage_errors(_WHAT, self._directory):
+        with storage_errors(WHAT, self._directory):
             keys = list(self._cache.iterkeys())
         return [key for key in keys if isinstance(key, str) and key.startswith(prefix)]
 
@@ -239,18 +212,11 @@ class QuoteCache:
         except CorruptRecordError:
             raw = _CORRUPT
         except STORE_ERRORS as exc:
-            raise storage_error(_WHAT, self._directory, exc) from exc
+            raise storage_error(WHAT, self._directory, exc) from exc
         if raw is None:
             return None
         try:
-            if raw is _CORRUPT or not isinstance(raw, dict):
-                raise ParseError("cache entry is not a JSON object")
-            stored_at = raw["stored_at"]
-            if not isinstance(stored_at, int | float) or isinstance(stored_at, bool):
-                raise ParseError("cache entry has no numeric stored_at")
-            payload = raw["quote"]
-            if not isinstance(payload, dict):
-                raise ParseError("cache entry has no quote object")
+            stored_at, payload = decode_entry(None if raw is _CORRUPT else raw)
             # Quotes are immutable: reuse the one decoded from this very entry last time (its
             # version is when and what was stored), instead of parsing Decimals and dates again.
             version = (stored_at, payload.get("fetched_at"), payload.get("price"), *flags.items())
@@ -266,7 +232,7 @@ class QuoteCache:
             return float(stored_at), quote
         except (ParseError, KeyError):
             # Serving a miss beats failing the request; the next put rewrites the entry.
-            with storage_errors(_WHAT, self._directory):
+            with storage_errors(WHAT, self._directory):
                 self._cache.delete(key)
             if key.startswith(_QUOTE_PREFIX):
                 self._forget_fresh(key)

@@ -1,4 +1,4 @@
-"""The watchlist: the symbols the daemon tracks, in the order they were added.
+"""The watchlist in the data dir: the symbols the daemon tracks, in the order they were added.
 
 One JSON record per symbol in a JSON-only diskcache, so an edit writes one record whatever the
 watchlist's size (adding a thousand symbols one by one used to rewrite the whole list each
@@ -13,8 +13,7 @@ Edits run inside a transaction (SQLite ``BEGIN IMMEDIATE``), so the daemon and a
 symbols at the same moment both keep their additions. A watchlist written by an older crawler
 (one ``items`` record holding the whole list) is converted on open.
 
-Symbols are stored exactly as given, in canonical form ("AAPL:US"); parsing and normalising
-them is `crawler.normalizer.symbols`' job, not ours.
+Symbols are stored exactly as given, in canonical form (`crawler.store.watchlist.terms`).
 
     >>> import tempfile
     >>> watchlist = Watchlist(Path(tempfile.mkdtemp()))
@@ -28,58 +27,38 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
 import diskcache
 
 from crawler.normalizer.schemas import AssetClass
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
-from crawler.utils.exceptions import StorageError, SymbolError, WatchlistFullError
+from crawler.store.watchlist.terms import (
+    MAX_SYMBOLS,
+    WHAT,
+    HasCanonical,
+    WatchlistTerms,
+    canonical_symbol,
+)
+from crawler.utils.exceptions import StorageError
 
-__all__ = ["MAX_SYMBOLS", "HasCanonical", "Watchlist", "canonical_symbol"]
+__all__ = ["Watchlist"]
 
-#: The most symbols a watchlist holds; each costs a request per refresh.
-MAX_SYMBOLS: Final = 10_000
-_MAX_SYMBOL_CHARS: Final = 64
-_LEGACY_KEY: Final = "items"
 _PREFIX: Final = "sym:"
-_SEQ: Final = "seq"
-_COUNT: Final = "count"
-_VERSION: Final = "version"
-_WHAT: Final = "watchlist"
+#: The records beside the symbols' (see the module doc), and the whole list of old crawlers.
+_SEQ, _COUNT, _VERSION, _LEGACY_KEY = "seq", "count", "version", "items"
 
 
-class HasCanonical(Protocol):
-    """Anything with a canonical symbol string, e.g. `crawler.normalizer.symbols.Symbol`."""
-
-    @property
-    def canonical(self) -> str:
-        """The symbol as stored, e.g. "AAPL:US"."""
-        ...
-
-
-def canonical_symbol(symbol: HasCanonical | str) -> str:
-    """`symbol` as stored (stripped); SymbolError if it cannot be a canonical symbol."""
-    text = symbol if isinstance(symbol, str) else symbol.canonical
-    text = text.strip()
-    if not text or len(text) > _MAX_SYMBOL_CHARS or any(ch.isspace() for ch in text):
-        raise SymbolError(
-            f"symbol {text!r} is not a canonical symbol (1-{_MAX_SYMBOL_CHARS} characters, "
-            "no spaces), e.g. AAPL:US"
-        )
-    return text
-
-
-class Watchlist:
+class Watchlist(WatchlistTerms):
     """Tracked symbols persisted under `directory`; safe for several threads and processes."""
 
     def __init__(self, directory: Path, max_symbols: int = MAX_SYMBOLS) -> None:
         self._directory = Path(directory)
-        self._max_symbols = max_symbols
-        self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
+        super().__init__(max_symbols)
+        self._cache: diskcache.Cache = open_store(self._directory, WHAT)
         self._memo_lock = threading.Lock()
         self._memo: tuple[int, list[tuple[str, AssetClass]]] | None = None
-        with storage_errors(_WHAT, self._directory):
+        with storage_errors(WHAT, self._directory):
             if self._get(_LEGACY_KEY) is not None:
                 self._convert_legacy()
 
@@ -96,15 +75,12 @@ class Watchlist:
         """
         canonical = canonical_symbol(symbol)
         asset = AssetClass(asset_class)
-        with storage_errors(_WHAT, self._directory), self._cache.transact():
+        with storage_errors(WHAT, self._directory), self._cache.transact():
             if self._get(_PREFIX + canonical) is not None:
                 return False
             count = self._int(_COUNT)
             if count >= self._max_symbols:
-                raise WatchlistFullError(
-                    f"watchlist is full ({self._max_symbols:,} symbols); remove some before adding "
-                    f"{canonical}"
-                )
+                raise self._full(canonical)
             seq = self._int(_SEQ)
             self._cache.set(_PREFIX + canonical, [seq, asset.value])
             self._cache.set(_SEQ, seq + 1)
@@ -115,7 +91,7 @@ class Watchlist:
     def remove(self, symbol: HasCanonical | str) -> bool:
         """Drop `symbol`; False if it was not there."""
         canonical = canonical_symbol(symbol)
-        with storage_errors(_WHAT, self._directory), self._cache.transact():
+        with storage_errors(WHAT, self._directory), self._cache.transact():
             if not self._cache.delete(_PREFIX + canonical):
                 return False
             self._cache.set(_COUNT, max(0, self._int(_COUNT) - 1))
@@ -128,7 +104,7 @@ class Watchlist:
         Reads one record when nothing changed since the last call (in any process); the
         whole list only after an edit.
         """
-        with storage_errors(_WHAT, self._directory):
+        with storage_errors(WHAT, self._directory):
             version = self._int(_VERSION)
             with self._memo_lock:
                 memo = self._memo
@@ -141,20 +117,12 @@ class Watchlist:
                 self._memo = (version, items)
             return list(items)
 
-    def symbols(self) -> list[str]:
-        """The symbols in insertion order."""
-        return [name for name, _ in self.items()]
-
-    def __contains__(self, symbol: object) -> bool:
-        if not isinstance(symbol, str):
-            symbol = getattr(symbol, "canonical", None)
-            if not isinstance(symbol, str):
-                return False
-        with storage_errors(_WHAT, self._directory):
-            return self._get(_PREFIX + symbol.strip()) is not None
+    def _holds(self, name: str) -> bool:
+        with storage_errors(WHAT, self._directory):
+            return self._get(_PREFIX + name) is not None
 
     def __len__(self) -> int:
-        with storage_errors(_WHAT, self._directory):
+        with storage_errors(WHAT, self._directory):
             return self._int(_COUNT)
 
     def close(self) -> None:

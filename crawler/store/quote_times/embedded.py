@@ -1,4 +1,4 @@
-"""When each symbol last got a quote, and when it last got a paid (Bloomberg) one.
+"""When each symbol last got a quote, and a paid (Bloomberg) one, kept in the data dir.
 
 Two questions of the spending policy need memory that survives a restart:
 
@@ -24,7 +24,6 @@ costs at most one extra fetch per symbol, never money beyond the ledger's budget
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -33,23 +32,13 @@ import diskcache
 
 from crawler.logging import get_logger
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
+from crawler.store.quote_times.terms import WHAT, SymbolTimes, later
 
-__all__ = ["QUOTE_TIMES_SUBDIR", "QuoteTimes", "SymbolTimes"]
+__all__ = ["QuoteTimes"]
 
-#: The store's directory inside the data dir.
-QUOTE_TIMES_SUBDIR: Final = "quote_times"
 _KEY: Final = "times"
-_WHAT: Final = "quote times"
 
 log = get_logger("crawler.store")
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolTimes:
-    """One symbol's last quote (any source) and last paid quote, UTC-aware or None."""
-
-    last_quote_at: datetime | None = None
-    last_paid_at: datetime | None = None
 
 
 class QuoteTimes:
@@ -57,11 +46,11 @@ class QuoteTimes:
 
     def __init__(self, directory: Path) -> None:
         self._directory = Path(directory)
-        self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
+        self._cache: diskcache.Cache = open_store(self._directory, WHAT)
 
     def snapshot(self) -> dict[str, SymbolTimes]:
         """Every symbol's times, read at once (one read per collection, not one per symbol)."""
-        with storage_errors(_WHAT, self._directory):
+        with storage_errors(WHAT, self._directory):
             return {name: _decode(value) for name, value in self._load().items()}
 
     def record(self, quoted: Mapping[str, datetime], paid: Iterable[str] = ()) -> None:
@@ -70,23 +59,16 @@ class QuoteTimes:
         paid_set = set(paid)
         if not quoted:
             return
-        with storage_errors(_WHAT, self._directory), self._cache.transact():
+        with storage_errors(WHAT, self._directory), self._cache.transact():
             times = self._load()
             for name, at in quoted.items():
-                old = _decode(times.get(name))
-                last = at if old.last_quote_at is None else max(old.last_quote_at, at)
-                last_paid = old.last_paid_at
-                if name in paid_set:
-                    last_paid = at if last_paid is None else max(last_paid, at)
-                times[name] = [
-                    last.isoformat(),
-                    None if last_paid is None else last_paid.isoformat(),
-                ]
+                new = later(_decode(times.get(name)), at, paid=name in paid_set)
+                times[name] = [_iso(new.last_quote_at), _iso(new.last_paid_at)]
             self._cache.set(_KEY, times)
 
     def forget(self, symbol: str) -> None:
         """Drop a symbol no longer tracked."""
-        with storage_errors(_WHAT, self._directory), self._cache.transact():
+        with storage_errors(WHAT, self._directory), self._cache.transact():
             times = self._load()
             if times.pop(symbol, None) is not None:
                 self._cache.set(_KEY, times)
@@ -108,6 +90,10 @@ def _decode(value: Any) -> SymbolTimes:
     if not isinstance(value, list) or len(value) != 2:
         return SymbolTimes()
     return SymbolTimes(_time(value[0]), _time(value[1]))
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _time(text: Any) -> datetime | None:

@@ -1,14 +1,15 @@
 """The closed-market memory on Redis: when each symbol last got a quote, and a paid one.
 
-Same contract as `crawler.store.quote_times.QuoteTimes` (the store contract suite runs both),
+Same contract and terms as `crawler.store.quote_times.QuoteTimes` (the contract suite runs both),
 shared by the cluster, so a market's closing quote fetched by one node is not paid for again
 by another, and paid requests rotate over the whole cluster's watchlist. Two hashes of epoch
-microseconds, raised (never lowered) by one Lua script:
+microseconds, raised (never lowered: `terms.later`'s rule, atomic) by one Lua script:
 
     crawler:quote_times:quote   symbol -> last quote (any source)
     crawler:quote_times:paid    symbol -> last paid quote
 
-Every `record` also goes to `local` (the node's embedded store), read when Redis is away:
+Every `record` also goes to `local` (the node's embedded store, `crawler.store.local_copy`),
+read when Redis is away:
 losing this memory costs at most one more fetch per symbol, never money beyond the ledger.
 """
 
@@ -18,17 +19,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Final
 
-from crawler.logging import get_logger
-from crawler.store.quote_times import QuoteTimes, SymbolTimes
+from crawler.store.local_copy import LocalCopy
+from crawler.store.quote_times.embedded import QuoteTimes
+from crawler.store.quote_times.terms import WHAT, SymbolTimes
 from crawler.store.redis_client import RedisConnection, text_map
 from crawler.utils.clock import epoch_us, from_epoch_us
-from crawler.utils.exceptions import StorageError
 
 __all__ = ["RedisQuoteTimes"]
-
-log = get_logger("crawler.store")
-
-_WHAT: Final = "quote times"
 
 # KEYS: quote, paid. ARGV: pairs of (symbol, epoch_us, paid 1/0). Times never move backwards.
 _RECORD_LUA: Final = """
@@ -50,6 +47,7 @@ class RedisQuoteTimes:
 
     def __init__(self, redis: RedisConnection, local: QuoteTimes) -> None:
         self._redis = redis
+        self._copy = LocalCopy(redis, local, WHAT)
         self.local = local
         self._quote_key = redis.key("quote_times", "quote")
         self._paid_key = redis.key("quote_times", "paid")
@@ -57,13 +55,11 @@ class RedisQuoteTimes:
 
     def snapshot(self) -> dict[str, SymbolTimes]:
         """Every symbol's times (two HGETALLs), or the local copy's when Redis is away."""
-        try:
-            with self._redis.errors(_WHAT):
-                quoted = text_map(self._redis.client.hgetall(self._quote_key))
-                paid = text_map(self._redis.client.hgetall(self._paid_key))
-        except StorageError as exc:
-            log.warning("quote times: using the local copy", error=exc.message)
-            return self.local.snapshot()
+        return self._copy.read(self._shared_snapshot, lambda local: local.snapshot())
+
+    def _shared_snapshot(self) -> dict[str, SymbolTimes]:
+        quoted = text_map(self._redis.client.hgetall(self._quote_key))
+        paid = text_map(self._redis.client.hgetall(self._paid_key))
         return {
             name: SymbolTimes(_time(quoted.get(name)), _time(paid.get(name)))
             for name in quoted.keys() | paid.keys()
@@ -74,26 +70,24 @@ class RedisQuoteTimes:
         if not quoted:
             return
         paid_set = set(paid)
-        self.local.record(quoted, paid_set)
         args: list[str | int] = []
         for name, at in quoted.items():
             args += [name, epoch_us(at), int(name in paid_set)]
-        try:
-            with self._redis.errors(_WHAT):
-                self._record(keys=[self._quote_key, self._paid_key], args=args)
-        except StorageError as exc:
-            log.warning("quote times kept locally only", error=exc.message)
+        self._copy.write(
+            lambda local: local.record(quoted, paid_set),
+            lambda: self._record(keys=[self._quote_key, self._paid_key], args=args),
+        )
 
     def forget(self, symbol: str) -> None:
         """Drop a symbol no longer tracked, everywhere."""
         self.local.forget(symbol)
-        with self._redis.errors(_WHAT):
+        with self._redis.errors(WHAT):
             self._redis.client.hdel(self._quote_key, symbol)
             self._redis.client.hdel(self._paid_key, symbol)
 
     def close(self) -> None:
         """Close the local copy (the Redis connection belongs to the caller)."""
-        self.local.close()
+        self._copy.close()
 
 
 def _time(value: str | None) -> datetime | None:
