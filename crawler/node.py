@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from crawler.logging import get_logger
 
@@ -44,18 +44,7 @@ if TYPE_CHECKING:
     from crawler.store.backend import QuoteTimesStore, Stores, WatchlistStore
     from crawler.store.history import HistoryStore
 
-__all__ = [
-    "ALERTS_STOP_S",
-    "CLEANUP_STOP_S",
-    "SCHEDULER_STOP_S",
-    "STREAM_FIRST_TICKS_S",
-    "STREAM_STOP_S",
-    "Hooks",
-    "Node",
-    "build_node",
-]
-
-log = get_logger("crawler.node")
+__all__ = ["SCHEDULER_STOP_S", "DaemonParts", "Hooks", "Node", "Recorder", "build_node"]
 
 #: How long a running collection may take to finish once a stop is requested.
 SCHEDULER_STOP_S: Final = 5.0
@@ -68,17 +57,26 @@ ALERTS_STOP_S: Final = 1.0
 #: With the stream on, how long after start the first collection waits for streamed ticks.
 STREAM_FIRST_TICKS_S: Final = 10.0
 
+log = get_logger("crawler.node")
+
+
+class Recorder(Protocol):
+    """What a node tells its metrics (`crawler.service.metrics.MetricsRecorder`)."""
+
+    #: Where the alerts register their Prometheus families.
+    registry: CollectorRegistry
+
+    def record_fetch(self, source: str, outcome: str, duration_s: float, /) -> None: ...
+    def record_breaker_transition(self, source: str, old: str, new: str, /) -> None: ...
+    def record_job_run(self, job: str, /) -> None: ...
+    def record_job_problem(self, job: str, kind: str, /) -> None: ...
+
 
 @dataclass(frozen=True)
 class Hooks:
     """What a daemon's node reports to: its metrics and systemd's watchdog (all optional)."""
 
-    on_fetch: Callable[[str, str, float], None] | None = None
-    on_breaker_change: Callable[[str, str, str], None] | None = None
-    on_job_run: Callable[[str], None] | None = None
-    on_job_problem: Callable[[str, str], None] | None = None
-    #: Where the alerts register their Prometheus families.
-    registry: CollectorRegistry | None = None
+    metrics: Recorder | None = None
     #: Pinged by the scheduler every `watchdog_interval_s` (proof that the jobs run).
     watchdog: Callable[[], None] | None = None
     watchdog_interval_s: float | None = None
@@ -95,19 +93,27 @@ class _Step:
 
 
 @dataclass
+class DaemonParts:
+    """What only a daemon's node has: `build_node(settings, daemon=Hooks(...))`."""
+
+    events: EventBus
+    alerts: Alerts
+    scheduler: DataScheduler
+    #: Yahoo's stream, with `stream_enabled`.
+    live: LiveFeed | None
+
+
+@dataclass
 class Node:
     """What one crawler process holds; built by `build_node`, closed by `close()` (once)."""
 
     settings: Settings
-    data_dir: Path
     stores: Stores
     hybrid: HybridDataSource
     history: HistoryStore
     market_hours: MarketHours
-    events: EventBus | None = None
-    alerts: Alerts | None = None
-    scheduler: DataScheduler | None = None
-    live: LiveFeed | None = None
+    #: The event bus, alerts, scheduler and live feed (None offline).
+    daemon: DaemonParts | None = None
     _steps: list[_Step] = field(default_factory=list, repr=False)
 
     @property
@@ -123,12 +129,14 @@ class Node:
     def start(self) -> None:
         """Start what runs in the background: the scheduler (when `auto_update_enabled`),
         the alerts, the live feed."""
-        if self.scheduler is not None and self.settings.auto_update_enabled:
-            self.scheduler.start()
-        if self.alerts is not None:
-            self.alerts.start()
-        if self.live is not None:
-            self.live.start()
+        parts = self.daemon
+        if parts is None:
+            return
+        if self.settings.auto_update_enabled:
+            parts.scheduler.start()
+        parts.alerts.start()
+        if parts.live is not None:
+            parts.live.start()
 
     def close(self) -> None:
         """Close everything built, in reverse build order. Safe to call twice."""
@@ -191,10 +199,10 @@ def _build(settings: Settings, daemon: Hooks | None, steps: list[_Step]) -> Node
     steps[-1] = _Step("the sources", lambda: _bounded(hybrid.cleanup), needs_idle=True)
     history = HistoryStore(data_dir / "history", settings.history_retention_days)
     steps.append(_Step("the history", history.close, needs_idle=True))
-    node = Node(settings, data_dir, stores, hybrid, history, MarketHours(), events, _steps=steps)
+    node = Node(settings, stores, hybrid, history, MarketHours(), _steps=steps)
     if daemon is not None:
         assert events is not None
-        _build_daemon_parts(node, events, daemon)
+        node.daemon = _build_daemon_parts(node, events, daemon)
     return node
 
 
@@ -204,11 +212,11 @@ def _breaker_change(
     """A breaker's change told to the metrics and the watchers (the breaker logs it itself)."""
     if events is None or hooks is None:
         return None
-    on_change = hooks.on_breaker_change
+    metrics = hooks.metrics
 
     def changed(name: str, old: str, new: str) -> None:
-        if on_change is not None:
-            on_change(name, old, new)
+        if metrics is not None:
+            metrics.record_breaker_transition(name, old, new)
         events.publish("breaker", name=name, old=old, new=new)
 
     return changed
@@ -230,7 +238,7 @@ def _build_hybrid(
         stores=stores,
         sources=sources,
         on_breaker_change=_breaker_change(events, daemon),
-        on_fetch=daemon.on_fetch if daemon is not None else None,
+        on_fetch=daemon.metrics.record_fetch if daemon and daemon.metrics else None,
         events=events,
         # Symbols Yahoo does not know are not asked again every collection (a cluster
         # shares them through Redis).
@@ -238,17 +246,17 @@ def _build_hybrid(
     )
 
 
-def _build_daemon_parts(node: Node, events: EventBus, hooks: Hooks) -> None:
+def _build_daemon_parts(node: Node, events: EventBus, hooks: Hooks) -> DaemonParts:
     from crawler.alerts.node import build_alerts
     from crawler.orchestrator.scheduler import DataScheduler
 
-    settings, steps = node.settings, node._steps
+    settings, steps, metrics = node.settings, node._steps, hooks.metrics
     # Alerts look at every quote the bus publishes (stream, collections, fetches).
-    alerts = node.alerts = build_alerts(
-        settings, node.stores, events, node.market_hours, registry=hooks.registry
+    alerts = build_alerts(
+        settings, node.stores, events, node.market_hours, metrics.registry if metrics else None
     )
     steps.append(_Step("the alerts", lambda: alerts.stop(ALERTS_STOP_S)))
-    scheduler = node.scheduler = DataScheduler(
+    scheduler = DataScheduler(
         settings=settings,
         hybrid=node.hybrid,
         watchlist=node.watchlist,
@@ -256,9 +264,9 @@ def _build_daemon_parts(node: Node, events: EventBus, hooks: Hooks) -> None:
         market_hours=node.market_hours,
         heartbeat=hooks.watchdog if hooks.watchdog_interval_s else None,
         heartbeat_interval_s=hooks.watchdog_interval_s or 5.0,
-        on_job_run=hooks.on_job_run,
+        on_job_run=metrics.record_job_run if metrics else None,
         events=events,
-        on_job_problem=hooks.on_job_problem,
+        on_job_problem=metrics.record_job_problem if metrics else None,
         # With the stream on, the first collection waits for its first ticks: a symbol
         # that has ticked is not fetched (and not paid for) again.
         first_collection_delay_s=STREAM_FIRST_TICKS_S if settings.stream_enabled else None,
@@ -267,9 +275,11 @@ def _build_daemon_parts(node: Node, events: EventBus, hooks: Hooks) -> None:
     )
     # False while a collection is still running: the stores it uses stay open.
     steps.append(_Step("the scheduler", lambda: scheduler.stop(SCHEDULER_STOP_S, abort=True)))
-    if settings.stream_enabled:
-        live = node.live = _build_live(node, events, _breaker_change(events, hooks))
-        steps.append(_Step("the live feed", lambda: live.stop(STREAM_STOP_S)))
+    if not settings.stream_enabled:
+        return DaemonParts(events, alerts, scheduler, live=None)
+    live = _build_live(node, events, _breaker_change(events, hooks))
+    steps.append(_Step("the live feed", lambda: live.stop(STREAM_STOP_S)))
+    return DaemonParts(events, alerts, scheduler, live)
 
 
 def _build_live(

@@ -119,10 +119,11 @@ def test_a_daemon_node_started_then_closed_leaves_nothing_open(
     leftovers = Leftovers(tmp_path / "data")
     watchdog = threading.Event()
     node = build_node(settings, daemon=Hooks(watchdog=watchdog.set, watchdog_interval_s=0.1))
-    assert node.scheduler is not None and node.live is not None and node.alerts is not None
-    node.scheduler.add_symbol("AAPL:US")
+    parts = node.daemon
+    assert parts is not None and parts.live is not None
+    parts.scheduler.add_symbol("AAPL:US")
     node.start()
-    assert node.scheduler.force_collection()["quotes"] == 1
+    assert parts.scheduler.force_collection()["quotes"] == 1
     assert watchdog.wait(_JOIN_S)  # the scheduler's jobs run
     node.close()
     node.close()  # twice is harmless

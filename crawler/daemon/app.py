@@ -47,9 +47,11 @@ if TYPE_CHECKING:
     from crawler.daemon.heartbeat import Heartbeat
     from crawler.daemon.metrics_port import MetricsHTTPServer
     from crawler.daemon.reload import ReloadPlan
-    from crawler.node import Node
+    from crawler.node import DaemonParts, Node
+    from crawler.orchestrator.scheduler import DataScheduler
     from crawler.service.metrics import MetricsRecorder
     from crawler.service.verbs import Operations
+    from crawler.store.nodes import NodeRegistry
 
 __all__ = ["GROUND_CHECK_S", "Daemon"]
 
@@ -104,7 +106,7 @@ class Daemon:
 
     # -- wiring ------------------------------------------------------------------------------
 
-    def _build(self, *, with_heartbeat: bool) -> Node:
+    def _build(self, *, with_heartbeat: bool) -> DaemonParts:
         """The node (`crawler.node`: it owns and closes what it builds) and the verbs over it."""
         from crawler.node import Hooks, build_node
         from crawler.service.metrics import MetricsRecorder
@@ -113,28 +115,22 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         metrics = self.metrics = MetricsRecorder()
         watchdog_s = self.notifier.watchdog_interval_s() if with_heartbeat else None
-        hooks = Hooks(
-            on_fetch=metrics.record_fetch,
-            on_breaker_change=metrics.record_breaker_transition,
-            on_job_run=metrics.record_job_run,
-            on_job_problem=metrics.record_job_problem,
-            registry=metrics.registry,
-            watchdog=self._watchdog,
-            watchdog_interval_s=watchdog_s,
-        )
+        hooks = Hooks(metrics, watchdog=self._watchdog, watchdog_interval_s=watchdog_s)
         node = self.node = build_node(self.settings, daemon=hooks)
+        parts = node.daemon
+        assert parts is not None
         self.operations = Operations(
             self.settings,
             hybrid=node.hybrid,
             watchlist=node.watchlist,
             history=node.history,
-            scheduler=node.scheduler,
+            scheduler=parts.scheduler,
             market_hours=node.market_hours,
             started_at=self.started_at,
             socket_path=self.socket_path,
             metrics=metrics,
         )
-        return node
+        return parts
 
     def _preload_calendars(self) -> None:
         """Build the watchlist's exchange calendars and load the last-known quotes off the
@@ -163,8 +159,8 @@ class Daemon:
 
     def _node_record(self) -> dict[str, Any]:
         """What this node's heartbeat says about it (for `crawler status` on every node)."""
-        scheduler = self.node.scheduler if self.node is not None else None
-        report = scheduler.last_report if scheduler is not None else None
+        parts = self.node.daemon if self.node is not None else None
+        report = parts.scheduler.last_report if parts is not None else None
         last = report.as_dict() if report is not None else None
         return {
             "host": socket.gethostname(),
@@ -173,15 +169,10 @@ class Daemon:
             "last_collection": _collection_summary(last),
         }
 
-    def _start_heartbeat(self, node: Node) -> None:
+    def _start_heartbeat(self, nodes: NodeRegistry, scheduler: DataScheduler) -> None:
         from crawler.daemon.heartbeat import Heartbeat
 
-        scheduler = node.scheduler
-        self.heartbeat = Heartbeat(
-            node.stores.nodes,
-            self._node_record,
-            version=lambda: scheduler.last_report if scheduler is not None else None,
-        )
+        self.heartbeat = Heartbeat(nodes, self._node_record, version=lambda: scheduler.last_report)
         self.heartbeat.start()
 
     def _watchdog(self) -> None:
@@ -214,7 +205,8 @@ class Daemon:
             new = self._reload_settings()
             plan = plan_reload(self.settings, new)
             node = self.node
-            if plan.live and node is not None and node.scheduler is not None:
+            parts = node.daemon if node is not None else None
+            if plan.live and node is not None and parts is not None:
                 effective = self.settings.model_copy(
                     update={name: getattr(new, name) for name in plan.live}
                 )
@@ -225,9 +217,9 @@ class Daemon:
                     )
                 node.hybrid.settings = effective  # the sources' order is read per quote
                 hours = node.market_hours if effective.market_hours_enabled else None
-                node.scheduler.apply_settings(effective, hours)
-                if node.live is not None:
-                    node.live.set_market_hours(hours)  # what is streamed follows too
+                parts.scheduler.apply_settings(effective, hours)
+                if parts.live is not None:
+                    parts.live.set_market_hours(hours)  # what is streamed follows too
                 if self.operations is not None:
                     self.operations.settings = effective
                 if "log_level" in plan.live:
@@ -318,30 +310,29 @@ class Daemon:
         """Build the node, open the control socket, then start the jobs and the heartbeat."""
         from crawler.daemon.control_server import socket_is_live
 
-        node = self._build(with_heartbeat=True)
-        self._open_control_socket(node)
+        parts = self._build(with_heartbeat=True)
+        self._open_control_socket(parts)
         self._start_metrics_port()
-        node.start()
-        self._start_heartbeat(node)
+        assert self.node is not None
+        self.node.start()
+        self._start_heartbeat(self.node.stores.nodes, parts.scheduler)
         if not socket_is_live(self.socket_path):
             raise DaemonError(f"the control socket {self.socket_path} does not answer")
 
-    def _open_control_socket(self, node: Node) -> None:
+    def _open_control_socket(self, parts: DaemonParts) -> None:
         """The control socket with every route on it, listening."""
+        from crawler.daemon.alert_routes import register_alert_routes
         from crawler.daemon.control_server import ControlServer
         from crawler.daemon.reload import register_reload_route
         from crawler.daemon.routes import register_routes
         from crawler.daemon.sse import register_event_routes
 
-        assert self.operations is not None and node.events is not None
+        assert self.operations is not None
         self.server = ControlServer(self.socket_path)
         register_routes(self.server, self.operations, self.request_stop)
         self._ground = self._ground_marks()
-        register_event_routes(self.server, node.events)
-        if node.alerts is not None:
-            from crawler.daemon.alert_routes import register_alert_routes
-
-            register_alert_routes(self.server, node.alerts.service)
+        register_event_routes(self.server, parts.events)
+        register_alert_routes(self.server, parts.alerts.service)
         register_reload_route(self.server, self.reload)
         try:
             self.server.start()
@@ -465,8 +456,8 @@ class Daemon:
             node.hybrid.abort()
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        if node is not None and node.events is not None:
-            node.events.close()  # watchers' streams end, so their connections close at once
+        if node is not None and node.daemon is not None:
+            node.daemon.events.close()  # watchers' streams end, so their connections close at once
         if self.server is not None:
             self.server.stop(_CONTROL_STOP_S)
         if self.heartbeat is not None:
@@ -489,12 +480,10 @@ class Daemon:
                 f"{self.socket_path}); use `crawler collect` instead of a second --once run",
             ) from None
         try:
-            node = self._build(with_heartbeat=False)
-            assert node.scheduler is not None
-            if node.alerts is not None:
-                node.alerts.start()
+            parts = self._build(with_heartbeat=False)
+            parts.alerts.start()
             try:
-                return node.scheduler.run_once()
+                return parts.scheduler.run_once()
             finally:
                 self._shutdown()
         finally:
@@ -514,7 +503,7 @@ class Daemon:
                 parts.append(f"budget ${float(left):.2f} left")
             except Exception:  # a status line must never fail
                 parts.append("budget unknown")
-        scheduler = node.scheduler if node is not None else None
+        scheduler = node.daemon.scheduler if node is not None and node.daemon else None
         if scheduler is not None and scheduler.is_running:
             jobs = scheduler.get_statistics().get("scheduled_jobs", [])
             nxt = next((j.get("next_run") for j in jobs if j.get("id") == "collection"), None)

@@ -79,7 +79,6 @@ _CLEANUP_INTERVAL_S = 3600
 
 @dataclass
 class _Metrics:
-    total_collections: int = 0
     successful_collections: int = 0
     failed_collections: int = 0
     total_quotes_collected: int = 0
@@ -91,13 +90,20 @@ class _Metrics:
     job_errors: int = 0
     missed_runs: int = 0
 
+    @property
+    def total_collections(self) -> int:
+        """Every collection counts once: it succeeded or it failed."""
+        return self.successful_collections + self.failed_collections
+
 
 class DataScheduler:
     """Collects quotes for the tracked symbols on a schedule (the seed's API).
 
     `update_interval_minutes` defaults to `settings.update_interval_seconds` / 60 and must be
     at least 1. Symbols without an `asset_classes` entry get the class their suffix implies.
-    Without a `hybrid`, one is built from the settings on first use and cleaned up on `stop()`.
+    Without a `hybrid` (the seed's library use), the scheduler builds one from the settings on
+    first use and cleans it up on `stop()`; a given one belongs to whoever built it (the
+    daemon's node, `crawler.node`) and is left open.
     With a `watchlist` the tracked symbols live there (shared with the CLI); without, in memory.
     `market_hours` is used only when `settings.market_hours_enabled`.
     """
@@ -141,27 +147,15 @@ class DataScheduler:
         # (job id, "error" | "missed"): the per-job counters of crawler.service.metrics.
         self._on_job_problem = on_job_problem
         self._heartbeat_interval_s = float(heartbeat_interval_s)
-        self._hybrid = hybrid
-        self._owns_hybrid = hybrid is None
+        #: The hybrid given (its builder closes it), else the one built on first use (ours).
+        self._given_hybrid = hybrid
+        self._built_hybrid: HybridDataSource | None = None
         self._watchlist = watchlist
         self._history = history
         self._now = now
         use_hours = market_hours if settings.market_hours_enabled else None
         #: Who may spend money in a collection (pacing and priority); see spending.py.
-        self.spending = SpendingPolicy(
-            pacing=settings.budget_pacing,
-            # The daemon passes `[budget] policy`; a scheduler used as a library (the seed's
-            # examples) keeps the seed's documented behaviour: paced, Bright Data first.
-            policy=budget_policy or "paced",
-            # Today's paid requests against the seed's order: the daemon keeps them on disk.
-            counts_path=(
-                Path(settings.data_dir) / SEED_ORDER_FILE if budget_policy is not None else None
-            ),
-            max_quote_age_s=float(settings.budget_max_quote_age_seconds),
-            interval_s=self.update_interval_s,
-            timezone=settings.budget_timezone,
-            market_hours=use_hours,
-        )
+        self.spending = _spending_policy(settings, budget_policy, self.update_interval_s, use_hours)
         self._collector = Collector(
             market_hours=use_hours,
             now=now,
@@ -201,7 +195,7 @@ class DataScheduler:
     @property
     def hybrid(self) -> HybridDataSource | None:
         """The hybrid fetcher in use; None until a collection builds the scheduler's own."""
-        return self._hybrid
+        return self._given_hybrid if self._given_hybrid is not None else self._built_hybrid
 
     def apply_settings(self, settings: Settings, market_hours: MarketClock | None) -> None:
         """Take reloaded `settings`: the collection interval and jitter (the collection job is
@@ -300,8 +294,9 @@ class DataScheduler:
             if scheduler is not None and scheduler.running:
                 # Pause first so no new run is submitted while we wait for the current one.
                 scheduler.pause()
-            if abort and self._hybrid is not None:
-                self._hybrid.abort()
+            hybrid = self.hybrid
+            if abort and hybrid is not None:
+                hybrid.abort()
             finished = self._collect_lock.acquire(timeout=max(0.0, timeout_s))
             if finished:
                 self._collect_lock.release()
@@ -422,7 +417,7 @@ class DataScheduler:
     def paid_allowance_now(self) -> int | None:
         """The paid allowance a collection starting now would get, reckoned as the collection
         reckons it (None: unpaced, or no paid source)."""
-        hybrid = self._hybrid
+        hybrid = self.hybrid
         if hybrid is None or "bright_data" not in hybrid.sources:
             return None
         return self._collector.preview_allowance(hybrid, self._tracked_items(), self._now())
@@ -438,18 +433,21 @@ class DataScheduler:
             return list(self._tracked.items())
 
     def _hybrid_source(self) -> HybridDataSource:
+        if self._given_hybrid is not None:
+            return self._given_hybrid
         with self._hybrid_lock:
-            if self._hybrid is None:
+            if self._built_hybrid is None:
                 from crawler.orchestrator.hybrid import HybridDataSource
 
-                self._hybrid = HybridDataSource(self._settings)
-            return self._hybrid
+                self._built_hybrid = HybridDataSource(self._settings)
+            return self._built_hybrid
 
     def _release_hybrid(self) -> None:
+        """Clean up the hybrid this scheduler built (a given one is left to its builder)."""
         with self._hybrid_lock:
-            if self._owns_hybrid and self._hybrid is not None:
-                hybrid, self._hybrid = self._hybrid, None
-                hybrid.cleanup()
+            built, self._built_hybrid = self._built_hybrid, None
+        if built is not None:
+            built.cleanup()
 
     def _scheduled_collection(self) -> None:
         if not self._accepting:  # stop() began after this run was submitted
@@ -468,13 +466,11 @@ class DataScheduler:
                 )
             except BaseException:
                 with self._stats_lock:
-                    self._metrics.total_collections += 1
                     self._metrics.failed_collections += 1
                     self._metrics.last_collection_at = self._now()
                 raise
             with self._stats_lock:
                 m = self._metrics
-                m.total_collections += 1
                 if report.succeeded:
                     m.successful_collections += 1
                     m.last_success_at = report.started_at
@@ -573,6 +569,25 @@ class DataScheduler:
             # A fixed order (not APScheduler's next-run order), so status output is stable.
             for job in sorted(scheduler.get_jobs(), key=lambda job: _JOB_ORDER.get(job.id, 99))
         ]
+
+
+def _spending_policy(
+    settings: Settings, budget_policy: str | None, interval_s: float, hours: MarketClock | None
+) -> SpendingPolicy:
+    return SpendingPolicy(
+        pacing=settings.budget_pacing,
+        # The daemon passes `[budget] policy`; a scheduler used as a library (the seed's
+        # examples) keeps the seed's documented behaviour: paced, Bright Data first.
+        policy=budget_policy or "paced",
+        # Today's paid requests against the seed's order: the daemon keeps them on disk.
+        counts_path=(
+            Path(settings.data_dir) / SEED_ORDER_FILE if budget_policy is not None else None
+        ),
+        max_quote_age_s=float(settings.budget_max_quote_age_seconds),
+        interval_s=interval_s,
+        timezone=settings.budget_timezone,
+        market_hours=hours,
+    )
 
 
 def _interval_s(update_interval_minutes: float | None, settings: Settings) -> float:
