@@ -32,10 +32,11 @@ server starts waiting for it, however slowly it trickles in: a slowloris client 
 every few seconds) is dropped then, and a flood of them only makes the loop close the oldest
 waiting connections, never keeps `status`, `reload` or `stop` out.
 
-This module is the server (lifecycle, routing, connection limits); the rest of the daemon's
-control interface lives next to it: `messages` (Request, Response, Handler, error statuses),
-`http11` (parsing requests and writing answers on one connection) and `socket_file` (the socket's
-modes, stale sockets, the start-up lock, peer credentials). The names below are re-exported here.
+This module is the server (lifecycle, connection limits); the rest of the daemon's control
+interface lives next to it: `messages` (Request, Response, Handler, error statuses),
+`route_table` (paths to handlers, `/v1` and the old aliases), `http11` (parsing requests and
+writing answers on one connection) and `socket_file` (the socket's modes, stale sockets, the
+start-up lock, peer credentials). The names below are re-exported here.
 """
 
 from __future__ import annotations
@@ -48,21 +49,19 @@ import socketserver
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from crawler.daemon.http11 import LINGER_S, ConnectionHandler, lingering_close, raw_error_response
 from crawler.daemon.messages import (
     API_PREFIX,
-    API_VERSION,
     ERROR_STATUS,
     Handler,
-    Problem,
     Request,
     Response,
     status_for_error,
 )
+from crawler.daemon.route_table import RouteTable
 from crawler.daemon.socket_file import (
     PeerCredentials,
     directory_lock,
@@ -88,60 +87,6 @@ __all__ = [
 logger = get_logger("crawler.control")
 
 _MAX_REFUSAL_THREADS = 8
-
-
-class _Route(NamedTuple):
-    method: str
-    segments: tuple[str, ...]  # a literal, or "{name}" for a parameter
-    handler: Handler
-
-    @property
-    def param_count(self) -> int:
-        return sum(1 for segment in self.segments if _is_param(segment))
-
-    def match(self, segments: list[str]) -> dict[str, str] | None:
-        if len(segments) != len(self.segments):
-            return None
-        params: dict[str, str] = {}
-        for pattern, value in zip(self.segments, segments, strict=True):
-            if _is_param(pattern):
-                if not value:
-                    return None
-                params[pattern[1:-1]] = value
-            elif pattern != value:
-                return None
-        return params
-
-
-def _is_param(segment: str) -> bool:
-    return segment.startswith("{") and segment.endswith("}")
-
-
-def _compile_path(path: str) -> tuple[str, ...]:
-    if not path.startswith("/"):
-        raise ValueError(f"route path must start with '/': {path!r}")
-    segments = tuple(path.split("/")[1:])
-    for segment in segments:
-        if _is_param(segment):
-            if not segment[1:-1].isidentifier():
-                raise ValueError(f"route parameter must be {{identifier}}: {segment!r} in {path!r}")
-        elif "{" in segment or "}" in segment:
-            raise ValueError(f"a parameter must be a whole segment: {segment!r} in {path!r}")
-    return segments
-
-
-def _ping(request: Request) -> Response:
-    return Response(body={"pong": True, "api_version": API_VERSION})
-
-
-def _deprecated(handler: Handler) -> Handler:
-    """`handler` for an unversioned alias: the same answer, marked deprecated (RFC 9745)."""
-
-    def alias(request: Request) -> Response:
-        response = handler(request)
-        return replace(response, headers={**response.headers, "Deprecation": "true"})
-
-    return alias
 
 
 class _Waiting(NamedTuple):
@@ -199,7 +144,7 @@ class _UnixServer(socketserver.UnixStreamServer):
 
     def match(self, method: str, segments: list[str]) -> tuple[Handler, dict[str, str]]:
         """The route's handler and path parameters, or a Problem (404, 405)."""
-        return self.control._match(method, segments)
+        return self.control.routes.match(method, segments)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -512,11 +457,11 @@ class ControlServer:
         self.max_body_bytes = max_body_bytes
         self.client_timeout_s = client_timeout_s
         self.max_connections = max_connections
-        self._routes: list[_Route] = []
+        #: The routes, `GET /v1/ping` built in.
+        self.routes = RouteTable()
         self._server: _UnixServer | None = None
         self._thread: threading.Thread | None = None
         self._socket_identity: tuple[int, int] | None = None
-        self.route("GET", "/ping", _ping)
 
     @property
     def socket_path(self) -> Path:
@@ -524,40 +469,9 @@ class ControlServer:
         return self._socket_path
 
     def route(self, method: str, path: str, handler: Handler) -> None:
-        """Answer `method` on `/v1{path}` (and `path`) with `handler`; `{name}` segments become
-        path_params. A `path` given with the `/v1` prefix means the same route.
-
-        Register routes before `start()`. A literal segment wins over a parameter, so
-        "/symbols/count" and "/symbols/{symbol}" can coexist.
-        """
-        method = method.upper()
-        if not method.isalpha():
-            raise ValueError(f"bad HTTP method: {method!r}")
-        if path.startswith(API_PREFIX + "/"):
-            path = path.removeprefix(API_PREFIX)
-        versioned = _compile_path(API_PREFIX + path)
-        if any(r.method == method and r.segments == versioned for r in self._routes):
-            raise ValueError(f"route {method} {path} is already registered")
-        self._routes.append(_Route(method, versioned, handler))
-        self._routes.append(_Route(method, _compile_path(path), _deprecated(handler)))
-
-    def _match(self, method: str, segments: list[str]) -> tuple[Handler, dict[str, str]]:
-        """The handler for `method` on the decoded `segments`, or a 404/405 problem."""
-        matches = [
-            (route, params)
-            for route in self._routes
-            if (params := route.match(segments)) is not None
-        ]
-        if not matches:
-            raise Problem(404, "no such path: /" + "/".join(segments))
-        for_method = [(r, p) for r, p in matches if r.method == method]
-        if not for_method:
-            allowed = ", ".join(sorted({r.method for r, _ in matches}))
-            raise Problem(
-                405, f"{method} is not allowed here; use {allowed}", headers={"Allow": allowed}
-            )
-        route, params = min(for_method, key=lambda pair: pair[0].param_count)
-        return route.handler, params
+        """Answer `method` on `/v1{path}` (and `path`) with `handler` (see `RouteTable.add`).
+        Register routes before `start()`."""
+        self.routes.add(method, path, handler)
 
     def start(self) -> None:
         """Bind the socket (0600, in a 0700 directory) and serve on a background thread.

@@ -45,7 +45,17 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from crawler.daemon.control_server import ControlServer, Handler, Request, Response
+from crawler.daemon.control_server import ControlServer, Request, Response
+from crawler.daemon.fields import (
+    BadRequest,
+    body_of,
+    checked,
+    flag,
+    int_query,
+    optional_str,
+    required_str,
+    strings,
+)
 from crawler.service.exports import HistoryQuery
 from crawler.service.verbs import Operations
 from crawler.utils.exceptions import CrawlerError
@@ -61,86 +71,10 @@ _EXPORT_TYPES = {"csv": _CSV_TYPE, "jsonl": _JSONL_TYPE, "parquet": _PARQUET_TYP
 _NDJSON_TYPE = "application/x-ndjson"
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _MAX_FETCH_SYMBOLS = 1000
+_SYMBOLS = 'strings, e.g. ["AAPL:US"]'
 #: A streamed history says how many rows it holds and how many matched (it may be cut).
 _ROWS_HEADER = "X-Crawler-Rows"
 _TOTAL_ROWS_HEADER = "X-Crawler-Rows-Total"
-
-
-class _BadRequest(Exception):
-    """A request whose fields do not have the types the route needs."""
-
-
-def _checked(handler: Callable[[Request], Response]) -> Handler:
-    def run(request: Request) -> Response:
-        try:
-            return handler(request)
-        except _BadRequest as exc:
-            return Response.error(400, "BadRequest", str(exc))
-
-    return run
-
-
-def _body(request: Request) -> dict[str, Any]:
-    if request.body is None:
-        return {}
-    if not isinstance(request.body, dict):
-        raise _BadRequest("the body must be a JSON object")
-    return request.body
-
-
-def _optional_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise _BadRequest(f"'{name}' must be a string or null, not {type(value).__name__}")
-    return value
-
-
-def _required_str(body: dict[str, Any], name: str) -> str:
-    value = _optional_str(body, name)
-    if value is None:
-        raise _BadRequest(f"'{name}' is required (a string)")
-    return value
-
-
-def _bool(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
-    if not isinstance(value, bool):
-        raise _BadRequest(f"'{name}' must be true or false, not {type(value).__name__}")
-    return value
-
-
-def _unknown_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(body) - allowed)
-    if extra:
-        raise _BadRequest(f"unknown field '{extra[0]}'; allowed: {', '.join(sorted(allowed))}")
-
-
-def _major_units(request: Request) -> bool:
-    """`units=major` (GBp → GBP...) or `units=source` (the default: as stored)."""
-    units = request.query.get("units", "source")
-    if units not in ("source", "major"):
-        raise _BadRequest(f"'units' must be source or major, not {units!r}")
-    return units == "major"
-
-
-def _int_query(request: Request, name: str) -> int | None:
-    text = request.query.get(name)
-    if text is None or text == "":
-        return None
-    if not text.isdigit():
-        raise _BadRequest(f"'{name}' must be a whole number, not {text!r}")
-    if len(text) > _MAX_INT_DIGITS:
-        # 10**30 overflowed SQLite's 64-bit integers: a 500 instead of this 400.
-        raise _BadRequest(f"'{name}' must be at most {_MAX_INT_QUERY}, not {text}")
-    value = int(text)
-    if value > _MAX_INT_QUERY:
-        raise _BadRequest(f"'{name}' must be at most {_MAX_INT_QUERY}, not {text}")
-    return value
-
-
-#: The largest whole number a query parameter takes (SQLite's integers are 64-bit).
-_MAX_INT_QUERY = 2**63 - 1
-_MAX_INT_DIGITS = len(str(_MAX_INT_QUERY))
 
 
 #: A streamed backfill sends a line at least this often, so a long 429 pause is not a timeout.
@@ -237,129 +171,152 @@ def register_routes(
     server: ControlServer, ops: Operations, request_stop: Callable[[str], None]
 ) -> None:
     """Register the control API on `server`; `request_stop(reason)` begins the shutdown."""
+    api = _Api(ops, request_stop)
+    table: list[tuple[str, str, Callable[[Request], Response]]] = [
+        ("GET", "/status", api.status),
+        ("GET", "/health", api.health),
+        ("POST", "/fetch", api.fetch),
+        ("GET", "/symbols", api.list_symbols),
+        ("POST", "/symbols", api.add_symbol),
+        ("DELETE", "/symbols/{symbol}", api.remove_symbol),
+        ("POST", "/collect", api.collect),
+        ("POST", "/stop", api.stop),
+        ("GET", "/config", api.config),
+        ("GET", "/budget", api.budget),
+        ("GET", "/metrics", api.metrics),
+        ("GET", "/history", api.history),
+        ("GET", "/export", api.export),
+        ("POST", "/backfill", api.backfill),
+    ]
+    for method, path, handler in table:
+        server.route(method, path, checked(handler))
 
-    def status(request: Request) -> Response:
+
+def _symbol_list(body: dict[str, Any], name: str) -> list[str]:
+    """1 to `_MAX_FETCH_SYMBOLS` symbols."""
+    symbols = strings(body, name, _SYMBOLS)
+    if not symbols or len(symbols) > _MAX_FETCH_SYMBOLS:
+        raise BadRequest(f"'{name}' must hold 1 to {_MAX_FETCH_SYMBOLS} symbols")
+    return symbols
+
+
+def _major_units(request: Request) -> bool:
+    """`units=major` (GBp → GBP...) or `units=source` (the default: as stored)."""
+    units = request.query.get("units", "source")
+    if units not in ("source", "major"):
+        raise BadRequest(f"'units' must be source or major, not {units!r}")
+    return units == "major"
+
+
+class _Api:
+    """The routes' handlers, each one `Operations` call."""
+
+    def __init__(self, ops: Operations, request_stop: Callable[[str], None]) -> None:
+        self.ops = ops
+        self.request_stop = request_stop
+
+    def status(self, request: Request) -> Response:
         symbol = request.query.get("symbol")
         if symbol:  # `crawler status SYMBOL`: one symbol, why it waits, its last error
-            return Response(body=ops.symbol_status(symbol))
-        return Response(body=ops.status(_int_query(request, "rows")))
+            return Response(body=self.ops.symbol_status(symbol))
+        return Response(body=self.ops.status(int_query(request, "rows")))
 
-    def health(request: Request) -> Response:
-        return Response(
-            body={
-                "status": "ok",
-                "pid": os.getpid(),
-                "data_dir": str(ops.settings.data_dir),
-            }
-        )
+    def health(self, request: Request) -> Response:
+        data_dir = str(self.ops.settings.data_dir)
+        return Response(body={"status": "ok", "pid": os.getpid(), "data_dir": data_dir})
 
-    def fetch(request: Request) -> Response:
-        body = _body(request)
-        _unknown_fields(body, {"symbols", "fresh", "asset_class", "progress", "paid"})
-        symbols = body.get("symbols")
-        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
-            raise _BadRequest("'symbols' must be a list of strings, e.g. [\"AAPL:US\"]")
-        if not symbols or len(symbols) > _MAX_FETCH_SYMBOLS:
-            raise _BadRequest(f"'symbols' must hold 1 to {_MAX_FETCH_SYMBOLS} symbols")
-        fresh, asset_class = _bool(body, "fresh"), _optional_str(body, "asset_class")
-        paid = _bool(body, "paid")
-        if _bool(body, "progress"):
+    def fetch(self, request: Request) -> Response:
+        ops = self.ops
+        body = body_of(request, {"symbols", "fresh", "asset_class", "progress", "paid"})
+        symbols = _symbol_list(body, "symbols")
+        fresh, asset_class = flag(body, "fresh"), optional_str(body, "asset_class")
+        paid = flag(body, "paid")
+        if flag(body, "progress"):
             parsed, _errors, _notices = ops.parse_symbols(symbols, asset_class)  # 400 first
             total = len({sym.canonical for sym in parsed})
             stream = _fetch_with_progress(ops, symbols, fresh, asset_class, total, paid)
             return Response(stream=stream, content_type=_NDJSON_TYPE)
         return Response(body=ops.fetch(symbols, fresh, asset_class, paid=paid))
 
-    def backfill(request: Request) -> Response:
-        body = _body(request)
-        _unknown_fields(body, {"symbols", "all", "since", "until", "interval", "progress"})
-        symbols = body.get("symbols") or []
-        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
-            raise _BadRequest("'symbols' must be a list of strings, e.g. [\"AAPL:US\"]")
+    def backfill(self, request: Request) -> Response:
+        body = body_of(request, {"symbols", "all", "since", "until", "interval", "progress"})
         arguments: dict[str, Any] = {
-            "symbols": symbols,
-            "all_tracked": _bool(body, "all"),
-            "since": _optional_str(body, "since"),
-            "until": _optional_str(body, "until"),
-            "interval": _optional_str(body, "interval") or "1d",
+            "symbols": strings(body, "symbols", _SYMBOLS, optional=True),
+            "all_tracked": flag(body, "all"),
+            "since": optional_str(body, "since"),
+            "until": optional_str(body, "until"),
+            "interval": optional_str(body, "interval") or "1d",
         }
-        if _bool(body, "progress"):
-            return Response(
-                stream=_backfill_with_progress(ops, arguments), content_type=_NDJSON_TYPE
-            )
-        return Response(body=ops.backfill(**arguments))
+        if flag(body, "progress"):
+            stream = _backfill_with_progress(self.ops, arguments)
+            return Response(stream=stream, content_type=_NDJSON_TYPE)
+        return Response(body=self.ops.backfill(**arguments))
 
-    def list_symbols(request: Request) -> Response:
-        return Response(body=ops.list_symbols())
+    def list_symbols(self, request: Request) -> Response:
+        return Response(body=self.ops.list_symbols())
 
-    def add_symbol(request: Request) -> Response:
-        body = _body(request)
-        _unknown_fields(body, {"symbol", "symbols", "asset_class"})
-        asset_class = _optional_str(body, "asset_class")
+    def add_symbol(self, request: Request) -> Response:
+        body = body_of(request, {"symbol", "symbols", "asset_class"})
+        asset_class = optional_str(body, "asset_class")
         if "symbols" in body:  # many in one request: `crawler symbols add` of a long list
             if "symbol" in body:
-                raise _BadRequest("give 'symbol' or 'symbols', not both")
-            symbols = body["symbols"]
-            if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
-                raise _BadRequest("'symbols' must be a list of strings, e.g. [\"AAPL:US\"]")
-            if not symbols or len(symbols) > _MAX_FETCH_SYMBOLS:
-                raise _BadRequest(f"'symbols' must hold 1 to {_MAX_FETCH_SYMBOLS} symbols")
-            return Response(body=ops.add_symbols(symbols, asset_class))
-        result = ops.add_symbol(_required_str(body, "symbol"), asset_class)
+                raise BadRequest("give 'symbol' or 'symbols', not both")
+            return Response(body=self.ops.add_symbols(_symbol_list(body, "symbols"), asset_class))
+        result = self.ops.add_symbol(required_str(body, "symbol"), asset_class)
         return Response(status=201 if result["added"] else 200, body=result)
 
-    def remove_symbol(request: Request) -> Response:
-        result = ops.remove_symbol(request.path_params["symbol"])
+    def remove_symbol(self, request: Request) -> Response:
+        result = self.ops.remove_symbol(request.path_params["symbol"])
         if not result["removed"]:
             return Response.error(404, "NotTracked", f"{result['symbol']} is not tracked")
         return Response(body=result)
 
-    def collect(request: Request) -> Response:
-        return Response(body=ops.collect())
+    def collect(self, request: Request) -> Response:
+        return Response(body=self.ops.collect())
 
-    def stop(request: Request) -> Response:
-        request_stop("POST /stop")
+    def stop(self, request: Request) -> Response:
+        self.request_stop("POST /stop")
         return Response(status=202, body={"stopping": True, "pid": os.getpid()})
 
-    def config(request: Request) -> Response:
-        return Response(body=ops.config())
+    def config(self, request: Request) -> Response:
+        return Response(body=self.ops.config())
 
-    def budget(request: Request) -> Response:
-        return Response(body=ops.budget())
+    def budget(self, request: Request) -> Response:
+        return Response(body=self.ops.budget())
 
-    def metrics(request: Request) -> Response:
-        return Response(text=ops.metrics_text(), content_type=_METRICS_TYPE)
+    def metrics(self, request: Request) -> Response:
+        return Response(text=self.ops.metrics_text(), content_type=_METRICS_TYPE)
 
-    def history(request: Request) -> Response:
+    def history(self, request: Request) -> Response:
         query = request.query
         symbol = query.get("symbol")
         if not symbol:
-            raise _BadRequest("'symbol' is required, e.g. ?symbol=AAPL:US")
+            raise BadRequest("'symbol' is required, e.g. ?symbol=AAPL:US")
         fmt = query.get("format", "json")
         order = query.get("order", "newest")
         if order not in ("newest", "oldest"):
-            raise _BadRequest(f"'order' must be newest or oldest, not {order!r}")
+            raise BadRequest(f"'order' must be newest or oldest, not {order!r}")
         since, until = query.get("since"), query.get("until")
-        limit, oldest_first = _int_query(request, "limit"), order == "oldest"
+        limit, oldest_first = int_query(request, "limit"), order == "oldest"
         major, kind = _major_units(request), query.get("kind", "all")
         asked = HistoryQuery(symbol, since, until, limit, oldest_first, major, kind)
         if fmt == "json":
-            return Response(body=ops.history(asked))
+            return Response(body=self.ops.history(asked))
         if fmt not in ("csv", "jsonl"):
-            raise _BadRequest(f"'format' must be json, csv or jsonl, not {fmt!r}")
-        sent, total, stream = ops.history_export(fmt, asked)
+            raise BadRequest(f"'format' must be json, csv or jsonl, not {fmt!r}")
+        sent, total, stream = self.ops.history_export(fmt, asked)
         return Response(
             stream=stream,
             content_type=_CSV_TYPE if fmt == "csv" else _JSONL_TYPE,
             headers={_ROWS_HEADER: str(sent), _TOTAL_ROWS_HEADER: str(total)},
         )
 
-    def export(request: Request) -> Response:
+    def export(self, request: Request) -> Response:
         query = request.query
         fmt = query.get("format", "csv")
         raw = query.get("symbols")
         symbols = [s for s in raw.split(",") if s.strip()] if raw else None
-        rows, stream = ops.export(
+        rows, stream = self.ops.export(
             fmt,
             query.get("since"),
             query.get("until"),
@@ -373,22 +330,3 @@ def register_routes(
             content_type=_EXPORT_TYPES.get(fmt, _JSONL_TYPE),
             headers={_ROWS_HEADER: str(rows)},
         )
-
-    table: list[tuple[str, str, Callable[[Request], Response]]] = [
-        ("GET", "/status", status),
-        ("GET", "/health", health),
-        ("POST", "/fetch", fetch),
-        ("GET", "/symbols", list_symbols),
-        ("POST", "/symbols", add_symbol),
-        ("DELETE", "/symbols/{symbol}", remove_symbol),
-        ("POST", "/collect", collect),
-        ("POST", "/stop", stop),
-        ("GET", "/config", config),
-        ("GET", "/budget", budget),
-        ("GET", "/metrics", metrics),
-        ("GET", "/history", history),
-        ("GET", "/export", export),
-        ("POST", "/backfill", backfill),
-    ]
-    for method, path, handler in table:
-        server.route(method, path, _checked(handler))
