@@ -24,6 +24,7 @@ from typing import NamedTuple
 from crawler.logging import get_logger
 from crawler.utils.exceptions import ConfigError, DaemonAlreadyRunningError, DaemonError
 from crawler.utils.locks import flock_within
+from crawler.utils.private_dir import make_private_dir, stat_dir
 from crawler.utils.trusted_path import UntrustedPathError, trusted_path, writable_by_others
 
 __all__ = [
@@ -100,38 +101,27 @@ def secure_directory(directory: Path, socket_name: str) -> None:
     socket's own mode 0600 still keeps other users out.
     """
     _check_trusted(directory)
-    created = False
     try:
-        directory.mkdir(mode=0o700, parents=True)
-        created = True
-    except FileExistsError:
-        pass
+        created = make_private_dir(directory)
     except OSError as exc:
         raise DaemonError(f"cannot create control socket directory {directory}: {exc}") from exc
     try:
-        fd = os.open(
-            _check_trusted(directory), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
+        info = stat_dir(_check_trusted(directory), chmod_to=0o700 if created else None)
     except OSError as exc:
         raise DaemonError(
             f"{directory} is not a directory; cannot put the control socket in it"
             if exc.errno in (errno.ENOTDIR, errno.ELOOP)
             else f"cannot open control socket directory {directory}: {exc.strerror or exc}"
         ) from exc
-    try:
-        info = os.fstat(fd)
-        if info.st_uid != os.geteuid():
-            # Its owner could swap our socket for theirs, or plant a symlink where it goes.
-            raise ConfigError(
-                f"control socket directory {directory} belongs to uid {info.st_uid}, not to "
-                f"this daemon's user (uid {os.geteuid()}); set CRAWLER_SOCKET in a directory "
-                "you own"
-            )
-        if created:
-            os.fchmod(fd, 0o700)  # mkdir's mode went through the umask
-            return
-    finally:
-        os.close(fd)
+    if info.st_uid != os.geteuid():
+        # Its owner could swap our socket for theirs, or plant a symlink where it goes.
+        raise ConfigError(
+            f"control socket directory {directory} belongs to uid {info.st_uid}, not to "
+            f"this daemon's user (uid {os.geteuid()}); set CRAWLER_SOCKET in a directory "
+            "you own"
+        )
+    if created:
+        return
     if info.st_mode & 0o077 == 0:
         return
     if writable_by_others(info):

@@ -36,6 +36,7 @@ from diskcache.core import MODE_BINARY, MODE_RAW, UNKNOWN
 from crawler.store.thread_cache import ThreadCache
 from crawler.utils.exceptions import DataDirError, StorageError
 from crawler.utils.locks import flock_within
+from crawler.utils.private_dir import make_private_dir, stat_dir
 from crawler.utils.trusted_path import UntrustedPathError, trusted_path, writable_by_others
 
 __all__ = [
@@ -164,29 +165,20 @@ def ensure_data_dir(path: Path) -> Path:
     path = path.expanduser().absolute()
     try:
         _trusted(path)
-        created = False
-        # FileExistsError means a non-directory is in the way; the check below names it.
-        with suppress(FileExistsError):
-            path.mkdir(mode=_DIR_MODE, parents=True)
-            created = True
-        fd = os.open(_trusted(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            info = os.fstat(fd)
-            if info.st_uid != os.geteuid():
-                raise DataDirError(
-                    f"data dir {path} belongs to uid {info.st_uid}, not to this process's "
-                    f"user (uid {os.geteuid()}); set DATA_DIR to a directory you own"
-                )
-            if created:
-                os.fchmod(fd, _DIR_MODE)  # mkdir's mode went through the umask
-            elif info.st_mode & 0o022 and writable_by_others(info):
-                raise DataDirError(
-                    f"data dir {path} is writable by other users (mode "
-                    f"{stat.S_IMODE(info.st_mode):o}), who could plant links for its files; "
-                    f"chmod 700 {path}, or set DATA_DIR to a directory of your own"
-                )
-        finally:
-            os.close(fd)
+        # A non-directory in the way is named by stat_dir's ENOTDIR.
+        created = make_private_dir(path, _DIR_MODE)
+        info = stat_dir(_trusted(path), chmod_to=_DIR_MODE if created else None)
+        if info.st_uid != os.geteuid():
+            raise DataDirError(
+                f"data dir {path} belongs to uid {info.st_uid}, not to this process's "
+                f"user (uid {os.geteuid()}); set DATA_DIR to a directory you own"
+            )
+        if not created and info.st_mode & 0o022 and writable_by_others(info):
+            raise DataDirError(
+                f"data dir {path} is writable by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):o}), who could plant links for its files; "
+                f"chmod 700 {path}, or set DATA_DIR to a directory of your own"
+            )
         _probe_write(path)
     except OSError as exc:
         raise DataDirError(_describe(path, exc)) from exc
