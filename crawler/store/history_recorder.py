@@ -65,7 +65,12 @@ class HistoryRecorder:
         self._batch_size = max(1, batch_size)
         self._max_delay_s = max_delay_s
         self._clock = clock
-        self._cond = threading.Condition()
+        # One lock, two conditions: the writer waits on `_cond` for work, durable adders on
+        # `_committed` for their commit. A landing quote wakes only the writer, a commit only
+        # the adders (one condition woke every waiting worker at each quote and each commit).
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        self._committed = threading.Condition(lock)
         self._waiting: list[Quote] = []
         self._oldest_at_s: float | None = None
         # Quotes handed in so far, and how many of them have had their commit (or failed):
@@ -96,12 +101,12 @@ class HistoryRecorder:
                 self._oldest_at_s = self._clock()
             if durable:
                 self._urgent = True
-                self._cond.notify_all()
+                self._cond.notify()
                 while self._done < mine:
-                    self._cond.wait()
+                    self._committed.wait()
                 return
             if len(self._waiting) >= self._batch_size or len(self._waiting) == 1:
-                self._cond.notify_all()
+                self._cond.notify()
 
     def close(self) -> int:
         """Write what is waiting, stop the writer; the count of new rows. Raises StorageError
@@ -161,7 +166,7 @@ class HistoryRecorder:
         finally:
             with self._cond:
                 self._done += len(batch)
-                self._cond.notify_all()  # durable adders waiting for this batch
+                self._committed.notify_all()  # durable adders waiting for this batch
 
     def _commit(self, batch: list[Quote]) -> None:
         try:
