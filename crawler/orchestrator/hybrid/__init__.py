@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from crawler.orchestrator.hybrid.aio import AsyncHybridDataSource
 from crawler.orchestrator.hybrid.build import build_sources
-from crawler.orchestrator.hybrid.source import NEUTRAL_ERRORS, HybridDataSource, SourceUsage
+from crawler.orchestrator.hybrid.health import NEUTRAL_ERRORS, SourceUsage
+from crawler.orchestrator.hybrid.source import HybridDataSource
 
 __all__ = [
     "NEUTRAL_ERRORS",

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crawler.orchestrator.hybrid.health import BRIGHT_DATA, YFINANCE
 from crawler.sources.base import QuoteSource
 
 if TYPE_CHECKING:
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
     from crawler.store.backend import LedgerStore
 
 __all__ = ["BRIGHT_DATA", "YFINANCE", "build_sources"]
-
-#: The source names `SOURCES_ORDER` may list.
-BRIGHT_DATA = "bright_data"
-YFINANCE = "yfinance"
 
 
 def build_sources(
