@@ -6,6 +6,7 @@
 - `exports.py`: the history verbs (`HistoryVerbs`, a base of Operations) and exports.
 - `metrics.py`: the Prometheus recorder and registry; `status_metrics.py` the status
   document as families. The port that serves them is `crawler.daemon.metrics_port`.
+- `backfill.py`: backfills run one at a time (`BackfillRuns`).
 - `answers.py`: what answers are made of; `parts.py`: the node parts the views read.
 
 Import from the modules themselves; this package imports nothing, so `crawler status` stays

@@ -14,7 +14,6 @@ history verbs `crawler.service.exports`'s.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,17 +22,19 @@ from typing import TYPE_CHECKING, Any
 from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.normalizer.user_symbols import UserSymbol, read_symbol
-from crawler.service.answers import error_dict, jsonable, key_problems, parse_asset_class
+from crawler.service.answers import (
+    error_dict,
+    jsonable,
+    key_problems,
+    parse_asset_class,
+    parse_symbols,
+)
+from crawler.service.backfill import BackfillRuns
 from crawler.service.budget import budget_answer
 from crawler.service.exports import HistoryVerbs
 from crawler.service.fetching import FetchRecorder, ToldOnce, fresh_quote
 from crawler.service.status import StatusDocument
-from crawler.utils.exceptions import (
-    CrawlerError,
-    SymbolError,
-    UsageError,
-    WatchlistFullError,
-)
+from crawler.utils.exceptions import CrawlerError, UsageError, WatchlistFullError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -87,9 +88,7 @@ class Operations(HistoryVerbs):
         self._now = now
         self._status = StatusDocument(self, now)
         self._metrics_registry: CollectorRegistry | None = None
-        # One backfill at a time: a second would only queue on the same Yahoo bucket.
-        self._backfill_lock = threading.Lock()
-        self._bar_source: Any = None
+        self._backfills = BackfillRuns(self)
 
     @classmethod
     def offline(cls, settings: Settings) -> Operations:
@@ -113,8 +112,7 @@ class Operations(HistoryVerbs):
     def close(self) -> None:
         """Release the fetcher's threads and the stores' connections (offline use): the
         node's whole build when `offline` made it, else what was passed in."""
-        if self._bar_source is not None:
-            self._bar_source.close()
+        self._backfills.close()
         if self._node is not None:
             self._node.close()
             return
@@ -229,32 +227,8 @@ class Operations(HistoryVerbs):
         unpaid = {name for name, need in needs.items() if need is None}
         return unpaid, {name: need for name, need in needs.items() if need is not None}
 
-    @staticmethod
-    def parse_symbols(
-        symbols: Sequence[str], asset_class: str | AssetClass | None = None
-    ) -> tuple[list[Symbol], dict[str, dict[str, str]], list[str]]:
-        """The well-formed symbols, an error per malformed one, and a notice per Yahoo-form
-        one translated; SymbolError when none is well-formed (the request itself is bad: exit
-        2, HTTP 400), naming each."""
-        if not symbols:
-            raise SymbolError("no symbols given; name at least one, e.g. AAPL:US")
-        asset = parse_asset_class(asset_class)
-        parsed: list[Symbol] = []
-        notices: list[str] = []
-        errors: dict[str, dict[str, str]] = {}
-        for text in symbols:
-            try:
-                read = read_symbol(text, asset)
-            except SymbolError as exc:
-                errors[text] = error_dict(exc)
-                continue
-            parsed.append(read.symbol)
-            if read.notice:
-                notices.append(read.notice)
-        if not parsed:
-            # Nothing to fetch: the request itself is bad (exit 2, HTTP 400), naming each one.
-            raise SymbolError("; ".join(error["message"] for error in errors.values()))
-        return parsed, errors, notices
+    # The routes read a request's symbols before answering (a 400 comes first).
+    parse_symbols = staticmethod(parse_symbols)
 
     def _quote_dict(self, quote: Quote, now: datetime) -> dict[str, Any]:
         """A quote for the caller, with `source_stale`: its own time is older than its
@@ -401,7 +375,7 @@ class Operations(HistoryVerbs):
         only what is missing (`crawler.orchestrator.backfill`). `on_plan(requests)` is told
         how many requests the run will make before the first; `on_progress(done, total,
         symbol)` after each. The answer is the run's report plus `errors` per bad symbol."""
-        from crawler.orchestrator.backfill import DEFAULT_SINCE, Backfiller
+        from crawler.orchestrator.backfill import DEFAULT_SINCE
 
         if not all_tracked and not symbols:
             raise UsageError("name symbols to backfill, or --all for every tracked one")
@@ -416,38 +390,10 @@ class Operations(HistoryVerbs):
         else:
             parsed, errors, notices = self.parse_symbols(symbols)
         start, end = self._window(since or DEFAULT_SINCE, until)
-        if not self._backfill_lock.acquire(blocking=False):
-            raise UsageError("a backfill is already running; wait for it to finish")
-        try:
-            backfiller = Backfiller(self._bars(), self._history(), now=self._now)
-            plan = backfiller.plan(parsed, interval, start, end)
-            if on_plan is not None:
-                on_plan(len(plan.windows))
-            report = backfiller.run(plan, on_progress).to_dict()
-        finally:
-            self._backfill_lock.release()
+        report = self._backfills.run(
+            parsed, interval, start, end, history=self._history, now=self._now,
+            on_plan=on_plan, on_progress=on_progress,
+        )  # fmt: skip
         report["errors"] = {**errors, **report["errors"]}
         report["notices"] = notices + report["notices"]
         return report
-
-    def _bars(self) -> Any:
-        """The yfinance source a backfill asks: the hybrid's (its session, crumb and bucket),
-        or one of our own when the sources' order leaves yfinance out."""
-        source = self.hybrid.sources.get("yfinance")
-        if source is not None:
-            return source
-        if self._bar_source is None:
-            from crawler.sources.yahoo_throttle import shared_throttle
-            from crawler.sources.yfinance_source import YFinanceSource
-            from crawler.store.datadir import ensure_data_dir
-
-            settings = self.settings
-            self._bar_source = YFinanceSource(
-                endpoint=settings.yfinance_endpoint,
-                cache_dir=ensure_data_dir(Path(settings.data_dir) / "yfinance"),
-                timeout_s=float(settings.request_timeout_seconds),
-                deadline_s=float(settings.quote_deadline_seconds),
-                max_workers=1,
-                throttle=shared_throttle(settings.yfinance_max_rps),
-            )
-        return self._bar_source
