@@ -19,9 +19,9 @@ from crawler.sources.base import QuoteSource
 
 if TYPE_CHECKING:
     from crawler.config import Settings
-    from crawler.store.backend import LedgerStore
+    from crawler.store.backend import LedgerStore, Stores
 
-__all__ = ["BRIGHT_DATA", "YFINANCE", "build_sources"]
+__all__ = ["build_sources", "open_node_stores"]
 
 
 def build_sources(
@@ -75,3 +75,15 @@ def _yfinance(settings: Settings, cache_dir: Path) -> QuoteSource:
         # One bucket for the whole process, whoever builds a source.
         throttle=shared_throttle(settings.yfinance_max_rps),
     )
+
+
+def open_node_stores(settings: Settings | None) -> Stores:
+    """The stores the settings name (the data dir made 0700 first); for a hybrid built
+    without `stores=`, which then closes them."""
+    from crawler.store.backend import open_stores
+    from crawler.store.datadir import ensure_data_dir
+
+    if settings is None:
+        raise ValueError("pass stores=, or both ledger= and cache=, or settings")
+    ensure_data_dir(Path(settings.data_dir))
+    return open_stores(settings)

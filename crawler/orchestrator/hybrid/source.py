@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crawler.logging import get_logger
@@ -28,7 +27,7 @@ from crawler.normalizer.schemas import AssetClass, Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
 from crawler.orchestrator.hybrid.batch import Batcher
 from crawler.orchestrator.hybrid.budget import BudgetNews
-from crawler.orchestrator.hybrid.build import build_sources
+from crawler.orchestrator.hybrid.build import build_sources, open_node_stores
 from crawler.orchestrator.hybrid.chain import SourceChain
 from crawler.orchestrator.hybrid.cluster import LEASE_WAIT_S, ClusterLeases
 from crawler.orchestrator.hybrid.coalesce import Coalescer
@@ -89,7 +88,7 @@ class HybridDataSource:
         # The stores we open we also close; injected ones belong to the caller.
         self._owned_stores: Stores | None = None
         if stores is None and (ledger is None or cache is None):
-            stores = self._owned_stores = _open_stores(settings)
+            stores = self._owned_stores = open_node_stores(settings)
         if ledger is None or cache is None:
             assert stores is not None
             ledger, cache = ledger or stores.ledger, cache or stores.cache
@@ -438,14 +437,3 @@ class HybridDataSource:
         except BaseException as exc:
             outcome = exc
         self._coalescer.settle(sym.canonical, future, outcome)
-
-
-def _open_stores(settings: Settings | None) -> Stores:
-    """The stores the settings name (the data dir made 0700 first)."""
-    from crawler.store.backend import open_stores
-    from crawler.store.datadir import ensure_data_dir
-
-    if settings is None:
-        raise ValueError("pass stores=, or both ledger= and cache=, or settings")
-    ensure_data_dir(Path(settings.data_dir))
-    return open_stores(settings)
