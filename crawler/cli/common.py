@@ -1,6 +1,8 @@
-"""What every command shares: the global options, loading the settings, reaching the daemon.
+"""What every command shares: the global options, loading the settings, reaching the daemon,
+and the one rule for working on the data dir when no daemon answers (`via_daemon_or_offline`).
 
-Imports only typer, the settings and the control client: this is on `crawler status`'s path.
+Imports only typer, the settings and the control client: this is on `crawler status`'s path
+(the service layer, and pandas with it, is imported only when a command works offline).
 """
 
 from __future__ import annotations
