@@ -1,7 +1,7 @@
 """The money: what `crawler budget` answers and the status document's money line reads.
 
     budget_answer(ops, now)       # today's spend, the allowance now, the pace, the targets
-    budget_answer(ops, now, with_breakdown=False, stats=stats)    # status's money line
+    budget_answer(ops, now, stats=stats)    # status's money line, from the statistics it read
 
 The figures come from the ledger (through the hybrid's statistics) and the scheduler's
 spending policy; the report itself is `crawler.orchestrator.budget_report`'s (pure).
@@ -27,13 +27,12 @@ def budget_answer(
     parts: ServiceParts,
     now: datetime,
     *,
-    with_breakdown: bool = True,
     stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Today's spend, the allowance per collection now, when the budget runs out at this
     pace, paid requests per hour, the top paid symbols and the seed's three targets (see
-    `crawler.orchestrator.budget_report`). Without the breakdown (for `status`) the
-    ledger's per-hour and per-symbol counts are not read."""
+    `crawler.orchestrator.budget_report`). `stats`: the hybrid's statistics when the caller
+    has read them already (status, which drops the per-hour and per-symbol parts)."""
     from crawler.orchestrator.budget_report import budget_report
     from crawler.orchestrator.pacing import budget_day_end, requests_left
 

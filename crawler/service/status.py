@@ -212,7 +212,7 @@ class StatusDocument:
         from crawler.orchestrator.budget_report import summary_line
 
         try:
-            report = budget_answer(self._parts, self._now(), with_breakdown=False, stats=stats)
+            report = budget_answer(self._parts, self._now(), stats=stats)
         except Exception as exc:  # the money line must never break status
             return {"error": f"{type(exc).__name__}: {exc}"}
         report.pop("paid_by_hour", None)
