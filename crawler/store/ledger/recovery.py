@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from crawler.logging import get_logger
+from crawler.store.ledger.scripts import ADOPT_LUA, BEGIN_LUA, COMPLETE_LUA, REPORT_LUA
 from crawler.store.ledger.spend_record import SpendRecord, encode_report
 from crawler.store.ledger.terms import DAYS_KEPT, WHAT, WINDOW_MINUTES
 from crawler.store.redis_client import RedisConnection, text_map
@@ -51,13 +52,9 @@ from crawler.utils.clock import from_epoch_us as _from_us
 from crawler.utils.exceptions import StorageError, StoreUnavailableError
 
 __all__ = [
-    "ADOPT_LUA",
-    "BEGIN_LUA",
-    "COMPLETE_LUA",
     "DAY_KEY_TTL_S",
     "RECOVERY_GRACE_S",
     "RECOVERY_WAIT_S",
-    "REPORT_LUA",
     "RecoveryGate",
 ]
 
@@ -72,144 +69,6 @@ RECOVERY_GRACE_S: Final = 20.0
 DAY_KEY_TTL_S: Final = (DAYS_KEPT + 1) * 86_400
 #: Gate answers acted on per call before giving up (each is one epoch change met).
 GATE_TRIES: Final = 4
-
-# KEYS: epoch, clock. ARGV: new id, node. Creates an "ok" epoch for a cluster that has none:
-# new (no clock) or from before epochs (a clock: adopted). Returns the epoch's id.
-ADOPT_LUA: Final = """
-local ep = redis.call('HGET', KEYS[1], 'id')
-if ep then return ep end
-local t = redis.call('TIME')
-local adopted = redis.call('EXISTS', KEYS[2])
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'ok', 'by', ARGV[2],
-           'since_us', string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])),
-           'reason', adopted == 1 and 'adopted' or 'new cluster', 'adopted', adopted)
-return ARGV[1]
-"""
-
-# KEYS: epoch, reports, expected, clock, window. ARGV: new id, node, reason, the id found
-# lost ('' = the epoch key itself is gone), the node's now (us), the day key prefix. Starts a
-# recovering epoch unless another node already did. What is left of the ledger (a partial
-# loss: eviction) goes too: the reports rebuild all of it, and must not add to a remainder.
-BEGIN_LUA: Final = """
-local ep = redis.call('HGET', KEYS[1], 'id')
-if ep and ep ~= ARGV[4] then return ep end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-for _, key in ipairs(redis.call('KEYS', ARGV[6] .. '*')) do redis.call('DEL', key) end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'state', 'recovering', 'by', ARGV[2],
-           'since_us', ARGV[5], 'reason', ARGV[3], 'adopted', 0)
-return ARGV[1]
-"""
-
-# KEYS: epoch, reports, expected, clock, window. ARGV: epoch id, node, report JSON, day key
-# prefix, the reporter's real minute, ttl_s of day keys, window minutes.
-# Returns 1 applied, 2 already reported, 0 the epoch is another (re-read it).
-REPORT_LUA: Final = """
-local ep = redis.call('HGET', KEYS[1], 'id')
-if ep ~= ARGV[1] then return 0 end
-if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 2 end
-local r = cjson.decode(ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[2])
-for _, peer in ipairs(r.peers) do redis.call('SADD', KEYS[3], peer) end
-if redis.call('HGET', KEYS[1], 'adopted') == '1' then return 1 end
-local prefix, now_min, ttl = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-local c = r.clock
-if c.day ~= '' then
-  local sd = redis.call('HGET', KEYS[4], 'day')
-  local shw = tonumber(redis.call('HGET', KEYS[4], 'high_water_us') or '0')
-  local hw = tonumber(c.high_water_us)
-  if (not sd) or c.day > sd then
-    redis.call('HSET', KEYS[4], 'day', c.day, 'day_ends_us', c.day_ends_us,
-               'high_water_us', hw > shw and c.high_water_us or string.format('%d', shw))
-  elseif hw > shw then
-    redis.call('HSET', KEYS[4], 'high_water_us', c.high_water_us)
-  end
-end
-local current = redis.call('HGET', KEYS[4], 'day') or ''
-local function day_key(day)
-  local key = prefix .. day
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('HSET', key, 'billed_micro', 0, 'billed_count', 0, 'reserved_micro', 0,
-               'open_count', 0, 'seed_micro', 0, 'seed_count', 0)
-  end
-  redis.call('EXPIRE', key, ttl)
-  return key
-end
-local function num(key, field) return tonumber(redis.call('HGET', key, field) or '0') end
-local function reseed(day)
-  local key = day_key(day)
-  local own_m, own_c = num(key, 'rep_own_micro'), num(key, 'rep_own_count')
-  local want_m = math.max(own_m, num(key, 'rep_seen_micro'))
-  local want_c = math.max(own_c, num(key, 'rep_seen_count'))
-  local seed_m, seed_c = num(key, 'seed_micro'), num(key, 'seed_count')
-  if want_m > seed_m then
-    redis.call('HINCRBY', key, 'billed_micro', want_m - seed_m)
-    redis.call('HSET', key, 'seed_micro', string.format('%d', want_m))
-  end
-  if want_c > seed_c then
-    redis.call('HINCRBY', key, 'billed_count', want_c - seed_c)
-    redis.call('HSET', key, 'seed_count', string.format('%d', want_c))
-  end
-  if day == current then
-    -- spend no node claims as its own: counted in the window from now (the safe side)
-    local unclaimed = math.max(want_m - own_m, 0)
-    local windowed = num(key, 'seed_windowed')
-    if unclaimed > windowed then
-      redis.call('HINCRBY', KEYS[5], now_min, unclaimed - windowed)
-      redis.call('HSET', key, 'seed_windowed', string.format('%d', unclaimed))
-    end
-  end
-end
-for day, v in pairs(r.days) do
-  local key = day_key(day)
-  redis.call('HINCRBY', key, 'rep_own_micro', v[1])
-  redis.call('HINCRBY', key, 'rep_own_count', v[2])
-  reseed(day)
-end
-local s = r.seen
-if s.day ~= '' then
-  local key = day_key(s.day)
-  if tonumber(s.micro) > num(key, 'rep_seen_micro') then
-    redis.call('HSET', key, 'rep_seen_micro', s.micro)
-  end
-  if tonumber(s.count) > num(key, 'rep_seen_count') then
-    redis.call('HSET', key, 'rep_seen_count', s.count)
-  end
-  reseed(s.day)
-end
-local oldest = now_min - tonumber(ARGV[7])
-for minute, amount in pairs(r.window) do
-  if tonumber(minute) >= oldest then redis.call('HINCRBY', KEYS[5], minute, amount) end
-end
-redis.call('EXPIRE', KEYS[5], ttl)
-return 1
-"""
-
-# KEYS: epoch, reports, expected. ARGV: epoch id, the caller's now (us), the grace (us), then
-# the nodes beating now. Returns {state, since_us, reason, by, missing...} after adding the
-# live nodes to the expected set and turning the epoch "ok" when none is missing and the grace
-# has passed (every live node has beaten since the loss); {"gone"} when the epoch is another.
-COMPLETE_LUA: Final = """
-local ep = redis.call('HGET', KEYS[1], 'id')
-if ep ~= ARGV[1] then return {'gone'} end
-local state = redis.call('HGET', KEYS[1], 'state')
-local head = {'', redis.call('HGET', KEYS[1], 'since_us') or '0',
-              redis.call('HGET', KEYS[1], 'reason') or '', redis.call('HGET', KEYS[1], 'by') or ''}
-if state == 'ok' then head[1] = 'ok' return head end
-for i = 4, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
-local out = head
-for _, node in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-  if redis.call('HEXISTS', KEYS[2], node) == 0 then out[#out + 1] = node end
-end
-local waited = tonumber(ARGV[2]) - tonumber(head[2])
-if #out == 4 and waited >= tonumber(ARGV[3]) then
-  redis.call('HSET', KEYS[1], 'state', 'ok', 'completed_us', ARGV[2])
-  head[1] = 'ok'
-  return head
-end
-out[1] = 'recovering'
-return out
-"""
 
 
 class RecoveryGate:

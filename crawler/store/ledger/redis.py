@@ -66,10 +66,10 @@ from crawler.store.ledger.recovery import (
     RECOVERY_GRACE_S,
     RecoveryGate,
 )
+from crawler.store.ledger.scripts import CLOSE_LUA, RESERVE_LUA
 from crawler.store.ledger.spend_record import SpendRecord
 from crawler.store.ledger.terms import (
     WHAT,
-    WINDOW_MINUTES,
     LedgerSnapshot,
     LedgerTerms,
     Reservation,
@@ -96,97 +96,6 @@ log = get_logger("crawler.ledger")
 _LOCAL: Final = "local ledger record"
 #: Reads again after the day moved under a reservation (another node rolled it over).
 _CLOCK_TRIES: Final = 4
-
-# Only what must be atomic: the gate, the day moving under the caller, the rule (`fits`'
-# inequalities) and the hold. The day rule is the caller's (`terms.next_day`, on the clock it
-# read); the script refuses (-5) when another node moved the stored day since that read.
-# KEYS: clock, window, epoch. ARGV: 1 day prefix, 2 now_us, 3 the day, 4 its end (us), 5 the
-# clock's day as the caller read it ('' if none), 6 its day_ends_us as read, 7 real minute,
-# 8 budget, 9 cost, 10 id, 11 ttl_s, 12 the epoch this node is on, 13 a day this node saw
-# spend on under that epoch ('' if none), 14 "1" if it saw the clock under that epoch,
-# 15 the hour (HH, budget zone), 16 the label.
-# Returns {granted, used_micro, used_count, epoch, day, window_micro}. granted < 0 is the
-# recovery gate (see crawler.store.ledger.recovery): -1 no epoch, -2 another epoch than the
-# caller's, -3 the epoch is recovering, -4 this epoch lost its day or clock key; -5 the day
-# moved since the caller read it (read again).
-_RESERVE_LUA: Final = """
-local ep = redis.call('HGET', KEYS[3], 'id')
-if not ep then return {-1, 0, 0, '', '', 0} end
-if ep ~= ARGV[12] then return {-2, 0, 0, ep, '', 0} end
-if redis.call('HGET', KEYS[3], 'state') ~= 'ok' then return {-3, 0, 0, ep, '', 0} end
-local clock, window = KEYS[1], KEYS[2]
-local sd = redis.call('HGET', clock, 'day')
-if not sd and ARGV[14] == '1' then return {-4, 0, 0, ep, '', 0} end
-if (sd or '') ~= ARGV[5] or (redis.call('HGET', clock, 'day_ends_us') or '') ~= ARGV[6] then
-  return {-5, 0, 0, ep, '', 0}
-end
-local dday = ARGV[3]
-local day = ARGV[1] .. dday
-local open = day .. ':open'
-if redis.call('EXISTS', day) == 0 then
-  if ARGV[13] == dday then return {-4, 0, 0, ep, dday, 0} end
-  redis.call('HSET', day, 'billed_micro', 0, 'billed_count', 0, 'reserved_micro', 0,
-             'open_count', 0, 'seed_micro', 0, 'seed_count', 0)
-end
-local hw = tonumber(redis.call('HGET', clock, 'high_water_us') or '0')
-redis.call('HSET', clock, 'day', dday, 'day_ends_us', ARGV[4],
-           'high_water_us', string.format('%d', math.max(tonumber(ARGV[2]), hw)))
-local real_min = tonumber(ARGV[7])
-local oldest = real_min - WINDOW_MINUTES
-local wsum = 0
-local buckets = redis.call('HGETALL', window)
-for i = 1, #buckets, 2 do
-  if tonumber(buckets[i]) < oldest then
-    redis.call('HDEL', window, buckets[i])
-  else
-    wsum = wsum + tonumber(buckets[i + 1])
-  end
-end
-local billed = tonumber(redis.call('HGET', day, 'billed_micro'))
-local reserved = tonumber(redis.call('HGET', day, 'reserved_micro'))
-local count = tonumber(redis.call('HGET', day, 'billed_count'))
-  + tonumber(redis.call('HGET', day, 'open_count'))
-local budget, cost = tonumber(ARGV[8]), tonumber(ARGV[9])
-if billed + reserved + cost > budget or wsum + cost > budget then
-  return {0, billed + reserved, count, ep, dday, wsum}
-end
-redis.call('HINCRBY', day, 'reserved_micro', cost)
-redis.call('HINCRBY', day, 'open_count', 1)
-redis.call('HSET', open, ARGV[10], cost .. '|' .. real_min .. '|' .. ARGV[15] .. '|' .. ARGV[16])
-redis.call('HINCRBY', window, real_min, cost)
-redis.call('EXPIRE', day, ARGV[11])
-redis.call('EXPIRE', open, ARGV[11])
-redis.call('EXPIRE', window, ARGV[11])
-return {1, billed + reserved + cost, count + 1, ep, dday, wsum + cost}
-""".replace("WINDOW_MINUTES", str(WINDOW_MINUTES))
-
-# KEYS: day, open, window, labels. ARGV: id, billed (1/0). Returns 1 closed, 0 unknown/closed.
-_CLOSE_LUA: Final = """
-local entry = redis.call('HGET', KEYS[2], ARGV[1])
-if not entry or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local parts = {}
-for part in string.gmatch(entry .. '|', '([^|]*)|') do parts[#parts + 1] = part end
-local amount = tonumber(parts[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'reserved_micro', -amount)
-redis.call('HINCRBY', KEYS[1], 'open_count', -1)
-if ARGV[2] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'billed_micro', amount)
-  redis.call('HINCRBY', KEYS[1], 'billed_count', 1)
-  if parts[3] and parts[3] ~= '' then redis.call('HINCRBY', KEYS[1], 'hour:' .. parts[3], 1) end
-  if parts[4] and parts[4] ~= '' then
-    redis.call('HINCRBY', KEYS[4], parts[4], 1)
-    redis.call('EXPIRE', KEYS[4], redis.call('TTL', KEYS[1]))
-  end
-elseif parts[2] then
-  local left = tonumber(redis.call('HGET', KEYS[3], parts[2]) or '0')
-  if left > 0 then
-    if left <= amount then redis.call('HDEL', KEYS[3], parts[2])
-    else redis.call('HINCRBY', KEYS[3], parts[2], -amount) end
-  end
-end
-return 1
-"""
 
 
 class RedisLedger(LedgerTerms):
@@ -218,8 +127,8 @@ class RedisLedger(LedgerTerms):
             redis, self._spend, self.node, lambda: self._live_nodes(), recovery_grace_s,
             self._aware_now, lambda: minute_of(self._real(store=False)),
         )  # fmt: skip
-        self._reserve_script = redis.script("ledger_reserve", _RESERVE_LUA)
-        self._close_script = redis.script("ledger_close", _CLOSE_LUA)
+        self._reserve_script = redis.script("ledger_reserve", RESERVE_LUA)
+        self._close_script = redis.script("ledger_close", CLOSE_LUA)
         self._clock_key = redis.key("ledger", "clock")
         self._window_key = redis.key("ledger", "window")
         self._observe_failing = False
