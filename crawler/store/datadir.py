@@ -56,13 +56,13 @@ __all__ = [
     "store_open_lock",
 ]
 
-LEDGER_SUBDIR: Final = "ledger"
-CACHE_SUBDIR: Final = "cache"
-WATCHLIST_SUBDIR: Final = "watchlist"
-
 #: SQLite busy timeout: how long a writer waits for another process's transaction.
 _SQLITE_TIMEOUT_S: Final = 30.0
 _DIR_MODE: Final = 0o700
+#: The stores' directories inside the data dir (the quote times': QUOTE_TIMES_SUBDIR).
+LEDGER_SUBDIR: Final = "ledger"
+CACHE_SUBDIR: Final = "cache"
+WATCHLIST_SUBDIR: Final = "watchlist"
 
 
 class CorruptRecordError(ValueError):
