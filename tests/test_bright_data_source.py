@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from crawler.normalizer.schemas import Quote
 from crawler.normalizer.symbols import Symbol, parse_symbol
@@ -106,6 +107,14 @@ def assert_money_matches(fake: BrightDataFake, ledger: BudgetLedger) -> None:
 
 def outcomes(fake: BrightDataFake) -> list[str]:
     return [request.outcome for request in fake.log_requests()]
+
+
+def wait_until(predicate: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
+    """Polls `predicate` (the fake logs a request on its own thread); fails after `deadline_s`."""
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        assert time.monotonic() < end, f"not within {deadline_s:g} s: {what}"
+        time.sleep(0.01)
 
 
 # -- success ---------------------------------------------------------------------------------
@@ -333,23 +342,77 @@ def test_connection_refused_is_transient(
     assert ledger.statistics()["total_cost"] == 0
 
 
+class VirtualClock:
+    """The source's clock and sleep: time moves only by what the source chose to wait."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+        self.waits_s: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.waits_s.append(seconds)
+        self.now_s += seconds
+
+
+class WaitingSession(requests.Session):
+    """A real session that notes each POST's (connect, read) timeout and, when the read
+    timeout fires, moves the virtual clock by exactly the read timeout the source gave."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.timeouts: list[tuple[float, float]] = []
+
+    def post(self, url: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        connect_s, read_s = kwargs["timeout"]
+        self.timeouts.append((connect_s, read_s))
+        try:
+            return super().post(url, *args, **kwargs)
+        except requests.ReadTimeout:
+            self.clock.now_s += read_s
+            raise
+
+
 def test_deadline_bounds_a_hanging_unlocker(
     fake: BrightDataFake, ledger: BudgetLedger, make_source: Callable[..., BrightDataSource]
 ) -> None:
     fake.faults.set("*", hang=True)
-    source = make_source(read_timeout_s=0.3, deadline_s=0.8, max_attempts=10)
+    clock = VirtualClock()
+    session = WaitingSession(clock)
+    source = make_source(
+        read_timeout_s=0.3,
+        deadline_s=0.8,
+        max_attempts=10,
+        backoff_base_s=0.1,
+        clock=clock,
+        sleep=clock.sleep,
+        session=session,
+    )
+    try:
+        with pytest.raises(TransientSourceError, match=r"after 3 attempt\(s\).*within 0.05s"):
+            source.fetch(AAPL)
+    finally:
+        session.close()
 
-    started = time.monotonic()
-    with pytest.raises(TransientSourceError, match="did not answer"):
-        source.fetch(AAPL)
-    elapsed_s = time.monotonic() - started
-
-    # Each attempt's read timeout is capped by what is left, and none starts past the deadline.
-    assert elapsed_s < 0.8 + 0.4
-    assert 2 <= len(fake.log_requests()) <= 4
+    # Each attempt's read timeout is capped by what is left of the 0.8 s (0.3, 0.3, then the
+    # 0.05 left), and no attempt starts past the deadline: after 0.75 s of timeouts and
+    # backoff (0.05, 0.1) the third waits only until 0.8, and a fourth (0.2 s backoff) would
+    # start past it.
+    assert session.timeouts == [
+        (pytest.approx(0.8), pytest.approx(0.3)),
+        (pytest.approx(0.45), pytest.approx(0.3)),
+        (pytest.approx(0.05), pytest.approx(0.05)),
+    ]
+    assert clock.waits_s == [pytest.approx(0.05), pytest.approx(0.1)]
+    assert clock.now_s == pytest.approx(0.8)
+    assert source.statistics()["requests"] == 3
+    wait_until(lambda: len(fake.log_requests()) == 3, "the fake saw the 3 attempts")
     assert all(outcome == "hang" for outcome in outcomes(fake))
     # A timeout after sending: Bright Data may still bill it, so each attempt counts as spent.
-    assert ledger.statistics()["total_cost"] == len(fake.log_requests()) * COST
+    assert ledger.statistics()["total_cost"] == 3 * COST
     assert ledger.statistics()["open_reservations"] == 0
 
 
