@@ -8,7 +8,6 @@ equals the ledger's billed spend to the micro-dollar, with no reservation left o
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -813,14 +812,14 @@ def test_a_batch_returns_by_its_deadline_though_each_quote_may_take_longer(
     make_bd: Callable[..., BrightDataSource],
     make_hybrid: Callable[..., HybridDataSource],
 ) -> None:
-    # Each quote may take 5 s (its own deadline); the batch as a whole gets 0.5 s.
+    # Each quote may take 5 s (its own deadline) and the fake answers each after 3 s; the
+    # batch as a whole gets 0.5 s. No wall-clock bound: what the batch returned proves it.
+    # Had it waited for its quotes, the 2 in flight would be answered quotes (the fake's 3 s
+    # answer fits their 5 s), and had it not stopped at 0.5 s, all 6 would reach the fake.
     fake.faults.set("*", latency_s=3.0)
     hybrid = make_hybrid(make_bd(read_timeout_s=5, deadline_s=5), max_workers=2)
     symbols = [f"S{i}:US" for i in range(6)]
-    started_s = time.monotonic()
     results = hybrid.fetch_many(symbols, deadline_s=0.5)
-    elapsed_s = time.monotonic() - started_s
-    assert elapsed_s < 2.5  # the bound under test: far below one quote's 3 s, let alone 6 × 3 s
     assert set(results) == set(symbols)
     assert all(isinstance(r, TransientSourceError) for r in results.values())
     assert all("deadline" in r.message for r in results.values() if isinstance(r, CrawlerError))
