@@ -24,7 +24,6 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ from crawler.logging import get_logger
 from crawler.normalizer.schemas import AssetClass
 from crawler.normalizer.symbols import parse_symbol
 from crawler.orchestrator.collection import CollectionReport, Collector, MarketClock
+from crawler.orchestrator.collection_tally import CollectionTally, iso
 from crawler.orchestrator.spending import SEED_ORDER_FILE, SpendingPolicy
 from crawler.utils.clock import WallClock, utc_now
 from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
@@ -75,25 +75,6 @@ JOB_NAMES: Mapping[str, str] = {
 }
 _JOB_ORDER = {job_id: index for index, job_id in enumerate(JOB_NAMES)}
 _CLEANUP_INTERVAL_S = 3600
-
-
-@dataclass
-class _Metrics:
-    successful_collections: int = 0
-    failed_collections: int = 0
-    total_quotes_collected: int = 0
-    total_errors: int = 0
-    skipped_market_closed: int = 0
-    last_collection_at: datetime | None = None
-    last_success_at: datetime | None = None
-    last_duration_s: float | None = None
-    job_errors: int = 0
-    missed_runs: int = 0
-
-    @property
-    def total_collections(self) -> int:
-        """Every collection counts once: it succeeded or it failed."""
-        return self.successful_collections + self.failed_collections
 
 
 class DataScheduler:
@@ -167,7 +148,7 @@ class DataScheduler:
         self._symbols_lock = threading.Lock()
         self._tracked: dict[str, AssetClass] = {}  # insertion-ordered mirror of the watchlist
         self._stats_lock = threading.Lock()
-        self._metrics = _Metrics()
+        self._tally = CollectionTally()
         self._last_report: CollectionReport | None = None
         self._hybrid_lock = threading.Lock()
         # Held for the whole of a collection: serialises forced and scheduled ones, and lets
@@ -372,25 +353,8 @@ class DataScheduler:
         last_collection. Safe from any thread."""
         tracked = len(self._tracked_items())
         with self._stats_lock:
-            m = self._metrics
-            total = m.total_collections
-            metrics = {
-                "total_collections": total,
-                "successful_collections": m.successful_collections,
-                "failed_collections": m.failed_collections,
-                "success_rate_pct": round(100 * m.successful_collections / total, 2)
-                if total
-                else 0.0,
-                "total_quotes_collected": m.total_quotes_collected,
-                "total_errors": m.total_errors,
-                "skipped_market_closed": m.skipped_market_closed,
-                "last_collection_at": _iso(m.last_collection_at),
-                "last_success_at": _iso(m.last_success_at),
-                "last_duration_s": m.last_duration_s,
-                "job_errors": m.job_errors,
-                "missed_runs": m.missed_runs,
-            }
-            started_at = _iso(self._started_at)
+            metrics = self._tally.as_dict()
+            started_at = iso(self._started_at)
             last = self._last_report.as_dict() if self._last_report else None
         return {
             "scheduler_state": {
@@ -466,21 +430,10 @@ class DataScheduler:
                 )
             except BaseException:
                 with self._stats_lock:
-                    self._metrics.failed_collections += 1
-                    self._metrics.last_collection_at = self._now()
+                    self._tally.count_failure(at=self._now())
                 raise
             with self._stats_lock:
-                m = self._metrics
-                if report.succeeded:
-                    m.successful_collections += 1
-                    m.last_success_at = report.started_at
-                else:
-                    m.failed_collections += 1
-                m.total_quotes_collected += report.quotes
-                m.total_errors += len(report.errors)
-                m.skipped_market_closed += len(report.skipped_closed)
-                m.last_collection_at = report.started_at
-                m.last_duration_s = round(report.duration_s, 3)
+                self._tally.count(report)
                 self._last_report = report
             return report
 
@@ -521,7 +474,7 @@ class DataScheduler:
             message = exc.message if isinstance(exc, CrawlerError) else repr(exc)
             log.error("job failed", job=job_id, error=message)
             with self._stats_lock:
-                self._metrics.job_errors += 1
+                self._tally.job_errors += 1
             self._report_problem(job_id, "error")
             return {"error": message}
 
@@ -544,9 +497,9 @@ class DataScheduler:
     def _on_job_event(self, event: JobEvent) -> None:
         with self._stats_lock:
             if event.code == EVENT_JOB_ERROR:
-                self._metrics.job_errors += 1
+                self._tally.job_errors += 1
             else:
-                self._metrics.missed_runs += 1
+                self._tally.missed_runs += 1
         self._report_problem(event.job_id, "error" if event.code == EVENT_JOB_ERROR else "missed")
         if event.code == EVENT_JOB_ERROR and isinstance(event, JobExecutionEvent):
             log.error("job failed", job=event.job_id, error=str(event.exception))
@@ -564,7 +517,7 @@ class DataScheduler:
             {
                 "id": job.id,
                 "name": job.name,
-                "next_run": _iso(getattr(job, "next_run_time", None)),
+                "next_run": iso(getattr(job, "next_run_time", None)),
             }
             # A fixed order (not APScheduler's next-run order), so status output is stable.
             for job in sorted(scheduler.get_jobs(), key=lambda job: _JOB_ORDER.get(job.id, 99))
@@ -605,7 +558,3 @@ def _interval_s(update_interval_minutes: float | None, settings: Settings) -> fl
             "(recommended: 900)"
         )
     return value_s
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
