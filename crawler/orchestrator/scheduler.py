@@ -47,6 +47,7 @@ from crawler.normalizer.symbols import parse_symbol
 from crawler.orchestrator.collection import CollectionReport, Collector, MarketClock
 from crawler.orchestrator.collection_tally import CollectionTally, iso
 from crawler.orchestrator.spending import SEED_ORDER_FILE, SpendingPolicy
+from crawler.sources.base import PaidQuoteSource
 from crawler.utils.clock import WallClock, utc_now
 from crawler.utils.exceptions import ConfigError, CrawlerError, StorageError, SymbolError
 
@@ -382,7 +383,10 @@ class DataScheduler:
         """The paid allowance a collection starting now would get, reckoned as the collection
         reckons it (None: unpaced, or no paid source)."""
         hybrid = self.hybrid
-        if hybrid is None or "bright_data" not in hybrid.sources:
+        # Asked of what the sources can do (bill per request), not of their names.
+        if hybrid is None or not any(
+            isinstance(source, PaidQuoteSource) for source in hybrid.sources.values()
+        ):
             return None
         return self._collector.preview_allowance(hybrid, self._tracked_items(), self._now())
 
