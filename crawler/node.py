@@ -23,8 +23,9 @@ starts after `build_node` and stops before `node.close()`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -137,6 +138,22 @@ class Node:
         parts.alerts.start()
         if parts.live is not None:
             parts.live.start()
+
+    def apply_settings(self, settings: Settings, changed: Collection[str]) -> None:
+        """Take reloaded `settings` (`changed`: the names that differ, all of them live ones):
+        the budget's limits, the sources' order (read per quote), the scheduler's interval and
+        market hours, and what is streamed."""
+        if {"total_budget", "cost_per_request"} & set(changed):
+            self.hybrid.ledger.set_limits(
+                Decimal(str(settings.total_budget)), Decimal(str(settings.cost_per_request))
+            )
+        self.hybrid.settings = settings
+        hours = self.market_hours if settings.market_hours_enabled else None
+        if self.daemon is not None:
+            self.daemon.scheduler.apply_settings(settings, hours)
+            if self.daemon.live is not None:
+                self.daemon.live.set_market_hours(hours)
+        self.settings = settings
 
     def close(self) -> None:
         """Close everything built, in reverse build order. Safe to call twice."""

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -205,26 +204,16 @@ class Daemon:
             new = self._reload_settings()
             plan = plan_reload(self.settings, new)
             node = self.node
-            parts = node.daemon if node is not None else None
-            if plan.live and node is not None and parts is not None:
+            if plan.live and node is not None and node.daemon is not None:
                 effective = self.settings.model_copy(
                     update={name: getattr(new, name) for name in plan.live}
                 )
-                if {"total_budget", "cost_per_request"} & set(plan.live):
-                    node.hybrid.ledger.set_limits(
-                        Decimal(str(effective.total_budget)),
-                        Decimal(str(effective.cost_per_request)),
-                    )
-                node.hybrid.settings = effective  # the sources' order is read per quote
-                hours = node.market_hours if effective.market_hours_enabled else None
-                parts.scheduler.apply_settings(effective, hours)
-                if parts.live is not None:
-                    parts.live.set_market_hours(hours)  # what is streamed follows too
+                node.apply_settings(effective, plan.live)
                 if self.operations is not None:
                     self.operations.settings = effective
                 if "log_level" in plan.live:
                     set_log_level(effective.log_level)
-                self.settings = node.settings = effective
+                self.settings = effective
             log.info("configuration reloaded", applied=plan.live, restart_needed=plan.restart)
             if plan.restart_line is not None:
                 log.warning(f"reload: {plan.restart_line}")  # the one line an operator reads
