@@ -64,7 +64,7 @@ def budget_answer(
         )
     )
     # Without a key nothing is ever spent: say so rather than "lasts the day".
-    report["bright_data_configured"] = "bright_data" in parts.hybrid.sources
+    report["bright_data_configured"] = bool(parts.hybrid.paid_sources)
     return report
 
 
@@ -72,7 +72,7 @@ def _allowance_now(parts: ServiceParts, remaining: int, now: datetime) -> int | 
     """What a collection starting now could spend (None: unpaced, or no Bright Data): the
     scheduler's own reckoning when there is one, so `status` and `budget` agree with what
     the next collection gets."""
-    if "bright_data" not in parts.hybrid.sources:
+    if not parts.hybrid.paid_sources:
         return None
     if parts.scheduler is not None and parts.scheduler.hybrid is parts.hybrid:
         return parts.scheduler.paid_allowance_now()

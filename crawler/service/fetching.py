@@ -2,7 +2,8 @@
 history as the quotes land.
 
     told = ToldOnce(on_done, unpaid, hybrid)       # told.first / told.last as on_done callbacks
-    recorder = FetchRecorder(HistoryRecorder(history))   # recorder.keep as on_quote; close()
+    recorder = FetchRecorder(HistoryRecorder(history), hybrid.paid_sources)
+    # recorder.keep as on_quote (a paid source's quote committed at once); close()
 """
 
 from __future__ import annotations
@@ -33,14 +34,15 @@ class FetchRecorder:
     raised (the quotes were fetched and are answered; losing their row is not a failed
     fetch)."""
 
-    def __init__(self, recorder: HistoryRecorder) -> None:
+    def __init__(self, recorder: HistoryRecorder, paid: frozenset[str]) -> None:
         self._recorder = recorder
+        self._paid = paid
 
     def keep(self, quote: Quote) -> None:
         """Record `quote` unless it came from the cache; a paid one is committed at once."""
         if quote.from_cache:
             return  # recorded when it was fetched
-        self._recorder.add(quote, durable=quote.source == "bright_data")
+        self._recorder.add(quote, durable=quote.source in self._paid)
 
     def close(self) -> None:
         """Commit what is left; a storage failure is logged."""
@@ -67,7 +69,7 @@ class ToldOnce:
 
     def first(self, key: str, outcome: Quote | CrawlerError) -> None:
         """The first fetch's outcome (held back when a paid retry follows)."""
-        retried = key in self._unpaid and "bright_data" in self._hybrid.sources
+        retried = key in self._unpaid and bool(self._hybrid.paid_sources)
         if (
             self._on_done is not None
             and key not in self._reported

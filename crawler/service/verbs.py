@@ -166,7 +166,7 @@ class Operations(HistoryVerbs):
                 for sym in parsed
                 if sym.canonical in unpaid and not fresh_quote(results.get(sym.canonical))
             ]
-            if retry and "bright_data" in self.hybrid.sources:
+            if retry and self.hybrid.paid_sources:
                 results.update(
                     self.hybrid.fetch_many(
                         retry,
@@ -244,7 +244,7 @@ class Operations(HistoryVerbs):
             return None
         from crawler.store.history_recorder import HistoryRecorder
 
-        return FetchRecorder(HistoryRecorder(self.history_store))
+        return FetchRecorder(HistoryRecorder(self.history_store), self.hybrid.paid_sources)
 
     # -- the watchlist ---------------------------------------------------------------------
 

@@ -187,6 +187,11 @@ class HybridDataSource:
         return self.health.usage
 
     @property
+    def paid_sources(self) -> frozenset[str]:
+        """The names of the sources that bill per request (empty: nothing is ever spent)."""
+        return self.health.paid
+
+    @property
     def config_errors(self) -> dict[str, str]:
         return self.health.config_errors
 
