@@ -142,7 +142,10 @@ class RecoveryGate:
                 return  # another node's epoch: the next try meets it (-2) and reports
         elif code == -4:
             found = self._begin("Redis lost today's ledger keys (evicted?)", found)
-        if code in (-1, -2, -3, -4):
+        if code in (-1, -2, -3, -4) and found != self._spend.epoch():
+            # Not when this node is on `found` already: another of its threads or processes
+            # adopted it, or reported to it, after the script answered; a report now would
+            # count again the spend Redis holds.
             self._report(found)
         state = self._complete(found)
         if state["state"] == "recovering":
@@ -184,14 +187,18 @@ class RecoveryGate:
         return bool(self._spend.epoch() or self._spend.has_spend())
 
     def _begin(self, reason: str, lost: str) -> str:
+        """Start a recovering epoch, unless Redis holds another than `lost` ('': any) already;
+        returns the epoch Redis holds now."""
+        mine = uuid.uuid4().hex
         found = str(self._call(
             self._begin_script,
             [self.epoch_key, self._reports_key, self._expected_key, self._clock_key,
              self._window_key],
-            [uuid.uuid4().hex, self.node, reason, lost, _us(self._now()), self._day_prefix],
+            [mine, self.node, reason, lost, _us(self._now()), self._day_prefix],
         ))  # fmt: skip
-        log.warning("ledger recovery: Redis lost the cluster's spend; no paid request until "
-                    "every node has reported its own", reason=reason, epoch=found)  # fmt: skip
+        if found == mine:
+            log.warning("ledger recovery: Redis lost the cluster's spend; no paid request until "
+                        "every node has reported its own", reason=reason, epoch=found)  # fmt: skip
         return found
 
     def _report(self, epoch: str) -> None:
