@@ -40,8 +40,6 @@ Every ``sqlite3`` error is translated to :class:`~crawler.utils.exceptions.Stora
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import sqlite3
 import threading
@@ -49,27 +47,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Literal
 
 from crawler.normalizer.schemas import Quote, utc_now
 from crawler.store.datadir import ensure_data_dir, refuse_empty_file, store_open_lock
+from crawler.store.history.export import write_rows
 from crawler.store.history.rows import (
-    CSV_COLUMNS,
     HISTORY_FILENAME,
     INSERT,
-    JSON_ENCODER,
     MIGRATE_TO_2,
-    PARQUET_POSITIONS,
     SCHEMA,
     SCHEMA_2,
     SCHEMA_VERSION,
     SELECT,
     Kind,
     TimeBy,
-    csv_row,
     major_units_row,
     quote_of,
-    row_json,
     row_of,
     time_filter,
 )
@@ -404,39 +398,4 @@ class HistoryStore:
         rows: Iterable[Sequence[Any]] = self._rows(sql, params)
         if major_units:
             rows = map(major_units_row, rows)
-        if fmt == "parquet":
-            from crawler.store.parquet import write_parquet
-
-            return write_parquet(rows, cast(IO[bytes], out), CSV_COLUMNS, PARQUET_POSITIONS)
-
-        binary = isinstance(out, (io.RawIOBase, io.BufferedIOBase)) or "b" in str(
-            getattr(out, "mode", "")
-        )
-        wrapper: io.TextIOWrapper | None = None
-        text: IO[str]
-        if binary:
-            # newline="" so csv's own line endings pass through untranslated.
-            wrapper = io.TextIOWrapper(cast(IO[bytes], out), encoding="utf-8", newline="")
-            text = wrapper
-        else:
-            text = cast(IO[str], out)
-        written = 0
-        try:
-            if fmt == "csv":
-                writer = csv.writer(text, lineterminator="\n")
-                writer.writerow(CSV_COLUMNS)
-                for row in rows:
-                    writer.writerow(csv_row(row))
-                    written += 1
-            else:
-                for row in rows:
-                    text.write(JSON_ENCODER.encode(row_json(row)))
-                    text.write("\n")
-                    written += 1
-            text.flush()
-        finally:
-            if wrapper is not None:
-                # Detach so collecting the wrapper never closes the caller's stream.
-                wrapper.flush()
-                wrapper.detach()
-        return written
+        return write_rows(fmt, rows, out)
