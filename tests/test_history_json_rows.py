@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from crawler.normalizer.schemas import Quote
-from crawler.store import history
+from crawler.store.history import rows as history
 
 
 def test_the_fast_row_to_json_path_is_in_use() -> None:

@@ -12,8 +12,8 @@ from crawler.store.history.rows import (
     CSV_COLUMNS,
     JSON_ENCODER,
     PARQUET_POSITIONS,
+    _row_json,
     csv_row,
-    row_json,
 )
 
 __all__ = ["write_rows"]
@@ -53,7 +53,7 @@ def write_rows(
                 written += 1
         else:
             for row in rows:
-                text.write(JSON_ENCODER.encode(row_json(row)))
+                text.write(JSON_ENCODER.encode(_row_json(row)))
                 text.write("\n")
                 written += 1
         text.flush()

@@ -41,7 +41,6 @@ __all__ = [
     "major_units_row",
     "parse_time_spec",
     "quote_of",
-    "row_json",
     "row_of",
     "time_filter",
 ]
@@ -237,7 +236,7 @@ def _json_dict(row: Sequence[Any]) -> dict[str, Any]:
     """`Quote.to_json_dict()` of a stored row, without building the Quote (3x faster).
 
     Exact because the stored TEXT is already ``str(Decimal)`` and parsing it back and printing
-    it again gives the same string. `row_json` checks its keys against the Quote model once.
+    it again gives the same string. `_row_json` checks its keys against the Quote model once.
     """
     data = {
         "symbol": row[0],
@@ -272,7 +271,7 @@ def _quote_json_dict(row: Sequence[Any]) -> dict[str, Any]:
 _SAMPLE_ROW = ("A:US", "yfinance", 0, 0, 0, "1", "USD", "0", "0", "1", "1", "1", "1", 1,
                "stocks", "A", 0, 0, "1d")  # fmt: skip
 # If the Quote model grows or reorders a field, build Quotes rather than drift from it.
-row_json = (
+_row_json = (
     _json_dict
     if tuple(_json_dict(_SAMPLE_ROW)) == tuple(f.name for f in fields(Quote))
     else _quote_json_dict
