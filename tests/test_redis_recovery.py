@@ -1,4 +1,4 @@
-"""The cluster ledger after Redis loses its data (`crawler.store.redis_epoch`): the store-level
+"""The cluster ledger after Redis loses its data (`crawler.store.ledger.recovery`): the store-level
 rules, on a real redis-server with injected clocks (the daemon-level scenarios are in
 tests/faults/test_redis_loss.py)."""
 
