@@ -45,8 +45,12 @@ chromium:
 	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	        --no-install-recommends chromium chromium-driver >/dev/null; }
 
+# Four workers on two cores (pytest-xdist): most tests wait on a subprocess or a socket. A
+# file's tests stay on one worker (--dist loadfile): its module-scoped daemon starts once.
+# `make test TEST_WORKERS=0` runs them one at a time.
+TEST_WORKERS ?= 4
 test: dev redis-server chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: dev
 	$(BIN)/ruff check crawler tests bench fakemarket

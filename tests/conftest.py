@@ -2,14 +2,45 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from fakemarket.brightdata import BrightDataFake
 from fakemarket.yahoo import YahooFake
 from tests.redis_server import RedisServer, redis_server_binary
+
+_REPO = Path(__file__).resolve().parents[1]
+
+# No per-example deadline (Hypothesis' default is 200 ms): timings are not asserted in tests,
+# and on a loaded machine, or beside the other xdist workers, one example can take longer.
+settings.register_profile("crawler", deadline=None)
+settings.load_profile("crawler")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory reads the basetemp
+def pytest_configure(config: pytest.Config) -> None:
+    """Shorter temporary dirs for xdist's workers; crawler compiled to bytecode once.
+
+    A worker's tmp dirs are `<basetemp>/<n>/...` rather than xdist's `<basetemp>/popen-gw<n>`:
+    a data dir's socket under a test's tmp_path must stay within AF_UNIX's 107 bytes.
+
+    The tests start about 900 Python processes themselves (`python -m crawler ...`, daemons,
+    benches), and those start more. With PYTHONDONTWRITEBYTECODE set (the daemon harness sets
+    it, so may the shell) none writes the .pyc it compiled: each compiled crawler again.
+    """
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:
+        if config.option.basetemp:
+            number = str(worker["workerid"]).removeprefix("gw")
+            config.option.basetemp = str(Path(config.option.basetemp).with_name(number))
+        return
+    for package in ("crawler", "fakemarket", "bench"):
+        compileall.compile_dir(_REPO / package, quiet=1)
 
 
 @pytest.fixture
