@@ -30,6 +30,7 @@ def market() -> Iterator[FakeMarket]:
 def test_a_paced_day_spends_the_budget_evenly_and_covers_every_symbol(
     market: FakeMarket, tmp_path: Path
 ) -> None:
+    market.reset()  # the module's market: its billed count must be this day's alone
     day = simulate_day(market, tmp_path, watchlist_200(), pacing="even", free=None)
     assert day["collections"] == 96 and day["requests_allowed"] == 3666
     assert day["starved_collections"] == 0, day["exhausted_at"]
