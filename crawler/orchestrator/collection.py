@@ -54,14 +54,13 @@ if TYPE_CHECKING:
     from crawler.store.backend import QuoteTimesStore
     from crawler.store.history import HistoryStore
 
-__all__ = ["BRIGHT_DATA", "CACHE_SOURCE", "CollectionReport", "Collector", "MarketClock"]
+__all__ = ["CACHE_SOURCE", "CollectionReport", "Collector", "MarketClock"]
 
 log = get_logger("crawler.scheduler")
 
 #: The `sources` key for quotes served from the cache (fresh or stale) rather than a source.
 CACHE_SOURCE = "cache"
 #: The paid source's name (as in `crawler.orchestrator.hybrid`).
-BRIGHT_DATA = "bright_data"
 
 
 class MarketClock(Protocol):
@@ -183,7 +182,7 @@ class Collector:
         run = _Run(hybrid, due, started_at, times, progress, start_s, deadline_s)
         results, allowance, recorded = self._fetch_all(run, history)
         quotes = self._tally(results, due)
-        self._note_times([q for q in quotes if not q.from_cache], started_at)
+        self._note_times([q for q in quotes if not q.from_cache], started_at, hybrid.paid_sources)
         if self._spending is not None:
             self._count_spending(run, quotes, paid_before, remaining_at_start)
         storage_count, storage_last = hybrid.storage_errors()
@@ -218,7 +217,9 @@ class Collector:
         # crash in the middle keeps what was already paid for.
         recorder = HistoryRecorder(history) if history is not None else None
         stores = getattr(hybrid, "stores", None)
-        on_quote = _history_hook(recorder, shared=stores is not None and stores.shared)
+        on_quote = _history_hook(
+            recorder, hybrid.paid_sources, shared=stores is not None and stores.shared
+        )
 
         def fetch(batch: _Fetch) -> dict[str, Quote | CrawlerError]:
             if not batch.symbols:
@@ -280,7 +281,7 @@ class Collector:
         # Without a key the seed's order pays nothing either: nothing was saved.
         free_served = sum(1 for q in quotes if q.from_cache and not q.stale)
         seed_order = len(due.regular) + len(due.closing) - free_served
-        if BRIGHT_DATA not in hybrid.sources:
+        if not hybrid.paid_sources:
             seed_order = 0
         if remaining_at_start is not None:
             seed_order = min(seed_order, remaining_at_start)
@@ -375,12 +376,12 @@ class Collector:
         return (
             self._spending is not None
             and self._spending.policy == "needed"
-            and BRIGHT_DATA in hybrid.sources
+            and bool(hybrid.paid_sources)
         )
 
     def _remaining(self, hybrid: HybridDataSource) -> int | None:
         """Paid requests the ledger would still accept now; None when it cannot be read."""
-        if BRIGHT_DATA not in hybrid.sources:
+        if not hybrid.paid_sources:
             return None
         try:
             return requests_left(hybrid.ledger.statistics())
@@ -475,7 +476,7 @@ class Collector:
     ) -> tuple[set[str], int | None, dict[str, str]]:
         """(symbols that may not use Bright Data, the allowance, why the others may) for this
         collection under the "paced" and "seed" policies."""
-        if self._spending is None or not due or BRIGHT_DATA not in hybrid.sources:
+        if self._spending is None or not due or not hybrid.paid_sources:
             return set(), None, {}
         remaining = self._remaining(hybrid)
         if remaining is None:
@@ -491,12 +492,12 @@ class Collector:
         )
         return {sym.canonical for sym in plan.free}, plan.allowance, plan.reasons
 
-    def _note_times(self, fetched: list[Quote], at: datetime) -> None:
+    def _note_times(self, fetched: list[Quote], at: datetime, paid_sources: frozenset[str]) -> None:
         """Remember when each symbol got a quote from a source, and which ones were paid."""
         good = [q for q in fetched if not q.stale]
         if not good:
             return
-        paid = [q.symbol for q in good if q.source == BRIGHT_DATA]
+        paid = [q.symbol for q in good if q.source in paid_sources]
         if self._quote_times is None:
             with self._lock:
                 for name in paid:
@@ -555,7 +556,7 @@ class _Run:
 
 
 def _history_hook(
-    recorder: HistoryRecorder | None, *, shared: bool
+    recorder: HistoryRecorder | None, paid_sources: frozenset[str], *, shared: bool
 ) -> Callable[[Quote], None] | None:
     """`fetch_many`'s `on_quote`: each quote from a source into the history as it lands.
 
@@ -569,7 +570,7 @@ def _history_hook(
 
     def on_quote(quote: Quote) -> None:
         if not quote.from_cache or (shared and not quote.stale):
-            paid = quote.source == BRIGHT_DATA and not quote.from_cache
+            paid = quote.source in paid_sources and not quote.from_cache
             recorder.add(quote, durable=paid)
 
     return on_quote
@@ -577,8 +578,8 @@ def _history_hook(
 
 def _paid_requests(hybrid: HybridDataSource) -> int:
     """Paid requests this process made so far (billed or not)."""
-    usage = hybrid.usage.get(BRIGHT_DATA)
-    return usage.total_requests if usage is not None else 0
+    usage = hybrid.usage
+    return sum(usage[name].total_requests for name in hybrid.paid_sources if name in usage)
 
 
 def _share_of(hybrid: HybridDataSource, remaining: int) -> int:
