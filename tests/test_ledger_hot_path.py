@@ -13,29 +13,17 @@ import pytest
 
 from crawler.store.ledger import DAYS_KEPT, BudgetLedger
 from crawler.utils.exceptions import BudgetExhaustedError
-
-NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, start: datetime) -> None:
-        self.current = start
-
-    def __call__(self) -> datetime:
-        return self.current
-
-    def monotonic(self) -> float:
-        return self.current.timestamp()
+from tests.test_ledger import NOON, FakeNow
 
 
-def ledger_at(directory: Path, clock: Clock, budget_usd: str = "15") -> BudgetLedger:
+def ledger_at(directory: Path, clock: FakeNow, budget_usd: str = "15") -> BudgetLedger:
     return BudgetLedger(
         directory, Decimal(budget_usd), Decimal("0.0015"), now=clock, clock=clock.monotonic
     )
 
 
 def test_breakdown_counts_every_label_across_folds(tmp_path: Path) -> None:
-    ledger = ledger_at(tmp_path, Clock(NOON))
+    ledger = ledger_at(tmp_path, FakeNow(NOON))
     expected: dict[str, int] = {}
     for round_ in range(3):
         for i in range(100):  # more labels than a day record keeps before folding
@@ -51,7 +39,7 @@ def test_breakdown_counts_every_label_across_folds(tmp_path: Path) -> None:
 
 
 def test_a_new_process_reads_the_folded_labels(tmp_path: Path) -> None:
-    clock = Clock(NOON)
+    clock = FakeNow(NOON)
     first = ledger_at(tmp_path, clock)
     for i in range(70):
         first.settle(first.reserve(label=f"S{i}:US"))
@@ -62,7 +50,7 @@ def test_a_new_process_reads_the_folded_labels(tmp_path: Path) -> None:
 
 def test_old_days_labels_are_pruned_with_their_day(tmp_path: Path) -> None:
     start = datetime(2026, 10, 1, 12, tzinfo=UTC)
-    clock = Clock(start)
+    clock = FakeNow(start)
     ledger = ledger_at(tmp_path, clock)
     for i in range(40):
         ledger.settle(ledger.reserve(label=f"OLD{i}:US"))
@@ -75,7 +63,7 @@ def test_old_days_labels_are_pruned_with_their_day(tmp_path: Path) -> None:
 
 
 def test_can_reserve_is_a_hint_and_reserve_still_guards_the_money(tmp_path: Path) -> None:
-    clock = Clock(NOON)
+    clock = FakeNow(NOON)
     mine = ledger_at(tmp_path, clock, budget_usd="0.15")  # 100 requests
     other = ledger_at(tmp_path, clock, budget_usd="0.15")  # another process, same directory
     mine.settle(mine.reserve())  # room for 99 more: the hint holds for a second
@@ -90,7 +78,7 @@ def test_can_reserve_is_a_hint_and_reserve_still_guards_the_money(tmp_path: Path
 
 
 def test_a_lower_budget_ends_the_hint_at_once(tmp_path: Path) -> None:
-    ledger = ledger_at(tmp_path, Clock(NOON))
+    ledger = ledger_at(tmp_path, FakeNow(NOON))
     ledger.settle(ledger.reserve())
     assert ledger.can_reserve()
     ledger.set_limits(Decimal("0.0015"), Decimal("0.0015"))
