@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +11,7 @@ import pytest
 from crawler.normalizer.schemas import AssetClass
 from crawler.store.watchlist import MAX_SYMBOLS, Watchlist
 from crawler.utils.exceptions import StorageError, SymbolError
-
-REPO = Path(__file__).resolve().parent.parent
-WORKER = REPO / "tests" / "store_worker.py"
+from tests.test_ledger import spawn
 
 
 @dataclass(frozen=True)
@@ -101,19 +96,9 @@ def test_corrupt_record_is_a_storage_error(tmp_path: Path) -> None:
 
 
 def test_two_processes_adding_at_once_lose_nothing(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     count = 60
     workers = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), "watchlist-add", str(tmp_path), prefix, str(count), "4"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-            env=env,
-        )
-        for prefix in ("P", "Q")
+        spawn("watchlist-add", str(tmp_path), prefix, str(count), "4") for prefix in ("P", "Q")
     ]
     try:
         for worker in workers:
