@@ -51,11 +51,12 @@ def _fill(directory: Path) -> Path:
     """Write a file until the disk is full; returns it (delete it to give the space back)."""
     filler = directory / "filler"
     chunk = b"\0" * 65536
-    with filler.open("wb") as handle:
+    # Unbuffered: a buffered file kept the chunk that did not fit and raised ENOSPC again when
+    # it was closed, outside the try (the daemon writing at the same moment made that likely).
+    with filler.open("wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(chunk)
-                handle.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     with contextlib.suppress(OSError), filler.open("ab") as handle:  # the last few bytes too
