@@ -6,6 +6,9 @@ python tests/store_worker.py ledger-race DIR BUDGET_USD COST_USD NOW_ISO THREADS
     {"settled": n, "released": m} as JSON.
 python tests/store_worker.py ledger-hold DIR BUDGET_USD COST_USD NOW_ISO
     reserves once, prints "reserved", then sleeps until killed.
+python tests/store_worker.py ledger-hold-many DIR BUDGET_USD COST_USD NOW_ISO THREADS
+    THREADS threads reserve one each at the same time and hold them; prints "reserved N"
+    once all hold one, then sleeps until killed (the ledger may hold a drawn block too).
 python tests/store_worker.py watchlist-add DIR PREFIX COUNT THREADS
     prints "ready", waits for a line on stdin, adds PREFIX<i>:US for i < COUNT (split over
     THREADS threads), prints "done".
@@ -95,6 +98,27 @@ def ledger_hold(args: list[str]) -> int:
     return 0
 
 
+def ledger_hold_many(args: list[str]) -> int:
+    """THREADS reservations in flight at once, held until SIGKILL."""
+    ledger = _ledger(args)
+    threads = int(args[4])
+    start = threading.Barrier(threads)
+    held: list[object] = []
+
+    def hold() -> None:
+        start.wait()
+        held.append(ledger.reserve(label="HELD:US"))
+
+    workers = [threading.Thread(target=hold) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    print(f"reserved {len(held)}", flush=True)
+    time.sleep(3600)  # the test kills us long before this
+    return 0
+
+
 def watchlist_add(args: list[str]) -> int:
     """Add COUNT symbols from THREADS threads."""
     directory, prefix, count, threads = args[0], args[1], int(args[2]), int(args[3])
@@ -130,6 +154,7 @@ def main(argv: list[str]) -> int:
     commands = {
         "ledger-race": ledger_race,
         "ledger-hold": ledger_hold,
+        "ledger-hold-many": ledger_hold_many,
         "watchlist-add": watchlist_add,
         "datadir": datadir,
     }

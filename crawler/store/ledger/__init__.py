@@ -4,6 +4,9 @@
                  the refusal (`exhausted_error`), and `LedgerTerms`: `statistics()`, `day()`,
                  `can_reserve()`, `settle()`/`release()` and the limits written once
     embedded.py  `BudgetLedger`: the data dir's diskcache (one node, threads and processes)
+    draw.py      `ReservationDraw`: while paid requests overlap, the embedded ledger reserves a
+                 block in one transaction and writes settles with the next (at rest, the
+                 files are exactly what one reservation per request would have written)
     redis.py     `RedisLedger`: a cluster's budget, the atomic part in Lua
     epoch.py     the Redis ledger's recovery after Redis lost its data (`SpendRecord`, the
                  epoch scripts): fail closed, re-seed from every node's own record

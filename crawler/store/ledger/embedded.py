@@ -29,7 +29,7 @@ import math
 import os
 import time as _time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -39,6 +39,7 @@ from typing import Any, Final
 import diskcache
 
 from crawler.store.datadir import CorruptRecordError, open_store, storage_errors
+from crawler.store.ledger.draw import MAX_BLOCK, ROOM_SHARE, Close, Drawn, ReservationDraw
 from crawler.store.ledger.terms import (
     DAYS_KEPT,
     WHAT,
@@ -55,7 +56,7 @@ from crawler.store.ledger.terms import (
     window_start,
 )
 from crawler.utils.clock import MonotonicClock, WallClock, utc_now
-from crawler.utils.exceptions import StorageError
+from crawler.utils.exceptions import BudgetExhaustedError, StorageError
 
 __all__ = ["BudgetLedger"]
 
@@ -144,53 +145,104 @@ class BudgetLedger(LedgerTerms):
         now: WallClock = utc_now,
         clock: MonotonicClock = _time.monotonic,
         boot_id: Callable[[], str] = current_boot_id,
+        max_block: int = MAX_BLOCK,
     ) -> None:
         super().__init__(total_budget_usd, cost_per_request_usd, timezone, now, clock, boot_id())
         self._directory = Path(directory)
         self._cache: diskcache.Cache = open_store(self._directory, WHAT)
         # Until when (our `clock`) `can_reserve` may answer yes without reading: see _HINT_S.
         self._roomy_until_s = -math.inf
+        self._draws = ReservationDraw(self._draw, self._aware_now, max_block)
 
     # -- reserve / close ------------------------------------------------------------------
 
-    def reserve(self, label: str | None = None) -> Reservation:
-        """Hold one request's cost on today's budget, or raise BudgetExhaustedError.
+    def _reserve_one(self, label: str | None) -> Reservation:
+        drawn = self._draw(1, (), label)
+        if drawn.refusal is not None:
+            raise drawn.refusal
+        return drawn.reservations[0]
 
-        The hold counts as spent until `settle()` (billed) or `release()` (not billed).
-        `label` (the symbol) is counted in `breakdown()` once the request is billed.
-        """
+    def _draw(self, want: int, closes: Sequence[Close], label: str | None = None) -> Drawn:
+        """One transaction: write `closes`, then hold up to `want` requests (`draw.py`): at
+        least one when one fits, at most a `ROOM_SHARE`th of the room beyond the first; else
+        the refusal, returned (the closes are written even so). `label` is the first
+        reservation's (a single `reserve()`; a block's are named when they close)."""
         with storage_errors(WHAT, self._directory), self._cache.transact():
             clock = self._resolve()
             today = clock.day.day
-            record, is_new = self._load_day(today)
             window = self._load_window(clock.real)
-            window_micro = sum(window.values())
-            if not fits(record.used_micro, window_micro, self._budget_micro, self._cost_micro):
-                self._roomy_until_s = -math.inf
-                raise self._refusal(
-                    record.used_micro, record.used_count, window, clock.day.day_ends, clock.real
-                )
-            reservation = Reservation(id=uuid.uuid4().hex, day=today, amount_micro=self._cost_micro)
+            records: dict[str, tuple[_DayRecord, bool]] = {}
+            changed: set[str] = set()
+            windowed = False
+            for close in closes:
+                day = close.reservation.day
+                if day not in records:
+                    records[day] = self._load_day(day)
+                record, is_new = records[day]
+                entry = None if is_new else record.open.pop(close.reservation.id, None)
+                if entry is not None:
+                    changed.add(day)
+                    self._count_close(record, day, entry, close)
+                    if not close.billed:
+                        windowed |= _unwindow(window, entry)
             minute = minute_of(clock.real)
+            granted: list[Reservation] = []
+            refusal = None
+            if want:
+                if today not in records:
+                    records[today] = self._load_day(today)
+                granted, refusal = self._hold(records[today][0], window, clock, want, label)
+                if granted:
+                    changed.add(today)
+                    windowed = True
+            for day in changed:
+                self._store_day(day, records[day][0])
+            if windowed:
+                self._cache.set(_WINDOW_KEY, window)
+            if granted:
+                self._cache.set(_CLOCK_KEY, clock.to_json())
+                if records[today][1]:
+                    # The first reservation of a day is a natural moment to forget old days.
+                    self._prune(date.fromisoformat(today))
+        return Drawn(granted, minute, refusal)
+
+    def _hold(
+        self,
+        record: _DayRecord,
+        window: dict[str, int],
+        clock: _Clock,
+        want: int,
+        label: str | None,
+    ) -> tuple[list[Reservation], BudgetExhaustedError | None]:
+        """Up to `want` new open reservations in `record` and `window` (inside the caller's
+        transaction), or none and the refusal."""
+        window_micro = sum(window.values())
+        if not fits(record.used_micro, window_micro, self._budget_micro, self._cost_micro):
+            self._roomy_until_s = -math.inf
+            return [], self._refusal(
+                record.used_micro, record.used_count, window, clock.day.day_ends, clock.real
+            )
+        room = (self._budget_micro - max(record.used_micro, window_micro)) // self._cost_micro
+        count = min(want, max(1, room // ROOM_SHARE))
+        minute = minute_of(clock.real)
+        created = clock.day.high_water.isoformat()
+        granted = []
+        for _ in range(count):
+            reservation = Reservation(uuid.uuid4().hex, clock.day.day, self._cost_micro)
             record.open[reservation.id] = {
                 "amount_micro": reservation.amount_micro,
                 "pid": os.getpid(),
-                "created": clock.day.high_water.isoformat(),
+                "created": created,
                 "minute": minute,
             }
-            window[str(minute)] = window.get(str(minute), 0) + reservation.amount_micro
-            if label is not None:
-                record.open[reservation.id]["label"] = str(label)[:64]
-            self._store_day(today, record)
-            self._cache.set(_WINDOW_KEY, window)
-            self._cache.set(_CLOCK_KEY, clock.to_json())
-            used_micro = max(record.used_micro, window_micro + reservation.amount_micro)
-            roomy = self._budget_micro - used_micro >= _HINT_ROOM * self._cost_micro
-            self._roomy_until_s = self._clock() + _HINT_S if roomy else -math.inf
-            if is_new:
-                # The first reservation of a day is a natural moment to forget old days.
-                self._prune(date.fromisoformat(today))
-        return reservation
+            granted.append(reservation)
+        if label is not None:
+            record.open[granted[0].id]["label"] = str(label)[:64]
+        added = count * self._cost_micro
+        window[str(minute)] = window.get(str(minute), 0) + added
+        roomy = room - count >= _HINT_ROOM
+        self._roomy_until_s = self._clock() + _HINT_S if roomy else -math.inf
+        return granted, None
 
     def can_reserve(self) -> bool:
         """Whether one more request fits today and in the last 24 hours (a hint: `reserve()` is
@@ -210,36 +262,35 @@ class BudgetLedger(LedgerTerms):
             entry = None if is_new else record.open.pop(reservation.id, None)
             if entry is None:
                 return False
-            if billed:
-                # The stored amount is what was held, even if the config changed since.
-                record.billed_micro += int(entry["amount_micro"])
-                record.billed_count += 1
-                # Counted in the hour the request was made (the budget's zone).
-                made = datetime.fromisoformat(str(entry["created"])).astimezone(self._zone)
-                hour = f"{made.hour:02d}"
-                record.by_hour[hour] = record.by_hour.get(hour, 0) + 1
-                label = entry.get("label")
-                if isinstance(label, str):
-                    record.by_label[label] = record.by_label.get(label, 0) + 1
-                    if len(record.by_label) >= _FOLD_AT:
-                        self._fold_labels(reservation.day, record)
-            else:
-                self._unwindow(entry)
+            close = Close(reservation, billed, label=None, made=None, minute=0)
+            self._count_close(record, reservation.day, entry, close)
+            if not billed:
+                window = self._load_window(self._resolve().real)
+                if _unwindow(window, entry):
+                    self._cache.set(_WINDOW_KEY, window)
             self._store_day(reservation.day, record)
         return True
 
-    def _unwindow(self, entry: dict[str, Any]) -> None:
-        """Take a released reservation back out of the 24-hour window (inside a transaction)."""
-        minute = entry.get("minute")
-        if not isinstance(minute, int):
-            return  # written before the window existed: nothing was added
-        window = self._load_window(self._resolve().real)
-        key = str(minute)
-        if key in window:
-            window[key] = max(0, window[key] - int(entry["amount_micro"]))
-            if not window[key]:
-                del window[key]
-            self._cache.set(_WINDOW_KEY, window)
+    def _count_close(
+        self, record: _DayRecord, day: str, entry: dict[str, Any], close: Close
+    ) -> None:
+        """Count a settled reservation's `entry` (popped from `record.open`) as billed: its
+        amount, its hour and its label (the close's, else the entry's). A release counts
+        nothing here; it leaves the window instead (`_unwindow`)."""
+        if not close.billed:
+            return
+        # The stored amount is what was held, even if the config changed since.
+        record.billed_micro += int(entry["amount_micro"])
+        record.billed_count += 1
+        # Counted in the hour the request was made (the budget's zone).
+        made = close.made or datetime.fromisoformat(str(entry["created"]))
+        hour = f"{made.astimezone(self._zone).hour:02d}"
+        record.by_hour[hour] = record.by_hour.get(hour, 0) + 1
+        label = close.label if close.label is not None else entry.get("label")
+        if isinstance(label, str):
+            record.by_label[label] = record.by_label.get(label, 0) + 1
+            if len(record.by_label) >= _FOLD_AT:
+                self._fold_labels(day, record)
 
     # -- roll-over and status -------------------------------------------------------------
 
@@ -248,6 +299,7 @@ class BudgetLedger(LedgerTerms):
 
         The budget itself needs no reset: a new day key starts empty.
         """
+        self.flush()  # a block drawn yesterday is not today's to spend
         with storage_errors(WHAT, self._directory), self._cache.transact():
             clock = self._resolve()
             self._cache.set(_CLOCK_KEY, clock.to_json())
@@ -286,6 +338,8 @@ class BudgetLedger(LedgerTerms):
 
     def breakdown(self) -> dict[str, dict[str, int]]:
         """Today's billed requests by hour ("00".."23", budget time zone) and by label."""
+        if self._draws is not None:
+            self._draws.flush(keep_block=True)  # the queued settles count here too
         # One transaction: a fold between the two reads would count its labels twice or never.
         with storage_errors(WHAT, self._directory), self._cache.transact():
             day = self._resolve().day.day
@@ -306,8 +360,12 @@ class BudgetLedger(LedgerTerms):
         )
 
     def close(self) -> None:
-        """Close this thread's database connection (others close when their thread ends)."""
-        self._cache.close()
+        """Write what the draw holds back, then close this thread's database connection
+        (others close when their thread ends)."""
+        try:
+            self.flush()
+        finally:
+            self._cache.close()
 
     # -- storage --------------------------------------------------------------------------
 
@@ -432,3 +490,16 @@ class BudgetLedger(LedgerTerms):
                 continue
             if day < oldest_kept:
                 self._cache.delete(key)
+
+
+def _unwindow(window: dict[str, int], entry: dict[str, Any]) -> bool:
+    """Take a released reservation's hold back out of `window`; False if it was not there
+    (written before the window existed, or already aged out)."""
+    minute = entry.get("minute")
+    key = str(minute)
+    if not isinstance(minute, int) or key not in window:
+        return False
+    window[key] = max(0, window[key] - int(entry["amount_micro"]))
+    if not window[key]:
+        del window[key]
+    return True

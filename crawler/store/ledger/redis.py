@@ -135,7 +135,7 @@ class RedisLedger(LedgerTerms):
 
     # -- reserve / close ------------------------------------------------------------------
 
-    def reserve(self, label: str | None = None) -> Reservation:
+    def _reserve_one(self, label: str | None) -> Reservation:
         """Hold one request's cost on the cluster's budget for today; `label` (the symbol) is
         counted in `breakdown()` once the request is billed.
 

@@ -14,17 +14,19 @@ request's cost until it is settled (billed) or released (not billed). Three rule
 
 `LedgerTerms` is the base both backends subclass (huey's `BaseStorage` seam): the limits,
 `settle`/`release`, `day`, `can_reserve` and `statistics()` are written here once, above a few
-primitives each backend implements (`_stored_day`, `_close`, `_spend_now`, `_snapshot`).
+primitives each backend implements (`_reserve_one`, `_stored_day`, `_close`, `_spend_now`,
+`_snapshot`). A backend that can reserve a block in one go sets `_draws` (`draw.py`): then
+`reserve`, `settle` and `release` go through it, and `statistics()` reads through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crawler.utils.clock import MonotonicClock, WallClock
@@ -301,6 +303,16 @@ class LedgerSnapshot:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Draws(Protocol):
+    """What `LedgerTerms` asks of a backend's block of reservations (`draw.ReservationDraw`)."""
+
+    def take(self, label: str | None) -> Reservation: ...
+    def close(self, reservation: Reservation, *, billed: bool) -> bool | None: ...
+    def holds(self) -> bool: ...
+    def flush(self, *, keep_block: bool = False) -> None: ...
+    def steady(self, read: Callable[[], LedgerSnapshot]) -> LedgerSnapshot: ...
+
+
 class LedgerTerms:
     """The per-day budget's terms and the operations written once above the storage seam.
 
@@ -324,8 +336,14 @@ class LedgerTerms:
         self._now = now
         self._clock = clock
         self._boot = boot
+        #: Set by a backend that reserves a block at a time (`crawler.store.ledger.draw`).
+        self._draws: Draws | None = None
 
     # -- primitives each backend implements -----------------------------------------------
+
+    def _reserve_one(self, label: str | None) -> Reservation:
+        """Hold one request's cost (one transaction), or raise BudgetExhaustedError."""
+        raise NotImplementedError
 
     def _stored_day(self) -> StoredDay | None:
         """The stored day (None: none yet), read without changing it."""
@@ -350,22 +368,43 @@ class LedgerTerms:
         never goes back and a time-zone change waits for the current day's end."""
         return next_day(self._aware_now(), self._stored_day(), self._zone).day
 
+    def reserve(self, label: str | None = None) -> Reservation:
+        """Hold one request's cost on today's budget, or raise BudgetExhaustedError.
+
+        The hold counts as spent until `settle()` (billed) or `release()` (not billed).
+        `label` (the symbol) is counted in `breakdown()` once the request is billed.
+        """
+        draws = self._draws
+        return self._reserve_one(label) if draws is None else draws.take(label)
+
     def settle(self, reservation: Reservation) -> bool:
         """The request was billed: move its hold into billed spend.
 
         Returns False (and changes nothing) for an unknown or already closed reservation, so a
         retry after an error never bills twice.
         """
-        return self._close(reservation, billed=True)
+        return self._close_any(reservation, billed=True)
 
     def release(self, reservation: Reservation) -> bool:
         """The request was not billed: drop its hold (and its share of the 24-hour window),
         the money comes back. False (and nothing changes) for an unknown or closed one."""
-        return self._close(reservation, billed=False)
+        return self._close_any(reservation, billed=False)
+
+    def _close_any(self, reservation: Reservation, *, billed: bool) -> bool:
+        draws = self._draws
+        queued = None if draws is None else draws.close(reservation, billed=billed)
+        return self._close(reservation, billed=billed) if queued is None else queued
+
+    def flush(self) -> None:
+        """Write what the draw holds back (queued closes, the unused block): see `draw`."""
+        if self._draws is not None:
+            self._draws.flush()
 
     def can_reserve(self) -> bool:
         """Whether one more request fits today and in the last 24 hours (a hint: `reserve()` is
         the atomic check)."""
+        if self._draws is not None and self._draws.holds():
+            return True
         used_micro, window_micro = self._spend_now()
         return fits(used_micro, window_micro, self._budget_micro, self._cost_micro)
 
@@ -385,6 +424,7 @@ class LedgerTerms:
         self._budget_micro, self._cost_micro, _ = budget_terms(
             total_budget_usd, cost_per_request_usd, self._timezone
         )
+        self.flush()  # a block held under the old limits is not spent under the new ones
 
     def statistics(self) -> dict[str, Any]:
         """Today's spend. Money fields are Decimal USD (``str()`` them for JSON).
@@ -397,7 +437,8 @@ class LedgerTerms:
         `money_frees_at` says when a request can be paid again if the budget is spent now (the
         rolling 24-hour rule, not only midnight); None while there is room.
         """
-        snap = self._snapshot()
+        draws = self._draws
+        snap = self._snapshot() if draws is None else draws.steady(self._snapshot)
         used_micro = snap.billed_micro + snap.reserved_micro
         window_micro = sum(snap.window.values())
         budget, cost = self._budget_micro, self._cost_micro
