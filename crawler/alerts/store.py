@@ -89,7 +89,7 @@ class EmbeddedAlertStore:
     def __init__(self, directory: Path, max_rules: int = MAX_RULES) -> None:
         self._directory = Path(directory)
         self._max_rules = max_rules
-        self._cache: diskcache.Cache = open_store(self._directory, _WHAT)
+        self._cache: diskcache.Cache = open_store(self._directory, _WHAT, expiring=True)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

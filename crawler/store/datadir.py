@@ -23,6 +23,7 @@ import json
 import os
 import sqlite3
 import stat
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -316,27 +317,57 @@ def store_open_lock(directory: Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
-def open_store(directory: Path, what: str, *, disposable: bool = False) -> diskcache.Cache:
+class RepeatingDisk(JSONOnlyDisk):
+    """`JSONOnlyDisk` that encodes a value once when the same object is stored again next, on
+    the same thread: the quote cache writes each entry under two keys (fresh and last-known),
+    and the JSON and deflate of a quote were a fifth of a batched write. Only for values that
+    are never changed once stored (a new dict per put) and small enough to live in the row."""
+
+    def __init__(self, directory: str, **settings: Any) -> None:
+        super().__init__(directory, **settings)
+        self._last = threading.local()
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> Any:
+        last = getattr(self._last, "stored", None)
+        if last is not None and last[0] is value:
+            return last[1]
+        stored = super().store(value, read, key=key)
+        # (size, mode, filename, value): a value written to a file of its own is not shared.
+        self._last.stored = (value, stored) if stored[2] is None else None
+        return stored
+
+
+def open_store(
+    directory: Path,
+    what: str,
+    *,
+    disposable: bool = False,
+    expiring: bool = False,
+    disk: type[JSONOnlyDisk] | None = None,
+) -> diskcache.Cache:
     """Ensure `directory` (0700, writable) and open a JSON-only diskcache there.
 
     Eviction is off: the ledger and the last-known quotes must never be culled behind our back;
-    the stores prune themselves. The returned Cache is safe to share between threads (diskcache
-    keeps one SQLite connection per thread) and between processes (SQLite locking).
+    the stores prune themselves. Only an `expiring` store (one that sets keys with `expire=`)
+    has diskcache look for expired keys to delete on each write. The returned Cache is safe to
+    share between threads (diskcache keeps one SQLite connection per thread) and between
+    processes (SQLite locking). `disk`: a `JSONOnlyDisk` subclass (`RepeatingDisk`).
 
     An empty database file is refused (StorageError naming it). A `disposable` store (the
     quote cache) that is empty or not a database is instead moved aside (logged) and rebuilt.
     """
     ensure_data_dir(directory)
+    options = {"cull_limit": 10 if expiring else 0, "disk": disk or JSONOnlyDisk}
     with store_open_lock(directory, what):
         try:
             refuse_empty_file(directory / STORE_DB_NAME, what)
-            return _open_diskcache(directory, what)
+            return _open_diskcache(directory, what, **options)
         except StorageError:
             if not disposable:
                 raise
             aside = _move_aside(directory, what)
             ensure_data_dir(directory)
-            store = _open_diskcache(directory, what)
+            store = _open_diskcache(directory, what, **options)
         from crawler.logging import get_logger  # only here: datadir is on quick paths
 
         get_logger("crawler.store").warning(
@@ -358,14 +389,13 @@ def _move_aside(directory: Path, what: str) -> Path:
     return aside
 
 
-def _open_diskcache(directory: Path, what: str) -> diskcache.Cache:
+def _open_diskcache(directory: Path, what: str, **options: Any) -> diskcache.Cache:
     with storage_errors(what, directory):
         # ThreadCache: the connection of a thread that ended (one per control request) is
         # closed at once, not at the next full garbage collection.
         return ThreadCache(
             str(directory),
             timeout=_SQLITE_TIMEOUT_S,
-            disk=JSONOnlyDisk,
             eviction_policy="none",
             statistics=False,
             # diskcache keeps one SQLite connection per thread; its defaults (an 8,192-page
@@ -373,4 +403,5 @@ def _open_diskcache(directory: Path, what: str) -> diskcache.Cache:
             # every thread. Our stores are small and hot: a 1 MiB cache each is plenty.
             sqlite_cache_size=256,
             sqlite_mmap_size=0,
+            **options,
         )

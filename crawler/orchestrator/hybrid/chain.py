@@ -91,7 +91,20 @@ class SourceChain:
     ) -> Quote:
         """The sources in order, then the stale quote. `tried`: sources already asked for
         this symbol (by a batch), with why they did not serve it: not asked again. `paid`
-        False skips the paid sources (pacing)."""
+        False skips the paid sources (pacing).
+
+        The cache is held meanwhile: while fetches overlap, their puts are written together
+        by the last one to finish (one transaction, not one per quote)."""
+        self.cache.hold()
+        try:
+            return self._fetch(sym, tried, paid)
+        finally:
+            try:
+                self.cache.unhold()
+            except StorageError as exc:
+                self.health.note_storage_error(exc, "quotes fetched but not cached")
+
+    def _fetch(self, sym: Symbol, tried: Mapping[str, str] | None, paid: bool) -> Quote:
         misses = _Misses()
         for name in self._order():
             if tried and name in tried:

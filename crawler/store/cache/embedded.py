@@ -6,6 +6,15 @@ unpickled. Two keys per symbol:
     quote:SYMBOL  {"stored_at": epoch_s, "quote": {...}}   fresh while clock() - stored_at < ttl_s
     last:SYMBOL   {"stored_at": epoch_s, "quote": {...}}   never expires; for stale-on-error
 
+Once `last_known_many` has loaded every last-known quote into memory (the daemon does at
+start, for status), `get` and `get_last_known` answer from memory too: a fresh entry and the
+last-known copy are the same entry, and this process's writes keep the memory in step. Another
+process's writes after the load are not seen: the daemon is the one writer while it runs.
+
+While fetches hold the cache (`hold`/`unhold`: the hybrid's source chain, around each fetch),
+puts are queued and the last fetch out writes them in one transaction (at most `_QUEUE_MAX`
+of them or `_QUEUE_S` seconds' worth wait); readers in this process see queued puts at once.
+
 Freshness uses the injected `clock` (epoch seconds, so several processes sharing the directory
 agree), not diskcache's own expiry. A corrupt entry is a miss and is deleted. The entry, the
 TTL and the hit/miss counts are `crawler.store.cache.terms`'.
@@ -20,6 +29,8 @@ TTL and the hit/miss counts are `crawler.store.cache.terms`'.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,11 +43,12 @@ from crawler.store.cache.terms import WHAT, CacheTerms, decode_entry, entry_of
 from crawler.store.datadir import (
     STORE_ERRORS,
     CorruptRecordError,
+    RepeatingDisk,
     open_store,
     storage_error,
     storage_errors,
 )
-from crawler.utils.clock import Clock
+from crawler.utils.clock import Clock, MonotonicClock
 from crawler.utils.exceptions import ParseError
 
 __all__ = ["QuoteCache"]
@@ -52,8 +64,15 @@ class QuoteCache(CacheTerms):
     memory); everything else is read from disk.
     """
 
-    def __init__(self, directory: Path, ttl_s: float, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        ttl_s: float,
+        clock: Clock = time.time,
+        monotonic: MonotonicClock = time.monotonic,
+    ) -> None:
         super().__init__(ttl_s, clock)
+        self._monotonic = monotonic
         self._directory = Path(directory)
         self._decoded: dict[str, tuple[tuple[Any, ...], Quote]] = {}
         # What the last cleanup() found expired, and when (statistics() reads no entries).
@@ -66,48 +85,114 @@ class QuoteCache(CacheTerms):
         self._fresh_keys: set[str] | None = None
         self._last_keys: set[str] | None = None
         self._last_known: dict[str, Quote] | None = None
+        # When each of those was stored (epoch s): with them, the fresh check reads memory too.
+        self._stored_at: dict[str, float] = {}
+        # Puts queued while fetches hold the cache (`hold`): symbol -> (quote, entry), since
+        # when (monotonic), and how many fetches hold it.
+        self._queue_lock = threading.Lock()
+        self._queue: dict[str, tuple[Quote, dict[str, Any]]] = {}
+        self._queued_at_s = math.inf
+        self._holders = 0
         # Disposable: an empty or corrupt cache is moved aside and rebuilt, never a refusal.
-        self._cache: diskcache.Cache = open_store(self._directory, WHAT, disposable=True)
+        self._cache: diskcache.Cache = open_store(
+            self._directory, WHAT, disposable=True, disk=RepeatingDisk
+        )
 
     def _fresh(self, symbol: str) -> Quote | None:
+        queued = self._queued(symbol)
+        if queued is not None:
+            stored_at, quote = queued
+            expired = self._expired(stored_at)
+            return None if expired else quote.with_flags(from_cache=True, stale=False)
+        with self._counts_lock:
+            known, at = self._last_known, self._stored_at.get(symbol)
+        if known is not None:  # loaded: from memory, as `get_last_known`
+            last = known.get(symbol)
+            if last is None or at is None or self._expired(at):
+                return None
+            return last.with_flags(from_cache=True, stale=False)
         entry = self._read(_QUOTE_PREFIX + symbol, from_cache=True, stale=False)
         if entry is not None and not self._expired(entry[0]):
             return entry[1]
         return None
 
     def put(self, quote: Quote) -> None:
-        """Store `quote` as fresh and as the symbol's last-known quote (one transaction)."""
+        """Store `quote` as fresh and as the symbol's last-known quote (one transaction), or,
+        while fetches `hold` the cache, queue it for the last of them to write."""
         stored, entry = entry_of(quote, self._clock())
-        with storage_errors(WHAT, self._directory), self._cache.transact():
-            self._cache.set(_QUOTE_PREFIX + quote.symbol, entry)
-            self._cache.set(_LAST_PREFIX + quote.symbol, entry)
-        self._remember([stored])
+        with self._queue_lock:
+            deferred = self._holders > 0
+            if deferred:
+                self._queue[quote.symbol] = (stored, entry)
+                now_s = self._monotonic()
+                self._queued_at_s = min(self._queued_at_s, now_s)
+                due = len(self._queue) >= _QUEUE_MAX or now_s - self._queued_at_s >= _QUEUE_S
+        if not deferred:
+            self._write([(stored, entry)])
+        elif due:
+            self._write_queue()
+        else:
+            self._remember([(stored, entry)])
+
+    def hold(self) -> None:
+        with self._queue_lock:
+            self._holders += 1
+
+    def unhold(self) -> None:
+        with self._queue_lock:
+            self._holders -= 1
+            last = not self._holders
+        if last:
+            self._write_queue()
+
+    def _write_queue(self) -> None:
+        """Write every queued put in one transaction (dropped, and the error raised, if it
+        fails: a cache loses only copies)."""
+        with self._queue_lock:
+            queued, self._queue = list(self._queue.values()), {}
+            self._queued_at_s = math.inf
+        if queued:
+            self._write(queued)
 
     def put_many(self, quotes: list[Quote]) -> None:
         """`put` for a batch in one transaction (the live stream's flush: one commit, not N)."""
         if not quotes:
             return
         stored_at = self._clock()
-        entries = [entry_of(quote, stored_at) for quote in quotes]
+        self._write([entry_of(quote, stored_at) for quote in quotes])
+
+    def _write(self, entries: list[tuple[Quote, dict[str, Any]]]) -> None:
         with storage_errors(WHAT, self._directory), self._cache.transact():
             for stored, entry in entries:
                 self._cache.set(_QUOTE_PREFIX + stored.symbol, entry)
                 self._cache.set(_LAST_PREFIX + stored.symbol, entry)
-        self._remember([stored for stored, _ in entries])
+        self._remember(entries)
 
-    def _remember(self, stored: list[Quote]) -> None:
+    def _remember(self, entries: list[tuple[Quote, dict[str, Any]]]) -> None:
         """Keep the in-memory keys and last-known quotes in step with what was just written."""
         with self._counts_lock:
             if self._fresh_keys is not None and self._last_keys is not None:
-                for quote in stored:
+                for quote, _ in entries:
                     self._fresh_keys.add(quote.symbol)
                     self._last_keys.add(quote.symbol)
             if self._last_known is not None:
-                for quote in stored:
+                for quote, entry in entries:
                     self._last_known[quote.symbol] = quote.with_flags(from_cache=True, stale=True)
+                    self._stored_at[quote.symbol] = float(entry["stored_at"])
 
     def get_last_known(self, symbol: str) -> Quote | None:
-        """The last quote stored for `symbol`, however old (from_cache=True, stale=True)."""
+        """The last quote stored for `symbol`, however old (from_cache=True, stale=True).
+
+        From memory once `last_known_many` has loaded them (the daemon does at start), as
+        `last_known_many` itself: what this process wrote since is there, another process's
+        writes are not (the daemon is the one writer while it runs)."""
+        queued = self._queued(symbol)
+        if queued is not None:
+            return queued[1].with_flags(from_cache=True, stale=True)
+        with self._counts_lock:
+            known = self._last_known
+        if known is not None:
+            return known.get(symbol)
         entry = self._read(_LAST_PREFIX + symbol, from_cache=True, stale=True)
         return None if entry is None else entry[1]
 
@@ -117,21 +202,27 @@ class QuoteCache(CacheTerms):
         with self._counts_lock:
             known = self._last_known
         if known is None:
-            known = {}
+            known, stored_at = {}, {}
             for key in self._keys(_LAST_PREFIX):
                 entry = self._read(key, from_cache=True, stale=True)
                 if entry is not None:
                     known[key[len(_LAST_PREFIX) :]] = entry[1]
+                    stored_at[key[len(_LAST_PREFIX) :]] = entry[0]
+            with self._queue_lock:  # queued puts are not on disk yet
+                for symbol, (stored, queued) in self._queue.items():
+                    known[symbol] = stored.with_flags(from_cache=True, stale=True)
+                    stored_at[symbol] = float(queued["stored_at"])
             with self._counts_lock:
                 # A put that raced the load is on disk and in `known` or newer than it:
                 # keep whichever the map already has.
                 if self._last_known is None:
-                    self._last_known = known
+                    self._last_known, self._stored_at = known, stored_at
                 known = self._last_known
         return {symbol: known[symbol] for symbol in symbols if symbol in known}
 
     def cleanup(self) -> int:
         """Delete expired fresh entries (last-known copies stay); returns how many went."""
+        self._write_queue()
         removed = 0
         for key in self._keys(_QUOTE_PREFIX):
             with storage_errors(WHAT, self._directory), self._cache.transact():
@@ -146,12 +237,14 @@ class QuoteCache(CacheTerms):
 
     def clear(self) -> int:
         """Delete every entry, last-known copies included; returns how many went."""
+        with self._queue_lock:
+            self._queue, self._queued_at_s = {}, math.inf
         with storage_errors(WHAT, self._directory):
             removed = int(self._cache.clear())
         with self._counts_lock:
             # Reloaded (empty) at next use.
             self._fresh_keys = self._last_keys = None
-            self._last_known = None
+            self._last_known, self._stored_at = None, {}
         return removed
 
     def statistics(self) -> dict[str, Any]:
@@ -171,6 +264,9 @@ class QuoteCache(CacheTerms):
             keys = self._keys("")
             fresh = {key[len(_QUOTE_PREFIX) :] for key in keys if key.startswith(_QUOTE_PREFIX)}
             last = {key[len(_LAST_PREFIX) :] for key in keys if key.startswith(_LAST_PREFIX)}
+            with self._queue_lock:  # queued puts are not on disk yet
+                fresh.update(self._queue)
+                last.update(self._queue)
             with self._counts_lock:
                 if self._fresh_keys is None or self._last_keys is None:
                     self._fresh_keys, self._last_keys = fresh, last
@@ -193,8 +289,11 @@ class QuoteCache(CacheTerms):
         }
 
     def close(self) -> None:
-        """Close this thread's database connection."""
-        self._cache.close()
+        """Write the queued puts, then close this thread's database connection."""
+        try:
+            self._write_queue()
+        finally:
+            self._cache.close()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -240,9 +339,18 @@ class QuoteCache(CacheTerms):
                 with self._counts_lock:
                     if self._last_known is not None:
                         self._last_known.pop(key[len(_LAST_PREFIX) :], None)
+                        self._stored_at.pop(key[len(_LAST_PREFIX) :], None)
                     if self._last_keys is not None:
                         self._last_keys.discard(key[len(_LAST_PREFIX) :])
             return None
+
+    def _queued(self, symbol: str) -> tuple[float, Quote] | None:
+        """(stored_at, quote as stored) of a put still queued for `symbol`, else None."""
+        if not self._queue:  # the common case, without the lock
+            return None
+        with self._queue_lock:
+            queued = self._queue.get(symbol)
+        return None if queued is None else (float(queued[1]["stored_at"]), queued[0])
 
     def _forget_fresh(self, key: str) -> None:
         with self._counts_lock:
@@ -251,6 +359,11 @@ class QuoteCache(CacheTerms):
 
 
 _CORRUPT: Final = object()
+#: Queued puts are written once this many wait, or the oldest has waited this long (monotonic
+#: seconds), even while fetches still hold the cache: what a kill -9 can lose is bounded (the
+#: history has those quotes; the cache loses only copies).
+_QUEUE_MAX: Final = 64
+_QUEUE_S: Final = 0.5
 #: Decoded quotes kept for reuse, one per key: two keys per symbol of the largest watchlist
 #: (10,000 symbols), with room to spare.
 _DECODED_MAX: Final = 24_576

@@ -71,6 +71,15 @@ class CacheTerms:
         """The backend's fresh quote for `symbol`, or None (not counted)."""
         raise NotImplementedError
 
+    def hold(self) -> None:
+        """A fetch that may `put` has begun. Until the last such fetch calls `unhold`, a
+        backend may queue its puts and write them together (the embedded cache does; readers
+        in this process see them at once)."""
+
+    def unhold(self) -> None:
+        """A fetch that called `hold` has ended; the last one out writes what was queued
+        (raising StorageError as `put` would)."""
+
     def _expired(self, stored_at: float) -> bool:
         return self._clock() - stored_at >= self._ttl_s
 
