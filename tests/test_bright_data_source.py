@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -611,3 +611,58 @@ def test_symbol_type_is_what_fetch_takes(make_source: Callable[..., BrightDataSo
     # Guards the contract: fetch takes a parsed Symbol, never a string.
     assert isinstance(AAPL, Symbol)
     assert make_source().fetch(AAPL).asset_class == AAPL.asset_class
+
+
+class ForwardingProxy(BaseHTTPRequestHandler):
+    """A plain HTTP proxy on 127.0.0.1: forwards each absolute-URI POST and notes it."""
+
+    seen: ClassVar[list[str]] = []
+    hop_by_hop: ClassVar[set[str]] = {"connection", "content-length", "transfer-encoding", "host"}
+
+    def do_POST(self) -> None:
+        type(self).seen.append(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in self.hop_by_hop}
+        with requests.Session() as upstream:
+            upstream.trust_env = False  # the test sets HTTP_PROXY: not to ourselves
+            answer = upstream.post(self.path, data=body, headers=headers, timeout=10)
+        payload = answer.content
+        self.send_response(answer.status_code)
+        for name, value in answer.headers.items():
+            if name.lower() not in self.hop_by_hop | {"content-encoding"}:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_proxy_and_ca_variables_are_read_once_and_still_honoured(
+    fake: BrightDataFake,
+    ledger: BudgetLedger,
+    make_source: Callable[..., BrightDataSource],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session reads the environment when it is made, not on every request (a tenth of a
+    paid quote's CPU): HTTP_PROXY still routes the requests, NO_PROXY still bypasses it."""
+    ForwardingProxy.seen = []
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), ForwardingProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        proxied = make_source()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = make_source()
+        monkeypatch.delenv("HTTP_PROXY")  # read once: the first source keeps its proxy
+        assert proxied.fetch(AAPL).price is not None
+        assert len(ForwardingProxy.seen) == 1 and ForwardingProxy.seen[0].endswith("/request")
+        assert direct.fetch(AAPL).price is not None
+        assert len(ForwardingProxy.seen) == 1
+        assert_money_matches(fake, ledger)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()

@@ -141,7 +141,9 @@ class BrightDataSource:
         self._zone = zone
         self._ledger = ledger
         self._own_session = session is None
-        self._session = session if session is not None else pooled_session(pool_size)
+        self._session = (
+            session if session is not None else pooled_session(pool_size, self._request_url)
+        )
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._deadline_s = deadline_s
@@ -286,7 +288,6 @@ class BrightDataSource:
                 headers={"Authorization": f"Bearer {self._api_key}"},
                 timeout=timeout,
                 stream=True,  # so an oversized page can be refused without reading it all
-                verify=True,
                 allow_redirects=False,
             )
         except requests.ConnectTimeout as exc:
