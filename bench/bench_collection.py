@@ -158,7 +158,8 @@ def _split_hybrid(split: CpuSplit, hybrid: Any, history: Any, hours: Any) -> Non
         split.add(ledger, name, "ledger: reserve and settle")
     split.add(ledger, "can_reserve", "ledger: can_reserve (skip check)")
     split.add(ledger, "statistics", "ledger: statistics")
-    for name in ("put", "get", "get_last_known"):
+    # hold/unhold: the queued puts are written when the last fetch lets go of the cache.
+    for name in ("put", "get", "get_last_known", "hold", "unhold"):
         split.add(type(hybrid.cache), name, "quote cache (put, last-known)")
     split.add(type(hybrid.plausibility), "check", "plausibility gate")
     for name in ("add", "_run"):
@@ -277,6 +278,8 @@ def _hybrid_run(
         # exchange calendar are paid once per process, not once per collection.
         hybrid.get_quote("WARMUP:US")
         hours.preload(["XNYS"])
+        # As the daemon does at start (`daemon/app.py`): the last-known quotes into memory.
+        getattr(hybrid.cache, "last_known_many", lambda _: None)(())
 
         def run() -> int:
             report = collector.collect(hybrid, tracked, history, deadline_s=900)
