@@ -46,6 +46,7 @@ def node(market: FakeMarket, base: Path, url: str, name: str, **extra: str) -> D
         "BUDGET_PACING": "off",
         "BUDGET_POLICY": "seed",  # Bright Data first, as when the issue was filed: money moves
         "MAX_WORKERS": "8",
+        "YFINANCE_MAX_RPS": "1000",  # the free path while a recovery holds the money: no wait
     }
     return DaemonHarness(market, base / name, **{**settings, **extra})
 
