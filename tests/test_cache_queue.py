@@ -9,6 +9,7 @@ diskcache directories; a real hybrid fetching from the fake market over HTTP.
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -137,3 +138,25 @@ def test_once_loaded_the_fresh_check_reads_memory_and_keeps_the_ttl(tmp_path: Pa
     last = cache.get_last_known("MINE:US")
     assert last is not None and last.stale
     assert cache.statistics()["hits"] == 2
+
+
+def test_puts_made_while_the_last_known_quotes_load_are_not_lost(tmp_path: Path) -> None:
+    """The daemon loads every last-known quote in a thread at start while its first
+    collection writes: a put written after the load listed the keys, before it installed the
+    map, used to be missing from memory (no quote in status, a paid refetch) until its next put."""
+    clock = FakeClock()
+    QuoteCache(tmp_path, ttl_s=TTL_S, clock=clock).put_many(
+        [quote(f"OLD{i:04d}:US") for i in range(3_000)]
+    )
+    cache = QuoteCache(tmp_path, ttl_s=TTL_S, clock=clock)
+    loaded = threading.Event()
+    loader = threading.Thread(target=lambda: (cache.last_known_many(()), loaded.set()))
+    loader.start()
+    written: list[str] = []
+    while not loaded.is_set():
+        written.append(f"NEW{len(written):05d}:US")
+        cache.put(quote(written[-1]))
+    loader.join()
+    assert len(written) > 10
+    assert set(cache.last_known_many(written)) == set(written)
+    assert all(cache.get(symbol) is not None for symbol in written)

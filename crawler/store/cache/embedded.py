@@ -87,6 +87,8 @@ class QuoteCache(CacheTerms):
         self._last_known: dict[str, Quote] | None = None
         # When each of those was stored (epoch s): with them, the fresh check reads memory too.
         self._stored_at: dict[str, float] = {}
+        # While the map is being loaded: the puts made meanwhile (the load may miss them).
+        self._loading: dict[str, tuple[Quote, float]] | None = None
         # Puts queued while fetches hold the cache (`hold`): symbol -> (quote, entry), since
         # when (monotonic), and how many fetches hold it.
         self._queue_lock = threading.Lock()
@@ -175,10 +177,13 @@ class QuoteCache(CacheTerms):
                 for quote, _ in entries:
                     self._fresh_keys.add(quote.symbol)
                     self._last_keys.add(quote.symbol)
-            if self._last_known is not None:
-                for quote, entry in entries:
-                    self._last_known[quote.symbol] = quote.with_flags(from_cache=True, stale=True)
+            for quote, entry in entries:
+                last = quote.with_flags(from_cache=True, stale=True)
+                if self._last_known is not None:
+                    self._last_known[quote.symbol] = last
                     self._stored_at[quote.symbol] = float(entry["stored_at"])
+                elif self._loading is not None:
+                    self._loading[quote.symbol] = (last, float(entry["stored_at"]))
 
     def get_last_known(self, symbol: str) -> Quote | None:
         """The last quote stored for `symbol`, however old (from_cache=True, stale=True).
@@ -201,6 +206,8 @@ class QuoteCache(CacheTerms):
         memory: the first call reads them all from disk, later ones read nothing."""
         with self._counts_lock:
             known = self._last_known
+            if known is None and self._loading is None:
+                self._loading = {}  # from now on, puts are noted for this load
         if known is None:
             known, stored_at = {}, {}
             for key in self._keys(_LAST_PREFIX):
@@ -213,10 +220,13 @@ class QuoteCache(CacheTerms):
                     known[symbol] = stored.with_flags(from_cache=True, stale=True)
                     stored_at[symbol] = float(queued["stored_at"])
             with self._counts_lock:
-                # A put that raced the load is on disk and in `known` or newer than it:
-                # keep whichever the map already has.
+                # A put made during the load may or may not be in what it read: the ones
+                # noted meanwhile are the newest.
                 if self._last_known is None:
+                    for symbol, (last, at) in (self._loading or {}).items():
+                        known[symbol], stored_at[symbol] = last, at
                     self._last_known, self._stored_at = known, stored_at
+                    self._loading = None
                 known = self._last_known
         return {symbol: known[symbol] for symbol in symbols if symbol in known}
 
