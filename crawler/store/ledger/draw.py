@@ -57,12 +57,14 @@ class Close:
 
 
 class Drawn(NamedTuple):
-    """What one `draw` transaction gave: the block (maybe none), its window minute, and the
-    refusal when a block was asked for and nothing fit (the closes were written even so)."""
+    """What one `draw` transaction gave: the block (maybe none), its window minute, the
+    refusal when a block was asked for and nothing fit (the closes were written even so), and
+    how many of the closes found their reservation open."""
 
     reservations: list[Reservation]
     minute: int
     refusal: BudgetExhaustedError | None = None
+    closed: int = 0
 
 
 #: The backend's one transaction: write `closes`, then reserve up to `want` requests (at most
@@ -92,7 +94,6 @@ class ReservationDraw:
         self._held: list[tuple[Reservation, int]] = []
         self._taken: dict[str, _Taken] = {}
         self._pending: list[Close] = []
-        self._pending_ids: set[str] = set()
 
     def take(self, label: str | None) -> Reservation:
         """One request's reservation: from the held block, else from a refill (which writes
@@ -110,8 +111,9 @@ class ReservationDraw:
         with self._lock:
             taken = self._taken.pop(reservation.id, None)
             if taken is None:
-                return False if reservation.id in self._pending_ids else None
-            self._queue(Close(reservation, billed, taken.label, taken.made, taken.minute))
+                pending = any(close.reservation.id == reservation.id for close in self._pending)
+                return False if pending else None
+            self._pending.append(Close(reservation, billed, taken.label, taken.made, taken.minute))
             if not self._taken:  # nothing of ours in flight: bring the files to rest
                 self._write(0)
             elif not billed:  # money comes back: every process may spend it at once
@@ -158,13 +160,8 @@ class ReservationDraw:
         # The first is the refilling taker's (labelled with its symbol): popped first.
         self._held = [(r, drawn.minute) for r in reversed(drawn.reservations)]
 
-    def _queue(self, close: Close) -> None:
-        self._pending.append(close)
-        self._pending_ids.add(close.reservation.id)
-
     def _queue_block(self) -> None:
-        for reservation, minute in self._held:
-            self._queue(Close(reservation, False, None, None, minute))
+        self._pending += [Close(r, False, None, None, minute) for r, minute in self._held]
         self._held = []
 
     def _write(self, want: int, *, keep_block: bool = False, label: str | None = None) -> Drawn:
@@ -174,5 +171,4 @@ class ReservationDraw:
         # block stays open (counted as spent) in the files either way.
         drawn = self._draw(want, list(self._pending), label)
         self._pending = []
-        self._pending_ids = set()
         return drawn

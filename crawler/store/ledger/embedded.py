@@ -166,12 +166,14 @@ class BudgetLedger(LedgerTerms):
         """One transaction: write `closes`, then hold up to `want` requests (`draw.py`): at
         least one when one fits, at most a `ROOM_SHARE`th of the room beyond the first; else
         the refusal, returned (the closes are written even so). `label` is the first
-        reservation's (a single `reserve()`; a block's are named when they close)."""
+        reservation's (a single `reserve()`; a block's are named when they close). Settles
+        alone read neither the clock nor the 24-hour window."""
         with storage_errors(WHAT, self._directory), self._cache.transact():
-            clock = self._resolve()
-            today = clock.day.day
-            window = self._load_window(clock.real)
+            windowed_work = want > 0 or not all(close.billed for close in closes)
+            clock = self._resolve() if windowed_work else None
+            window = {} if clock is None else self._load_window(clock.real)
             records: dict[str, tuple[_DayRecord, bool]] = {}
+            closed = 0
             changed: set[str] = set()
             windowed = False
             for close in closes:
@@ -181,17 +183,19 @@ class BudgetLedger(LedgerTerms):
                 record, is_new = records[day]
                 entry = None if is_new else record.open.pop(close.reservation.id, None)
                 if entry is not None:
+                    closed += 1
                     changed.add(day)
                     self._count_close(record, day, entry, close)
                     if not close.billed:
                         windowed |= _unwindow(window, entry)
-            minute = minute_of(clock.real)
+            minute = 0 if clock is None else minute_of(clock.real)
             granted: list[Reservation] = []
             refusal = None
-            if want:
+            if want and clock is not None:
+                today = clock.day.day
                 if today not in records:
                     records[today] = self._load_day(today)
-                granted, refusal = self._hold(records[today][0], window, clock, want, label)
+                granted, refusal = self._hold(records[today][0], window, clock, minute, want, label)
                 if granted:
                     changed.add(today)
                     windowed = True
@@ -199,18 +203,19 @@ class BudgetLedger(LedgerTerms):
                 self._store_day(day, records[day][0])
             if windowed:
                 self._cache.set(_WINDOW_KEY, window)
-            if granted:
+            if granted and clock is not None:
                 self._cache.set(_CLOCK_KEY, clock.to_json())
-                if records[today][1]:
+                if records[clock.day.day][1]:
                     # The first reservation of a day is a natural moment to forget old days.
-                    self._prune(date.fromisoformat(today))
-        return Drawn(granted, minute, refusal)
+                    self._prune(date.fromisoformat(clock.day.day))
+        return Drawn(granted, minute, refusal, closed)
 
     def _hold(
         self,
         record: _DayRecord,
         window: dict[str, int],
         clock: _Clock,
+        minute: int,
         want: int,
         label: str | None,
     ) -> tuple[list[Reservation], BudgetExhaustedError | None]:
@@ -224,7 +229,6 @@ class BudgetLedger(LedgerTerms):
             )
         room = (self._budget_micro - max(record.used_micro, window_micro)) // self._cost_micro
         count = min(want, max(1, room // ROOM_SHARE))
-        minute = minute_of(clock.real)
         created = clock.day.high_water.isoformat()
         granted = []
         for _ in range(count):
@@ -257,19 +261,8 @@ class BudgetLedger(LedgerTerms):
         self._roomy_until_s = -math.inf
 
     def _close(self, reservation: Reservation, *, billed: bool) -> bool:
-        with storage_errors(WHAT, self._directory), self._cache.transact():
-            record, is_new = self._load_day(reservation.day)
-            entry = None if is_new else record.open.pop(reservation.id, None)
-            if entry is None:
-                return False
-            close = Close(reservation, billed, label=None, made=None, minute=0)
-            self._count_close(record, reservation.day, entry, close)
-            if not billed:
-                window = self._load_window(self._resolve().real)
-                if _unwindow(window, entry):
-                    self._cache.set(_WINDOW_KEY, window)
-            self._store_day(reservation.day, record)
-        return True
+        close = Close(reservation, billed, label=None, made=None, minute=0)
+        return self._draw(0, [close]).closed == 1
 
     def _count_close(
         self, record: _DayRecord, day: str, entry: dict[str, Any], close: Close
