@@ -131,10 +131,10 @@ class QuoteCache(CacheTerms):
                 due = len(self._queue) >= _QUEUE_MAX or now_s - self._queued_at_s >= _QUEUE_S
         if not deferred:
             self._write([(stored, entry)])
-        elif due:
+            return
+        self._remember([(stored, entry)])  # readers here see it now; written once, below
+        if due:
             self._write_queue()
-        else:
-            self._remember([(stored, entry)])
 
     def hold(self) -> None:
         with self._queue_lock:
@@ -154,7 +154,7 @@ class QuoteCache(CacheTerms):
             queued, self._queue = list(self._queue.values()), {}
             self._queued_at_s = math.inf
         if queued:
-            self._write(queued)
+            self._write(queued, remembered=True)
 
     def put_many(self, quotes: list[Quote]) -> None:
         """`put` for a batch in one transaction (the live stream's flush: one commit, not N)."""
@@ -163,12 +163,16 @@ class QuoteCache(CacheTerms):
         stored_at = self._clock()
         self._write([entry_of(quote, stored_at) for quote in quotes])
 
-    def _write(self, entries: list[tuple[Quote, dict[str, Any]]]) -> None:
+    def _write(
+        self, entries: list[tuple[Quote, dict[str, Any]]], *, remembered: bool = False
+    ) -> None:
+        """One transaction for `entries`; `remembered`: memory has them already (queued)."""
         with storage_errors(WHAT, self._directory), self._cache.transact():
             for stored, entry in entries:
                 self._cache.set(_QUOTE_PREFIX + stored.symbol, entry)
                 self._cache.set(_LAST_PREFIX + stored.symbol, entry)
-        self._remember(entries)
+        if not remembered:
+            self._remember(entries)
 
     def _remember(self, entries: list[tuple[Quote, dict[str, Any]]]) -> None:
         """Keep the in-memory keys and last-known quotes in step with what was just written."""
@@ -177,13 +181,17 @@ class QuoteCache(CacheTerms):
                 for quote, _ in entries:
                     self._fresh_keys.add(quote.symbol)
                     self._last_keys.add(quote.symbol)
+            # The map once loaded, else the puts a load in progress must not miss.
+            known, loading = self._last_known, self._loading
+            if known is None and loading is None:
+                return
             for quote, entry in entries:
                 last = quote.with_flags(from_cache=True, stale=True)
-                if self._last_known is not None:
-                    self._last_known[quote.symbol] = last
+                if known is not None:
+                    known[quote.symbol] = last
                     self._stored_at[quote.symbol] = float(entry["stored_at"])
-                elif self._loading is not None:
-                    self._loading[quote.symbol] = (last, float(entry["stored_at"]))
+                elif loading is not None:
+                    loading[quote.symbol] = (last, float(entry["stored_at"]))
 
     def get_last_known(self, symbol: str) -> Quote | None:
         """The last quote stored for `symbol`, however old (from_cache=True, stale=True).
