@@ -37,6 +37,15 @@ def _open_entries(directory: Path) -> list[dict[str, object]]:
     return list(record["open"].values())
 
 
+def _on_threads(work: Callable[[], None], count: int) -> None:
+    """Run `work` on `count` threads at once and wait for them all."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def _in_flight(
     ledger: BudgetLedger, workers: int, while_held: Callable[[], None], rounds: int = 1
 ) -> list[Reservation]:
@@ -54,11 +63,7 @@ def _in_flight(
             holding.wait()
             ledger.settle(reservation)
 
-    threads = [threading.Thread(target=work) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _on_threads(work, workers)
     return taken
 
 
@@ -126,11 +131,7 @@ def test_near_the_end_every_request_of_the_budget_is_used_and_none_more(
             with lock:
                 settled.append(reservation)
 
-    threads = [threading.Thread(target=work) for _ in range(WORKERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _on_threads(work, WORKERS)
     assert len(settled) == allowed
     stats = make_ledger(tmp_path, requests=allowed).statistics()
     assert (stats["requests_billed"], stats["open_reservations"]) == (allowed, 0)
